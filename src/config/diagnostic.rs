@@ -1,0 +1,93 @@
+//! Positioned errors and warnings about rule files: `FILE:LINE:COL: error: ...`.
+
+use serde_saphyr::Location;
+use std::fmt;
+use std::sync::Arc;
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found in a rule file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file as the user named it (or as found in the directory).
+    pub file: Arc<str>,
+    pub line: u64,
+    pub column: u64,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file,
+            self.line.max(1),
+            self.column.max(1),
+            kind,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Collects diagnostics while a config is compiled; every check reports here
+/// instead of stopping at the first problem.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// Records an error at `at` in `file`.
+    pub fn error(&mut self, file: &Arc<str>, at: Location, message: impl Into<String>) {
+        self.push(file, at, Severity::Error, message.into());
+    }
+
+    /// Records a warning at `at` in `file`.
+    pub fn warning(&mut self, file: &Arc<str>, at: Location, message: impl Into<String>) {
+        self.push(file, at, Severity::Warning, message.into());
+    }
+
+    /// Records an already built diagnostic.
+    pub fn add(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    fn push(&mut self, file: &Arc<str>, at: Location, severity: Severity, message: String) {
+        self.items.push(Diagnostic {
+            file: file.clone(),
+            line: at.line(),
+            column: at.column(),
+            severity,
+            message,
+        });
+    }
+
+    /// Whether any error (not warning) was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// All diagnostics, in the order found.
+    pub fn items(&self) -> &[Diagnostic] {
+        &self.items
+    }
+
+    /// Takes the diagnostics out, errors first, each group in file order.
+    pub fn into_sorted(mut self) -> Vec<Diagnostic> {
+        self.items.sort_by_key(|d| d.severity == Severity::Warning);
+        self.items
+    }
+}

@@ -1,0 +1,1 @@
+//! Forwarding a routed request to its upstream. (Stub.)

@@ -1,0 +1,22 @@
+//! Pointsman: a content-based routing reverse proxy.
+//!
+//! A request flows through the modules in this order:
+//! [`config`] (rule files) → [`router`] (compiled snapshot, index) →
+//! [`context`] (what the request carries) → [`matchers`] / [`rules`] (the
+//! `match` language) → [`split`] (experiments, canaries) → [`forward`]
+//! (to the upstream, with fallback) → [`metrics`].
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod context;
+pub mod forward;
+pub mod matchers;
+pub mod router;
+pub mod rules;
+pub mod server;
+pub mod split;
+pub mod upstream;

@@ -1,0 +1,1 @@
+//! Leaf matchers and value tests. (Owned by the matching work; stub.)

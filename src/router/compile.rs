@@ -1,0 +1,1 @@
+//! Rule files → [`super::Snapshot`]. (Stub.)

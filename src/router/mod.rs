@@ -1,0 +1,196 @@
+//! The compiled routing snapshot: everything a request needs to be routed,
+//! built once from the rule files and swapped whole on reload.
+//!
+//! `compile` builds it; `index` narrows the candidate routes by host and path;
+//! the first route in file order whose `match` holds wins.
+
+pub mod compile;
+pub mod index;
+
+use crate::rules::Expr;
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Position of an upstream in [`Snapshot::upstreams`].
+pub type UpstreamId = usize;
+
+/// An immutable, compiled config. Requests load it once (an `ArcSwap` load)
+/// and keep it until they finish.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Narrows the routes a request has to try.
+    pub index: index::RouteIndex,
+    /// Upstreams, referenced by [`UpstreamId`].
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// What serves unmatched requests (and 502/503s with `failover`).
+    pub fallback: Option<Fallback>,
+    /// Listener, admin and limit settings.
+    pub settings: Settings,
+    /// Whether any route (or experiment targeting) inspects the body.
+    pub needs_body: bool,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Unique route name (metrics label, admin API, forcing key).
+    pub name: Arc<str>,
+    /// The whole `match`, host and path included.
+    pub matcher: Expr,
+    /// What to do with a request this route matched.
+    pub action: Action,
+    /// Options of forwarding actions.
+    pub forward: ForwardOptions,
+}
+
+/// What a matched route does.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward to one upstream.
+    Forward(UpstreamId),
+    /// Split by an experiment; not-enrolled requests go to `default`.
+    Experiment {
+        default: UpstreamId,
+        experiment: Arc<crate::split::Experiment>,
+    },
+    /// Split between stable and canary.
+    Canary(Arc<crate::split::Canary>),
+    /// Answer directly.
+    Respond(Respond),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+}
+
+/// Per-route forwarding options.
+#[derive(Debug, Default)]
+pub struct ForwardOptions {
+    pub strip_prefix: Option<String>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// Overrides the upstream's `request_timeout`.
+    pub timeout: Option<Duration>,
+    pub mirror: Option<Mirror>,
+}
+
+/// Header edits applied in order: remove, set, add.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderOps {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// A fixed answer.
+#[derive(Debug, Clone)]
+pub struct Respond {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A redirect answer; `location` is the configured `to` exactly as written.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub location: HeaderValue,
+    pub status: StatusCode,
+}
+
+/// Shadow traffic: `percent` of the route's requests, chosen by request id.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub upstream: UpstreamId,
+    pub percent: f64,
+}
+
+/// The `fallback` section.
+#[derive(Debug)]
+pub struct Fallback {
+    pub action: FallbackAction,
+    /// Also serve requests that would get 502/503.
+    pub failover: bool,
+}
+
+/// What the fallback does.
+#[derive(Debug)]
+pub enum FallbackAction {
+    Forward(UpstreamId),
+    Respond(Respond),
+}
+
+/// Settings outside the routes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listeners: Vec<Listener>,
+    pub admin: AdminSettings,
+    pub trusted_proxies: Vec<IpNet>,
+    pub state_file: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// A public listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// The `bind` text as written (the metrics label).
+    pub bind: String,
+    pub addr: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS settings of a listener; certificate paths already resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    pub alpn: Vec<String>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+    pub token_file: Option<PathBuf>,
+}
+
+/// Request and connection limits (SPEC 2, `limits`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub inspect_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// 0 = unlimited.
+    pub max_body_bytes: u64,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 65536,
+            max_headers: 100,
+            inspect_body_bytes: 65536,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10000,
+            max_body_bytes: 0,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The first route in file order whose `match` holds. (Stub: owned by the
+    /// matching work.)
+    pub fn select(&self, _ctx: &crate::context::RequestContext<'_>) -> Option<&Route> {
+        None
+    }
+}

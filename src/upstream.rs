@@ -1,0 +1,5 @@
+//! Upstreams: endpoints, balancing, connection pools. (Stub.)
+
+/// An upstream with its runtime state.
+#[derive(Debug)]
+pub struct Upstream {}
