@@ -2,8 +2,14 @@
 //! (The definition is the agreed interface; runtime state is owned by the
 //! forwarding work.)
 
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// An upstream as configured, with every default applied. Two equal
@@ -72,15 +78,315 @@ pub struct Outlier {
     pub eject_for: Duration,
 }
 
+/// The body type sent to upstreams: a held body, a stream, or both.
+pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
+
+/// A boxed, thread-safe error (the error type of [`ProxyBody`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The connector toward upstreams. Plain TCP for now; a rustls connector
+/// wrapping it (`hyper_rustls::HttpsConnector<HttpConnector>`) slots in here
+/// when `https://` endpoints are supported.
+pub type Connector = HttpConnector;
+
+/// How long a pooled connection may sit idle. Kept below the usual backend
+/// keep-alive (60 s in nginx, 75 s default) so we close first and never write
+/// into a connection the backend is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// An upstream with its runtime state (pool, balancer, in-flight counts).
-#[derive(Debug)]
 pub struct Upstream {
+    /// The definition it was built from.
     pub def: UpstreamDef,
+    endpoints: Box<[EndpointState]>,
+    next: AtomicUsize,
+    client: Client<Connector, ProxyBody>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("def", &self.def)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runtime state of one endpoint.
+#[derive(Debug)]
+struct EndpointState {
+    endpoint: Endpoint,
+    /// `http://host:port`, the prefix of every request URI toward it.
+    base: Option<http::uri::Authority>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one request in flight on an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why an attempt toward an upstream failed before response headers.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection could not be made (refused, timed out, unresolvable).
+    #[error("connect to {endpoint} failed: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
+    /// `https://` endpoints need TLS, which is not supported yet.
+    #[error("TLS upstreams not supported yet ({endpoint})")]
+    TlsUnsupported { endpoint: String },
+    /// The upstream closed or reset before response headers.
+    #[error("upstream {endpoint} closed or reset before response headers: {source}")]
+    Reset {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
+    /// No response headers within the request timeout.
+    #[error("no response headers from {endpoint} within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    /// The request body passed `max_body_bytes` while streaming.
+    #[error("request body over the limit")]
+    BodyTooLarge,
+    /// The upstream has no endpoints.
+    #[error("upstream has no endpoints")]
+    NoEndpoints,
+}
+
+/// A successful exchange: the response and which endpoint gave it.
+#[derive(Debug)]
+pub struct Sent {
+    pub response: Response<Incoming>,
+    /// The endpoint's `host:port`.
+    pub endpoint: String,
+    /// Counts the request as in flight; keep it for the response's life.
+    pub in_flight: InFlight,
 }
 
 impl Upstream {
-    /// Creates the runtime state for a definition.
+    /// Creates the runtime state for a definition: one pooled client
+    /// (HTTP/1.1 keep-alive, or h2 with prior knowledge) shared by its
+    /// endpoints.
     pub fn new(def: UpstreamDef) -> Self {
-        Upstream { def }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(def.connect_timeout));
+        connector.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        if def.protocol == Protocol::H2 {
+            builder.http2_only(true);
+        }
+        let client = builder.build(connector);
+        let endpoints = def
+            .endpoints
+            .iter()
+            .map(|e| EndpointState {
+                base: if e.tls {
+                    None
+                } else {
+                    e.authority.parse().ok()
+                },
+                endpoint: e.clone(),
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            })
+            .collect();
+        Upstream {
+            def,
+            endpoints,
+            next: AtomicUsize::new(0),
+            client,
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Requests currently in flight on each endpoint, in definition order.
+    pub fn in_flight(&self) -> Vec<usize> {
+        self.endpoints
+            .iter()
+            .map(|e| e.in_flight.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Picks an endpoint index by the balance policy, avoiding `avoid` when
+    /// another endpoint exists.
+    pub fn pick(&self, avoid: Option<usize>) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        if n == 1 {
+            return Some(0);
+        }
+        let i = match self.def.balance {
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Balance::Random => rand::random_range(0..n),
+            Balance::LeastRequest => {
+                // Scan from a rotating start so ties spread evenly.
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                let mut best = start;
+                let mut best_load = usize::MAX;
+                for k in 0..n {
+                    let j = (start + k) % n;
+                    if Some(j) == avoid {
+                        continue;
+                    }
+                    let load = self.endpoints[j].in_flight.load(Ordering::Relaxed);
+                    if load < best_load {
+                        best = j;
+                        best_load = load;
+                    }
+                }
+                best
+            }
+        };
+        Some(if Some(i) == avoid { (i + 1) % n } else { i })
+    }
+
+    /// Sends one request to endpoint `idx`. `path_and_query` replaces the
+    /// URI; the request's version is set to what the upstream speaks.
+    /// Waits at most `timeout` for response headers.
+    pub async fn send_to(
+        &self,
+        idx: usize,
+        mut req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Sent, SendError> {
+        let Some(ep) = self.endpoints.get(idx) else {
+            return Err(SendError::NoEndpoints);
+        };
+        let endpoint = ep.endpoint.authority.clone();
+        let Some(base) = ep.base.clone() else {
+            return Err(if ep.endpoint.tls {
+                SendError::TlsUnsupported { endpoint }
+            } else {
+                SendError::Connect {
+                    endpoint,
+                    source: "invalid endpoint address".into(),
+                }
+            });
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(base);
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        match Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => {
+                return Err(SendError::Connect {
+                    endpoint,
+                    source: e.into(),
+                });
+            }
+        }
+        *req.version_mut() = match self.def.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::H2 => Version::HTTP_2,
+        };
+        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(ep.in_flight.clone());
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(SendError::Timeout { endpoint, timeout }),
+            Ok(Ok(response)) => Ok(Sent {
+                response,
+                endpoint,
+                in_flight,
+            }),
+            Ok(Err(e)) => Err(classify(endpoint, e)),
+        }
+    }
+
+    /// Sends a request with the retry rules of SPEC 6. `body` is `Some` when
+    /// the body is held in full (or absent: `Some(empty)`) and so can be sent
+    /// again; a streamed body (`None` here, passed in `req`) is sent once.
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        held: Option<&bytes::Bytes>,
+        timeout: Duration,
+    ) -> Result<Sent, SendError> {
+        let Some(mut idx) = self.pick(None) else {
+            return Err(SendError::NoEndpoints);
+        };
+        let Some(held) = held else {
+            return self.send_to(idx, req, timeout).await;
+        };
+        let idempotent = is_idempotent(req.method());
+        let (parts, _) = req.into_parts();
+        let mut attempts_left = self.def.retries;
+        loop {
+            let attempt = Request::from_parts(parts.clone(), full(held.clone()));
+            match self.send_to(idx, attempt, timeout).await {
+                Ok(sent) => return Ok(sent),
+                Err(e) => {
+                    let retryable = match &e {
+                        SendError::Connect { .. } => true,
+                        SendError::Reset { .. } => idempotent,
+                        _ => false,
+                    };
+                    if !retryable || attempts_left == 0 {
+                        return Err(e);
+                    }
+                    attempts_left -= 1;
+                    tracing::debug!(upstream = %self.def.name, error = %e, "retrying");
+                    match self.pick(Some(idx)) {
+                        Some(next) => idx = next,
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A held body as a [`ProxyBody`].
+pub fn full(bytes: bytes::Bytes) -> ProxyBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Methods RFC 9110 calls idempotent.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return SendError::BodyTooLarge;
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        SendError::Connect {
+            endpoint,
+            source: e.into(),
+        }
+    } else {
+        SendError::Reset {
+            endpoint,
+            source: e.into(),
+        }
     }
 }
