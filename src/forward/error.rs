@@ -1,0 +1,104 @@
+//! Forwarding failures and the answers they become (SPEC 6).
+
+use super::headers::X_POINTSMAN_ERROR;
+use crate::upstream::{ProxyBody, SendError, full};
+use http::{HeaderValue, Response, StatusCode, header};
+
+/// Why a request could not be forwarded; each becomes a response.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No route matched and there is no fallback.
+    #[error("no route matched")]
+    NoRoute,
+    /// Connect refused or timed out (after retries), or TLS not possible.
+    #[error("upstream connect failed: {0}")]
+    UpstreamConnect(String),
+    /// No response headers within the timeout.
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+    /// The upstream closed or reset before response headers.
+    #[error("upstream reset: {0}")]
+    UpstreamReset(String),
+    /// No endpoint can take the request.
+    #[error("no healthy upstream: {0}")]
+    NoHealthyUpstream(String),
+    /// The request body passed `max_body_bytes`.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The request is malformed (bad Host, path above root, ...).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Request headers over `max_headers` / `max_header_bytes`.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+}
+
+impl ForwardError {
+    /// The status this failure is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::NoRoute => StatusCode::NOT_FOUND,
+            ForwardError::UpstreamConnect(_) | ForwardError::UpstreamReset(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ForwardError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ForwardError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ForwardError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+
+    /// The `x-pointsman-error` token, for the rows of SPEC 6 that have one.
+    pub fn token(&self) -> Option<&'static str> {
+        Some(match self {
+            ForwardError::NoRoute => "no_route",
+            ForwardError::UpstreamConnect(_) => "upstream_connect",
+            ForwardError::UpstreamTimeout(_) => "upstream_timeout",
+            ForwardError::UpstreamReset(_) => "upstream_reset",
+            ForwardError::NoHealthyUpstream(_) => "no_healthy_upstream",
+            ForwardError::BodyTooLarge => "body_too_large",
+            ForwardError::BadRequest(_) | ForwardError::HeadersTooLarge => return None,
+        })
+    }
+
+    /// Whether `fallback.failover` may serve this request instead (502/503).
+    pub fn fails_over(&self) -> bool {
+        matches!(
+            self.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+        )
+    }
+
+    /// The answer: the status, and for token rows the `x-pointsman-error`
+    /// header and `{"error": TOKEN, "route": NAME|null}`.
+    pub fn to_response(&self, route: Option<&str>) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(bytes::Bytes::new()));
+        *resp.status_mut() = self.status();
+        if let Some(token) = self.token() {
+            let body = serde_json::json!({ "error": token, "route": route }).to_string();
+            resp.headers_mut()
+                .insert(X_POINTSMAN_ERROR, HeaderValue::from_static(token));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            *resp.body_mut() = full(body.into());
+        }
+        resp
+    }
+}
+
+impl From<SendError> for ForwardError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Connect { .. } | SendError::TlsUnsupported { .. } => {
+                ForwardError::UpstreamConnect(e.to_string())
+            }
+            SendError::Reset { .. } => ForwardError::UpstreamReset(e.to_string()),
+            SendError::Timeout { .. } => ForwardError::UpstreamTimeout(e.to_string()),
+            SendError::BodyTooLarge => ForwardError::BodyTooLarge,
+            SendError::NoEndpoints => ForwardError::NoHealthyUpstream(e.to_string()),
+        }
+    }
+}

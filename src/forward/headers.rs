@@ -1,0 +1,275 @@
+//! Header rewriting toward the upstream and back (SPEC 5).
+
+use crate::router::HeaderOps;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// The `Via` entry this proxy adds.
+pub const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 pointsman");
+/// The request id header, kept or generated, echoed on the response.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The error token header on proxy-generated errors.
+pub const X_POINTSMAN_ERROR: HeaderName = HeaderName::from_static("x-pointsman-error");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const PREFIX: &str = "x-pointsman-";
+const FORCE: &str = "x-pointsman-force";
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade`
+/// plus an `Upgrade` header), e.g. WebSocket.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: every header `Connection` names, then
+/// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding
+/// and Upgrade. With `upgrade`, `Upgrade` is kept and `Connection` becomes
+/// exactly `upgrade`. With `keep_te_trailers`, a `te: trailers` survives (for
+/// h2 upstreams, gRPC). `Host` is never removed, whatever Connection names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| *n != header::HOST && !(upgrade && *n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let te_trailers = keep_te_trailers
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes client-sent `x-pointsman-*` headers other than `x-pointsman-force`.
+pub fn strip_internal(headers: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(PREFIX) && k.as_str() != FORCE)
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
+    }
+}
+
+/// Whether `ip` is inside one of the trusted networks.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// The client address (SPEC 5): the TCP peer, unless the peer is trusted;
+/// then the right-most X-Forwarded-For address that is not trusted (the
+/// left-most one if all are). Parsing stops at the first unreadable entry.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let values: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let mut candidate = peer;
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        candidate = ip.to_canonical();
+        if !is_trusted(candidate, trusted) {
+            return candidate;
+        }
+    }
+    candidate
+}
+
+/// Adds the forwarding headers: X-Forwarded-For (the peer appended),
+/// X-Forwarded-Proto and X-Forwarded-Host (kept from trusted peers, else
+/// replaced; the host as received, port included) and `Via`.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    proto: &'static str,
+    raw_host: &str,
+) {
+    let peer = peer.to_canonical().to_string();
+    let xff = {
+        let mut prior = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
+            .peekable();
+        if prior.peek().is_none() {
+            peer
+        } else {
+            let mut joined = String::new();
+            for v in prior {
+                joined.push_str(v.trim());
+                joined.push_str(", ");
+            }
+            joined.push_str(&peer);
+            joined
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match HeaderValue::from_str(raw_host) {
+            Ok(v) if !raw_host.is_empty() => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            _ => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+    headers.append(header::VIA, VIA_VALUE);
+}
+
+/// Applies route header edits in order: remove, set, add.
+pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        headers.remove(name);
+    }
+    for (name, value) in &ops.set {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &ops.add {
+        headers.append(name.clone(), value.clone());
+    }
+}
+
+/// The request id: the client's when usable (1–200 visible ASCII bytes),
+/// else 32 random hex digits.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// Whether a request id falls inside `percent` (0–100) of all ids; stable
+/// for a given id (FNV-1a), so a mirror share is reproducible.
+pub fn id_in_share(id: &HeaderValue, percent: f64) -> bool {
+    if percent >= 100.0 {
+        return true;
+    }
+    if percent <= 0.0 {
+        return false;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ((h % 10_000) as f64) < percent * 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed_but_not_host() {
+        let mut h = map(&[
+            ("connection", "x-forwarded-for, Host, keep-alive"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("host", "a"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+        ]);
+        strip_hop_by_hop(&mut h, false, false);
+        assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("connection").is_none());
+        assert!(h.get("te").is_none());
+        assert!(h.get("upgrade").is_none());
+        assert_eq!(h.get("host").unwrap(), "a");
+    }
+
+    #[test]
+    fn te_trailers_kept_for_h2() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false, true);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn client_ip_walks_xff_from_the_right() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = map(&[("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.5")]);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
+        let untrusted: IpAddr = "9.9.9.9".parse().unwrap();
+        assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
+        let all = map(&[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]);
+        assert_eq!(client_ip(peer, &all, &trusted), "10.1.1.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn share_is_deterministic() {
+        let id = HeaderValue::from_static("abc");
+        assert_eq!(id_in_share(&id, 50.0), id_in_share(&id, 50.0));
+        assert!(id_in_share(&id, 100.0));
+        assert!(!id_in_share(&id, 0.0));
+    }
+}
