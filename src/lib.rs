@@ -18,5 +18,6 @@ pub mod matchers;
 pub mod router;
 pub mod rules;
 pub mod server;
+pub mod service;
 pub mod split;
 pub mod upstream;

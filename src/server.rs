@@ -1,1 +1,297 @@
-//! Listeners and connections. (Stub.)
+//! Listeners and connections: the swappable [`Proxy`] state and the
+//! [`Server`] accept loop with its connection limits and graceful drain.
+
+use crate::router::{Limits, Snapshot};
+use crate::service::{ConnInfo, ProxyService};
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// The proxy's shared state: the current routing snapshot, swapped whole on
+/// reload.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: ArcSwap<Snapshot>,
+}
+
+impl Proxy {
+    /// Wraps the first snapshot.
+    pub fn new(snapshot: Snapshot) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        })
+    }
+
+    /// The current snapshot (one atomic load).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot; requests in flight keep the one they loaded.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// Bound listeners, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    proxy: Arc<Proxy>,
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl Server {
+    /// Binds every `settings.listeners` address (TLS listeners are not
+    /// served yet and are refused).
+    pub fn bind(proxy: Arc<Proxy>) -> io::Result<Server> {
+        let snapshot = proxy.snapshot();
+        let mut listeners = Vec::new();
+        for l in &snapshot.settings.listeners {
+            if l.tls.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{}: TLS listeners are not supported yet", l.bind),
+                ));
+            }
+            let listener = std::net::TcpListener::bind(l.addr)?;
+            listener.set_nonblocking(true)?;
+            listeners.push(listener);
+        }
+        Ok(Server { proxy, listeners })
+    }
+
+    /// The bound addresses, in `settings.listeners` order.
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    /// Accepts and serves until `shutdown` completes; then stops accepting,
+    /// asks every connection to finish (HTTP/1 after the current response,
+    /// HTTP/2 with GOAWAY) and waits for them up to `drain_timeout`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let limits = self.proxy.snapshot().settings.limits.clone();
+        let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let permits = Arc::new(Semaphore::new(max));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut accepts = tokio::task::JoinSet::new();
+        for l in self.listeners {
+            let listener = TcpListener::from_std(l)?;
+            accepts.spawn(accept_loop(
+                listener,
+                self.proxy.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        accepts.abort_all();
+        while accepts.join_next().await.is_some() {}
+        // Every connection holds a permit: all permits back = all drained.
+        let drain = limits.drain_timeout;
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(drain, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(?drain, "connections still open after the drain timeout");
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    permits: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "max_connections reached; closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, proxy, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        // hyper answers 431 when the head does not fit the read buffer.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(100);
+    b
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = proxy.snapshot().settings.limits.clone();
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let conn_info = Arc::new(ConnInfo {
+        peer,
+        proto: "http",
+        in_flight: AtomicUsize::new(0),
+    });
+    let service = ProxyService::new(proxy, conn_info.clone());
+    let builder = builder(&limits);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let idle = limits.idle_timeout;
+    let mut closing = false;
+    loop {
+        let idle_check = tokio::time::sleep(
+            idle.min(Duration::from_secs(1))
+                .max(Duration::from_millis(10)),
+        );
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check, if !closing => {
+                if conn_info.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= idle {
+                    tracing::debug!(%peer, "idle timeout");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that records its last read or write.
+    struct Tracked {
+        #[pin]
+        inner: TcpStream,
+        activity: Arc<Activity>,
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res
+            && *n > 0
+        {
+            this.activity.touch();
+        }
+        res
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &res
+            && *n > 0
+        {
+            this.activity.touch();
+        }
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -3,9 +3,9 @@
 
 use crate::upstream::{BoxError, ProxyBody, full};
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -37,8 +37,7 @@ impl RequestBody {
         match self {
             RequestBody::Held(b) => full(b),
             RequestBody::Stream(s) if max > 0 => {
-                http_body_util::Limited::new(s, usize::try_from(max).unwrap_or(usize::MAX))
-                    .boxed()
+                http_body_util::Limited::new(s, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
             }
             RequestBody::Stream(s) => s.map_err(BoxError::from).boxed(),
         }
@@ -63,10 +62,14 @@ pub fn streaming(body: Incoming) -> RequestBody {
 /// of the rest of the stream. A read error also keeps what was read, so the
 /// upstream sees the same failure.
 pub async fn inspect(body: Incoming, limit: usize) -> RequestBody {
-    let mut p = match streaming(body) {
-        RequestBody::Stream(p) => p,
-        held => return held,
-    };
+    match streaming(body) {
+        RequestBody::Stream(p) => inspect_prefixed(p, limit).await,
+        held => held,
+    }
+}
+
+/// [`inspect`] on a body that may already have a prefix read.
+pub async fn inspect_prefixed(mut p: Prefixed, limit: usize) -> RequestBody {
     let read = async {
         while p.prefix_len <= limit {
             match p.rest.frame().await {

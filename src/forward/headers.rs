@@ -258,11 +258,17 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = map(&[("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.5")]);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(peer, &h, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
         let untrusted: IpAddr = "9.9.9.9".parse().unwrap();
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
         let all = map(&[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]);
-        assert_eq!(client_ip(peer, &all, &trusted), "10.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &all, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -32,13 +32,13 @@ pub struct Forwarded {
 /// path equal to the prefix becomes `/`), with the query appended.
 pub fn upstream_path(path: &str, query: Option<&str>, strip_prefix: Option<&str>) -> String {
     let mut p = path;
-    if let Some(prefix) = strip_prefix.map(|s| s.trim_end_matches('/')) {
-        if let Some(rest) = path.strip_prefix(prefix) {
-            if rest.is_empty() {
-                p = "/";
-            } else if rest.starts_with('/') {
-                p = rest;
-            }
+    if let Some(prefix) = strip_prefix.map(|s| s.trim_end_matches('/'))
+        && let Some(rest) = path.strip_prefix(prefix)
+    {
+        if rest.is_empty() {
+            p = "/";
+        } else if rest.starts_with('/') {
+            p = rest;
         }
     }
     match query {
@@ -168,7 +168,9 @@ pub fn mirror(upstream: Arc<Upstream>, parts: Parts, body: Bytes, path: String, 
                 Ok(sent) => {
                     let _ = sent.response.into_body().collect().await;
                 }
-                Err(e) => tracing::debug!(upstream = %upstream.def.name, error = %e, "mirror failed"),
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream.def.name, error = %e, "mirror failed")
+                }
             }
         }
     });
