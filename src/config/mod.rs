@@ -180,13 +180,19 @@ mod tests {
     #[test]
     fn unknown_key_is_reported_at_its_line() {
         let e = parse_err("routes:\n  - name: a\n    bogus: 1\n");
-        assert!(e.starts_with("r.yaml:3:5: error: unknown field `bogus`"), "{e}");
+        assert!(
+            e.starts_with("r.yaml:3:5: error: unknown field `bogus`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicate_key_is_reported_at_the_second_one() {
         let e = parse_err("upstreams:\n  a: {endpoints: [\"x:1\"]}\n  a: {endpoints: [\"x:1\"]}\n");
-        assert!(e.starts_with("r.yaml:3:3: error: duplicate mapping key"), "{e}");
+        assert!(
+            e.starts_with("r.yaml:3:3: error: duplicate mapping key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -69,7 +69,13 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
     let settings = b.settings();
     b.warn_unused_upstreams();
     if b.diags.has_errors() {
-        return Err(b.diags.into_sorted());
+        // Warnings after errors mislead (an upstream looks unused because
+        // the route naming it failed), so only errors are returned.
+        let errors = b.diags.into_sorted();
+        return Err(errors
+            .into_iter()
+            .filter(|d| d.severity == crate::config::Severity::Error)
+            .collect());
     }
     let summary = Summary {
         routes: routes.len(),
@@ -113,6 +119,7 @@ struct Builder<'a> {
     upstreams: Vec<Arc<Upstream>>,
     upstream_ids: HashMap<String, (UpstreamId, Place)>,
     upstream_used: Vec<bool>,
+    broken_upstreams: std::collections::HashSet<String>,
     experiments: HashMap<String, (Arc<split::Experiment>, Place)>,
     experiment_count: usize,
     route_places: Vec<Place>,
@@ -127,6 +134,7 @@ impl<'a> Builder<'a> {
             upstreams: Vec::new(),
             upstream_ids: HashMap::new(),
             upstream_used: Vec::new(),
+            broken_upstreams: Default::default(),
             experiments: HashMap::new(),
             experiment_count: 0,
             route_places: Vec::new(),
@@ -146,7 +154,10 @@ impl<'a> Builder<'a> {
                 ("admin", d.admin.as_ref().map(|s| s.referenced)),
                 ("fallback", d.fallback.as_ref().map(|s| s.referenced)),
                 ("limits", d.limits.as_ref().map(|s| s.referenced)),
-                ("trusted_proxies", d.trusted_proxies.as_ref().map(|s| s.referenced)),
+                (
+                    "trusted_proxies",
+                    d.trusted_proxies.as_ref().map(|s| s.referenced),
+                ),
                 ("state_file", d.state_file.as_ref().map(|s| s.referenced)),
             ];
             for (key, at) in present {
@@ -155,7 +166,9 @@ impl<'a> Builder<'a> {
                     self.diags.error(
                         &src.name,
                         at,
-                        format!("`{key}` is already defined in {first}; it may appear in one file only"),
+                        format!(
+                            "`{key}` is already defined in {first}; it may appear in one file only"
+                        ),
                     );
                 } else {
                     seen.insert(key, src.name.clone());
@@ -183,9 +196,13 @@ impl<'a> Builder<'a> {
                     continue;
                 }
                 let Some(def) = self.upstream_def(src, &key.value, up) else {
+                    // Known but broken: references to it are not errors too.
+                    self.broken_upstreams.insert(key.value.clone());
                     continue;
                 };
-                let runtime = self.reuse_upstream(&def).unwrap_or_else(|| Arc::new(Upstream::new(def)));
+                let runtime = self
+                    .reuse_upstream(&def)
+                    .unwrap_or_else(|| Arc::new(Upstream::new(def)));
                 let id = self.upstreams.len();
                 self.upstreams.push(runtime);
                 self.upstream_used.push(false);
@@ -209,7 +226,11 @@ impl<'a> Builder<'a> {
         let f = &src.name;
         let errors_before = self.diags.items().len();
         if u.endpoints.is_empty() {
-            self.diags.error(f, up.referenced, format!("upstream `{name}` has no endpoints"));
+            self.diags.error(
+                f,
+                up.referenced,
+                format!("upstream `{name}` has no endpoints"),
+            );
         }
         let mut endpoints = Vec::with_capacity(u.endpoints.len());
         for e in &u.endpoints {
@@ -223,15 +244,27 @@ impl<'a> Builder<'a> {
             Some(("least_request", _)) => Balance::LeastRequest,
             Some(("random", _)) => Balance::Random,
             Some((other, at)) => {
-                self.diags.error(f, at, format!("unknown balance `{other}`: use round_robin, least_request or random"));
+                self.diags.error(
+                    f,
+                    at,
+                    format!("unknown balance `{other}`: use round_robin, least_request or random"),
+                );
                 Balance::RoundRobin
             }
         };
-        let protocol = match u.protocol.as_ref().map(|p| (p.value.as_str(), p.referenced)) {
+        let protocol = match u
+            .protocol
+            .as_ref()
+            .map(|p| (p.value.as_str(), p.referenced))
+        {
             None | Some(("http1", _)) => Protocol::Http1,
             Some(("h2", _)) => Protocol::H2,
             Some((other, at)) => {
-                self.diags.error(f, at, format!("unknown protocol `{other}`: use http1 or h2"));
+                self.diags.error(
+                    f,
+                    at,
+                    format!("unknown protocol `{other}`: use http1 or h2"),
+                );
                 Protocol::Http1
             }
         };
@@ -244,7 +277,11 @@ impl<'a> Builder<'a> {
         let health_check = u.health_check.as_ref().map(|h| {
             let h = &h.value;
             if !h.path.value.starts_with('/') {
-                self.diags.error(f, h.path.referenced, "health_check path must start with `/`");
+                self.diags.error(
+                    f,
+                    h.path.referenced,
+                    "health_check path must start with `/`",
+                );
             }
             HealthCheck {
                 path: h.path.value.clone(),
@@ -275,7 +312,12 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn duration(&mut self, f: &Arc<str>, d: Option<&Spanned<String>>, default: Duration) -> Duration {
+    fn duration(
+        &mut self,
+        f: &Arc<str>,
+        d: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
         match d {
             None => default,
             Some(s) => match parse_duration(&s.value) {
@@ -298,6 +340,7 @@ impl<'a> Builder<'a> {
                 }
                 Some(id)
             }
+            None if self.broken_upstreams.contains(&name.value) => None,
             None => {
                 let known: Vec<&str> = self.upstream_ids.keys().map(String::as_str).collect();
                 let hint = if known.is_empty() {
@@ -332,12 +375,15 @@ impl<'a> Builder<'a> {
                     continue;
                 }
                 self.experiment_count += 1;
-                if let Some(e) = self.compile_experiment(src, &key.value, &exp.value, exp.referenced) {
+                if let Some(e) =
+                    self.compile_experiment(src, &key.value, &exp.value, exp.referenced)
+                {
                     let place = Place {
                         file: src.name.clone(),
                         at: key.referenced,
                     };
-                    self.experiments.insert(key.value.clone(), (Arc::new(e), place));
+                    self.experiments
+                        .insert(key.value.clone(), (Arc::new(e), place));
                 }
             }
         }
@@ -375,12 +421,16 @@ impl<'a> Builder<'a> {
                 let f = &src.name;
                 let name = &r.value.name;
                 if name.value.is_empty() {
-                    self.diags.error(f, name.referenced, "route name may not be empty");
+                    self.diags
+                        .error(f, name.referenced, "route name may not be empty");
                 } else if name.value == "fallback" || name.value == "none" {
                     self.diags.error(
                         f,
                         name.referenced,
-                        format!("route name `{}` is reserved (it labels metrics of unrouted requests)", name.value),
+                        format!(
+                            "route name `{}` is reserved (it labels metrics of unrouted requests)",
+                            name.value
+                        ),
                     );
                 } else if let Some(first) = names.get(&name.value) {
                     let msg = format!(
@@ -454,20 +504,23 @@ impl<'a> Builder<'a> {
             return None;
         }
         let forwarding = rv.to.is_some() || rv.canary.is_some();
+        // Forward options are checked even when the action failed, so the
+        // user sees every problem of the route at once.
         let action = if let Some(exp) = &rv.experiment {
-            self.experiment_action(src, rv, exp)?
+            self.experiment_action(src, rv, exp)
         } else if let Some(to) = &rv.to {
-            Action::Forward(self.upstream_ref(f, to)?)
+            self.upstream_ref(f, to).map(Action::Forward)
         } else if let Some(c) = &rv.canary {
-            self.canary_action(src, &rv.name.value, c)?
+            self.canary_action(src, &rv.name.value, c)
         } else if let Some(resp) = &rv.respond {
-            Action::Respond(self.respond(f, resp)?)
+            self.respond(f, resp).map(Action::Respond)
         } else if let Some(red) = &rv.redirect {
-            Action::Redirect(self.redirect(f, red)?)
+            self.redirect(f, red).map(Action::Redirect)
         } else {
-            return None;
+            None
         };
         let forward = self.forward_options(src, rv, forwarding);
+        let action = action?;
         if self.diags.items()[before..]
             .iter()
             .any(|d| d.severity == crate::config::Severity::Error)
@@ -502,7 +555,8 @@ impl<'a> Builder<'a> {
             raw::ExperimentRef::Named(name) => match self.experiments.get(name) {
                 Some((e, _)) => e.clone(),
                 None => {
-                    self.diags.error(f, exp.referenced, format!("undefined experiment `{name}`"));
+                    self.diags
+                        .error(f, exp.referenced, format!("undefined experiment `{name}`"));
                     return None;
                 }
             },
@@ -522,7 +576,10 @@ impl<'a> Builder<'a> {
                 Arc::new(self.compile_experiment(src, name, def, exp.referenced)?)
             }
         };
-        Some(Action::Experiment { default, experiment })
+        Some(Action::Experiment {
+            default,
+            experiment,
+        })
     }
 
     fn canary_action(
@@ -538,7 +595,8 @@ impl<'a> Builder<'a> {
         resolved.insert(c.value.stable.value.clone(), stable);
         resolved.insert(c.value.canary.value.clone(), canary);
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
-        let def = split::compile_canary(route, &c.value, f, c.referenced, &mut self.diags, &resolve)?;
+        let def =
+            split::compile_canary(route, &c.value, f, c.referenced, &mut self.diags, &resolve)?;
         Some(Action::Canary(Arc::new(def)))
     }
 
@@ -560,7 +618,11 @@ impl<'a> Builder<'a> {
         match HeaderValue::from_str(&r.value.to.value) {
             Ok(location) => Some(Redirect { location, status }),
             Err(_) => {
-                self.diags.error(f, r.value.to.referenced, "redirect `to` is not a valid Location value");
+                self.diags.error(
+                    f,
+                    r.value.to.referenced,
+                    "redirect `to` is not a valid Location value",
+                );
                 None
             }
         }
@@ -576,7 +638,12 @@ impl<'a> Builder<'a> {
             self.diags.error(
                 f,
                 s.referenced,
-                format!("status {} is outside {}–{}", s.value, range.start(), range.end()),
+                format!(
+                    "status {} is outside {}–{}",
+                    s.value,
+                    range.start(),
+                    range.end()
+                ),
             );
             return None;
         }
@@ -594,7 +661,11 @@ impl<'a> Builder<'a> {
             let value = HeaderValue::from_str(&v.value.to_text());
             match (name, value) {
                 (Ok(n), Ok(v)) => out.push((n, v)),
-                (Err(_), _) => self.diags.error(f, k.referenced, format!("invalid header name `{}`", k.value)),
+                (Err(_), _) => self.diags.error(
+                    f,
+                    k.referenced,
+                    format!("invalid header name `{}`", k.value),
+                ),
                 (_, Err(_)) => self.diags.error(f, v.referenced, "invalid header value"),
             }
         }
@@ -608,19 +679,37 @@ impl<'a> Builder<'a> {
         for r in &ops.value.remove {
             match HeaderName::from_bytes(r.value.as_bytes()) {
                 Ok(n) => remove.push(n),
-                Err(_) => self.diags.error(f, r.referenced, format!("invalid header name `{}`", r.value)),
+                Err(_) => self.diags.error(
+                    f,
+                    r.referenced,
+                    format!("invalid header name `{}`", r.value),
+                ),
             }
         }
         HeaderOps { set, add, remove }
     }
 
-    fn forward_options(&mut self, src: &Source, rv: &raw::Route, forwarding: bool) -> ForwardOptions {
+    fn forward_options(
+        &mut self,
+        src: &Source,
+        rv: &raw::Route,
+        forwarding: bool,
+    ) -> ForwardOptions {
         let f = &src.name;
         if !forwarding {
             let only_forwarding: [(&str, Option<Location>); 5] = [
-                ("strip_prefix", rv.strip_prefix.as_ref().map(|s| s.referenced)),
-                ("request_headers", rv.request_headers.as_ref().map(|s| s.referenced)),
-                ("response_headers", rv.response_headers.as_ref().map(|s| s.referenced)),
+                (
+                    "strip_prefix",
+                    rv.strip_prefix.as_ref().map(|s| s.referenced),
+                ),
+                (
+                    "request_headers",
+                    rv.request_headers.as_ref().map(|s| s.referenced),
+                ),
+                (
+                    "response_headers",
+                    rv.response_headers.as_ref().map(|s| s.referenced),
+                ),
                 ("timeout", rv.timeout.as_ref().map(|s| s.referenced)),
                 ("mirror", rv.mirror.as_ref().map(|s| s.referenced)),
             ];
@@ -639,7 +728,8 @@ impl<'a> Builder<'a> {
             if p.value.starts_with('/') {
                 Some(p.value.trim_end_matches('/').to_string())
             } else {
-                self.diags.error(f, p.referenced, "strip_prefix must start with `/`");
+                self.diags
+                    .error(f, p.referenced, "strip_prefix must start with `/`");
                 None
             }
         });
@@ -653,13 +743,21 @@ impl<'a> Builder<'a> {
             .as_ref()
             .map(|h| self.header_ops(f, h))
             .unwrap_or_default();
-        let timeout = rv.timeout.as_ref().map(|t| self.duration(f, Some(t), Duration::ZERO));
+        let timeout = rv
+            .timeout
+            .as_ref()
+            .map(|t| self.duration(f, Some(t), Duration::ZERO));
         let mirror = rv.mirror.as_ref().and_then(|m| {
             let upstream = self.upstream_ref(f, &m.value.to)?;
             let percent = m.value.percent.as_ref().map_or(100.0, |p| p.value);
             if !(0.0..=100.0).contains(&percent) {
-                let at = m.value.percent.as_ref().map_or(m.referenced, |p| p.referenced);
-                self.diags.error(f, at, "mirror percent must be between 0 and 100");
+                let at = m
+                    .value
+                    .percent
+                    .as_ref()
+                    .map_or(m.referenced, |p| p.referenced);
+                self.diags
+                    .error(f, at, "mirror percent must be between 0 and 100");
                 return None;
             }
             Some(Mirror { upstream, percent })
@@ -681,7 +779,11 @@ impl<'a> Builder<'a> {
             (Some(to), None) => FallbackAction::Forward(self.upstream_ref(f, to)?),
             (None, Some(r)) => FallbackAction::Respond(self.respond(f, r)?),
             _ => {
-                self.diags.error(f, fb.referenced, "fallback needs exactly one of `to` or `respond`");
+                self.diags.error(
+                    f,
+                    fb.referenced,
+                    "fallback needs exactly one of `to` or `respond`",
+                );
                 return None;
             }
         };
@@ -711,7 +813,12 @@ impl<'a> Builder<'a> {
                         .value
                         .certificates
                         .iter()
-                        .map(|c| (src.resolve(&c.value.cert.value), src.resolve(&c.value.key.value)))
+                        .map(|c| {
+                            (
+                                src.resolve(&c.value.cert.value),
+                                src.resolve(&c.value.key.value),
+                            )
+                        })
                         .collect(),
                     alpn: t
                         .value
@@ -723,7 +830,8 @@ impl<'a> Builder<'a> {
                 if let Some(t) = &l.value.tls
                     && t.value.certificates.is_empty()
                 {
-                    self.diags.error(f, t.referenced, "tls needs at least one certificate");
+                    self.diags
+                        .error(f, t.referenced, "tls needs at least one certificate");
                 }
                 listeners.push(Listener {
                     bind: l.value.bind.value.clone(),
@@ -774,7 +882,10 @@ impl<'a> Builder<'a> {
                 self.diags.error(
                     f,
                     bind.referenced,
-                    format!("invalid bind address `{}`: use IP:PORT, e.g. \"0.0.0.0:8080\"", bind.value),
+                    format!(
+                        "invalid bind address `{}`: use IP:PORT, e.g. \"0.0.0.0:8080\"",
+                        bind.value
+                    ),
                 );
                 None
             }
@@ -784,28 +895,38 @@ impl<'a> Builder<'a> {
     fn limits(&mut self, f: &Arc<str>, l: &raw::Limits) -> Limits {
         let d = Limits::default();
         let size = |v: &Option<Spanned<u64>>, default: usize| {
-            v.as_ref().map_or(default, |s| usize::try_from(s.value).unwrap_or(usize::MAX))
+            v.as_ref()
+                .map_or(default, |s| usize::try_from(s.value).unwrap_or(usize::MAX))
         };
         let max_header_bytes = size(&l.max_header_bytes, d.max_header_bytes);
         if let Some(m) = &l.max_header_bytes
             && m.value < 8192
         {
-            self.diags.error(f, m.referenced, "max_header_bytes must be at least 8192");
+            self.diags
+                .error(f, m.referenced, "max_header_bytes must be at least 8192");
         }
         let max_headers = size(&l.max_headers, d.max_headers);
         if let Some(m) = &l.max_headers
             && m.value == 0
         {
-            self.diags.error(f, m.referenced, "max_headers must be at least 1");
+            self.diags
+                .error(f, m.referenced, "max_headers must be at least 1");
         }
         Limits {
             max_header_bytes,
             max_headers,
             inspect_body_bytes: size(&l.inspect_body_bytes, d.inspect_body_bytes),
-            header_read_timeout: self.duration(f, l.header_read_timeout.as_ref(), d.header_read_timeout),
+            header_read_timeout: self.duration(
+                f,
+                l.header_read_timeout.as_ref(),
+                d.header_read_timeout,
+            ),
             idle_timeout: self.duration(f, l.idle_timeout.as_ref(), d.idle_timeout),
             max_connections: size(&l.max_connections, d.max_connections),
-            max_body_bytes: l.max_body_bytes.as_ref().map_or(d.max_body_bytes, |v| v.value),
+            max_body_bytes: l
+                .max_body_bytes
+                .as_ref()
+                .map_or(d.max_body_bytes, |v| v.value),
             drain_timeout: self.duration(f, l.drain_timeout.as_ref(), d.drain_timeout),
         }
     }
@@ -819,10 +940,18 @@ impl<'a> Builder<'a> {
             .map(|(name, (_, place))| (name.clone(), place.clone()))
             .collect();
         unused.sort_by(|a, b| {
-            (a.1.file.as_ref(), a.1.at.line(), a.1.at.column()).cmp(&(b.1.file.as_ref(), b.1.at.line(), b.1.at.column()))
+            (a.1.file.as_ref(), a.1.at.line(), a.1.at.column()).cmp(&(
+                b.1.file.as_ref(),
+                b.1.at.line(),
+                b.1.at.column(),
+            ))
         });
         for (name, place) in unused {
-            self.diags.warning(&place.file, place.at, format!("upstream `{name}` is not used by any route"));
+            self.diags.warning(
+                &place.file,
+                place.at,
+                format!("upstream `{name}` is not used by any route"),
+            );
         }
     }
 }
@@ -837,7 +966,9 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         (false, text)
     };
     let rest = rest.trim_end_matches('/');
-    let bad = || format!("invalid endpoint `{text}`: use host:port, http://host:port or https://host:port");
+    let bad = || {
+        format!("invalid endpoint `{text}`: use host:port, http://host:port or https://host:port")
+    };
     let authority: http::uri::Authority = rest.parse().map_err(|_| bad())?;
     if authority.port_u16().is_none() || authority.host().is_empty() || rest.contains('/') {
         return Err(bad());
