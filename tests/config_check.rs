@@ -216,8 +216,8 @@ fn a_map_key_or_singleton_defined_in_two_files_names_both() {
     assert_eq!(
         lines,
         [
-            "DIR/b.yaml:3:8: error: `admin` is already defined in DIR/a.yaml; it may appear in one file only",
             "DIR/b.yaml:2:3: error: upstream `web` is already defined at DIR/a.yaml:2:3",
+            "DIR/b.yaml:3:8: error: `admin` is already defined in DIR/a.yaml; it may appear in one file only",
         ]
     );
 }
