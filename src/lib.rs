@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod context;
+pub mod demo;
 pub mod forward;
 pub mod matchers;
 pub mod router;

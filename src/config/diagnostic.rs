@@ -85,9 +85,20 @@ impl Diagnostics {
         &self.items
     }
 
-    /// Takes the diagnostics out, errors first, each group in file order.
+    /// Takes the diagnostics out, errors first, each group by file and
+    /// position (files of a directory are named in load order).
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by_key(|d| d.severity == Severity::Warning);
+        self.items.sort_by(|a, b| {
+            let key = |d: &Diagnostic| {
+                (
+                    d.severity == Severity::Warning,
+                    d.file.clone(),
+                    d.line,
+                    d.column,
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         self.items
     }
 }

@@ -1,5 +1,10 @@
-//! Rule files: reading, merging and parsing. The only module that touches the
-//! YAML crate (see [`parse`]).
+//! Rule files: reading a file or a directory, and parsing each file. This is
+//! the only module that touches the YAML crate (see [`parse`]).
+//!
+//! A directory is read as every `*.yaml` / `*.yml` file directly inside it,
+//! in byte-wise name order, skipping names that start with `.` (so a
+//! Kubernetes ConfigMap's `..data` link is not read twice). How the files'
+//! sections merge is decided by [`crate::router::compile`].
 
 pub mod diagnostic;
 pub mod duration;
@@ -7,3 +12,197 @@ pub mod raw;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use duration::parse_duration;
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One rule file as read from disk.
+#[derive(Debug)]
+pub struct Source {
+    /// The file's name as shown in diagnostics (`routes/api.yaml`).
+    pub name: Arc<str>,
+    /// The path it was read from.
+    pub path: PathBuf,
+    /// The directory relative paths inside the file resolve against.
+    pub dir: PathBuf,
+    /// Its parsed content.
+    pub doc: raw::File,
+}
+
+impl Source {
+    /// Resolves a path written in this file against the file's directory.
+    pub fn resolve(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+/// Every rule file of a config, parsed, in load order.
+#[derive(Debug)]
+pub struct Loaded {
+    pub sources: Vec<Source>,
+    /// sha256 over every file's name (as listed) and content, in load order.
+    pub sha256: String,
+}
+
+/// Reads and parses the config at `path` (a file or a directory). Returns
+/// every problem found, each with its position.
+pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    let files = list_files(path).map_err(|e| vec![e])?;
+    let mut hasher = Sha256::new();
+    let mut sources = Vec::with_capacity(files.len());
+    let mut errors = Vec::new();
+    for file in files {
+        let name: Arc<str> = Arc::from(file.display().to_string());
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(whole_file(&name, format!("cannot read file: {e}")));
+                continue;
+            }
+        };
+        let listed = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        hasher.update(listed.unwrap_or_default().as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        match parse(&name, &text) {
+            Ok(doc) => sources.push(Source {
+                dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+                name,
+                path: file,
+                doc,
+            }),
+            Err(d) => errors.push(d),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Loaded {
+        sources,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+/// The files a config path stands for, in load order.
+pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let name: Arc<str> = Arc::from(path.display().to_string());
+    let meta = std::fs::metadata(path)
+        .map_err(|e| whole_file(&name, format!("cannot read config: {e}")))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| whole_file(&name, format!("cannot read directory: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let bytes = file_name.as_encoded_bytes();
+        let is_yaml = bytes.ends_with(b".yaml") || bytes.ends_with(b".yml");
+        if bytes.starts_with(b".") || !is_yaml {
+            continue;
+        }
+        let p = entry.path();
+        if p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    if files.is_empty() {
+        return Err(whole_file(
+            &name,
+            "no *.yaml or *.yml files in this directory".to_string(),
+        ));
+    }
+    Ok(files)
+}
+
+/// Parses one rule file. Syntax errors, unknown keys, wrong types and
+/// duplicate keys come back with their line and column.
+pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
+    if text.trim().is_empty() {
+        return Ok(raw::File::default());
+    }
+    serde_saphyr::from_str::<raw::File>(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let plain = e.without_snippet().to_string();
+        Diagnostic {
+            file: name.clone(),
+            line,
+            column,
+            severity: Severity::Error,
+            message: strip_position(&plain).to_string(),
+        }
+    })
+}
+
+/// The YAML crate appends " at line L, column C" to its messages; the
+/// position is already in the diagnostic's prefix.
+fn strip_position(message: &str) -> &str {
+    let first = message.lines().next().unwrap_or(message);
+    match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    }
+}
+
+fn whole_file(name: &Arc<str>, message: String) -> Diagnostic {
+    Diagnostic {
+        file: name.clone(),
+        line: 1,
+        column: 1,
+        severity: Severity::Error,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        let name: Arc<str> = Arc::from("r.yaml");
+        match parse(&name, text) {
+            Ok(_) => "ok".into(),
+            Err(d) => d.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_reported_at_its_line() {
+        let e = parse_err("routes:\n  - name: a\n    bogus: 1\n");
+        assert!(
+            e.starts_with("r.yaml:3:5: error: unknown field `bogus`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_is_reported_at_the_second_one() {
+        let e = parse_err("upstreams:\n  a: {endpoints: [\"x:1\"]}\n  a: {endpoints: [\"x:1\"]}\n");
+        assert!(
+            e.starts_with("r.yaml:3:3: error: duplicate mapping key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let e = parse_err("routes: [\n");
+        assert!(e.starts_with("r.yaml:1:"), "{e}");
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_config() {
+        assert_eq!(parse_err("# nothing\n"), "ok");
+    }
+}

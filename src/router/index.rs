@@ -3,3 +3,10 @@
 /// Narrows the candidate routes.
 #[derive(Debug, Default)]
 pub struct RouteIndex {}
+
+impl RouteIndex {
+    /// Builds the index.
+    pub fn build(_routes: &[super::Route]) -> Self {
+        RouteIndex {}
+    }
+}

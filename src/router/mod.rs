@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod index;
+mod shadow;
 
 use crate::rules::Expr;
 use crate::upstream::Upstream;

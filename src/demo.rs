@@ -1,0 +1,79 @@
+//! `pointsman demo`: two built-in upstreams (`v1`, `v2`) that answer with
+//! what they received, so a new user can watch routing decisions with curl.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+/// The demo's rule file, used when `routes/demo.yaml` is absent.
+pub const DEMO_RULES: &str = include_str!("../routes/demo.yaml");
+
+/// The address of demo upstream `v1`.
+pub const V1: &str = "127.0.0.1:9001";
+/// The address of demo upstream `v2`.
+pub const V2: &str = "127.0.0.1:9002";
+
+/// curl commands printed when the demo starts.
+pub const TRY: &[&str] = &[
+    "curl -i http://127.0.0.1:8080/",
+    "curl -i -H 'x-beta: 1' http://127.0.0.1:8080/",
+    "curl -i http://127.0.0.1:8080/api/v2/users/42",
+    "curl -i -X POST -d '{\"total\": 1500}' http://127.0.0.1:8080/orders",
+    "curl -i http://127.0.0.1:8080/status/legacy",
+    "curl -i http://127.0.0.1:8080/docs/v1/intro",
+    "curl -s http://127.0.0.1:9901/routes",
+];
+
+/// Binds a demo upstream that answers every request with a small JSON
+/// description of it, tagged with `name`.
+pub async fn bind_upstream(name: &'static str, addr: &str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| answer(name, req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let body = serde_json::json!({
+        "upstream": name,
+        "method": req.method().as_str(),
+        "path": req.uri().path_and_query().map(|p| p.as_str()),
+        "host": header("host"),
+        "variant": header("x-pointsman-variant"),
+        "x_forwarded_for": header("x-forwarded-for"),
+        "request_id": header("x-request-id"),
+    });
+    let mut text = body.to_string();
+    text.push('\n');
+    let resp = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("x-upstream", name)
+        .body(Full::new(Bytes::from(text)));
+    Ok(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
