@@ -82,7 +82,10 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
     let mut served = Served::default();
     let mut resp = match run(&snapshot, req, conn, &uri, &request_id, &mut served).await {
         Ok(resp) => resp,
-        Err(e) => e.to_response(served.route.as_deref()),
+        Err(e) => {
+            tracing::debug!(error = %e, "request failed");
+            e.to_response(served.route.as_deref())
+        }
     };
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID, request_id.clone());
@@ -191,7 +194,7 @@ async fn run(
         .insert(headers::X_REQUEST_ID, request_id.clone());
 
     let Some(route) = route else {
-        return fallback(snapshot, parts, body, &path, served, None).await;
+        return fallback(snapshot, parts, body, &path, on_upgrade, served, None).await;
     };
     served.route = Some(route.name.clone());
     let upstream_id = match &route.action {
@@ -258,6 +261,7 @@ async fn run(
                     parts,
                     RequestBody::Held(held),
                     &path,
+                    None,
                     served,
                     Some(e),
                 )
@@ -300,11 +304,13 @@ async fn forward_route(
 
 /// Serves through the fallback; `failed` is the error that caused a
 /// failover (answered with if the fallback fails too, route name kept).
+#[allow(clippy::too_many_arguments)]
 async fn fallback(
     snapshot: &Snapshot,
     parts: http::request::Parts,
     body: RequestBody,
     path: &str,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     served: &mut Served,
     failed: Option<ForwardError>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
@@ -326,7 +332,7 @@ async fn fallback(
                     path,
                     None,
                     snapshot.settings.limits.max_body_bytes,
-                    None,
+                    on_upgrade,
                 )
                 .await
                 .map(|f| {

@@ -56,7 +56,12 @@ impl TestUpstream {
         self.hits.load(Ordering::SeqCst)
     }
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
     }
 }
 
@@ -133,7 +138,11 @@ async fn handle(
     let upgrade = matches!(mode, Mode::Upgrade) && req.headers().contains_key("upgrade");
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     u.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
@@ -209,7 +218,10 @@ pub fn snapshot(
     Snapshot {
         routes,
         index: Default::default(),
-        upstreams: upstreams.into_iter().map(|d| Arc::new(Upstream::new(d))).collect(),
+        upstreams: upstreams
+            .into_iter()
+            .map(|d| Arc::new(Upstream::new(d)))
+            .collect(),
         fallback: fallback.map(|action| Fallback {
             action,
             failover: false,
@@ -264,7 +276,11 @@ pub fn client() -> Client {
 pub async fn send(c: &Client, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
     let resp = c.request(req).await.expect("response");
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (parts, body)
 }
 
