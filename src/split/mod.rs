@@ -1,4 +1,7 @@
-//! Sticky experiments and canaries. (Stub.)
+//! Sticky experiments and canaries. (Being built.)
+
+pub mod hash;
+pub mod sticky;
 
 /// A compiled experiment.
 #[derive(Debug)]
