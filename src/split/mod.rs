@@ -1,11 +1,24 @@
-//! Sticky experiments and canaries. (Being built.)
+//! Sticky experiments and canaries (SPEC 3, 4).
+//!
+//! - [`hash`]: GrowthBook-compatible hashing and bucketing.
+//! - [`sticky`]: where a user's id comes from ([`StickyLookup`], which the
+//!   caller implements over its request context), minting, `Set-Cookie`.
+//! - [`experiment`]: compiled A/B experiments and their assignment.
+//! - [`force`]: the `x-pointsman-force` / `pm_force` parser.
+//! - [`stats`]: the SRM chi-square test.
 
+pub mod experiment;
+pub mod force;
 pub mod hash;
+pub mod stats;
 pub mod sticky;
 
-/// A compiled experiment.
-#[derive(Debug)]
-pub struct Experiment {}
+pub use experiment::{
+    Assignment, Exclusion, Experiment, ExperimentStats, Outcome, Variant, VariantStats,
+    compile_experiment,
+};
+pub use force::{FORCE_HEADER, FORCE_QUERY, forced_variant, parse_force};
+pub use sticky::{StickyConfig, StickyId, StickyLookup, StickySource};
 
 /// A compiled canary.
 #[derive(Debug)]
