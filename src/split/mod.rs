@@ -6,12 +6,16 @@
 //! - [`experiment`]: compiled A/B experiments and their assignment.
 //! - [`force`]: the `x-pointsman-force` / `pm_force` parser.
 //! - [`stats`]: the SRM chi-square test.
+//! - [`canary`]: canary definitions, runtime state ([`CanaryRegistry`]),
+//!   guards over a sliding [`window`], operator actions.
 
+pub mod canary;
 pub mod experiment;
 pub mod force;
 pub mod hash;
 pub mod stats;
 pub mod sticky;
+pub mod window;
 
 pub use experiment::{
     Assignment, Exclusion, Experiment, ExperimentStats, Outcome, Variant, VariantStats,
@@ -20,6 +24,8 @@ pub use experiment::{
 pub use force::{FORCE_HEADER, FORCE_QUERY, forced_variant, parse_force};
 pub use sticky::{StickyConfig, StickyId, StickyLookup, StickySource};
 
-/// A compiled canary.
-#[derive(Debug)]
-pub struct Canary {}
+pub use canary::{
+    Action as CanaryAction, ActionError, Canary, CanaryDecision, CanaryDef, CanaryRegistry,
+    CanaryView, State as CanaryState, compile_canary,
+};
+pub use window::{Arm, WindowStats};
