@@ -13,7 +13,7 @@
 //! observations into lock-free slots ([`super::window`]); transitions swap
 //! an immutable `Control` with compare-and-swap.
 
-use super::experiment::{compile_sticky, minted_cookie};
+use super::experiment::{compile_sticky, error_count, minted_cookie};
 use super::hash::{self, HashVersion};
 use super::sticky::{StickyConfig, StickyId, StickyLookup};
 use super::window::{Arm, Window, WindowStats};
@@ -701,7 +701,7 @@ pub fn compile_canary(
     diags: &mut Diagnostics,
     resolve_upstream: &dyn Fn(&Spanned<String>) -> Option<UpstreamId>,
 ) -> Option<CanaryDef> {
-    let errors_before = diags.items().len();
+    let errors_before = error_count(diags);
     let stable = resolve_upstream(&raw.stable);
     let canary = resolve_upstream(&raw.canary);
     let mut err = |at: Location, msg: String| diags.error(file, at, msg);
@@ -840,7 +840,7 @@ pub fn compile_canary(
         &mut err,
     );
     let allow_force = raw.allow_force.as_ref().is_some_and(|f| f.value);
-    if diags.items().len() > errors_before && diags.has_errors() {
+    if error_count(diags) > errors_before {
         return None;
     }
     let (stable, canary) = (stable?, canary?);

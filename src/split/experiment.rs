@@ -298,7 +298,7 @@ pub fn compile_experiment(
     resolve_upstream: &dyn Fn(&Spanned<String>) -> Option<UpstreamId>,
     targeting: Option<Expr>,
 ) -> Option<Experiment> {
-    let errors_before = diags.items().len();
+    let errors_before = error_count(diags);
     let mut err = |at: Location, msg: String| diags.error(file, at, msg);
 
     let hash_version = match &raw.hash_version {
@@ -414,7 +414,7 @@ pub fn compile_experiment(
         );
     }
     // resolve_upstream reports its own errors, so count them all.
-    if diags.items().len() > errors_before && diags.has_errors() {
+    if error_count(diags) > errors_before {
         return None;
     }
     if !(0.99..=1.01).contains(&total) {
@@ -451,6 +451,15 @@ pub fn compile_experiment(
         ranges,
         definition_hash,
     })
+}
+
+/// Errors (not warnings) recorded so far.
+pub(crate) fn error_count(diags: &Diagnostics) -> usize {
+    diags
+        .items()
+        .iter()
+        .filter(|d| d.severity == crate::config::Severity::Error)
+        .count()
 }
 
 /// Builds the sticky config of an experiment or canary, reporting a bad
