@@ -102,6 +102,27 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Sets up `tracing`: `POINTSMAN_LOG` filters (default `info`), text or
+/// JSON lines on stderr; `access_log` off silences the `access` target.
+fn init_logging(format: LogFormat, access_log: OnOff) {
+    use tracing_subscriber::EnvFilter;
+    let mut filter =
+        EnvFilter::try_from_env("POINTSMAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if access_log == OnOff::Off {
+        if let Ok(d) = "access=off".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
 #[allow(dead_code)]
 fn runtime<T>(r: anyhow::Result<T>) -> Result<T, ExitCode> {
     r.context("runtime failure").map_err(|e| {

@@ -55,6 +55,10 @@ pub struct CompileEnv<'a> {
     /// The active snapshot: upstreams with an unchanged definition keep their
     /// runtime state (pools, balancer, health).
     pub previous: Option<&'a Snapshot>,
+    /// Canary runtime state lives here, outside snapshots, keyed by route
+    /// and definition hash, so an unchanged canary keeps state across
+    /// reloads. `None` (for `check`, `explain`): canaries start afresh.
+    pub canaries: Option<&'a split::CanaryRegistry>,
 }
 
 /// Compiles loaded rule files. On error, returns every error found (and the
@@ -597,7 +601,12 @@ impl<'a> Builder<'a> {
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
         let def =
             split::compile_canary(route, &c.value, f, c.referenced, &mut self.diags, &resolve)?;
-        Some(Action::Canary(Arc::new(def)))
+        let now = tokio::time::Instant::now();
+        let canary = match self.env.canaries {
+            Some(registry) => registry.attach(def, now),
+            None => split::Canary::detached(def, now),
+        };
+        Some(Action::Canary(Arc::new(canary)))
     }
 
     fn respond(&mut self, f: &Arc<str>, r: &Spanned<raw::Respond>) -> Option<Respond> {

@@ -1,40 +1,31 @@
-//! Sticky experiments and canaries. (Stub.)
+//! Sticky experiments and canaries (SPEC 3, 4).
+//!
+//! - [`hash`]: GrowthBook-compatible hashing and bucketing.
+//! - [`sticky`]: where a user's id comes from ([`StickyLookup`], which the
+//!   caller implements over its request context), minting, `Set-Cookie`.
+//! - [`experiment`]: compiled A/B experiments and their assignment.
+//! - [`force`]: the `x-pointsman-force` / `pm_force` parser.
+//! - [`stats`]: the SRM chi-square test.
+//! - [`canary`]: canary definitions, runtime state ([`CanaryRegistry`]),
+//!   guards over a sliding [`window`], operator actions.
 
-use crate::config::Diagnostics;
-use crate::config::raw::{self, Spanned};
-use crate::router::UpstreamId;
-use serde_saphyr::Location;
-use std::sync::Arc;
+pub mod canary;
+pub mod experiment;
+pub mod force;
+pub mod hash;
+pub mod stats;
+pub mod sticky;
+pub mod window;
 
-/// A compiled experiment.
-#[derive(Debug)]
-pub struct Experiment {}
+pub use experiment::{
+    Assignment, Exclusion, Experiment, ExperimentStats, Outcome, Variant, VariantStats,
+    compile_experiment,
+};
+pub use force::{FORCE_HEADER, FORCE_QUERY, forced_variant, parse_force};
+pub use sticky::{StickyConfig, StickyId, StickyLookup, StickySource};
 
-/// A compiled canary.
-#[derive(Debug)]
-pub struct Canary {}
-
-/// Compiles an experiment.
-pub fn compile_experiment(
-    _name: &str,
-    _raw: &raw::Experiment,
-    _file: &Arc<str>,
-    _at: Location,
-    _diags: &mut Diagnostics,
-    _resolve_upstream: &dyn Fn(&Spanned<String>) -> Option<UpstreamId>,
-    _targeting: Option<crate::rules::Expr>,
-) -> Option<Experiment> {
-    Some(Experiment {})
-}
-
-/// Compiles a canary.
-pub fn compile_canary(
-    _route: &str,
-    _raw: &raw::Canary,
-    _file: &Arc<str>,
-    _at: Location,
-    _diags: &mut Diagnostics,
-    _resolve_upstream: &dyn Fn(&Spanned<String>) -> Option<UpstreamId>,
-) -> Option<Canary> {
-    Some(Canary {})
-}
+pub use canary::{
+    Action as CanaryAction, ActionError, Canary, CanaryDecision, CanaryDef, CanaryRegistry,
+    CanaryView, State as CanaryState, compile_canary,
+};
+pub use window::{Arm, WindowStats};

@@ -1,0 +1,275 @@
+//! Sliding-window request statistics for canary guards: lock-free atomics in
+//! time slots, so recording an observation is a handful of relaxed atomic
+//! adds.
+//!
+//! The window is split into [`SLOTS`] slots of `window / SLOTS`; a slot is
+//! reclaimed (zeroed) by the first observation of a newer period. Reading
+//! sums the slots of the last `window` (at slot granularity) that are not
+//! older than the last [`Window::restart`]. Counts are approximate under
+//! races (an observation racing a slot reclaim may be lost), which the guard
+//! tolerates. Latencies go into log-linear buckets (8 per power of two of
+//! microseconds), so the p99 is an upper bound at most 12.5% high.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Slots per window.
+pub const SLOTS: usize = 10;
+const LAT_BUCKETS: usize = 208;
+
+/// Which upstream served a canary route's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    Stable,
+    Canary,
+}
+
+impl Arm {
+    /// `stable` or `canary`, as in `x-pointsman-variant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Stable => "stable",
+            Arm::Canary => "canary",
+        }
+    }
+}
+
+/// Window statistics of one arm.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WindowStats {
+    pub requests: u64,
+    /// 5xx answers and upstream failures.
+    pub errors: u64,
+    /// `errors / requests`; `None` without requests.
+    pub error_rate: Option<f64>,
+    /// 99th percentile latency in milliseconds (bucket upper bound).
+    pub p99_ms: Option<f64>,
+}
+
+impl WindowStats {
+    /// The p99 as a duration.
+    pub fn p99(&self) -> Option<Duration> {
+        self.p99_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    }
+}
+
+#[derive(Debug)]
+struct ArmCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency: Box<[AtomicU64]>,
+}
+
+impl ArmCounters {
+    fn new() -> Self {
+        ArmCounters {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: (0..LAT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn zero(&self) {
+        self.requests.store(0, Ordering::Relaxed);
+        self.errors.store(0, Ordering::Relaxed);
+        for b in self.latency.iter() {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Period index + 1 this slot holds (0: never used).
+    epoch: AtomicU64,
+    arms: [ArmCounters; 2],
+}
+
+/// The sliding window of one canary.
+#[derive(Debug)]
+pub struct Window {
+    base: Instant,
+    slot_ms: u64,
+    /// Periods before this one do not count (set by [`Window::restart`]).
+    start: AtomicU64,
+    slots: Box<[Slot]>,
+}
+
+impl Window {
+    /// A window of length `window` (at least [`SLOTS`] ms) starting at `now`.
+    pub fn new(window: Duration, now: Instant) -> Self {
+        let slot_ms = (window.as_millis() as u64 / SLOTS as u64).max(1);
+        Window {
+            base: now,
+            slot_ms,
+            start: AtomicU64::new(0),
+            slots: (0..SLOTS)
+                .map(|_| Slot {
+                    epoch: AtomicU64::new(0),
+                    arms: [ArmCounters::new(), ArmCounters::new()],
+                })
+                .collect(),
+        }
+    }
+
+    fn period(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.base).as_millis() as u64 / self.slot_ms
+    }
+
+    fn slot(&self, period: u64) -> Option<&Slot> {
+        self.slots.get((period % SLOTS as u64) as usize)
+    }
+
+    /// Records one request.
+    pub fn record(&self, now: Instant, arm: Arm, error: bool, latency: Duration) {
+        let period = self.period(now);
+        let Some(slot) = self.slot(period) else {
+            return;
+        };
+        let epoch = slot.epoch.load(Ordering::Acquire);
+        if epoch < period + 1 {
+            if slot
+                .epoch
+                .compare_exchange(epoch, period + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                slot.arms.iter().for_each(ArmCounters::zero);
+            }
+        } else if epoch > period + 1 {
+            // A newer period already owns the slot; this one is stale.
+            return;
+        }
+        let c = &slot.arms[arm as usize];
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(b) = c.latency.get(latency_bucket(latency)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the window afresh at `now` (step change, operator action).
+    pub fn restart(&self, now: Instant) {
+        let period = self.period(now);
+        self.start.store(period, Ordering::Release);
+        if let Some(slot) = self.slot(period)
+            && slot.epoch.load(Ordering::Acquire) == period + 1
+        {
+            slot.arms.iter().for_each(ArmCounters::zero);
+        }
+    }
+
+    /// Statistics of `arm` over the window ending at `now`.
+    pub fn stats(&self, now: Instant, arm: Arm) -> WindowStats {
+        let period = self.period(now);
+        let first = period
+            .saturating_sub(SLOTS as u64 - 1)
+            .max(self.start.load(Ordering::Acquire));
+        let (mut requests, mut errors) = (0u64, 0u64);
+        let mut hist = [0u64; LAT_BUCKETS];
+        for slot in self.slots.iter() {
+            let epoch = slot.epoch.load(Ordering::Acquire);
+            if epoch == 0 || epoch - 1 < first || epoch - 1 > period {
+                continue;
+            }
+            let c = &slot.arms[arm as usize];
+            requests += c.requests.load(Ordering::Relaxed);
+            errors += c.errors.load(Ordering::Relaxed);
+            for (h, b) in hist.iter_mut().zip(c.latency.iter()) {
+                *h += b.load(Ordering::Relaxed);
+            }
+        }
+        let total: u64 = hist.iter().sum();
+        let p99_ms = (total > 0).then(|| {
+            let rank = (total * 99).div_ceil(100);
+            let mut seen = 0;
+            let idx = hist
+                .iter()
+                .position(|&n| {
+                    seen += n;
+                    seen >= rank
+                })
+                .unwrap_or(LAT_BUCKETS - 1);
+            bucket_upper_micros(idx) as f64 / 1000.0
+        });
+        WindowStats {
+            requests,
+            errors,
+            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
+            p99_ms,
+        }
+    }
+}
+
+/// Log-linear bucket of a latency: exact below 8 µs, then 8 per octave.
+fn latency_bucket(latency: Duration) -> usize {
+    let v = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+    if v < 8 {
+        return v as usize;
+    }
+    let e = 63 - u64::from(v.leading_zeros());
+    let sub = (v >> (e - 3)) & 7;
+    (((e - 2) * 8 + sub) as usize).min(LAT_BUCKETS - 1)
+}
+
+/// Exclusive upper bound, in µs, of a latency bucket.
+fn bucket_upper_micros(i: usize) -> u64 {
+    if i < 8 {
+        return i as u64 + 1;
+    }
+    let e = (i / 8 + 2) as u64;
+    let sub = (i % 8) as u64;
+    (9 + sub) << (e - 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_tight() {
+        for v in [0u64, 7, 8, 15, 16, 17, 1000, 123_456, 10_000_000] {
+            let i = latency_bucket(Duration::from_micros(v));
+            assert!(bucket_upper_micros(i) > v, "{v}");
+            if i > 0 {
+                assert!(bucket_upper_micros(i - 1) <= v, "{v}");
+            }
+            assert!(bucket_upper_micros(i) as f64 <= (v as f64 * 1.125).max(v as f64 + 1.0));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_slides_and_restarts() {
+        let now = Instant::now();
+        let w = Window::new(Duration::from_secs(10), now);
+        for i in 0..100 {
+            w.record(now, Arm::Canary, i < 5, Duration::from_millis(10 + i));
+        }
+        w.record(now, Arm::Stable, false, Duration::from_millis(1));
+        let s = w.stats(now, Arm::Canary);
+        assert_eq!((s.requests, s.errors), (100, 5));
+        assert_eq!(s.error_rate, Some(0.05));
+        let p99 = s.p99_ms.unwrap();
+        assert!((109.0..=123.0).contains(&p99), "{p99}");
+        assert_eq!(w.stats(now, Arm::Stable).requests, 1);
+        // Still inside 10 s later minus one slot, gone after the window.
+        assert_eq!(
+            w.stats(now + Duration::from_secs(9), Arm::Canary).requests,
+            100
+        );
+        assert_eq!(
+            w.stats(now + Duration::from_secs(11), Arm::Canary).requests,
+            0
+        );
+        let later = now + Duration::from_secs(3);
+        w.record(later, Arm::Canary, true, Duration::ZERO);
+        w.restart(later);
+        assert_eq!(w.stats(later, Arm::Canary).requests, 0);
+        w.record(later, Arm::Canary, true, Duration::ZERO);
+        assert_eq!(w.stats(later, Arm::Canary).errors, 1);
+    }
+}
