@@ -11,11 +11,13 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod context;
 pub mod demo;
 pub mod forward;
 pub mod matchers;
+pub mod reload;
 pub mod router;
 pub mod rules;
 pub mod server;
