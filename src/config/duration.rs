@@ -5,7 +5,9 @@ use std::time::Duration;
 /// Parses a duration string; the message says what is accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
-        format!("invalid duration {text:?}: use a number with a unit (ms, s, m, h), e.g. \"250ms\", \"5s\", \"1m30s\"")
+        format!(
+            "invalid duration {text:?}: use a number with a unit (ms, s, m, h), e.g. \"250ms\", \"5s\", \"1m30s\""
+        )
     };
     let s = text.trim();
     if s.is_empty() {
@@ -14,13 +16,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
