@@ -246,23 +246,22 @@ fn decode_unreserved(seg: &str) -> Cow<'_, str> {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) {
-                if is_hex(h) && is_hex(l) {
-                    out.push_str(&seg[start..i]);
-                    let v = hex_val(h) << 4 | hex_val(l);
-                    if is_unreserved(v) {
-                        out.push(char::from(v));
-                    } else {
-                        out.push('%');
-                        out.push(char::from(h.to_ascii_uppercase()));
-                        out.push(char::from(l.to_ascii_uppercase()));
-                    }
-                    i += 3;
-                    start = i;
-                    continue;
-                }
+        if let (b'%', Some(&h), Some(&l)) = (bytes[i], bytes.get(i + 1), bytes.get(i + 2))
+            && is_hex(h)
+            && is_hex(l)
+        {
+            out.push_str(&seg[start..i]);
+            let v = hex_val(h) << 4 | hex_val(l);
+            if is_unreserved(v) {
+                out.push(char::from(v));
+            } else {
+                out.push('%');
+                out.push(char::from(h.to_ascii_uppercase()));
+                out.push(char::from(l.to_ascii_uppercase()));
             }
+            i += 3;
+            start = i;
+            continue;
         }
         i += 1;
     }

@@ -121,10 +121,11 @@ impl RouteIndex {
         }
         if !self.wildcard.is_empty() {
             for (i, b) in host.bytes().enumerate() {
-                if b == b'.' && i > 0 {
-                    if let Some(pi) = self.wildcard.get(&host[i..]) {
-                        ok &= pi.sources(path, &mut heads, &mut n);
-                    }
+                if b == b'.'
+                    && i > 0
+                    && let Some(pi) = self.wildcard.get(&host[i..])
+                {
+                    ok &= pi.sources(path, &mut heads, &mut n);
                 }
             }
         }
@@ -276,13 +277,12 @@ impl PathIndex {
         };
         let mut ok = push(&self.pathless);
         for layer in &self.layers {
-            if let Ok(m) = layer.at(path) {
-                if let Some(ids) = usize::try_from(*m.value)
+            if let Ok(m) = layer.at(path)
+                && let Some(ids) = usize::try_from(*m.value)
                     .ok()
                     .and_then(|e| self.entries.get(e))
-                {
-                    ok &= push(ids);
-                }
+            {
+                ok &= push(ids);
             }
         }
         ok
