@@ -22,7 +22,6 @@ use tokio::net::TcpListener;
 const MAX_ADMIN_BODY: usize = 1 << 20;
 
 /// What the admin endpoints read and act on.
-#[derive(Debug)]
 pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// Set once listeners are bound and a config is active.
@@ -35,9 +34,13 @@ pub struct AdminState {
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
-impl std::fmt::Debug for dyn Fn() -> String + Send + Sync {
+impl std::fmt::Debug for AdminState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("metrics renderer")
+        f.debug_struct("AdminState")
+            .field("ready", &self.ready)
+            .field("draining", &self.draining)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,9 +100,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
                 .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR)),
             None => text(StatusCode::NOT_IMPLEMENTED, "metrics not available\n"),
         },
-        (&Method::GET, ["config"]) => json_response(StatusCode::OK, &state.reloader.status()),
+        (&Method::GET, ["config"]) => json_response(StatusCode::OK, &*state.reloader.status()),
         (&Method::POST, ["reload"]) => match state.reloader.reload(Trigger::Admin).await {
-            Ok(status) => json_response(StatusCode::OK, &status),
+            Ok(status) => json_response(StatusCode::OK, &*status),
             Err(ReloadError::Invalid(errors)) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &json!({
@@ -107,31 +110,40 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
                     "errors": errors.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                 }),
             ),
-            Err(ReloadError::Unchanged) => {
-                json_response(StatusCode::OK, &state.reloader.status())
-            }
+            Err(ReloadError::Unchanged) => json_response(StatusCode::OK, &*state.reloader.status()),
         },
-        (&Method::GET, ["routes"]) => {
-            json_response(StatusCode::OK, &routes_json(&state.reloader.proxy().snapshot()))
-        }
-        (&Method::GET, ["experiments"]) => {
-            json_response(StatusCode::OK, &experiments_json(&state.reloader.proxy().snapshot()))
-        }
-        (&Method::GET, ["canaries"]) => {
-            json_response(StatusCode::OK, &canaries_json(&state.reloader.proxy().snapshot()))
-        }
+        (&Method::GET, ["routes"]) => json_response(
+            StatusCode::OK,
+            &routes_json(&state.reloader.proxy().snapshot()),
+        ),
+        (&Method::GET, ["experiments"]) => json_response(
+            StatusCode::OK,
+            &experiments_json(&state.reloader.proxy().snapshot()),
+        ),
+        (&Method::GET, ["canaries"]) => json_response(
+            StatusCode::OK,
+            &canaries_json(&state.reloader.proxy().snapshot()),
+        ),
         (&Method::POST, ["canaries", name, action]) => {
             canary_action(&state.reloader.proxy().snapshot(), name, action)
         }
         (&Method::POST, ["explain"]) => {
-            let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+            let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+                .collect()
+                .await
+            {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
             };
             explain(&state.reloader.proxy().snapshot(), &body)
         }
-        (_, ["healthz" | "readyz" | "metrics" | "config" | "routes" | "experiments" | "canaries"])
-        | (_, ["reload" | "explain"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (
+            _,
+            ["healthz" | "readyz" | "metrics" | "config" | "routes" | "experiments" | "canaries"],
+        )
+        | (_, ["reload" | "explain"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -193,7 +205,7 @@ fn experiments_json(snapshot: &Snapshot) -> Value {
     let mut out = Vec::new();
     for r in &snapshot.routes {
         if let Action::Experiment { experiment, .. } = &r.action
-            && seen.insert(&*experiment.name.to_string())
+            && seen.insert(experiment.name.to_string())
         {
             out.push(serde_json::to_value(experiment.stats()).unwrap_or(Value::Null));
         }
@@ -223,7 +235,10 @@ fn canary_action(snapshot: &Snapshot, name: &str, action: &str) -> AdminResponse
         return error(StatusCode::NOT_FOUND, &format!("no canary named {name}"));
     };
     let Ok(action) = action.parse::<crate::split::CanaryAction>() else {
-        return error(StatusCode::NOT_FOUND, &format!("unknown action {action}: use pause, resume, promote or rollback"));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown action {action}: use pause, resume, promote or rollback"),
+        );
     };
     match canary.act(action, tokio::time::Instant::now()) {
         Ok(view) => json_response(StatusCode::OK, &view),

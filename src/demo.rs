@@ -52,7 +52,10 @@ pub async fn bind_upstream(name: &'static str, addr: &str) -> std::io::Result<So
     Ok(local)
 }
 
-async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    name: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |h: &str| {
         req.headers()
             .get(h)

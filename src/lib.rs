@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod context;
 pub mod demo;
+pub mod explain;
 pub mod forward;
 pub mod matchers;
 pub mod reload;

@@ -3,8 +3,8 @@
 //! error the old snapshot keeps serving.
 
 use crate::config::{self, Diagnostic};
-use crate::router::compile::{self, CompileEnv, Compiled};
 use crate::router::Settings;
+use crate::router::compile::{self, CompileEnv, Compiled};
 use crate::server::Proxy;
 use crate::split::CanaryRegistry;
 use arc_swap::ArcSwap;
@@ -213,6 +213,11 @@ impl Reloader {
 
 /// Listener and admin changes need a restart (SPEC 7).
 fn needs_restart(old: &Settings, new: &Settings) -> bool {
-    let binds = |s: &Settings| s.listeners.iter().map(|l| (l.addr, l.tls.is_some())).collect::<Vec<_>>();
+    let binds = |s: &Settings| {
+        s.listeners
+            .iter()
+            .map(|l| (l.addr, l.tls.is_some()))
+            .collect::<Vec<_>>()
+    };
     binds(old) != binds(new) || old.admin != new.admin
 }

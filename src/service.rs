@@ -5,9 +5,10 @@ use crate::context::{RequestContext, normalize_path};
 use crate::forward::{self, ForwardError, Forwarded, RequestBody, body, headers};
 use crate::router::{Action, FallbackAction, Respond, Route, Snapshot};
 use crate::server::Proxy;
+use crate::split;
 use crate::upstream::{BoxError, ProxyBody, full};
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::convert::Infallible;
@@ -67,7 +68,16 @@ struct Served {
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     endpoint: String,
+    /// The experiment variant or canary arm, when a split decided.
+    variant: Option<Arc<str>>,
+    /// `Set-Cookie` for a sticky id minted for this request.
+    set_cookie: Option<HeaderValue>,
+    /// The canary that served, for its guard's observations.
+    canary: Option<(Arc<split::Canary>, split::Arm)>,
 }
+
+/// The variant header sent upstream (SPEC 3).
+const X_POINTSMAN_VARIANT: HeaderName = HeaderName::from_static("x-pointsman-variant");
 
 /// Runs one request through the pipeline. Never fails: every failure is a
 /// response.
@@ -80,13 +90,21 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
     let request_id = headers::request_id(req.headers());
     let host = raw_host(&req).unwrap_or(HeaderValue::from_static(""));
     let mut served = Served::default();
-    let mut resp = match run(&snapshot, req, conn, &uri, &request_id, &mut served).await {
-        Ok(resp) => resp,
+    let (mut resp, failed) = match run(&snapshot, req, conn, &uri, &request_id, &mut served).await {
+        Ok(resp) => (resp, false),
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
-            e.to_response(served.route.as_deref())
+            (e.to_response(served.route.as_deref()), true)
         }
     };
+    if let Some(cookie) = served.set_cookie.take() {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Some((canary, arm)) = &served.canary {
+        // The guard judges 5xx answers and upstream failures alike.
+        let error = failed || resp.status().is_server_error();
+        canary.record(*arm, error, start.elapsed());
+    }
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID, request_id.clone());
     let (parts, body) = resp.into_parts();
@@ -161,7 +179,8 @@ async fn run(
         return Err(ForwardError::BodyTooLarge);
     }
 
-    let route = {
+    let tls = conn.proto == "https";
+    let (route, split) = {
         let ctx = RequestContext::new(
             &parts.method,
             raw_host,
@@ -171,7 +190,18 @@ async fn run(
             client_ip,
             body.held().map(|b| b.as_ref()),
         );
-        snapshot.select(&ctx)
+        let route = snapshot.select(&ctx);
+        let split = route.and_then(|r| match &r.action {
+            Action::Experiment {
+                default,
+                experiment,
+            } => Some(split::decide_experiment(
+                *default, experiment, &ctx, tls, true,
+            )),
+            Action::Canary(c) => Some(split::decide_canary(c, &ctx, tls)),
+            _ => None,
+        });
+        (route, split)
     };
 
     // Rewrite the head once; every target below starts from it.
@@ -207,16 +237,17 @@ async fn run(
             return Ok(resp);
         }
         Action::Forward(id) => *id,
-        // split: ask the experiment for a variant here (and set
-        // x-pointsman-variant); not-enrolled requests go to `default`.
-        Action::Experiment { default, .. } => *default,
-        // split: pick stable or canary here once `split::Canary` exposes its
-        // upstreams.
-        Action::Canary(_) => {
-            return Err(ForwardError::NoHealthyUpstream(
-                "canary split not wired yet".into(),
-            ));
-        }
+        Action::Experiment { default, .. } => split.as_ref().map_or(*default, |d| d.upstream),
+        Action::Canary(c) => split.as_ref().map_or(c.def.stable, |d| d.upstream),
+    };
+    if let Some(v) = split.as_ref().and_then(|d| d.variant_header.clone()) {
+        parts.headers.insert(X_POINTSMAN_VARIANT, v);
+    }
+    served.variant = split.as_ref().and_then(|d| d.variant.clone());
+    served.set_cookie = split.as_ref().and_then(|d| d.set_cookie.clone());
+    served.canary = match (&route.action, split.as_ref().and_then(|d| d.arm)) {
+        (Action::Canary(c), Some(arm)) => Some((c.clone(), arm)),
+        _ => None,
     };
 
     if let Some(m) = &route.forward.mirror
@@ -393,7 +424,7 @@ impl Drop for AccessLog {
             route = s.route.as_deref().unwrap_or("none"),
             upstream = s.upstream.as_deref().unwrap_or(""),
             endpoint = s.endpoint.as_str(),
-            variant = "",
+            variant = s.variant.as_deref().unwrap_or(""),
             duration_ms = self.start.elapsed().as_millis() as u64,
             bytes_out = self.bytes_out,
         );

@@ -6,7 +6,9 @@
 
 pub mod compile;
 pub mod index;
+mod select;
 mod shadow;
+pub use select::Trial;
 
 use crate::rules::Expr;
 use crate::upstream::Upstream;
@@ -185,13 +187,5 @@ impl Default for Limits {
             max_body_bytes: 0,
             drain_timeout: Duration::from_secs(30),
         }
-    }
-}
-
-impl Snapshot {
-    /// The first route in file order whose `match` holds. (Stub: owned by the
-    /// matching work.)
-    pub fn select(&self, _ctx: &crate::context::RequestContext<'_>) -> Option<&Route> {
-        None
     }
 }

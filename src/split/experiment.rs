@@ -153,6 +153,26 @@ impl Experiment {
         targeting_passed: bool,
         forced: Option<&str>,
     ) -> Assignment<'a> {
+        self.assign_counting(req, targeting_passed, forced, true)
+    }
+
+    /// [`Experiment::assign`] without counting the exposure (`explain`).
+    pub fn preview<'a>(
+        &self,
+        req: &'a dyn StickyLookup,
+        targeting_passed: bool,
+        forced: Option<&str>,
+    ) -> Assignment<'a> {
+        self.assign_counting(req, targeting_passed, forced, false)
+    }
+
+    fn assign_counting<'a>(
+        &self,
+        req: &'a dyn StickyLookup,
+        targeting_passed: bool,
+        forced: Option<&str>,
+        count: bool,
+    ) -> Assignment<'a> {
         if self.allow_force
             && let Some(i) = forced.and_then(|f| self.variant_index(f))
         {
@@ -178,7 +198,7 @@ impl Experiment {
         let bucket = self.bucket(&id.value);
         match self.place(&id.value) {
             Ok(i) => {
-                if let Some(c) = self.counters.get(i) {
+                if count && let Some(c) = self.counters.get(i) {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
                 Assignment {

@@ -10,6 +10,7 @@
 //!   guards over a sliding [`window`], operator actions.
 
 pub mod canary;
+pub mod decide;
 pub mod experiment;
 pub mod force;
 pub mod hash;
@@ -25,7 +26,8 @@ pub use force::{FORCE_HEADER, FORCE_QUERY, forced_variant, parse_force};
 pub use sticky::{StickyConfig, StickyId, StickyLookup, StickySource};
 
 pub use canary::{
-    Action as CanaryAction, ActionError, Canary, CanaryDecision, CanaryDef, CanaryRegistry,
-    CanaryView, State as CanaryState, compile_canary,
+    Action as CanaryAction, ActionError, ArmReason, Canary, CanaryDecision, CanaryDef,
+    CanaryRegistry, CanaryView, State as CanaryState, compile_canary,
 };
+pub use decide::{SplitDecision, SplitTrace, decide_canary, decide_experiment};
 pub use window::{Arm, WindowStats};
