@@ -16,6 +16,7 @@ pub mod context;
 pub mod demo;
 pub mod forward;
 pub mod matchers;
+pub mod metrics;
 pub mod router;
 pub mod rules;
 pub mod server;
