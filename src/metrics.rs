@@ -3,7 +3,7 @@
 //!
 //! The request path only ever touches handles that were resolved when a
 //! config was compiled ([`RequestSeries`], [`UpstreamErrors`],
-//! [`MirrorCounters`], …): recording is one or two relaxed atomic adds, with
+//! [`MirrorCounters`], …): recording is a few relaxed atomic adds, with
 //! no lock, no hash lookup and no allocation.
 //!
 //! `pointsman_requests_total` has a dynamic `code` label, so it and
