@@ -19,6 +19,7 @@ pub mod demo;
 pub mod explain;
 pub mod forward;
 pub mod matchers;
+pub mod metrics;
 pub mod reload;
 pub mod router;
 pub mod rules;
