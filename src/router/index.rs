@@ -548,4 +548,30 @@ mod tests {
         let mut heads = [a, b];
         assert_eq!(merge_first(&mut heads, |id| id >= 4), Some(4));
     }
+
+    #[test]
+    fn many_templates_in_one_bucket_stay_few_layers() {
+        // 10,000 templates sharing a host bucket, a few overlapping all of
+        // them: placing them must not be pairwise work, and layers stay few.
+        let mut items: Vec<(u32, Option<Vec<String>>)> = (0..10_000u32)
+            .map(|i| (i, Some(vec![format!("/api/svc{i}/items/{{id}}")])))
+            .collect();
+        items.push((10_000, Some(vec!["/api/{svc}/items/{id}".to_owned()])));
+        items.push((10_001, Some(vec!["/api/{*rest}".to_owned()])));
+        items.push((10_002, Some(vec!["/api/svc7/items/me".to_owned()])));
+        let start = std::time::Instant::now();
+        let pi = PathIndex::build(&items);
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+        assert_eq!(pi.layers.len(), 4);
+        let mut heads: [&[u32]; MAX_SOURCES] = [&[]; MAX_SOURCES];
+        let mut n = 0;
+        assert!(pi.sources("/api/svc7/items/me", &mut heads, &mut n));
+        let mut got = Vec::new();
+        merge_first(&mut heads[..n], |id| {
+            got.push(id);
+            false
+        });
+        assert_eq!(got, [7, 10_000, 10_001, 10_002]);
+    }
 }
