@@ -95,6 +95,7 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
             state_file: None,
             limits: Limits::default(),
         },
+        experiments: Vec::new(),
         needs_body: false,
     }
 }

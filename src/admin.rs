@@ -201,16 +201,12 @@ fn routes_json(snapshot: &Snapshot) -> Value {
 }
 
 fn experiments_json(snapshot: &Snapshot) -> Value {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for r in &snapshot.routes {
-        if let Action::Experiment { experiment, .. } = &r.action
-            && seen.insert(experiment.name.to_string())
-        {
-            out.push(serde_json::to_value(experiment.stats()).unwrap_or(Value::Null));
-        }
-    }
-    json!({ "experiments": out })
+    let list: Vec<Value> = snapshot
+        .experiments
+        .iter()
+        .filter_map(|e| serde_json::to_value(e.stats()).ok())
+        .collect();
+    json!({ "experiments": list })
 }
 
 fn canaries_json(snapshot: &Snapshot) -> Value {

@@ -1,11 +1,16 @@
 //! The `pointsman` command line: a thin layer over the library.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pointsman::config::{self, Diagnostic};
-use pointsman::router::compile::{self, CompileEnv, Compiled};
+use pointsman::app::{self, RunError, RunOptions};
+use pointsman::config::Diagnostic;
+use pointsman::explain::{self, ExplainRequest};
+use pointsman::reload;
+use pointsman::router::compile::{CompileEnv, Compiled};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod commands;
 
 /// Content-based routing reverse proxy.
 #[derive(Parser, Debug)]
@@ -35,6 +40,54 @@ enum Command {
         #[arg(long, default_value = "routes")]
         config: PathBuf,
     },
+    /// Show how a request would be routed, without contacting any upstream.
+    Explain {
+        #[arg(long, default_value = "routes")]
+        config: PathBuf,
+        /// The method.
+        #[arg(short = 'X', default_value = "GET")]
+        method: String,
+        /// A header, `Name: value` (repeatable).
+        #[arg(short = 'H')]
+        header: Vec<String>,
+        /// The client address (default 127.0.0.1).
+        #[arg(long)]
+        client_ip: Option<IpAddr>,
+        /// The request body.
+        #[arg(long)]
+        data: Option<String>,
+        /// Print the trace as JSON.
+        #[arg(long)]
+        json: bool,
+        /// `http://host/path?query` or `/path?query`.
+        url: String,
+    },
+    /// Print the variant and bucket of ids, or the shares over a sample.
+    Assign {
+        #[arg(long, default_value = "routes")]
+        config: PathBuf,
+        #[arg(long)]
+        experiment: String,
+        /// Assign N random ids and print the observed shares.
+        #[arg(long, conflicts_with = "ids")]
+        sample: Option<usize>,
+        #[arg(required_unless_present = "sample")]
+        ids: Vec<String>,
+    },
+    /// Compare two configs: routes, and who changes variant.
+    Diff {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        against: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        sample: usize,
+    },
+    /// Run the proxy on routes/demo.yaml with two built-in upstreams.
+    Demo {
+        #[arg(long, value_enum, default_value = "on")]
+        access_log: OnOff,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +104,8 @@ enum OnOff {
 
 /// Exit code for an invalid or missing config.
 const EXIT_CONFIG: u8 = 1;
+/// Exit code for a usage error.
+const EXIT_USAGE: u8 = 2;
 /// Exit code for a runtime failure (e.g. cannot bind).
 const EXIT_RUNTIME: u8 = 3;
 
@@ -58,24 +113,52 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { .. } => {
-            eprintln!("error: run is not available yet");
-            ExitCode::from(EXIT_RUNTIME)
+        Command::Run {
+            config,
+            log_format,
+            access_log,
+            threads,
+        } => {
+            init_logging(log_format, access_log);
+            serve(RunOptions { config }, threads)
+        }
+        Command::Explain {
+            config,
+            method,
+            header,
+            client_ip,
+            data,
+            json,
+            url,
+        } => explain_cmd(&config, method, &header, client_ip, data, json, url),
+        Command::Assign {
+            config,
+            experiment,
+            sample,
+            ids,
+        } => match load_config(&config) {
+            None => ExitCode::from(EXIT_CONFIG),
+            Some(c) => commands::assign(&c.snapshot, &experiment, sample, &ids),
+        },
+        Command::Diff {
+            config,
+            against,
+            sample,
+        } => match (load_config(&config), load_config(&against)) {
+            (Some(old), Some(new)) => commands::diff(&old.snapshot, &new.snapshot, sample),
+            _ => ExitCode::from(EXIT_CONFIG),
+        },
+        Command::Demo { access_log } => {
+            init_logging(LogFormat::Text, access_log);
+            demo()
         }
     }
 }
 
 /// Loads and compiles, printing every diagnostic; `None` after errors.
 fn load_config(path: &Path) -> Option<Compiled> {
-    let loaded = match config::load(path) {
-        Ok(l) => l,
-        Err(errors) => {
-            print_diagnostics(&errors);
-            return None;
-        }
-    };
-    match compile::compile(&loaded, CompileEnv::default()) {
-        Ok(c) => Some(c),
+    match reload::load_and_compile(path, CompileEnv::default()) {
+        Ok((c, _, _)) => Some(c),
         Err(errors) => {
             print_diagnostics(&errors);
             None
@@ -102,16 +185,134 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn explain_cmd(
+    config: &Path,
+    method: String,
+    headers: &[String],
+    client_ip: Option<IpAddr>,
+    data: Option<String>,
+    json: bool,
+    url: String,
+) -> ExitCode {
+    let mut parsed = Vec::with_capacity(headers.len());
+    for h in headers {
+        let Some((name, value)) = h.split_once(':') else {
+            eprintln!("error: header {h:?} is not `Name: value`");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        parsed.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let Some(compiled) = load_config(config) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let req = ExplainRequest {
+        method,
+        url,
+        headers: parsed,
+        client_ip,
+        body: data.map(String::into_bytes),
+    };
+    match explain::explain(&compiled.snapshot, &req) {
+        Ok(trace) if json => {
+            match serde_json::to_string_pretty(&trace) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(trace) => {
+            print!("{}", trace.to_text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs the proxy on a tokio runtime.
+fn serve(opts: RunOptions, threads: Option<usize>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async { app::start(&opts).await?.serve().await });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(errors)) => {
+            print_diagnostics(&errors);
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(RunError::Runtime(e)) => {
+            eprintln!("error: {e}");
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    let config = match commands::demo_config() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let upstreams = runtime.block_on(async {
+        let v1 = pointsman::demo::bind_upstream("v1", pointsman::demo::V1).await?;
+        let v2 = pointsman::demo::bind_upstream("v2", pointsman::demo::V2).await?;
+        Ok::<_, std::io::Error>((v1, v2))
+    });
+    if let Err(e) = upstreams {
+        eprintln!("error: cannot start the demo upstreams on 127.0.0.1:9001/9002: {e}");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let opts = RunOptions { config };
+    let result = runtime.block_on(async {
+        let started = app::start(&opts).await?;
+        commands::print_demo_banner(&opts.config, &started.bound);
+        started.serve().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(errors)) => {
+            print_diagnostics(&errors);
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(RunError::Runtime(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 /// Sets up `tracing`: `POINTSMAN_LOG` filters (default `info`), text or
 /// JSON lines on stderr; `access_log` off silences the `access` target.
 fn init_logging(format: LogFormat, access_log: OnOff) {
     use tracing_subscriber::EnvFilter;
     let mut filter =
         EnvFilter::try_from_env("POINTSMAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if access_log == OnOff::Off {
-        if let Ok(d) = "access=off".parse() {
-            filter = filter.add_directive(d);
-        }
+    if access_log == OnOff::Off
+        && let Ok(d) = "access=off".parse()
+    {
+        filter = filter.add_directive(d);
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -121,12 +322,4 @@ fn init_logging(format: LogFormat, access_log: OnOff) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
     }
-}
-
-#[allow(dead_code)]
-fn runtime<T>(r: anyhow::Result<T>) -> Result<T, ExitCode> {
-    r.context("runtime failure").map_err(|e| {
-        eprintln!("error: {e:#}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
 }

@@ -1,7 +1,7 @@
 //! Forwarding end to end: real upstreams, the real proxy, real clients.
 //!
 //! Routes need `Snapshot::select`; until it lands, most tests go through the
-//! fallback, and route-only tests are `#[ignore]`d with the reason.
+//! fallback.
 
 mod support;
 
@@ -384,7 +384,6 @@ fn route(name: &str, action: Action, forward: ForwardOptions) -> Route {
 }
 
 #[tokio::test]
-#[ignore = "needs Snapshot::select from main"]
 async fn strip_prefix_and_header_ops() {
     let up = upstream(Mode::Echo).await;
     let opts = ForwardOptions {
@@ -429,7 +428,6 @@ async fn strip_prefix_and_header_ops() {
 }
 
 #[tokio::test]
-#[ignore = "needs Snapshot::select from main"]
 async fn redirect_and_respond_routes() {
     let redirect = Redirect {
         location: "https://docs.example.com/v2".parse().unwrap(),
@@ -452,7 +450,6 @@ async fn redirect_and_respond_routes() {
 }
 
 #[tokio::test]
-#[ignore = "needs Snapshot::select from main"]
 async fn failover_serves_from_the_fallback_and_names_the_route() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
@@ -474,7 +471,6 @@ async fn failover_serves_from_the_fallback_and_names_the_route() {
 }
 
 #[tokio::test]
-#[ignore = "needs Snapshot::select from main"]
 async fn mirror_sends_a_copy_without_delaying() {
     let up = upstream(Mode::Echo).await;
     let shadow = upstream(Mode::Delay(Duration::from_secs(1))).await;

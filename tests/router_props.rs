@@ -223,6 +223,7 @@ fn snapshot(exprs: Vec<Expr>) -> Snapshot {
             state_file: None,
             limits: Limits::default(),
         },
+        experiments: Vec::new(),
         needs_body: false,
     }
 }

@@ -90,7 +90,10 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
             .filter(|r| matches!(r.action, Action::Canary(_)))
             .count(),
     };
-    let needs_body = routes.iter().any(|r| r.matcher.needs_body());
+    let needs_body = routes.iter().any(|r| r.matcher.needs_body())
+        || b.all_experiments
+            .iter()
+            .any(|e| e.targeting.as_ref().is_some_and(Expr::needs_body));
     let index = super::index::RouteIndex::build(&routes);
     let snapshot = Snapshot {
         routes,
@@ -98,6 +101,7 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
         upstreams: b.upstreams,
         fallback,
         settings,
+        experiments: b.all_experiments,
         needs_body,
     };
     let mut warnings = b.diags.into_sorted();
@@ -126,6 +130,7 @@ struct Builder<'a> {
     broken_upstreams: std::collections::HashSet<String>,
     experiments: HashMap<String, (Arc<split::Experiment>, Place)>,
     experiment_count: usize,
+    all_experiments: Vec<Arc<split::Experiment>>,
     route_places: Vec<Place>,
 }
 
@@ -141,6 +146,7 @@ impl<'a> Builder<'a> {
             broken_upstreams: Default::default(),
             experiments: HashMap::new(),
             experiment_count: 0,
+            all_experiments: Vec::new(),
             route_places: Vec::new(),
         }
     }
@@ -386,8 +392,9 @@ impl<'a> Builder<'a> {
                         file: src.name.clone(),
                         at: key.referenced,
                     };
-                    self.experiments
-                        .insert(key.value.clone(), (Arc::new(e), place));
+                    let e = Arc::new(e);
+                    self.all_experiments.push(e.clone());
+                    self.experiments.insert(key.value.clone(), (e, place));
                 }
             }
         }
@@ -577,7 +584,9 @@ impl<'a> Builder<'a> {
                     return None;
                 }
                 self.experiment_count += 1;
-                Arc::new(self.compile_experiment(src, name, def, exp.referenced)?)
+                let e = Arc::new(self.compile_experiment(src, name, def, exp.referenced)?);
+                self.all_experiments.push(e.clone());
+                e
             }
         };
         Some(Action::Experiment {

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub fallback: Option<Fallback>,
     /// Listener, admin and limit settings.
     pub settings: Settings,
+    /// Every experiment, named and inline, in definition order.
+    pub experiments: Vec<Arc<crate::split::Experiment>>,
     /// Whether any route (or experiment targeting) inspects the body.
     pub needs_body: bool,
 }

@@ -240,6 +240,7 @@ pub fn snapshot(
             state_file: None,
             limits,
         },
+        experiments: Vec::new(),
         needs_body: false,
     }
 }
