@@ -143,6 +143,14 @@ pub enum SendError {
         #[source]
         source: BoxError,
     },
+    /// The TLS handshake failed (e.g. the certificate did not verify).
+    /// Retried only on another endpoint: the same one would fail again.
+    #[error("TLS handshake with {endpoint} failed: {source}")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
     /// The upstream closed or reset before response headers.
     #[error("upstream {endpoint} closed or reset before response headers: {source}")]
     Reset {
@@ -333,6 +341,7 @@ impl Upstream {
                 Err(e) => {
                     let retryable = match &e {
                         SendError::Connect { .. } => true,
+                        SendError::Tls { .. } => self.endpoints.len() > 1,
                         SendError::Reset { .. } => idempotent,
                         _ => false,
                     };
@@ -407,7 +416,12 @@ fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError
         }
         source = s.source();
     }
-    if e.is_connect() {
+    if e.is_connect() && is_tls_error(&e) {
+        SendError::Tls {
+            endpoint,
+            source: e.into(),
+        }
+    } else if e.is_connect() {
         SendError::Connect {
             endpoint,
             source: e.into(),
@@ -418,4 +432,24 @@ fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError
             source: e.into(),
         }
     }
+}
+
+/// Whether a connect error came from rustls. io::Error hides its inner
+/// error from `source()` (and hyper-rustls wraps it twice), so look inside
+/// each io::Error too.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && is_tls_error(inner)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

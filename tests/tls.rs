@@ -30,6 +30,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -545,8 +546,9 @@ async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
     assert_eq!(get(&mut h1(s).await, "a.test").await.0, StatusCode::OK);
 }
 
-/// An HTTPS upstream (both HTTP/1.1 and h2 by ALPN) answering "secure".
-async fn https_upstream(l: &Leaf) -> SocketAddr {
+/// An HTTPS upstream (both HTTP/1.1 and h2 by ALPN) answering "secure";
+/// counts the TCP connections it accepted.
+async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
     let chain = vec![l.der.clone()];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(l.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(pointsman::tls::provider())
@@ -561,6 +563,7 @@ async fn https_upstream(l: &Leaf) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -605,7 +608,8 @@ async fn plain_get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap
 async fn https_upstream_is_verified_against_the_ca() {
     let ca = ca();
     let stranger = self::ca();
-    let up = https_upstream(&leaf(&ca, &["up.test"])).await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let up = https_upstream(&leaf(&ca, &["up.test"]), accepted.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
     std::fs::write(dir.path().join("other-ca.pem"), &stranger.pem).unwrap();
@@ -650,10 +654,14 @@ routes:
     );
     for path in ["/wrong-ca", "/wrong-name"] {
         let started = std::time::Instant::now();
+        let before = accepted.load(Ordering::SeqCst);
         let (status, headers, _) = plain_get(p.addr, path).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}");
         assert_eq!(headers["x-pointsman-error"], "upstream_connect", "{path}");
         assert!(started.elapsed() < Duration::from_secs(2), "{path}");
+        // A certificate that does not verify is not retried on the same
+        // endpoint (wrong-ca has `retries: 3`).
+        assert_eq!(accepted.load(Ordering::SeqCst) - before, 1, "{path}");
     }
 }
 

@@ -98,7 +98,9 @@ impl ForwardError {
 impl From<SendError> for ForwardError {
     fn from(e: SendError) -> Self {
         match e {
-            SendError::Connect { .. } => ForwardError::UpstreamConnect(e.to_string()),
+            SendError::Connect { .. } | SendError::Tls { .. } => {
+                ForwardError::UpstreamConnect(e.to_string())
+            }
             SendError::Reset { .. } => ForwardError::UpstreamReset(e.to_string()),
             SendError::Timeout { .. } => ForwardError::UpstreamTimeout(e.to_string()),
             SendError::BodyTooLarge => ForwardError::BodyTooLarge,
