@@ -90,7 +90,9 @@ impl CertError {
 /// each other.
 #[derive(Clone)]
 pub struct LoadedCert {
+    /// The certificate chain file (PEM, leaf first).
     pub cert_path: PathBuf,
+    /// The private key file (PEM).
     pub key_path: PathBuf,
     /// What rustls serves.
     pub key: Arc<CertifiedKey>,
