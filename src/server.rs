@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// The proxy's shared state: the current routing snapshot, swapped whole on
 /// reload.
@@ -99,7 +99,8 @@ impl Server {
         accepts.abort_all();
         while accepts.join_next().await.is_some() {}
         // Every connection holds a permit: all permits back = all drained.
-        let drain = limits.drain_timeout;
+        // The drain timeout of the config active now (it may have reloaded).
+        let drain = self.proxy.snapshot().settings.limits.drain_timeout;
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         if tokio::time::timeout(drain, permits.acquire_many(all))
             .await
@@ -135,10 +136,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, proxy, stop).await;
-            drop(permit);
-        });
+        tokio::spawn(serve_connection(stream, peer, proxy, stop, permit));
     }
 }
 
@@ -162,12 +160,14 @@ async fn serve_connection(
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     mut stop: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
 ) {
     let limits = proxy.snapshot().settings.limits.clone();
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
+        _permit: permit,
     });
     let conn_info = Arc::new(ConnInfo {
         peer,
@@ -232,11 +232,15 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// A stream that records its last read or write.
+    /// A stream that records its last read or write. It holds the
+    /// connection's permit, so an upgraded stream (WebSocket), which
+    /// outlives hyper's connection future, still counts as open and the
+    /// drain waits for it.
     struct Tracked {
         #[pin]
         inner: TcpStream,
         activity: Arc<Activity>,
+        _permit: OwnedSemaphorePermit,
     }
 }
 

@@ -421,7 +421,18 @@ impl<'a> Builder<'a> {
             }
         }
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
-        split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)
+        let mut e =
+            split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)?;
+        // SPEC 7: counters and SRM counts survive a reload that leaves the
+        // definition unchanged (carry_over_from compares definition hashes).
+        if let Some(prev) = self
+            .env
+            .previous
+            .and_then(|p| p.experiments.iter().find(|p| p.name == e.name))
+        {
+            e.carry_over_from(prev);
+        }
+        Some(e)
     }
 
     fn routes(&mut self) -> Vec<Route> {
