@@ -9,8 +9,8 @@
 pub mod watch;
 
 use crate::config::{self, Diagnostic};
-use crate::router::{AdminSettings, Settings};
 use crate::router::compile::{self, CompileEnv, Compiled};
+use crate::router::{AdminSettings, Settings};
 use crate::server::Proxy;
 use crate::split::CanaryRegistry;
 use arc_swap::ArcSwap;

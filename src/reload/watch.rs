@@ -206,9 +206,15 @@ mod tests {
     fn a_file_is_watched_through_its_directory() {
         let s = settings();
         let dirs = watch_dirs(Path::new("conf/rules.yaml"), &s);
-        assert_eq!(dirs.into_iter().collect::<Vec<_>>(), vec![PathBuf::from("conf")]);
+        assert_eq!(
+            dirs.into_iter().collect::<Vec<_>>(),
+            vec![PathBuf::from("conf")]
+        );
         let dirs = watch_dirs(Path::new("rules.yaml"), &s);
-        assert_eq!(dirs.into_iter().collect::<Vec<_>>(), vec![PathBuf::from(".")]);
+        assert_eq!(
+            dirs.into_iter().collect::<Vec<_>>(),
+            vec![PathBuf::from(".")]
+        );
     }
 
     #[test]
@@ -219,6 +225,8 @@ mod tests {
         assert!(is_change(&EventKind::Access(AccessKind::Close(
             AccessMode::Write
         ))));
-        assert!(is_change(&EventKind::Modify(notify::event::ModifyKind::Any)));
+        assert!(is_change(&EventKind::Modify(
+            notify::event::ModifyKind::Any
+        )));
     }
 }
