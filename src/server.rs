@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 /// The proxy's shared state: the current routing snapshot, swapped whole on
 /// reload.
@@ -136,7 +136,10 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let stop = stop.clone();
-        tokio::spawn(serve_connection(stream, peer, proxy, stop, permit));
+        tokio::spawn(async move {
+            serve_connection(stream, peer, proxy, stop).await;
+            drop(permit);
+        });
     }
 }
 
@@ -160,14 +163,14 @@ async fn serve_connection(
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     mut stop: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
 ) {
     let limits = proxy.snapshot().settings.limits.clone();
     let activity = Arc::new(Activity::new());
+    let (open, closed) = oneshot::channel::<()>();
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
-        _permit: permit,
+        _open: open,
     });
     let conn_info = Arc::new(ConnInfo {
         peer,
@@ -176,8 +179,7 @@ async fn serve_connection(
     });
     let service = ProxyService::new(proxy, conn_info.clone());
     let builder = builder(&limits);
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
     let idle = limits.idle_timeout;
     let mut closing = false;
     loop {
@@ -190,7 +192,7 @@ async fn serve_connection(
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "connection error");
                 }
-                return;
+                break;
             }
             _ = stop.changed(), if !closing => {
                 closing = true;
@@ -205,6 +207,11 @@ async fn serve_connection(
             }
         }
     }
+    // An upgraded stream (WebSocket) outlives hyper's connection: the
+    // connection, its permit included, lasts until the socket is dropped,
+    // so the drain waits for it too.
+    drop(conn);
+    let _ = closed.await;
 }
 
 /// When a connection last moved bytes.
@@ -232,15 +239,13 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// A stream that records its last read or write. It holds the
-    /// connection's permit, so an upgraded stream (WebSocket), which
-    /// outlives hyper's connection future, still counts as open and the
-    /// drain waits for it.
+    /// A stream that records its last read or write, and tells when it is
+    /// dropped (`_open` closes its channel).
     struct Tracked {
         #[pin]
         inner: TcpStream,
         activity: Arc<Activity>,
-        _permit: OwnedSemaphorePermit,
+        _open: oneshot::Sender<()>,
     }
 }
 
