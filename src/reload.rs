@@ -238,13 +238,14 @@ impl Reloader {
         let previous = self.proxy.snapshot();
         let canaries = self.canaries.clone();
         let active_sha = self.status().sha256.clone();
+        let prev_for_compile = previous.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
             if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
                 return Ok(None);
             }
             let env = CompileEnv {
-                previous: Some(&previous),
+                previous: Some(&prev_for_compile),
                 canaries: Some(&canaries),
             };
             let sources: Vec<String> = loaded.sources.iter().map(|s| s.name.to_string()).collect();
@@ -312,9 +313,8 @@ impl Reloader {
                     at: now,
                     error: first,
                 });
-                let status = Arc::new(status);
-                self.status.store(status.clone());
                 self.notify(ReloadResult::Failure, &status);
+                self.status.store(Arc::new(status));
                 Err(ReloadError::Invalid(errors))
             }
         }

@@ -423,14 +423,11 @@ impl<'a> Builder<'a> {
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
         let mut e =
             split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)?;
-        // SPEC 7: counters and SRM counts survive a reload that leaves the
-        // definition unchanged (carry_over_from compares definition hashes).
-        if let Some(prev) = self
-            .env
-            .previous
-            .and_then(|p| p.experiments.iter().find(|p| p.name == e.name))
+        // SPEC 7: exposure counts survive a reload that keeps the definition.
+        if let Some(prev) = self.env.previous
+            && let Some(old) = prev.experiments.iter().find(|o| *o.name == *name)
         {
-            e.carry_over_from(prev);
+            e.carry_over_from(old);
         }
         Some(e)
     }
