@@ -145,10 +145,11 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
         .map(|a| a.as_str().to_owned())
         .or(host_header)
         .unwrap_or_default();
-    if uri.authority().is_some() && !headers.contains_key(http::header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&raw_host) {
-            headers.insert(http::header::HOST, v);
-        }
+    if uri.authority().is_some()
+        && !headers.contains_key(http::header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&raw_host)
+    {
+        headers.insert(http::header::HOST, v);
     }
     let path = normalize_path(uri.path()).map_err(|_| ExplainError::Path)?;
     let client_ip = req.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
