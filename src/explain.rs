@@ -258,10 +258,11 @@ impl Trace {
             .as_deref()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
+        let host = if r.host.is_empty() { "(none)" } else { &r.host };
         let _ = writeln!(
             out,
-            "request: {} {}{}{} (host {:?}, client {})",
-            r.method, r.host, r.path, q, r.host, r.client_ip
+            "request: {} {}{} host {} client {}",
+            r.method, r.path, q, host, r.client_ip
         );
         for t in &self.routes {
             match &t.failed {
