@@ -118,6 +118,10 @@ impl Started {
         } = self;
         tokio::spawn(admin::serve(admin_listener, admin.clone()));
         spawn_sighup(admin.reloader.clone());
+        // Watches are in place before /readyz turns 200; dropped on return.
+        let _watcher = reload::watch::spawn(admin.reloader.clone())
+            .map_err(|e| tracing::warn!("{e}; reload with SIGHUP or POST /reload"))
+            .ok();
         admin.ready.store(true, Ordering::Relaxed);
         tracing::info!(listeners = ?bound.listeners, admin = %bound.admin, "pointsman serving");
         let draining = admin.clone();

@@ -1,14 +1,21 @@
 //! Reloading the rule files: read, validate and compile the whole new config
 //! off the request path, then swap the compiled snapshot in one store. On any
 //! error the old snapshot keeps serving.
+//!
+//! Triggers: the file watcher ([`watch`]), SIGHUP and `POST /reload`.
+//! Observers ([`ReloadObserver`]) hear every applied or failed reload, so
+//! metrics can count them without this module knowing about metrics.
+
+pub mod watch;
 
 use crate::config::{self, Diagnostic};
-use crate::router::Settings;
 use crate::router::compile::{self, CompileEnv, Compiled};
+use crate::router::{AdminSettings, Settings};
 use crate::server::Proxy;
 use crate::split::CanaryRegistry;
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,12 +34,17 @@ pub enum Trigger {
 /// The `/config` answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigStatus {
+    /// 1 at start-up, +1 per applied reload.
     pub generation: u64,
+    /// Over every file's listed name and content, in load order.
     pub sha256: String,
-    /// RFC 3339, UTC.
+    /// When the active config was applied; RFC 3339, UTC.
     pub loaded_at: String,
+    /// The rule files of the active config, in load order.
     pub sources: Vec<String>,
+    /// The latest reload attempt (`null` before the first).
     pub last_reload: Option<LastReload>,
+    /// A listener's `bind` or `admin` differs from what is running.
     pub pending_restart: bool,
 }
 
@@ -41,7 +53,9 @@ pub struct ConfigStatus {
 pub struct LastReload {
     /// `success` or `failure`.
     pub result: &'static str,
+    /// RFC 3339, UTC.
     pub at: String,
+    /// The first error, `FILE:LINE:COL: error: MESSAGE`, on failure.
     pub error: Option<String>,
 }
 
@@ -56,6 +70,72 @@ pub enum ReloadError {
     Unchanged,
 }
 
+/// How a reload attempt ended, as told to a [`ReloadObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new snapshot is active.
+    Success,
+    /// The new config was rejected; the old snapshot keeps serving.
+    Failure,
+}
+
+impl ReloadResult {
+    /// `success` or `failure` (the `result` label of
+    /// `pointsman_config_reloads_total`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        }
+    }
+}
+
+/// Hears every reload attempt that was applied or rejected (a file change
+/// with an unchanged hash is neither). `status` is the `/config` answer
+/// after the attempt; its `generation` is the active one. Called off the
+/// request path, after the swap.
+pub trait ReloadObserver: Send + Sync {
+    /// One reload attempt ended.
+    fn reloaded(&self, result: ReloadResult, status: &ConfigStatus);
+}
+
+impl<F: Fn(ReloadResult, &ConfigStatus) + Send + Sync> ReloadObserver for F {
+    fn reloaded(&self, result: ReloadResult, status: &ConfigStatus) {
+        self(result, status)
+    }
+}
+
+/// The observers, swapped whole when one is added.
+#[derive(Default)]
+struct Observers(ArcSwap<Vec<Arc<dyn ReloadObserver>>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.0.load().len())
+    }
+}
+
+/// What was bound at start-up: a reload that changes it needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+struct Bound {
+    /// Address and, for TLS listeners, the ALPN list (fixed at bind).
+    listeners: Vec<(SocketAddr, Option<Vec<String>>)>,
+    admin: AdminSettings,
+}
+
+impl Bound {
+    fn of(settings: &Settings) -> Bound {
+        Bound {
+            listeners: settings
+                .listeners
+                .iter()
+                .map(|l| (l.addr, l.tls.as_ref().map(|t| t.alpn.clone())))
+                .collect(),
+            admin: settings.admin.clone(),
+        }
+    }
+}
+
 /// Owns the config path and reloads it into the proxy.
 #[derive(Debug)]
 pub struct Reloader {
@@ -63,6 +143,9 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     canaries: Arc<CanaryRegistry>,
     status: ArcSwap<ConfigStatus>,
+    /// Listener and admin settings as bound at start-up.
+    bound: Bound,
+    observers: Observers,
     /// Serializes reloads; never taken on the request path.
     running: tokio::sync::Mutex<()>,
 }
@@ -103,13 +186,38 @@ impl Reloader {
             last_reload: None,
             pending_restart: false,
         };
+        let bound = Bound::of(&proxy.snapshot().settings);
         Arc::new(Reloader {
             path,
             proxy,
             canaries,
             status: ArcSwap::from_pointee(status),
+            bound,
+            observers: Observers::default(),
             running: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Adds an observer of reload outcomes (e.g. the metrics that count
+    /// `pointsman_config_reloads_total{result}` and set
+    /// `pointsman_config_generation`).
+    pub fn add_observer(&self, observer: Arc<dyn ReloadObserver>) {
+        self.observers.0.rcu(|list| {
+            let mut list = Vec::clone(list);
+            list.push(observer.clone());
+            list
+        });
+    }
+
+    /// The config path (a file or a directory) this reloader reads.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn notify(&self, result: ReloadResult, status: &ConfigStatus) {
+        for o in self.observers.0.load().iter() {
+            o.reloaded(result, status);
+        }
     }
 
     /// The current `/config` status.
@@ -162,11 +270,12 @@ impl Reloader {
                 for w in &compiled.warnings {
                     tracing::warn!(target: "reload", "{w}");
                 }
-                let pending_restart = self.status().pending_restart
-                    || needs_restart(&previous.settings, &compiled.snapshot.settings);
-                if needs_restart(&previous.settings, &compiled.snapshot.settings) {
+                // Compared with what is bound, so undoing the change clears it.
+                let pending_restart = Bound::of(&compiled.snapshot.settings) != self.bound;
+                if pending_restart {
                     tracing::warn!(
-                        "listener or admin settings changed: they take effect after a restart"
+                        "listener `bind` or `admin` settings differ from the running ones: \
+                         they take effect after a restart"
                     );
                 }
                 self.proxy.store(compiled.snapshot);
@@ -191,6 +300,7 @@ impl Reloader {
                 );
                 let status = Arc::new(status);
                 self.status.store(status.clone());
+                self.notify(ReloadResult::Success, &status);
                 Ok(status)
             }
             Err(errors) => {
@@ -204,20 +314,10 @@ impl Reloader {
                     at: now,
                     error: first,
                 });
+                self.notify(ReloadResult::Failure, &status);
                 self.status.store(Arc::new(status));
                 Err(ReloadError::Invalid(errors))
             }
         }
     }
-}
-
-/// Listener and admin changes need a restart (SPEC 7).
-fn needs_restart(old: &Settings, new: &Settings) -> bool {
-    let binds = |s: &Settings| {
-        s.listeners
-            .iter()
-            .map(|l| (l.addr, l.tls.as_ref().map(|t| t.alpn.clone())))
-            .collect::<Vec<_>>()
-    };
-    binds(old) != binds(new) || old.admin != new.admin
 }

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// The proxy's shared state: the current routing snapshot, swapped whole on
@@ -102,7 +102,8 @@ impl Server {
         accepts.abort_all();
         while accepts.join_next().await.is_some() {}
         // Every connection holds a permit: all permits back = all drained.
-        let drain = limits.drain_timeout;
+        // The drain timeout of the config active now (it may have reloaded).
+        let drain = self.proxy.snapshot().settings.limits.drain_timeout;
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         if tokio::time::timeout(drain, permits.acquire_many(all))
             .await
@@ -170,9 +171,14 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
+    // `closed` resolves when the socket is dropped: an upgraded stream
+    // (WebSocket) outlives hyper's connection, and the connection, its
+    // permit included, lasts until then, so the drain waits for it too.
+    let (open, closed) = oneshot::channel::<()>();
     let tracked = Tracked {
         inner: stream,
         activity: activity.clone(),
+        _open: open,
     };
     let Some(acceptor) = tls else {
         let conn_info = ConnInfo {
@@ -181,7 +187,7 @@ async fn serve_connection(
             sni: None,
             in_flight: AtomicUsize::new(0),
         };
-        return drive(
+        drive(
             TokioIo::new(tracked),
             conn_info,
             None,
@@ -190,6 +196,8 @@ async fn serve_connection(
             stop,
         )
         .await;
+        let _ = closed.await;
+        return;
     };
     // The handshake holds the connection's permit: bounded by the timeout.
     let timeout = crate::tls::handshake_timeout();
@@ -213,6 +221,7 @@ async fn serve_connection(
         in_flight: AtomicUsize::new(0),
     };
     drive(TokioIo::new(stream), conn_info, h2, activity, proxy, stop).await;
+    let _ = closed.await;
 }
 
 /// Serves HTTP on an established connection (TLS already done). `h2` is
@@ -292,11 +301,13 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// A stream that records its last read or write.
+    /// A stream that records its last read or write, and tells when it is
+    /// dropped (`_open` closes its channel).
     struct Tracked {
         #[pin]
         inner: TcpStream,
         activity: Arc<Activity>,
+        _open: oneshot::Sender<()>,
     }
 }
 

@@ -413,7 +413,15 @@ impl<'a> Builder<'a> {
             }
         }
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
-        split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)
+        let mut e =
+            split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)?;
+        // SPEC 7: exposure counts survive a reload that keeps the definition.
+        if let Some(prev) = self.env.previous
+            && let Some(old) = prev.experiments.iter().find(|o| *o.name == *name)
+        {
+            e.carry_over_from(old);
+        }
+        Some(e)
     }
 
     fn routes(&mut self) -> Vec<Route> {
