@@ -6,14 +6,14 @@
 //! watched inode is no longer the file. A directory watch sees both, so the
 //! watcher watches the config's directory (the file's parent for a single
 //! file) and the directories of the files the config names
-//! ([`extra_watch_paths`]). Any event there starts a quiet period
+//! ([`crate::tls::watched_files`]: certificates, keys, CA bundles). Any event there starts a quiet period
 //! ([`DEBOUNCE`]); when it ends, the config is read again, and the reload
 //! is skipped when the content hash is unchanged. A half-written file fails
 //! to parse (a failed reload; the old config stays), and the event of the
 //! completed write triggers the next read.
 
 use super::{Reloader, Trigger};
-use crate::router::Settings;
+use crate::tls;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -38,32 +38,13 @@ pub enum WatchError {
     Notify(#[from] notify::Error),
 }
 
-/// Files a config names besides its rule files, whose change must reload
-/// it: listener certificates and keys. Their directories are watched too.
-///
-/// Hook for the TLS work: add any further file the snapshot reads (and
-/// include its content in the config hash, or the watcher skips the change
-/// as unchanged).
-pub fn extra_watch_paths(settings: &Settings) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    for l in &settings.listeners {
-        if let Some(tls) = &l.tls {
-            for (cert, key) in &tls.certificates {
-                paths.push(cert.clone());
-                paths.push(key.clone());
-            }
-        }
-    }
-    paths
-}
-
 /// The directories to watch for a config at `config` (a file or a
-/// directory) with the active `settings`.
-pub fn watch_dirs(config: &Path, settings: &Settings) -> BTreeSet<PathBuf> {
+/// directory) and the other files it names (`files`).
+pub fn watch_dirs(config: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
     let mut dirs = BTreeSet::new();
     dirs.insert(dir_of(config, config.is_dir()));
-    for p in extra_watch_paths(settings) {
-        dirs.insert(dir_of(&p, false));
+    for p in files {
+        dirs.insert(dir_of(p, false));
     }
     dirs
 }
@@ -117,7 +98,10 @@ pub fn spawn(reloader: Arc<Reloader>) -> Result<ConfigWatcher, WatchError> {
     update_watches(
         &mut watcher,
         &mut watched,
-        watch_dirs(reloader.path(), &reloader.proxy().snapshot().settings),
+        watch_dirs(
+            reloader.path(),
+            &tls::watched_files(&reloader.proxy().snapshot()),
+        ),
     );
     let task = tokio::spawn(run(reloader, watcher, watched, rx));
     Ok(ConfigWatcher { task })
@@ -177,7 +161,10 @@ async fn run(
         }
         // Failures are logged and recorded by the reloader.
         if reloader.reload(Trigger::FileChange).await.is_ok() {
-            let want = watch_dirs(reloader.path(), &reloader.proxy().snapshot().settings);
+            let want = watch_dirs(
+                reloader.path(),
+                &tls::watched_files(&reloader.proxy().snapshot()),
+            );
             if want != watched {
                 update_watches(&mut watcher, &mut watched, want);
             }
@@ -189,28 +176,14 @@ async fn run(
 mod tests {
     use super::*;
 
-    fn settings() -> Settings {
-        Settings {
-            listeners: Vec::new(),
-            admin: crate::router::AdminSettings {
-                addr: ([127, 0, 0, 1], 9901).into(),
-                token_file: None,
-            },
-            trusted_proxies: Vec::new(),
-            state_file: None,
-            limits: Default::default(),
-        }
-    }
-
     #[test]
     fn a_file_is_watched_through_its_directory() {
-        let s = settings();
-        let dirs = watch_dirs(Path::new("conf/rules.yaml"), &s);
+        let dirs = watch_dirs(Path::new("conf/rules.yaml"), &[]);
         assert_eq!(
             dirs.into_iter().collect::<Vec<_>>(),
             vec![PathBuf::from("conf")]
         );
-        let dirs = watch_dirs(Path::new("rules.yaml"), &s);
+        let dirs = watch_dirs(Path::new("rules.yaml"), &[]);
         assert_eq!(
             dirs.into_iter().collect::<Vec<_>>(),
             vec![PathBuf::from(".")]
