@@ -126,6 +126,13 @@ pub(crate) struct Place {
     pub at: Location,
 }
 
+impl std::fmt::Display for Place {
+    /// `FILE:LINE:COL`, as in diagnostics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.at.line(), self.at.column())
+    }
+}
+
 struct Builder<'a> {
     loaded: &'a Loaded,
     env: CompileEnv<'a>,
@@ -201,13 +208,7 @@ impl<'a> Builder<'a> {
                     at: key.referenced,
                 };
                 if let Some((_, first)) = self.upstream_ids.get(&key.value) {
-                    let msg = format!(
-                        "upstream `{}` is already defined at {}:{}:{}",
-                        key.value,
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
-                    );
+                    let msg = format!("upstream `{}` is already defined at {first}", key.value);
                     self.diags.error(&src.name, key.referenced, msg);
                     continue;
                 }
@@ -380,13 +381,7 @@ impl<'a> Builder<'a> {
         for src in self.files() {
             for (key, exp) in &src.doc.experiments.0 {
                 if let Some((_, first)) = self.experiments.get(&key.value) {
-                    let msg = format!(
-                        "experiment `{}` is already defined at {}:{}:{}",
-                        key.value,
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
-                    );
+                    let msg = format!("experiment `{}` is already defined at {first}", key.value);
                     self.diags.error(&src.name, key.referenced, msg);
                     continue;
                 }
@@ -451,20 +446,14 @@ impl<'a> Builder<'a> {
                     );
                 } else if let Some(first) = names.get(&name.value) {
                     let msg = format!(
-                        "duplicate route name `{}` (first defined at {}:{}:{})",
-                        name.value,
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
+                        "duplicate route name `{}` (first defined at {first})",
+                        name.value
                     );
                     self.diags.error(f, name.referenced, msg);
                 } else if let Some((_, exp)) = self.experiments.get(&name.value) {
                     let msg = format!(
-                        "route name `{}` is also an experiment's name ({}:{}:{}); routes and experiments share one namespace",
-                        name.value,
-                        exp.file,
-                        exp.at.line(),
-                        exp.at.column()
+                        "route name `{}` is also an experiment's name ({exp}); routes and experiments share one namespace",
+                        name.value
                     );
                     self.diags.error(f, name.referenced, msg);
                 } else {
@@ -582,10 +571,7 @@ impl<'a> Builder<'a> {
                 let name = &rv.name.value;
                 if let Some((_, first)) = self.experiments.get(name) {
                     let msg = format!(
-                        "inline experiment of route `{name}` clashes with experiment `{name}` at {}:{}:{}",
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
+                        "inline experiment of route `{name}` clashes with experiment `{name}` at {first}"
                     );
                     self.diags.error(f, exp.referenced, msg);
                     return None;
