@@ -676,6 +676,12 @@ fn metrics_count_every_request_by_route_upstream_and_variant() {
         ("code", "200"),
     ];
     assert_eq!(value(&s, "pointsman_requests_total", &plain), 5.0);
+    // The experiment is unchanged: its exposures are kept (SPEC 7).
+    for variant in ["control", "treatment"] {
+        let l = [("experiment", "ab-exp"), ("variant", variant)];
+        let n = exposures.get(variant).copied().unwrap_or(0) as f64;
+        assert_eq!(value(&s, "pointsman_experiment_assignments_total", &l), n);
+    }
     std::fs::write(&p.config, "routes: [ {").unwrap();
     let r = p.admin("POST", "/reload", &[(bearer().0, &bearer().1)], "");
     assert_eq!(r.status, 422, "{}", r.body);

@@ -422,7 +422,18 @@ impl<'a> Builder<'a> {
             }
         }
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
-        split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)
+        let mut e =
+            split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)?;
+        // SPEC 7: exposure (and SRM) counts survive a reload while the
+        // definition is unchanged.
+        if let Some(old) = self
+            .env
+            .previous
+            .and_then(|p| p.experiments.iter().find(|o| *o.name == *name))
+        {
+            e.carry_over_from(old);
+        }
+        Some(e)
     }
 
     fn routes(&mut self) -> Vec<Route> {
