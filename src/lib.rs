@@ -27,4 +27,5 @@ pub mod server;
 pub mod service;
 pub mod split;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -21,6 +21,13 @@ fn the_spec_example_passes_check() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("spec.yaml");
     std::fs::write(&f, spec_example()).unwrap();
+    // `check` reads the certificates the example names.
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let shop = rcgen::generate_simple_self_signed(vec!["shop.example.com".into()]).unwrap();
+    std::fs::write(certs.join("shop.pem"), shop.cert.pem()).unwrap();
+    std::fs::write(certs.join("shop.key"), shop.signing_key.serialize_pem()).unwrap();
+    std::fs::write(certs.join("ca.pem"), shop.cert.pem()).unwrap();
     let (code, out, _) = run_cli(&["check", "--config", f.to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -84,6 +84,8 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Certificate, key and CA files count as config files (SPEC 7).
+    crate::tls::hash_files(&crate::tls::referenced_files(&sources), &mut hasher);
     Ok(Loaded {
         sources,
         sha256: hex::encode(hasher.finalize()),
