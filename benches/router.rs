@@ -70,6 +70,7 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
                 headers: vec![],
             }),
             forward: ForwardOptions::default(),
+            metrics: Default::default(),
         })
         .collect();
     let compiled = start.elapsed();
@@ -97,6 +98,7 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
         },
         experiments: Vec::new(),
         needs_body: false,
+        metrics: Default::default(),
     }
 }
 

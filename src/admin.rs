@@ -156,7 +156,8 @@ fn authorize(state: &AdminState, req: &Request<Incoming>) -> Option<AdminRespons
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     match given {
         None => Some(error(StatusCode::UNAUTHORIZED, "missing bearer token")),
         Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
@@ -278,4 +279,21 @@ fn empty(status: StatusCode) -> AdminResponse {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_tokens() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"s3cret", b"s3creX"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"x"));
+        // Same bytes, different length: the length difference alone counts.
+        assert!(!constant_time_eq(b"ab\0", b"ab"));
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::Diagnostic;
+use crate::metrics::Metrics;
 use crate::reload::{self, Reloader, Trigger};
 use crate::router::compile::CompileEnv;
 use crate::router::{Action, Snapshot};
@@ -51,9 +52,12 @@ pub struct Started {
 /// Loads the config and binds every listener and the admin API.
 pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     let canaries = Arc::new(CanaryRegistry::new());
+    let metrics =
+        Metrics::new().map_err(|e| RunError::Runtime(format!("cannot create metrics: {e}")))?;
     let env = CompileEnv {
         previous: None,
         canaries: Some(&canaries),
+        metrics: Some(&metrics),
     };
     let (compiled, sources, sha) =
         reload::load_and_compile(&opts.config, env).map_err(RunError::Config)?;
@@ -74,7 +78,8 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
         })?),
         None => None,
     };
-    let proxy = Proxy::new(compiled.snapshot);
+    metrics.set_generation(1);
+    let proxy = Proxy::with_metrics(compiled.snapshot, Some(metrics.clone()));
     let server = Server::bind(proxy.clone())
         .map_err(|e| RunError::Runtime(format!("cannot bind listener: {e}")))?;
     let listeners = server
@@ -86,14 +91,22 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     let admin_local = admin_listener
         .local_addr()
         .map_err(|e| RunError::Runtime(e.to_string()))?;
-    let reloader = Reloader::new(opts.config.clone(), proxy, canaries.clone(), sources, sha);
+    let reloader = Reloader::new(
+        opts.config.clone(),
+        proxy.clone(),
+        canaries.clone(),
+        sources,
+        sha,
+    );
     canaries.spawn_driver(Duration::from_millis(250));
     let admin = Arc::new(AdminState {
         reloader,
         ready: Default::default(),
         draining: Default::default(),
         token,
-        metrics: None,
+        metrics: Some(Arc::new(move || {
+            crate::telemetry::render(&metrics, &proxy.snapshot())
+        })),
     });
     Ok(Started {
         bound: Bound {

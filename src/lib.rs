@@ -26,5 +26,6 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod split;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

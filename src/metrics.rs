@@ -437,6 +437,27 @@ impl Metrics {
         });
     }
 
+    /// Brings the assignment counter of one experiment variant up to
+    /// `total` (the experiment's own exposure count, read at scrape time).
+    /// A smaller `total` (the definition changed and counting restarted)
+    /// resets the counter first.
+    pub fn sync_experiment_assignments(&self, experiment: &str, variant: &str, total: u64) {
+        sync_counter(&self.experiment_assignments(experiment, variant), total);
+    }
+
+    /// Brings a canary's transition counter for `to` up to `total` (the
+    /// canary's own count, read at scrape time).
+    pub fn sync_canary_transitions(&self, canary: &str, to: CanaryState, total: u64) {
+        if total == 0 {
+            // No series for transitions that never happened.
+            return;
+        }
+        let c = self
+            .canary_transitions
+            .with_label_values(&[canary, to.as_str()]);
+        sync_counter(&c, total);
+    }
+
     /// Every metric in the Prometheus text format (for `GET /metrics`).
     pub fn render(&self) -> String {
         let families = self.registry.gather();
@@ -450,6 +471,18 @@ impl Metrics {
     /// The `Content-Type` of [`Metrics::render`]'s output.
     pub fn content_type(&self) -> String {
         TextEncoder::new().format_type().to_owned()
+    }
+}
+
+/// Moves `c` to `total`: forward by the difference, or reset first when
+/// `total` is below it.
+fn sync_counter(c: &IntCounter, total: u64) {
+    let now = c.get();
+    if total < now {
+        c.reset();
+        c.inc_by(total);
+    } else if total > now {
+        c.inc_by(total - now);
     }
 }
 
@@ -516,6 +549,11 @@ impl RequestSeries {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_ns: AtomicU64::new(0),
         }
+    }
+
+    /// The series' labels: (route, upstream, variant).
+    pub fn key(&self) -> (&str, &str, &str) {
+        (&self.route, &self.upstream, &self.variant)
     }
 
     /// Records one response: its status code and the time until its headers

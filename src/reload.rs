@@ -240,6 +240,7 @@ impl Reloader {
         let canaries = self.canaries.clone();
         let active_sha = self.status().sha256.clone();
         let prev_for_compile = previous.clone();
+        let metrics = self.proxy.metrics().cloned();
         let outcome = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
             if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
@@ -248,6 +249,7 @@ impl Reloader {
             let env = CompileEnv {
                 previous: Some(&prev_for_compile),
                 canaries: Some(&canaries),
+                metrics: metrics.as_deref(),
             };
             let sources: Vec<String> = loaded.sources.iter().map(|s| s.name.to_string()).collect();
             let compiled = compile::compile(&loaded, env)?;
@@ -298,6 +300,12 @@ impl Reloader {
                     ?trigger,
                     "config reloaded"
                 );
+                let active = self.proxy.snapshot();
+                crate::telemetry::after_reload(
+                    self.proxy.metrics().map(|m| &**m),
+                    Some(&active),
+                    status.generation,
+                );
                 let status = Arc::new(status);
                 self.status.store(status.clone());
                 self.notify(ReloadResult::Success, &status);
@@ -316,6 +324,7 @@ impl Reloader {
                 });
                 self.notify(ReloadResult::Failure, &status);
                 self.status.store(Arc::new(status));
+                crate::telemetry::after_reload(self.proxy.metrics().map(|m| &**m), None, 0);
                 Err(ReloadError::Invalid(errors))
             }
         }

@@ -1,6 +1,7 @@
 //! Listeners and connections: the swappable [`Proxy`] state and the
 //! [`Server`] accept loop with its connection limits and graceful drain.
 
+use crate::metrics::{ListenerConnections, Metrics};
 use crate::router::{Limits, Snapshot};
 use crate::service::{ConnInfo, ProxyService};
 use arc_swap::ArcSwap;
@@ -24,14 +25,27 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Debug)]
 pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
+    /// The process's metrics (`None`: nothing recorded).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Proxy {
     /// Wraps the first snapshot.
     pub fn new(snapshot: Snapshot) -> Arc<Proxy> {
+        Self::with_metrics(snapshot, None)
+    }
+
+    /// Wraps the first snapshot (compiled with the same `metrics`).
+    pub fn with_metrics(snapshot: Snapshot, metrics: Option<Arc<Metrics>>) -> Arc<Proxy> {
         Arc::new(Proxy {
             snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
         })
+    }
+
+    /// The process's metrics, if recording.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The current snapshot (one atomic load).
@@ -87,14 +101,17 @@ impl Server {
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accepts = tokio::task::JoinSet::new();
-        for (l, tls) in self.listeners {
+        let settings = self.proxy.snapshot().settings.clone();
+        for ((l, tls), conf) in self.listeners.into_iter().zip(&settings.listeners) {
             let listener = TcpListener::from_std(l)?;
+            let gauge = self.proxy.metrics().map(|m| m.listener(&conf.bind));
             accepts.spawn(accept_loop(
                 listener,
                 tls.map(TlsAcceptor::from),
                 self.proxy.clone(),
                 permits.clone(),
                 stop_rx.clone(),
+                gauge,
             ));
         }
         shutdown.await;
@@ -121,6 +138,7 @@ async fn accept_loop(
     proxy: Arc<Proxy>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
+    gauge: Option<ListenerConnections>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -141,8 +159,10 @@ async fn accept_loop(
         let proxy = proxy.clone();
         let stop = stop.clone();
         let tls = tls.clone();
+        let open = gauge.as_ref().map(ListenerConnections::open);
         tokio::spawn(async move {
             serve_connection(stream, peer, tls, proxy, stop).await;
+            drop(open);
             drop(permit);
         });
     }

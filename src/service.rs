@@ -3,6 +3,7 @@
 
 use crate::context::{RequestContext, normalize_path};
 use crate::forward::{self, ForwardError, Forwarded, RequestBody, body, headers};
+use crate::metrics::{RequestSeries, UpstreamErrors};
 use crate::router::{Action, FallbackAction, Respond, Route, Snapshot};
 use crate::server::Proxy;
 use crate::split;
@@ -77,6 +78,11 @@ struct Served {
     set_cookie: Option<HeaderValue>,
     /// The canary that served, for its guard's observations.
     canary: Option<(Arc<split::Canary>, split::Arm)>,
+    /// The request series to count the answer in (resolved at compile
+    /// time; `None`: the snapshot's `route="none"` series).
+    series: Option<Arc<RequestSeries>>,
+    /// The serving upstream's error counters, for a mid-response reset.
+    errors: Option<Arc<UpstreamErrors>>,
 }
 
 /// The variant header sent upstream (SPEC 3).
@@ -110,6 +116,9 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
     }
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID, request_id.clone());
+    if let Some(series) = served.series.as_ref().or(snapshot.metrics.none.as_ref()) {
+        series.observe(resp.status().as_u16(), start.elapsed());
+    }
     let (parts, body) = resp.into_parts();
     let log = AccessLog {
         request_id,
@@ -236,6 +245,7 @@ async fn run(
         return fallback(snapshot, parts, body, &path, on_upgrade, served, None).await;
     };
     served.route = Some(route.name.clone());
+    served.series = route.metrics.direct.clone();
     let upstream_id = match &route.action {
         Action::Respond(r) => return Ok(respond(r)),
         Action::Redirect(r) => {
@@ -258,6 +268,11 @@ async fn run(
         (Action::Canary(c), Some(arm)) => Some((c.clone(), arm)),
         _ => None,
     };
+    served.series = route
+        .metrics
+        .arms
+        .get(arm_index(&route.action, split.as_ref()))
+        .cloned();
 
     if let Some(m) = &route.forward.mirror
         && headers::id_in_share(request_id, m.percent)
@@ -267,11 +282,15 @@ async fn run(
             RequestBody::Stream(s) => body::inspect_prefixed(s, limits.inspect_body_bytes).await,
             held => held,
         };
+        let counters = route.metrics.mirror.clone();
         if let (Some(held), Some(up)) = (body.held(), snapshot.upstreams.get(m.upstream)) {
             let mut copy = parts.clone();
             headers::apply_ops(&mut copy.headers, &route.forward.request_headers);
             let path = forward::upstream_path(&path, None, route.forward.strip_prefix.as_deref());
-            forward::mirror(up.clone(), copy, held.clone(), path, up.def.request_timeout);
+            let timeout = up.def.request_timeout;
+            forward::mirror(up.clone(), copy, held.clone(), path, timeout, counters);
+        } else if let Some(c) = counters {
+            c.skipped();
         }
     }
 
@@ -337,8 +356,10 @@ async fn forward_route(
         snapshot.settings.limits.max_body_bytes,
         on_upgrade,
     )
-    .await?;
+    .await
+    .inspect_err(|e| snapshot.metrics.upstream_error(upstream_id, e))?;
     served.endpoint = endpoint;
+    served.errors = snapshot.metrics.upstream_errors.get(upstream_id).cloned();
     Ok(response)
 }
 
@@ -359,6 +380,7 @@ async fn fallback(
     };
     let matched = served.route.take();
     served.route = Some(Arc::from("fallback"));
+    served.series = snapshot.metrics.fallback.clone();
     let result = match &fb.action {
         FallbackAction::Respond(r) => Ok(respond(r)),
         FallbackAction::Forward(id) => match snapshot.upstreams.get(*id) {
@@ -375,8 +397,10 @@ async fn fallback(
                     on_upgrade,
                 )
                 .await
+                .inspect_err(|e| snapshot.metrics.upstream_error(*id, e))
                 .map(|f| {
                     served.endpoint = f.endpoint;
+                    served.errors = snapshot.metrics.upstream_errors.get(*id).cloned();
                     f.response
                 })
             }
@@ -387,6 +411,24 @@ async fn fallback(
         served.route = matched;
     }
     result
+}
+
+/// Which of the route's [`crate::telemetry::RouteMetrics::arms`] served:
+/// 0 for `to`, a not-enrolled experiment request and the canary's stable
+/// arm; `1 + i` for experiment variant `i`; 1 for the canary arm.
+fn arm_index(action: &Action, split: Option<&split::SplitDecision>) -> usize {
+    match (action, split) {
+        (Action::Experiment { experiment, .. }, Some(d)) => d.variant.as_ref().map_or(0, |v| {
+            // The decision's name is the variant's own Arc: compare pointers.
+            experiment
+                .variants
+                .iter()
+                .position(|x| Arc::ptr_eq(&x.name, v))
+                .map_or(0, |i| i + 1)
+        }),
+        (Action::Canary(_), Some(d)) => usize::from(d.arm == Some(split::Arm::Canary)),
+        _ => 0,
+    }
 }
 
 fn respond(r: &Respond) -> Response<ProxyBody> {
@@ -459,10 +501,19 @@ impl Body for Logged {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.log.bytes_out += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.log.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // The upstream reset mid-response (SPEC 9: kind="reset").
+                if let Some(errors) = this.log.served.errors.take() {
+                    errors.reset();
+                }
+            }
+            _ => {}
         }
         polled
     }

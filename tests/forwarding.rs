@@ -380,6 +380,7 @@ fn route(name: &str, action: Action, forward: ForwardOptions) -> Route {
         matcher: Expr::always(),
         action,
         forward,
+        metrics: Default::default(),
     }
 }
 

@@ -205,6 +205,7 @@ fn snapshot(exprs: Vec<Expr>) -> Snapshot {
                 headers: vec![],
             }),
             forward: ForwardOptions::default(),
+            metrics: Default::default(),
         })
         .collect();
     let index = RouteIndex::build(&routes);
@@ -225,6 +226,7 @@ fn snapshot(exprs: Vec<Expr>) -> Snapshot {
         },
         experiments: Vec::new(),
         needs_body: false,
+        metrics: Default::default(),
     }
 }
 

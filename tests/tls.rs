@@ -108,6 +108,7 @@ async fn start(dir: &Path) -> Running {
     let env = CompileEnv {
         previous: None,
         canaries: Some(&canaries),
+        metrics: None,
     };
     let (compiled, sources, sha) = match reload::load_and_compile(&config, env) {
         Ok(c) => c,

@@ -152,26 +152,40 @@ async fn tunnel(client: OnUpgrade, server: OnUpgrade, _in_flight: crate::upstrea
 }
 
 /// Sends a copy of a request to `upstream` in a spawned task and throws the
-/// answer away; never delays the caller.
-pub fn mirror(upstream: Arc<Upstream>, parts: Parts, body: Bytes, path: String, timeout: Duration) {
+/// answer away; never delays the caller. `counters` count it as sent or
+/// failed.
+pub fn mirror(
+    upstream: Arc<Upstream>,
+    parts: Parts,
+    body: Bytes,
+    path: String,
+    timeout: Duration,
+    counters: Option<crate::metrics::MirrorCounters>,
+) {
     tokio::spawn(async move {
         let mut parts = parts;
         let pq = upstream_path(&path, parts.uri.query(), None);
-        match PathAndQuery::try_from(pq) {
-            Ok(pq) => parts.uri = Uri::from(pq),
-            Err(_) => return,
-        }
-        let req = Request::from_parts(parts, full(body));
-        let idx = upstream.pick(None);
-        if let Some(idx) = idx {
-            match upstream.send_to(idx, req, timeout).await {
-                Ok(sent) => {
-                    let _ = sent.response.into_body().collect().await;
-                }
-                Err(e) => {
-                    tracing::debug!(upstream = %upstream.def.name, error = %e, "mirror failed")
+        let sent = match (PathAndQuery::try_from(pq), upstream.pick(None)) {
+            (Ok(pq), Some(idx)) => {
+                parts.uri = Uri::from(pq);
+                let req = Request::from_parts(parts, full(body));
+                match upstream.send_to(idx, req, timeout).await {
+                    Ok(sent) => {
+                        let _ = sent.response.into_body().collect().await;
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!(upstream = %upstream.def.name, error = %e, "mirror failed");
+                        false
+                    }
                 }
             }
+            _ => false,
+        };
+        match (counters, sent) {
+            (Some(c), true) => c.sent(),
+            (Some(c), false) => c.failed(),
+            (None, _) => {}
         }
     });
 }

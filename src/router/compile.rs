@@ -59,6 +59,8 @@ pub struct CompileEnv<'a> {
     /// and definition hash, so an unchanged canary keeps state across
     /// reloads. `None` (for `check`, `explain`): canaries start afresh.
     pub canaries: Option<&'a split::CanaryRegistry>,
+    /// Where request series are resolved; `None`: nothing is recorded.
+    pub metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 /// Compiles loaded rule files. On error, returns every error found (and the
@@ -95,7 +97,7 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
             .iter()
             .any(|e| e.targeting.as_ref().is_some_and(Expr::needs_body));
     let index = super::index::RouteIndex::build(&routes);
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         routes,
         index,
         upstreams: b.upstreams,
@@ -103,7 +105,11 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
         settings,
         experiments: b.all_experiments,
         needs_body,
+        metrics: Default::default(),
     };
+    if let Some(m) = b.env.metrics {
+        crate::telemetry::attach(m, &mut snapshot);
+    }
     let mut warnings = b.diags.into_sorted();
     warnings.extend(super::shadow::shadowed_routes(&snapshot, &b.route_places));
     Ok(Compiled {
@@ -537,6 +543,7 @@ impl<'a> Builder<'a> {
             matcher,
             action,
             forward,
+            metrics: Default::default(),
         })
     }
 

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub experiments: Vec<Arc<crate::split::Experiment>>,
     /// Whether any route (or experiment targeting) inspects the body.
     pub needs_body: bool,
+    /// Metric handles of the fallback, `route="none"` and the upstreams.
+    pub metrics: crate::telemetry::SnapshotMetrics,
 }
 
 /// One compiled route.
@@ -54,6 +56,8 @@ pub struct Route {
     pub action: Action,
     /// Options of forwarding actions.
     pub forward: ForwardOptions,
+    /// Metric handles, resolved at compile time (`Default`: none).
+    pub metrics: crate::telemetry::RouteMetrics,
 }
 
 /// What a matched route does.

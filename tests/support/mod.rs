@@ -244,6 +244,7 @@ pub fn snapshot(
         },
         experiments: Vec::new(),
         needs_body: false,
+        metrics: Default::default(),
     }
 }
 

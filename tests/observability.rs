@@ -1,0 +1,909 @@
+//! Observability end to end, against the real binary (`pointsman run
+//! --log-format json`) and real upstreams on 127.0.0.1:
+//!
+//! - `metrics_count_every_request_by_route_upstream_and_variant`: after a
+//!   known number of requests per route and variant, the parsed `/metrics`
+//!   exposition holds exactly those counts (fallback, `none`, respond,
+//!   upstream connect errors, experiment exposures, canary gauges,
+//!   connections, reloads and generation included), and the JSON access log
+//!   carries every SPEC 10 field with the right values.
+//! - `admin_api_answers_per_spec`: every SPEC 8 endpoint, and the bearer
+//!   token (401/403/200).
+//! - `logs_never_carry_raw_escape_bytes`: a request with ESC in its head
+//!   leaves no raw ESC byte in the log.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "s3cret-token";
+
+// === harness ===
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream answering 200 with `NAME|x-pointsman-variant` as the body.
+fn upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| async move {
+                            let variant = req
+                                .headers()
+                                .get("x-pointsman-variant")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body = format!("{name}|{variant}");
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// The running binary; killed on drop. Its stderr (the log) is collected.
+struct Pointsman {
+    child: Child,
+    log: Arc<Mutex<Vec<u8>>>,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    listen_bind: String,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pointsman {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Pointsman {
+    fn start(config: impl Fn(u16, u16) -> String) -> Pointsman {
+        let (port, admin_port) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        // Relative to the rule file, whitespace trimmed (SPEC 8).
+        std::fs::write(dir.path().join("token.txt"), format!("  {TOKEN}\n\n")).unwrap();
+        let path = dir.path().join("rules.yaml");
+        std::fs::write(&path, config(port, admin_port)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--log-format", "json"])
+            .env("POINTSMAN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let p = Pointsman {
+            child,
+            log,
+            proxy: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            listen_bind: format!("127.0.0.1:{port}"),
+            config: path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = try_request(p.admin, "GET", "/readyz", &[], "")
+                && r.status == 200
+            {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "not ready:\n{}", p.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    /// Every JSON log line with `target: access`.
+    fn access_lines(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        request(self.proxy, "GET", path, headers, "")
+    }
+
+    fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        request(self.admin, method, path, headers, body)
+    }
+
+    fn metrics(&self) -> Vec<Sample> {
+        let r = self.admin("GET", "/metrics", &[], "");
+        assert_eq!(r.status, 200);
+        parse(&r.body)
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, h: &[(&str, &str)], body: &str) -> Reply {
+    try_request(addr, method, path, h, body).unwrap()
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: example.test\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    raw(addr, head.as_bytes())
+}
+
+/// Sends raw bytes and parses the (non-chunked or chunked) answer.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+// === exposition parsing ===
+
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+impl Sample {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the Prometheus text format (labels with `\\`, `\"`, `\n` escapes).
+fn parse(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (name, rest) = match line.find('{') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => {
+                let (n, v) = line.split_once(' ').unwrap();
+                out.push(Sample {
+                    name: n.to_owned(),
+                    labels: vec![],
+                    value: v.trim().parse().unwrap(),
+                });
+                continue;
+            }
+        };
+        let mut labels = Vec::new();
+        let mut chars = rest.chars().peekable();
+        loop {
+            let mut key = String::new();
+            for c in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                if c != ',' {
+                    key.push(c);
+                }
+            }
+            if key.is_empty() || key == "}" {
+                break;
+            }
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            let mut value = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some(o) => value.push(o),
+                        None => {}
+                    },
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            labels.push((key.trim().to_owned(), value));
+            match chars.next() {
+                Some(',') => {
+                    if chars.peek() == Some(&'}') {
+                        chars.next();
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let value: String = chars.collect();
+        out.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value: value.trim().parse().unwrap(),
+        });
+    }
+    out
+}
+
+/// Samples of `name` whose labels include every `(label, value)` given.
+fn find<'a>(samples: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name && want.iter().all(|(k, v)| s.label(k) == Some(*v)))
+        .collect()
+}
+
+/// The value of the one sample matching exactly; 0 when there is none.
+fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+    let found = find(samples, name, want);
+    assert!(found.len() <= 1, "{name} {want:?} ambiguous: {found:?}");
+    found.first().map_or(0.0, |s| s.value)
+}
+
+// === the config ===
+
+struct Upstreams {
+    v1: SocketAddr,
+    v2: SocketAddr,
+    fb: SocketAddr,
+    dead: u16,
+}
+
+fn config(u: &Upstreams, port: u16, admin: u16) -> String {
+    format!(
+        r#"listen:
+  - bind: "127.0.0.1:{port}"
+admin:
+  bind: "127.0.0.1:{admin}"
+  token_file: token.txt
+upstreams:
+  v1: {{ endpoints: ["{v1}"] }}
+  v2: {{ endpoints: ["{v2}"] }}
+  fb: {{ endpoints: ["{fb}"] }}
+  dead: {{ endpoints: ["127.0.0.1:{dead}"], retries: 0, connect_timeout: 1s }}
+experiments:
+  ab-exp:
+    sticky_on: [header:x-user-id]
+    allow_force: true
+    variants:
+      - {{ name: control, weight: 1 }}
+      - {{ name: treatment, weight: 1, to: v2 }}
+routes:
+  - name: plain
+    match: {{ path_prefix: /plain }}
+    to: v1
+  - name: ab
+    match: {{ path_prefix: /ab }}
+    to: v1
+    experiment: ab-exp
+  - name: can
+    match: {{ path_prefix: /can }}
+    canary:
+      stable: v1
+      canary: v2
+      weight: 50
+      sticky_on: [header:x-user-id]
+  - name: gone
+    match: {{ path: /gone }}
+    respond: {{ status: 410, body: "gone" }}
+  - name: broken
+    match: {{ path_prefix: /broken }}
+    to: dead
+  - name: mirrored
+    match: {{ path_prefix: /mirrored }}
+    to: v1
+    mirror: {{ to: v2, percent: 100 }}
+fallback:
+  to: fb
+"#,
+        v1 = u.v1,
+        v2 = u.v2,
+        fb = u.fb,
+        dead = u.dead,
+    )
+}
+
+fn start() -> (Pointsman, Upstreams) {
+    let u = Upstreams {
+        v1: upstream("v1"),
+        v2: upstream("v2"),
+        fb: upstream("fb"),
+        dead: free_port(),
+    };
+    let p = Pointsman::start(|port, admin| config(&u, port, admin));
+    (p, u)
+}
+
+fn bearer() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {TOKEN}"))
+}
+
+// === tests ===
+
+#[test]
+fn metrics_count_every_request_by_route_upstream_and_variant() {
+    let (p, u) = start();
+    // (route, upstream, variant, code) → requests sent.
+    let mut want: HashMap<(String, String, String, String), u64> = HashMap::new();
+    let mut count = |r: &str, up: &str, v: &str, code: u16| {
+        *want
+            .entry((r.into(), up.into(), v.into(), code.to_string()))
+            .or_default() += 1;
+    };
+
+    for i in 0..5 {
+        let r = p.get(
+            &format!("/plain/{i}"),
+            &[("x-request-id", &format!("plain-{i}"))],
+        );
+        assert_eq!((r.status, r.body.as_str()), (200, "v1|"));
+        count("plain", "v1", "", 200);
+    }
+    // Experiment: the upstream echoes x-pointsman-variant, so the test
+    // knows where each user went.
+    let mut exposures: HashMap<String, u64> = HashMap::new();
+    for i in 0..12 {
+        let user = format!("user-{i}");
+        let r = p.get("/ab", &[("x-user-id", &user)]);
+        assert_eq!(r.status, 200);
+        let (up, header) = r.body.split_once('|').unwrap();
+        let variant = header.strip_prefix("ab-exp=").unwrap();
+        count("ab", up, variant, 200);
+        *exposures.entry(variant.to_owned()).or_default() += 1;
+    }
+    // No sticky id: not enrolled, the route's `to`, no variant.
+    for _ in 0..3 {
+        let r = p.get("/ab", &[]);
+        assert_eq!(r.body, "v1|");
+        count("ab", "v1", "", 200);
+    }
+    // Forced: served by the variant, not counted as an exposure.
+    let r = p.get(
+        "/ab",
+        &[
+            ("x-user-id", "forced"),
+            ("x-pointsman-force", "ab-exp=treatment"),
+        ],
+    );
+    assert_eq!(r.body, "v2|ab-exp=treatment");
+    count("ab", "v2", "treatment", 200);
+
+    let mut arms = HashMap::new();
+    for i in 0..10 {
+        let r = p.get("/can", &[("x-user-id", &format!("c{i}"))]);
+        assert_eq!(r.status, 200);
+        let (up, header) = r.body.split_once('|').unwrap();
+        let arm = header.strip_prefix("can=").unwrap();
+        assert_eq!(up, if arm == "canary" { "v2" } else { "v1" });
+        count("can", up, arm, 200);
+        *arms.entry(arm.to_owned()).or_insert(0) += 1;
+    }
+    for _ in 0..2 {
+        assert_eq!(p.get("/gone", &[]).status, 410);
+        count("gone", "", "", 410);
+    }
+    for _ in 0..3 {
+        let r = p.get("/broken", &[]);
+        assert_eq!(r.status, 502);
+        assert_eq!(r.headers["x-pointsman-error"], "upstream_connect");
+        count("broken", "dead", "", 502);
+    }
+    for _ in 0..4 {
+        assert_eq!(p.get("/nothing/here", &[]).body, "fb|");
+        count("fallback", "fb", "", 200);
+    }
+    // Fails before routing (climbs above /): nothing served it.
+    for _ in 0..2 {
+        assert_eq!(p.get("/a/../../etc", &[]).status, 400);
+        count("none", "", "", 400);
+    }
+    assert_eq!(p.get("/mirrored", &[]).body, "v1|");
+    count("mirrored", "v1", "", 200);
+
+    // One connection held open counts on its listener.
+    let held = TcpStream::connect(p.proxy).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = p.metrics();
+    let listener = [("listener", p.listen_bind.as_str())];
+    assert_eq!(
+        value(&samples, "pointsman_connections_active", &listener),
+        1.0
+    );
+    drop(held);
+
+    // Requests: exactly the ones sent, no other series with requests.
+    let got: HashMap<(String, String, String, String), u64> =
+        find(&samples, "pointsman_requests_total", &[])
+            .iter()
+            .map(|s| {
+                let l = |n| s.label(n).unwrap().to_owned();
+                (
+                    (l("route"), l("upstream"), l("variant"), l("code")),
+                    s.value as u64,
+                )
+            })
+            .collect();
+    assert_eq!(got, want);
+
+    // The histogram: _bucket (cumulative, +Inf = count), _sum, _count.
+    let mut per_series: HashMap<(String, String, String), u64> = HashMap::new();
+    for ((r, up, v, _), n) in &want {
+        *per_series
+            .entry((r.clone(), up.clone(), v.clone()))
+            .or_default() += n;
+    }
+    for ((r, up, v), n) in &per_series {
+        let l = [
+            ("route", r.as_str()),
+            ("upstream", up.as_str()),
+            ("variant", v.as_str()),
+        ];
+        let name = "pointsman_request_duration_seconds";
+        assert_eq!(
+            value(&samples, &format!("{name}_count"), &l),
+            *n as f64,
+            "{l:?}"
+        );
+        let sum = value(&samples, &format!("{name}_sum"), &l);
+        assert!(sum > 0.0 && sum < 60.0, "{l:?} sum {sum}");
+        let buckets = find(&samples, &format!("{name}_bucket"), &l);
+        assert_eq!(buckets.len(), 16, "{l:?}");
+        let inf = buckets
+            .iter()
+            .find(|b| b.label("le") == Some("+Inf"))
+            .unwrap();
+        assert_eq!(inf.value, *n as f64);
+        assert!(buckets.windows(2).all(|w| w[0].value <= w[1].value));
+    }
+
+    // Upstream errors, endpoint health.
+    let errors = |up: &str, kind: &str| {
+        value(
+            &samples,
+            "pointsman_upstream_errors_total",
+            &[("upstream", up), ("kind", kind)],
+        )
+    };
+    assert_eq!(errors("dead", "connect"), 3.0);
+    assert_eq!(errors("v1", "connect"), 0.0);
+    assert_eq!(errors("dead", "timeout"), 0.0);
+    let v1 = u.v1.to_string();
+    let health = [("upstream", "v1"), ("endpoint", v1.as_str())];
+    assert_eq!(
+        value(&samples, "pointsman_upstream_endpoint_healthy", &health),
+        1.0
+    );
+
+    // Experiment exposures: enrolled by hash only.
+    for variant in ["control", "treatment"] {
+        let l = [("experiment", "ab-exp"), ("variant", variant)];
+        let n = exposures.get(variant).copied().unwrap_or(0) as f64;
+        assert_eq!(
+            value(&samples, "pointsman_experiment_assignments_total", &l),
+            n
+        );
+    }
+    // Canary gauges.
+    let can = [("canary", "can")];
+    assert_eq!(
+        value(&samples, "pointsman_canary_weight_percent", &can),
+        50.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "pointsman_canary_state",
+            &[("canary", "can"), ("state", "static")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "pointsman_canary_state",
+            &[("canary", "can"), ("state", "paused")]
+        ),
+        0.0
+    );
+    assert_eq!(value(&samples, "pointsman_config_generation", &[]), 1.0);
+
+    // The mirror ran in the background.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = p.metrics();
+        let l = [
+            ("route", "mirrored"),
+            ("upstream", "v2"),
+            ("result", "sent"),
+        ];
+        if value(&s, "pointsman_mirror_requests_total", &l) == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mirror never counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A canary action is counted as a transition at the next scrape.
+    let r = p.admin(
+        "POST",
+        "/canaries/can/pause",
+        &[(bearer().0, &bearer().1)],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = p.metrics();
+    let to = [("canary", "can"), ("to", "paused")];
+    assert_eq!(value(&s, "pointsman_canary_transitions_total", &to), 1.0);
+    assert_eq!(
+        value(
+            &s,
+            "pointsman_canary_state",
+            &[("canary", "can"), ("state", "paused")]
+        ),
+        1.0
+    );
+
+    // A reload: counted, generation 2, unchanged series kept; a failed
+    // reload counted too.
+    let r = p.admin("POST", "/reload", &[(bearer().0, &bearer().1)], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = p.metrics();
+    assert_eq!(
+        value(
+            &s,
+            "pointsman_config_reloads_total",
+            &[("result", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&s, "pointsman_config_generation", &[]), 2.0);
+    let plain = [
+        ("route", "plain"),
+        ("upstream", "v1"),
+        ("variant", ""),
+        ("code", "200"),
+    ];
+    assert_eq!(value(&s, "pointsman_requests_total", &plain), 5.0);
+    // The experiment is unchanged: its exposures are kept (SPEC 7).
+    for variant in ["control", "treatment"] {
+        let l = [("experiment", "ab-exp"), ("variant", variant)];
+        let n = exposures.get(variant).copied().unwrap_or(0) as f64;
+        assert_eq!(value(&s, "pointsman_experiment_assignments_total", &l), n);
+    }
+    std::fs::write(&p.config, "routes: [ {").unwrap();
+    let r = p.admin("POST", "/reload", &[(bearer().0, &bearer().1)], "");
+    assert_eq!(r.status, 422, "{}", r.body);
+    let s = p.metrics();
+    assert_eq!(
+        value(
+            &s,
+            "pointsman_config_reloads_total",
+            &[("result", "failure")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&s, "pointsman_config_generation", &[]), 2.0);
+
+    // The JSON access log: one line per request, every field.
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = p.access_lines();
+    let total: u64 = want.values().sum();
+    // The 400s of the path check are answered by the pipeline too.
+    assert_eq!(lines.len() as u64, total, "{}", p.log_text());
+    for l in &lines {
+        for field in [
+            "request_id",
+            "method",
+            "host",
+            "path",
+            "status",
+            "route",
+            "upstream",
+            "endpoint",
+            "variant",
+            "duration_ms",
+            "bytes_out",
+        ] {
+            assert!(l.get(field).is_some(), "{field} missing in {l}");
+        }
+    }
+    let plain0 = lines
+        .iter()
+        .find(|l| l["request_id"] == "plain-0")
+        .expect("access line of plain-0");
+    assert_eq!(plain0["method"], "GET");
+    assert_eq!(plain0["host"], "example.test");
+    assert_eq!(plain0["path"], "/plain/0");
+    assert_eq!(plain0["status"], 200);
+    assert_eq!(plain0["route"], "plain");
+    assert_eq!(plain0["upstream"], "v1");
+    assert_eq!(plain0["endpoint"], v1.as_str());
+    assert_eq!(plain0["variant"], "");
+    assert_eq!(plain0["bytes_out"], 3);
+    assert!(plain0["duration_ms"].as_u64().is_some());
+    let fb = lines.iter().find(|l| l["path"] == "/nothing/here").unwrap();
+    assert_eq!(
+        (&fb["route"], &fb["upstream"]),
+        (&"fallback".into(), &"fb".into())
+    );
+    let broken = lines.iter().find(|l| l["path"] == "/broken").unwrap();
+    assert_eq!(broken["status"], 502);
+    assert_eq!(broken["route"], "broken");
+    let forced = lines
+        .iter()
+        .find(|l| l["route"] == "ab" && l["variant"] == "treatment")
+        .unwrap();
+    assert_eq!(forced["upstream"], "v2");
+}
+
+#[test]
+fn admin_api_answers_per_spec() {
+    let (p, _u) = start();
+    let auth = bearer();
+    let auth = [(auth.0, auth.1.as_str())];
+
+    let r = p.admin("GET", "/healthz", &[], "");
+    assert_eq!((r.status, r.body.trim()), (200, "ok"));
+    assert_eq!(p.admin("GET", "/readyz", &[], "").status, 200);
+    let r = p.admin("GET", "/metrics", &[], "");
+    assert!(r.headers["content-type"].starts_with("text/plain"));
+    assert!(
+        r.body.contains("# TYPE pointsman_config_generation gauge"),
+        "{}",
+        r.body
+    );
+
+    let config = p.admin("GET", "/config", &[], "").json();
+    for key in [
+        "generation",
+        "sha256",
+        "loaded_at",
+        "sources",
+        "last_reload",
+        "pending_restart",
+    ] {
+        assert!(config.get(key).is_some(), "/config lacks {key}: {config}");
+    }
+    assert_eq!(config["generation"], 1);
+    assert_eq!(config["sha256"].as_str().unwrap().len(), 64);
+
+    // Token: 401 without or malformed, 403 wrong, 200 right.
+    assert_eq!(p.admin("POST", "/reload", &[], "").status, 401);
+    let basic = [("Authorization", "Basic czNjcmV0")];
+    assert_eq!(p.admin("POST", "/reload", &basic, "").status, 401);
+    let empty = [("Authorization", "Bearer ")];
+    assert_eq!(p.admin("POST", "/reload", &empty, "").status, 401);
+    let wrong = [("Authorization", "Bearer s3cret-tokeX")];
+    assert_eq!(p.admin("POST", "/reload", &wrong, "").status, 403);
+    let r = p.admin("POST", "/reload", &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let status = r.json();
+    assert_eq!(status["generation"], 2);
+    assert_eq!(status["last_reload"]["result"], "success");
+    // GETs need no token.
+    assert_eq!(p.admin("GET", "/config", &[], "").json()["generation"], 2);
+
+    let routes = p.admin("GET", "/routes", &[], "").json();
+    let list = routes["routes"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plain", "ab", "can", "gone", "broken", "mirrored"]);
+    for r in list {
+        assert!(r.get("match").is_some() && r.get("action").is_some(), "{r}");
+    }
+    assert_eq!(list[0]["action"]["to"], "v1");
+    assert_eq!(list[1]["action"]["experiment"], "ab-exp");
+    assert_eq!(list[3]["action"]["respond"]["status"], 410);
+
+    for i in 0..20 {
+        p.get("/ab", &[("x-user-id", &format!("u{i}"))]);
+    }
+    let exps = p.admin("GET", "/experiments", &[], "").json();
+    let e = &exps["experiments"][0];
+    assert_eq!(e["name"], "ab-exp");
+    let variants = e["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2);
+    let mut total = 0;
+    for v in variants {
+        assert_eq!(v["share"], 0.5);
+        total += v["assignments"].as_u64().unwrap();
+    }
+    assert_eq!(total, 20);
+    assert!(e["p_value"].as_f64().is_some(), "{e}");
+    assert_eq!(e["srm"], e["p_value"].as_f64().unwrap() < 0.001);
+
+    let canaries = p.admin("GET", "/canaries", &[], "").json();
+    let c = &canaries["canaries"][0];
+    assert_eq!(c["name"], "can");
+    assert_eq!(c["state"], "static");
+    assert_eq!(c["weight"], 50.0);
+    for key in ["step", "hold_remaining_ms", "stable", "canary"] {
+        assert!(c.get(key).is_some(), "/canaries lacks {key}: {c}");
+    }
+    assert_eq!(p.admin("POST", "/canaries/can/pause", &[], "").status, 401);
+    let r = p.admin("POST", "/canaries/can/pause", &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "paused");
+    assert_eq!(
+        p.admin("POST", "/canaries/nope/pause", &auth, "").status,
+        404
+    );
+    assert_eq!(
+        p.admin("POST", "/canaries/can/promote", &auth, "").status,
+        200
+    );
+    let r = p.admin("POST", "/canaries/can/promote", &auth, "");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(
+        p.admin("POST", "/canaries/can/pause", &auth, "").status,
+        409
+    );
+
+    // POST /explain: the same trace as `explain --json`.
+    let body = r#"{"method": "GET", "url": "http://example.test/ab/x", "headers": {"x-user-id": "u1"}, "client_ip": "10.1.2.3", "body": ""}"#;
+    let r = p.admin("POST", "/explain", &auth, body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let trace = r.json();
+    let cli = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["explain", "--config"])
+        .arg(&p.config)
+        .args([
+            "--json",
+            "-H",
+            "x-user-id: u1",
+            "--client-ip",
+            "10.1.2.3",
+            "--data",
+            "",
+        ])
+        .arg("http://example.test/ab/x")
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(trace, cli);
+    assert_eq!(p.admin("POST", "/explain", &auth, "{nope").status, 400);
+    assert_eq!(p.admin("POST", "/explain", &[], body).status, 401);
+}
+
+/// Pointsman logs what it receives; a terminal escape in a request must not
+/// reach an operator's terminal raw.
+#[test]
+fn logs_never_carry_raw_escape_bytes() {
+    let (p, _u) = start();
+    let esc_host = b"GET /plain/esc HTTP/1.1\r\nHost: evil\x1b[31mred\r\nConnection: close\r\n\r\n";
+    let esc_path = b"GET /plain/\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let esc_id = b"GET /plain/id HTTP/1.1\r\nHost: x\r\nx-request-id: a\x1b[2Jb\r\nConnection: close\r\n\r\n";
+    for bytes in [&esc_host[..], &esc_path[..], &esc_id[..]] {
+        let r = raw(p.proxy, bytes).unwrap();
+        // hyper refuses control bytes in the head; either way nothing raw
+        // may be logged.
+        assert!(matches!(r.status, 200 | 400), "{r:?}");
+    }
+    // A percent-encoded ESC stays encoded in the logged path.
+    assert_eq!(p.get("/plain/%1b[31m", &[]).status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = p.log.lock().unwrap().clone();
+    assert!(!log.contains(&0x1b), "raw ESC in the log");
+    let lines = p.access_lines();
+    assert!(lines.iter().any(|l| {
+        l["path"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("/plain/%1"))
+    }));
+}
