@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
     let env = CompileEnv {
         previous: None,
         canaries: Some(&registry),
+        ..Default::default()
     };
     let loaded = config::load(&path).expect("load");
     let first = compile::compile(&loaded, env).expect("compile");
@@ -55,6 +56,7 @@ fn bench(c: &mut Criterion) {
         let env = CompileEnv {
             previous: Some(&previous),
             canaries: Some(&registry),
+            ..Default::default()
         };
         let compiled = compile::compile(&loaded, env).expect("compile");
         proxy.store(compiled.snapshot);
@@ -71,6 +73,7 @@ fn bench(c: &mut Criterion) {
             let env = CompileEnv {
                 previous: Some(&previous),
                 canaries: Some(&registry),
+                ..Default::default()
             };
             let compiled = compile::compile(&loaded, env).expect("compile");
             proxy.store(compiled.snapshot);
