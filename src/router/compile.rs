@@ -104,8 +104,11 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
         experiments: b.all_experiments,
         needs_body,
     };
+    let namespace_warnings = super::shadow::overlapping_namespaces(&b.namespaces);
     let mut warnings = b.diags.into_sorted();
     warnings.extend(super::shadow::shadowed_routes(&snapshot, &b.route_places));
+    warnings.extend(namespace_warnings);
+    warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     Ok(Compiled {
         snapshot,
         warnings,
@@ -132,6 +135,8 @@ struct Builder<'a> {
     experiment_count: usize,
     all_experiments: Vec<Arc<split::Experiment>>,
     route_places: Vec<Place>,
+    /// Namespace slices of compiled experiments, for the overlap warning.
+    namespaces: Vec<super::shadow::NamespaceUse>,
 }
 
 impl<'a> Builder<'a> {
@@ -148,6 +153,7 @@ impl<'a> Builder<'a> {
             experiment_count: 0,
             all_experiments: Vec::new(),
             route_places: Vec::new(),
+            namespaces: Vec::new(),
         }
     }
 
@@ -421,7 +427,27 @@ impl<'a> Builder<'a> {
             }
         }
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
-        split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)
+        let mut e =
+            split::compile_experiment(name, raw, f, at, &mut self.diags, &resolve, targeting)?;
+        // SPEC 7: exposure counts survive a reload that keeps the definition.
+        if let Some(prev) = self.env.previous
+            && let Some(old) = prev.experiments.iter().find(|o| *o.name == *name)
+        {
+            e.carry_over_from(old);
+        }
+        if let (Some(ns), Some((ns_name, start, end))) = (&raw.namespace, &e.namespace) {
+            self.namespaces.push(super::shadow::NamespaceUse {
+                experiment: name.to_string(),
+                namespace: ns_name.to_string(),
+                start: *start,
+                end: *end,
+                place: Place {
+                    file: f.clone(),
+                    at: ns.referenced,
+                },
+            });
+        }
+        Some(e)
     }
 
     fn routes(&mut self) -> Vec<Route> {
