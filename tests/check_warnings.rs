@@ -64,7 +64,10 @@ fn an_empty_match_shadows_every_later_route() {
     assert_eq!(code, 0);
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[1].starts_with("DIR/r.yaml:6:5: warning: route `a` can never match: the earlier route `all` (DIR/r.yaml:4:5)"), "{lines:?}");
-    assert!(lines[2].starts_with("DIR/r.yaml:9:5: warning: route `b` can never match"), "{lines:?}");
+    assert!(
+        lines[2].starts_with("DIR/r.yaml:9:5: warning: route `b` can never match"),
+        "{lines:?}"
+    );
 }
 
 #[test]

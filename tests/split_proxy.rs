@@ -112,7 +112,9 @@ async fn start(dir: &Path, body: &str) -> Proxy {
     let config = dir.join("rules.yaml");
     std::fs::write(
         &config,
-        format!("listen:\n  - bind: \"127.0.0.1:{lp}\"\nadmin:\n  bind: \"127.0.0.1:{ap}\"\n{body}"),
+        format!(
+            "listen:\n  - bind: \"127.0.0.1:{lp}\"\nadmin:\n  bind: \"127.0.0.1:{ap}\"\n{body}"
+        ),
     )
     .unwrap();
     let log = dir.join(format!("run-{lp}.log"));
@@ -272,7 +274,10 @@ routes:
             let variant = r.header("x-seen-variant").unwrap().to_owned();
             let want_body = if variant == "exp=treat" { "b" } else { "a" };
             assert_eq!(r.body, want_body, "{id}: {variant}");
-            assert!(r.header("set-cookie").is_none(), "sticky_on given: no cookie");
+            assert!(
+                r.header("set-cookie").is_none(),
+                "sticky_on given: no cookie"
+            );
             let first = seen.entry(id.clone()).or_insert(variant.clone());
             assert_eq!(*first, variant, "{id} moved");
         }
@@ -337,8 +342,7 @@ routes:
         let cookie = first.header("set-cookie").expect("a minted cookie");
         let (pair, attrs) = cookie.split_once(';').unwrap();
         assert_eq!(
-            attrs,
-            " Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
+            attrs, " Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
             "{cookie}"
         );
         let id = pair.strip_prefix("pm_uid=").unwrap();
@@ -429,19 +433,39 @@ async fn forcing_needs_allow_force() {
     )
     .await;
     let r = get(p.listen, "/open", &[("x-pointsman-force", "open=treat")]).await;
-    assert_eq!((r.body.as_str(), r.header("x-seen-variant")), ("b", Some("open=treat")));
+    assert_eq!(
+        (r.body.as_str(), r.header("x-seen-variant")),
+        ("b", Some("open=treat"))
+    );
     let r = get(p.listen, "/open?pm_force=open%3Dcontrol", &[]).await;
-    assert_eq!((r.body.as_str(), r.header("x-seen-variant")), ("a", Some("open=control")));
+    assert_eq!(
+        (r.body.as_str(), r.header("x-seen-variant")),
+        ("a", Some("open=control"))
+    );
     // Without allow_force the force is ignored: no id, not enrolled.
-    let r = get(p.listen, "/closed", &[("x-pointsman-force", "closed=treat")]).await;
-    assert_eq!((r.body.as_str(), r.header("x-seen-variant")), ("a", Some("none")));
+    let r = get(
+        p.listen,
+        "/closed",
+        &[("x-pointsman-force", "closed=treat")],
+    )
+    .await;
+    assert_eq!(
+        (r.body.as_str(), r.header("x-seen-variant")),
+        ("a", Some("none"))
+    );
     let r = get(p.listen, "/closed?pm_force=closed%3Dtreat", &[]).await;
     assert_eq!(r.header("x-seen-variant"), Some("none"));
     // A canary at weight 0 forced onto its canary arm.
     let r = get(p.listen, "/shop", &[("x-pointsman-force", "shop=canary")]).await;
-    assert_eq!((r.body.as_str(), r.header("x-seen-variant")), ("b", Some("shop=canary")));
+    assert_eq!(
+        (r.body.as_str(), r.header("x-seen-variant")),
+        ("b", Some("shop=canary"))
+    );
     let r = get(p.listen, "/shop", &[("x-user-id", "u1")]).await;
-    assert_eq!((r.body.as_str(), r.header("x-seen-variant")), ("a", Some("shop=stable")));
+    assert_eq!(
+        (r.body.as_str(), r.header("x-seen-variant")),
+        ("a", Some("shop=stable"))
+    );
     // Forced requests are not counted.
     assert_eq!(experiment_stats(&p, "open").await["total"], 0);
 }
@@ -502,14 +526,20 @@ async fn canary_progresses_through_short_steps() {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let last = canary_view(&p, "shop").await;
-    assert_eq!((last["weight"].as_f64(), last["step"].as_u64()), (Some(100.0), Some(2)));
+    assert_eq!(
+        (last["weight"].as_f64(), last["step"].as_u64()),
+        (Some(100.0), Some(2))
+    );
     if !weights.ends_with(&[100.0]) {
         weights.push(100.0);
     }
     assert_eq!(weights, [0.0, 50.0, 100.0]);
     for i in 0..10 {
         let r = get(p.listen, "/", &[("x-user-id", &format!("late-{i}"))]).await;
-        assert_eq!((r.body.as_str(), r.header("x-seen-variant")), ("b", Some("shop=canary")));
+        assert_eq!(
+            (r.body.as_str(), r.header("x-seen-variant")),
+            ("b", Some("shop=canary"))
+        );
     }
 }
 
@@ -577,22 +607,34 @@ async fn operator_actions_answer_200_404_409() {
         async move { post(admin, &format!("/canaries/shop/{action}")).await }
     };
     let r = act("pause").await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("paused")));
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("paused"))
+    );
     assert_eq!(act("pause").await.status, 409);
     let r = act("resume").await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("static")));
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("static"))
+    );
     assert_eq!(r.json()["weight"], 20.0);
     assert_eq!(act("resume").await.status, 409);
     let r = act("promote").await;
     assert_eq!((r.status, r.json()["weight"].as_f64()), (200, Some(100.0)));
     assert_eq!(act("promote").await.status, 409);
     let r = act("rollback").await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("rolled_back")));
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("rolled_back"))
+    );
     assert_eq!(act("rollback").await.status, 409);
     assert_eq!(post(p.admin, "/canaries/nope/pause").await.status, 404);
     assert_eq!(post(p.admin, "/canaries/shop/explode").await.status, 404);
     let v = canary_view(&p, "shop").await;
-    assert_eq!((v["state"].as_str(), v["weight"].as_f64()), (Some("rolled_back"), Some(0.0)));
+    assert_eq!(
+        (v["state"].as_str(), v["weight"].as_f64()),
+        (Some("rolled_back"), Some(0.0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,12 +660,18 @@ async fn rollback_survives_a_restart_with_state_file() {
     drop(p);
     let p = start(dir.path(), &rules).await;
     let v = canary_view(&p, "shop").await;
-    assert_eq!((v["state"].as_str(), v["weight"].as_f64()), (Some("rolled_back"), Some(0.0)));
+    assert_eq!(
+        (v["state"].as_str(), v["weight"].as_f64()),
+        (Some("rolled_back"), Some(0.0))
+    );
     let r = get(p.listen, "/", &[("cookie", "pm_uid=anyone")]).await;
     assert_eq!(r.header("x-seen-variant"), Some("shop=stable"));
     drop(p);
     // A changed definition starts afresh.
     let p = start(dir.path(), &rules.replace("weight: 10,", "weight: 20,")).await;
     let v = canary_view(&p, "shop").await;
-    assert_eq!((v["state"].as_str(), v["weight"].as_f64()), (Some("progressing"), Some(20.0)));
+    assert_eq!(
+        (v["state"].as_str(), v["weight"].as_f64()),
+        (Some("progressing"), Some(20.0))
+    );
 }

@@ -137,6 +137,9 @@ struct Builder<'a> {
     route_places: Vec<Place>,
     /// Namespace slices of compiled experiments, for the overlap warning.
     namespaces: Vec<super::shadow::NamespaceUse>,
+    /// Experiments defined with errors: a route naming one is not an
+    /// `undefined experiment` too.
+    broken_experiments: std::collections::HashSet<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -154,6 +157,7 @@ impl<'a> Builder<'a> {
             all_experiments: Vec::new(),
             route_places: Vec::new(),
             namespaces: Vec::new(),
+            broken_experiments: Default::default(),
         }
     }
 
@@ -401,6 +405,8 @@ impl<'a> Builder<'a> {
                     let e = Arc::new(e);
                     self.all_experiments.push(e.clone());
                     self.experiments.insert(key.value.clone(), (e, place));
+                } else {
+                    self.broken_experiments.insert(key.value.clone());
                 }
             }
         }
@@ -591,6 +597,7 @@ impl<'a> Builder<'a> {
         let experiment = match &exp.value {
             raw::ExperimentRef::Named(name) => match self.experiments.get(name) {
                 Some((e, _)) => e.clone(),
+                None if self.broken_experiments.contains(name) => return None,
                 None => {
                     self.diags
                         .error(f, exp.referenced, format!("undefined experiment `{name}`"));
