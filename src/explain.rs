@@ -145,10 +145,11 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
         .map(|a| a.as_str().to_owned())
         .or(host_header)
         .unwrap_or_default();
-    if uri.authority().is_some() && !headers.contains_key(http::header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&raw_host) {
-            headers.insert(http::header::HOST, v);
-        }
+    if uri.authority().is_some()
+        && !headers.contains_key(http::header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&raw_host)
+    {
+        headers.insert(http::header::HOST, v);
     }
     let path = normalize_path(uri.path()).map_err(|_| ExplainError::Path)?;
     let client_ip = req.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -257,10 +258,11 @@ impl Trace {
             .as_deref()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
+        let host = if r.host.is_empty() { "(none)" } else { &r.host };
         let _ = writeln!(
             out,
-            "request: {} {}{}{} (host {:?}, client {})",
-            r.method, r.host, r.path, q, r.host, r.client_ip
+            "request: {} {}{} host {} client {}",
+            r.method, r.path, q, host, r.client_ip
         );
         for t in &self.routes {
             match &t.failed {

@@ -26,4 +26,5 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod split;
+pub mod tls;
 pub mod upstream;

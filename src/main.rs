@@ -246,6 +246,11 @@ fn serve(opts: RunOptions, threads: Option<usize>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async { app::start(&opts).await?.serve().await });
+    exit_code(result)
+}
+
+/// Maps how `run` (or `demo`) ended to the exit code SPEC 1 gives it.
+fn exit_code(result: Result<(), RunError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(errors)) => {
@@ -290,17 +295,7 @@ fn demo() -> ExitCode {
         commands::print_demo_banner(&opts.config, &started.bound);
         started.serve().await
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(RunError::Config(errors)) => {
-            print_diagnostics(&errors);
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Err(RunError::Runtime(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    exit_code(result)
 }
 
 /// Sets up `tracing`: `POINTSMAN_LOG` filters (default `info`), text or

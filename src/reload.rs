@@ -216,7 +216,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> bool {
     let binds = |s: &Settings| {
         s.listeners
             .iter()
-            .map(|l| (l.addr, l.tls.is_some()))
+            .map(|l| (l.addr, l.tls.as_ref().map(|t| t.alpn.clone())))
             .collect::<Vec<_>>()
     };
     binds(old) != binds(new) || old.admin != new.admin

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 /// The proxy's shared state: the current routing snapshot, swapped whole on
 /// reload.
@@ -48,32 +49,33 @@ impl Proxy {
 #[derive(Debug)]
 pub struct Server {
     proxy: Arc<Proxy>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
 }
 
 impl Server {
-    /// Binds every `settings.listeners` address (TLS listeners are not
-    /// served yet and are refused).
+    /// Binds every `settings.listeners` address; TLS listeners get a rustls
+    /// acceptor whose certificates follow the current snapshot.
     pub fn bind(proxy: Arc<Proxy>) -> io::Result<Server> {
         let snapshot = proxy.snapshot();
         let mut listeners = Vec::new();
         for l in &snapshot.settings.listeners {
-            if l.tls.is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{}: TLS listeners are not supported yet", l.bind),
-                ));
-            }
+            let acceptor = match &l.tls {
+                Some(tls) => Some(
+                    crate::tls::server_config(proxy.clone(), l.addr, tls)
+                        .map_err(|e| io::Error::other(format!("{}: {e}", l.bind)))?,
+                ),
+                None => None,
+            };
             let listener = std::net::TcpListener::bind(l.addr)?;
             listener.set_nonblocking(true)?;
-            listeners.push(listener);
+            listeners.push((listener, acceptor));
         }
         Ok(Server { proxy, listeners })
     }
 
     /// The bound addresses, in `settings.listeners` order.
     pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.listeners.iter().map(|l| l.local_addr()).collect()
+        self.listeners.iter().map(|(l, _)| l.local_addr()).collect()
     }
 
     /// Accepts and serves until `shutdown` completes; then stops accepting,
@@ -85,10 +87,11 @@ impl Server {
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accepts = tokio::task::JoinSet::new();
-        for l in self.listeners {
+        for (l, tls) in self.listeners {
             let listener = TcpListener::from_std(l)?;
             accepts.spawn(accept_loop(
                 listener,
+                tls.map(TlsAcceptor::from),
                 self.proxy.clone(),
                 permits.clone(),
                 stop_rx.clone(),
@@ -113,6 +116,7 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -135,8 +139,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, proxy, stop).await;
+            serve_connection(stream, peer, tls, proxy, stop).await;
             drop(permit);
         });
     }
@@ -160,22 +165,77 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let limits = proxy.snapshot().settings.limits.clone();
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         activity: activity.clone(),
-    });
-    let conn_info = Arc::new(ConnInfo {
+    };
+    let Some(acceptor) = tls else {
+        let conn_info = ConnInfo {
+            peer,
+            proto: "http",
+            sni: None,
+            in_flight: AtomicUsize::new(0),
+        };
+        return drive(
+            TokioIo::new(tracked),
+            conn_info,
+            None,
+            activity,
+            proxy,
+            stop,
+        )
+        .await;
+    };
+    // The handshake holds the connection's permit: bounded by the timeout.
+    let timeout = crate::tls::handshake_timeout();
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(tracked)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let h2 = session.alpn_protocol().map(|p| p == b"h2");
+    let conn_info = ConnInfo {
         peer,
-        proto: "http",
+        proto: "https",
+        sni: session.server_name().map(Box::from),
         in_flight: AtomicUsize::new(0),
-    });
+    };
+    drive(TokioIo::new(stream), conn_info, h2, activity, proxy, stop).await;
+}
+
+/// Serves HTTP on an established connection (TLS already done). `h2` is
+/// what ALPN chose, if anything: the protocol is then fixed to it.
+async fn drive<I>(
+    io: TokioIo<I>,
+    conn_info: ConnInfo,
+    h2: Option<bool>,
+    activity: Arc<Activity>,
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn_info.peer;
+    let conn_info = Arc::new(conn_info);
+    let limits = proxy.snapshot().settings.limits.clone();
     let service = ProxyService::new(proxy, conn_info.clone());
-    let builder = builder(&limits);
+    let builder = match h2 {
+        Some(true) => builder(&limits).http2_only(),
+        Some(false) => builder(&limits).http1_only(),
+        None => builder(&limits),
+    };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let idle = limits.idle_timeout;

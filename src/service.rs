@@ -27,6 +27,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https` (for X-Forwarded-Proto).
     pub proto: &'static str,
+    /// The TLS server name the client asked for; a request whose Host names
+    /// another server is answered 421.
+    pub sni: Option<Box<str>>,
     /// Requests in flight on this connection (for the idle timeout).
     pub in_flight: AtomicUsize,
 }
@@ -152,6 +155,12 @@ async fn run(
             .map_err(|_| ForwardError::BadRequest("unreadable Host"))?,
         None => "",
     };
+    if let Some(sni) = &conn.sni
+        && !raw_host.is_empty()
+        && !crate::tls::host_matches_sni(raw_host, sni)
+    {
+        return Err(ForwardError::Misdirected);
+    }
     let path = normalize_path(uri.path()).map_err(|_| ForwardError::BadRequest("bad path"))?;
     if limits.max_body_bytes > 0
         && let Some(len) = content_length(req.headers())

@@ -59,6 +59,9 @@ pub enum Protocol {
 pub struct UpstreamTls {
     pub ca: Option<PathBuf>,
     pub server_name: Option<String>,
+    /// The certificates of `ca`, read at compile time (so a changed CA file
+    /// makes a different definition and a new pool).
+    pub ca_certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// Active health checking.
@@ -84,10 +87,9 @@ pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError
 /// A boxed, thread-safe error (the error type of [`ProxyBody`]).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The connector toward upstreams. Plain TCP for now; a rustls connector
-/// wrapping it (`hyper_rustls::HttpsConnector<HttpConnector>`) slots in here
-/// when `https://` endpoints are supported.
-pub type Connector = HttpConnector;
+/// The connector toward upstreams: TCP, with rustls on top for `https://`
+/// endpoints (plain `http://` passes through).
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How long a pooled connection may sit idle. Kept below the usual backend
 /// keep-alive (60 s in nginx, 75 s default) so we close first and never write
@@ -116,7 +118,7 @@ impl std::fmt::Debug for Upstream {
 #[derive(Debug)]
 struct EndpointState {
     endpoint: Endpoint,
-    /// `http://host:port`, the prefix of every request URI toward it.
+    /// `host:port`, the authority of every request URI toward it.
     base: Option<http::uri::Authority>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -141,9 +143,14 @@ pub enum SendError {
         #[source]
         source: BoxError,
     },
-    /// `https://` endpoints need TLS, which is not supported yet.
-    #[error("TLS upstreams not supported yet ({endpoint})")]
-    TlsUnsupported { endpoint: String },
+    /// The TLS handshake failed (e.g. the certificate did not verify).
+    /// Retried only on another endpoint: the same one would fail again.
+    #[error("TLS handshake with {endpoint} failed: {source}")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
     /// The upstream closed or reset before response headers.
     #[error("upstream {endpoint} closed or reset before response headers: {source}")]
     Reset {
@@ -177,9 +184,11 @@ impl Upstream {
     /// (HTTP/1.1 keep-alive, or h2 with prior knowledge) shared by its
     /// endpoints.
     pub fn new(def: UpstreamDef) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(def.connect_timeout));
-        connector.set_nodelay(true);
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(def.connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let connector = https_connector(&def, tcp);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -193,11 +202,7 @@ impl Upstream {
             .endpoints
             .iter()
             .map(|e| EndpointState {
-                base: if e.tls {
-                    None
-                } else {
-                    e.authority.parse().ok()
-                },
+                base: e.authority.parse().ok(),
                 endpoint: e.clone(),
                 in_flight: Arc::new(AtomicUsize::new(0)),
             })
@@ -272,17 +277,17 @@ impl Upstream {
         };
         let endpoint = ep.endpoint.authority.clone();
         let Some(base) = ep.base.clone() else {
-            return Err(if ep.endpoint.tls {
-                SendError::TlsUnsupported { endpoint }
-            } else {
-                SendError::Connect {
-                    endpoint,
-                    source: "invalid endpoint address".into(),
-                }
+            return Err(SendError::Connect {
+                endpoint,
+                source: "invalid endpoint address".into(),
             });
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.scheme = Some(if ep.endpoint.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         parts.authority = Some(base);
         parts.path_and_query = req.uri().path_and_query().cloned();
         match Uri::from_parts(parts) {
@@ -336,6 +341,7 @@ impl Upstream {
                 Err(e) => {
                     let retryable = match &e {
                         SendError::Connect { .. } => true,
+                        SendError::Tls { .. } => self.endpoints.len() > 1,
                         SendError::Reset { .. } => idempotent,
                         _ => false,
                     };
@@ -351,6 +357,38 @@ impl Upstream {
                 }
             }
         }
+    }
+}
+
+/// Wraps the TCP connector with rustls for `https://` endpoints: roots from
+/// `tls.ca` (else the bundled Mozilla roots), SNI and verification against
+/// `tls.server_name` (else the endpoint's host), ALPN `h2` for `protocol:
+/// h2` and `http/1.1` otherwise. A verification failure is a connect error.
+fn https_connector(def: &UpstreamDef, tcp: HttpConnector) -> Connector {
+    let ca = def.tls.as_ref().map_or(&[][..], |t| &t.ca_certs[..]);
+    let config = crate::tls::client_config(ca).unwrap_or_else(|e| {
+        // Not reachable with the fixed provider and versions; fail closed
+        // (no roots: every https:// endpoint answers 502).
+        tracing::error!(upstream = %def.name, error = %e, "cannot build TLS client config");
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http();
+    let name = def
+        .tls
+        .as_ref()
+        .and_then(|t| t.server_name.clone())
+        .and_then(|n| rustls_pki_types::ServerName::try_from(n).ok());
+    let builder = match name {
+        Some(n) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(n)),
+        None => builder,
+    };
+    match def.protocol {
+        Protocol::H2 => builder.enable_http2().wrap_connector(tcp),
+        Protocol::Http1 => builder.enable_http1().wrap_connector(tcp),
     }
 }
 
@@ -378,7 +416,12 @@ fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError
         }
         source = s.source();
     }
-    if e.is_connect() {
+    if e.is_connect() && is_tls_error(&e) {
+        SendError::Tls {
+            endpoint,
+            source: e.into(),
+        }
+    } else if e.is_connect() {
         SendError::Connect {
             endpoint,
             source: e.into(),
@@ -389,4 +432,24 @@ fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError
             source: e.into(),
         }
     }
+}
+
+/// Whether a connect error came from rustls. io::Error hides its inner
+/// error from `source()` (and hyper-rustls wraps it twice), so look inside
+/// each io::Error too.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && is_tls_error(inner)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

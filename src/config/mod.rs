@@ -84,6 +84,8 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Certificate, key and CA files count as config files (SPEC 7).
+    crate::tls::hash_files(&crate::tls::referenced_files(&sources), &mut hasher);
     Ok(Loaded {
         sources,
         sha256: hex::encode(hasher.finalize()),
@@ -129,7 +131,12 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     if text.trim().is_empty() {
         return Ok(raw::File::default());
     }
-    serde_saphyr::from_str::<raw::File>(text).map_err(|e| {
+    // YAML 1.2 Core booleans only: `in: [yes, no, y, on]` stays text (the
+    // "Norway problem"), and `007` stays "007" rather than becoming 7.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.leading_zero_numbers_as_strings = true;
+    serde_saphyr::from_str_with_options::<raw::File>(text, options).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
@@ -199,6 +206,25 @@ mod tests {
     fn syntax_error_has_a_position() {
         let e = parse_err("routes: [\n");
         assert!(e.starts_with("r.yaml:1:"), "{e}");
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_text() {
+        let name: Arc<str> = Arc::from("r.yaml");
+        let doc = parse(
+            &name,
+            "routes:\n  - name: a\n    match: { header: { name: x, in: [y, no, on, 007, true] } }\n    to: u\n",
+        );
+        let m = doc
+            .ok()
+            .and_then(|d| d.routes.into_iter().next())
+            .and_then(|r| r.value.matcher);
+        let tests = m.and_then(|m| m.value.header).map(|h| h.value.0);
+        let values = tests
+            .and_then(|t| t.into_iter().next())
+            .and_then(|t| t.in_)
+            .map(|v| v.value.iter().map(raw::Scalar::to_text).collect::<Vec<_>>());
+        assert_eq!(values.unwrap_or_default(), ["y", "no", "on", "007", "true"]);
     }
 
     #[test]

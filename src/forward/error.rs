@@ -31,6 +31,9 @@ pub enum ForwardError {
     /// Request headers over `max_headers` / `max_header_bytes`.
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// The Host names another server than the TLS SNI (421).
+    #[error("Host does not match the TLS server name")]
+    Misdirected,
 }
 
 impl ForwardError {
@@ -46,6 +49,7 @@ impl ForwardError {
             ForwardError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ForwardError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ForwardError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -58,7 +62,9 @@ impl ForwardError {
             ForwardError::UpstreamReset(_) => "upstream_reset",
             ForwardError::NoHealthyUpstream(_) => "no_healthy_upstream",
             ForwardError::BodyTooLarge => "body_too_large",
-            ForwardError::BadRequest(_) | ForwardError::HeadersTooLarge => return None,
+            ForwardError::BadRequest(_)
+            | ForwardError::HeadersTooLarge
+            | ForwardError::Misdirected => return None,
         })
     }
 
@@ -92,7 +98,7 @@ impl ForwardError {
 impl From<SendError> for ForwardError {
     fn from(e: SendError) -> Self {
         match e {
-            SendError::Connect { .. } | SendError::TlsUnsupported { .. } => {
+            SendError::Connect { .. } | SendError::Tls { .. } => {
                 ForwardError::UpstreamConnect(e.to_string())
             }
             SendError::Reset { .. } => ForwardError::UpstreamReset(e.to_string()),

@@ -123,6 +123,13 @@ pub(crate) struct Place {
     pub at: Location,
 }
 
+impl std::fmt::Display for Place {
+    /// `FILE:LINE:COL`, as in diagnostics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.at.line(), self.at.column())
+    }
+}
+
 struct Builder<'a> {
     loaded: &'a Loaded,
     env: CompileEnv<'a>,
@@ -205,13 +212,7 @@ impl<'a> Builder<'a> {
                     at: key.referenced,
                 };
                 if let Some((_, first)) = self.upstream_ids.get(&key.value) {
-                    let msg = format!(
-                        "upstream `{}` is already defined at {}:{}:{}",
-                        key.value,
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
-                    );
+                    let msg = format!("upstream `{}` is already defined at {first}", key.value);
                     self.diags.error(&src.name, key.referenced, msg);
                     continue;
                 }
@@ -290,10 +291,7 @@ impl<'a> Builder<'a> {
         };
         let connect_timeout = self.duration(f, u.connect_timeout.as_ref(), Duration::from_secs(2));
         let request_timeout = self.duration(f, u.request_timeout.as_ref(), Duration::from_secs(30));
-        let tls = u.tls.as_ref().map(|t| UpstreamTls {
-            ca: t.value.ca.as_ref().map(|c| src.resolve(&c.value)),
-            server_name: t.value.server_name.as_ref().map(|s| s.value.clone()),
-        });
+        let tls = u.tls.as_ref().map(|t| self.upstream_tls(src, &t.value));
         let health_check = u.health_check.as_ref().map(|h| {
             let h = &h.value;
             if !h.path.value.starts_with('/') {
@@ -384,13 +382,7 @@ impl<'a> Builder<'a> {
         for src in self.files() {
             for (key, exp) in &src.doc.experiments.0 {
                 if let Some((_, first)) = self.experiments.get(&key.value) {
-                    let msg = format!(
-                        "experiment `{}` is already defined at {}:{}:{}",
-                        key.value,
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
-                    );
+                    let msg = format!("experiment `{}` is already defined at {first}", key.value);
                     self.diags.error(&src.name, key.referenced, msg);
                     continue;
                 }
@@ -477,20 +469,14 @@ impl<'a> Builder<'a> {
                     );
                 } else if let Some(first) = names.get(&name.value) {
                     let msg = format!(
-                        "duplicate route name `{}` (first defined at {}:{}:{})",
-                        name.value,
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
+                        "duplicate route name `{}` (first defined at {first})",
+                        name.value
                     );
                     self.diags.error(f, name.referenced, msg);
                 } else if let Some((_, exp)) = self.experiments.get(&name.value) {
                     let msg = format!(
-                        "route name `{}` is also an experiment's name ({}:{}:{}); routes and experiments share one namespace",
-                        name.value,
-                        exp.file,
-                        exp.at.line(),
-                        exp.at.column()
+                        "route name `{}` is also an experiment's name ({exp}); routes and experiments share one namespace",
+                        name.value
                     );
                     self.diags.error(f, name.referenced, msg);
                 } else {
@@ -608,10 +594,7 @@ impl<'a> Builder<'a> {
                 let name = &rv.name.value;
                 if let Some((_, first)) = self.experiments.get(name) {
                     let msg = format!(
-                        "inline experiment of route `{name}` clashes with experiment `{name}` at {}:{}:{}",
-                        first.file,
-                        first.at.line(),
-                        first.at.column()
+                        "inline experiment of route `{name}` clashes with experiment `{name}` at {first}"
                     );
                     self.diags.error(f, exp.referenced, msg);
                     return None;
@@ -871,6 +854,7 @@ impl<'a> Builder<'a> {
                             )
                         })
                         .collect(),
+                    keys: self.listener_certs(src, &t.value),
                     alpn: t
                         .value
                         .alpn
@@ -923,6 +907,91 @@ impl<'a> Builder<'a> {
             trusted_proxies,
             state_file,
             limits,
+        }
+    }
+
+    /// Loads a listener's certificates: unreadable, mismatched or expired
+    /// ones are errors at their `cert:` (or `key:`) entry, ones expiring
+    /// within 14 days a warning.
+    fn listener_certs(&mut self, src: &Source, t: &raw::ListenTls) -> crate::tls::CertSet {
+        let f = &src.name;
+        let now = std::time::SystemTime::now();
+        let mut loaded = Vec::new();
+        for c in &t.certificates {
+            let (cert, key) = (&c.value.cert, &c.value.key);
+            match crate::tls::load_pair(&src.resolve(&cert.value), &src.resolve(&key.value), now) {
+                Ok(l) => {
+                    let left = l.expires_in(now);
+                    if left < crate::tls::EXPIRY_WARNING {
+                        self.diags.warning(
+                            f,
+                            cert.referenced,
+                            format!(
+                                "certificate {} expires in {} days ({})",
+                                l.cert_path.display(),
+                                left.as_secs().div_ceil(86400),
+                                humantime::format_rfc3339_seconds(l.not_after)
+                            ),
+                        );
+                    }
+                    loaded.push(l);
+                }
+                Err(e) => {
+                    let at = if e.is_key() {
+                        key.referenced
+                    } else {
+                        cert.referenced
+                    };
+                    self.diags.error(f, at, e.to_string());
+                }
+            }
+        }
+        if let Some(alpn) = &t.alpn {
+            for p in alpn {
+                if !matches!(p.value.as_str(), "h2" | "http/1.1") {
+                    self.diags.error(
+                        f,
+                        p.referenced,
+                        format!("unknown ALPN protocol `{}`: use h2 or http/1.1", p.value),
+                    );
+                }
+            }
+        }
+        crate::tls::CertSet::new(loaded)
+    }
+
+    /// An upstream's `tls`: the CA bundle is read now; `server_name` must be
+    /// a DNS name or an IP address.
+    fn upstream_tls(&mut self, src: &Source, t: &raw::UpstreamTls) -> UpstreamTls {
+        let f = &src.name;
+        let ca = t.ca.as_ref().map(|c| (src.resolve(&c.value), c.referenced));
+        let mut ca_certs = Vec::new();
+        if let Some((path, at)) = &ca {
+            match crate::tls::load_ca(path) {
+                Ok(certs) => ca_certs = certs,
+                Err(e) => self.diags.error(
+                    f,
+                    *at,
+                    format!("cannot read CA file {}: {e}", path.display()),
+                ),
+            }
+        }
+        if let Some(s) = &t.server_name
+            && rustls_pki_types::ServerName::try_from(s.value.as_str()).is_err()
+        {
+            self.diags.error(
+                f,
+                s.referenced,
+                format!(
+                    "invalid server_name `{}`: use a DNS name or an IP address",
+                    s.value
+                ),
+            );
+        }
+        UpstreamTls {
+            ca: ca.map(|(p, _)| p),
+            server_name: t.server_name.as_ref().map(|s| s.value.clone()),
+            ca_certs,
         }
     }
 

@@ -154,6 +154,8 @@ pub struct Listener {
 pub struct ListenerTls {
     pub certificates: Vec<(PathBuf, PathBuf)>,
     pub alpn: Vec<String>,
+    /// The certificates loaded from `certificates`, checked at compile time.
+    pub keys: crate::tls::CertSet,
 }
 
 /// The admin listener.

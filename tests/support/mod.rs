@@ -2,6 +2,8 @@
 //! and the real proxy served in-process.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
