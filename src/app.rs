@@ -65,6 +65,9 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
         tracing::warn!("{w}");
     }
     warn_unpersisted_canaries(&compiled.snapshot);
+    if let Some(path) = &compiled.snapshot.settings.state_file {
+        canaries.use_state_file(path, tokio::time::Instant::now());
+    }
     let admin_addr = compiled.snapshot.settings.admin.addr;
     let token = match &compiled.snapshot.settings.admin.token_file {
         Some(path) => Some(admin::read_token(path).map_err(|e| {

@@ -27,7 +27,14 @@ pub const TRY: &[&str] = &[
     "curl -i -X POST -d '{\"total\": 1500}' http://127.0.0.1:8080/orders",
     "curl -i http://127.0.0.1:8080/status/legacy",
     "curl -i http://127.0.0.1:8080/docs/v1/intro",
+    "curl -i -H 'x-user-id: alice' http://127.0.0.1:8080/checkout",
+    "curl -i -H 'x-pointsman-force: checkout-redesign=redesign' http://127.0.0.1:8080/checkout",
+    "curl -i -H 'x-user-id: bob' http://127.0.0.1:8080/shop",
+    "curl -i -H 'x-pointsman-force: shop=canary' http://127.0.0.1:8080/shop",
     "curl -s http://127.0.0.1:9901/routes",
+    "curl -s http://127.0.0.1:9901/experiments",
+    "curl -s http://127.0.0.1:9901/canaries",
+    "curl -s -X POST http://127.0.0.1:9901/canaries/shop/pause",
 ];
 
 /// Binds a demo upstream that answers every request with a small JSON

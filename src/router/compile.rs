@@ -110,8 +110,11 @@ pub fn compile(loaded: &Loaded, env: CompileEnv<'_>) -> Result<Compiled, Vec<Dia
     if let Some(m) = b.env.metrics {
         crate::telemetry::attach(m, &mut snapshot);
     }
+    let namespace_warnings = super::shadow::overlapping_namespaces(&b.namespaces);
     let mut warnings = b.diags.into_sorted();
     warnings.extend(super::shadow::shadowed_routes(&snapshot, &b.route_places));
+    warnings.extend(namespace_warnings);
+    warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     Ok(Compiled {
         snapshot,
         warnings,
@@ -145,6 +148,11 @@ struct Builder<'a> {
     experiment_count: usize,
     all_experiments: Vec<Arc<split::Experiment>>,
     route_places: Vec<Place>,
+    /// Namespace slices of compiled experiments, for the overlap warning.
+    namespaces: Vec<super::shadow::NamespaceUse>,
+    /// Experiments defined with errors: a route naming one is not an
+    /// `undefined experiment` too.
+    broken_experiments: std::collections::HashSet<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -161,6 +169,8 @@ impl<'a> Builder<'a> {
             experiment_count: 0,
             all_experiments: Vec::new(),
             route_places: Vec::new(),
+            namespaces: Vec::new(),
+            broken_experiments: Default::default(),
         }
     }
 
@@ -393,6 +403,8 @@ impl<'a> Builder<'a> {
                     let e = Arc::new(e);
                     self.all_experiments.push(e.clone());
                     self.experiments.insert(key.value.clone(), (e, place));
+                } else {
+                    self.broken_experiments.insert(key.value.clone());
                 }
             }
         }
@@ -426,6 +438,18 @@ impl<'a> Builder<'a> {
             && let Some(old) = prev.experiments.iter().find(|o| *o.name == *name)
         {
             e.carry_over_from(old);
+        }
+        if let (Some(ns), Some((ns_name, start, end))) = (&raw.namespace, &e.namespace) {
+            self.namespaces.push(super::shadow::NamespaceUse {
+                experiment: name.to_string(),
+                namespace: ns_name.to_string(),
+                start: *start,
+                end: *end,
+                place: Place {
+                    file: f.clone(),
+                    at: ns.referenced,
+                },
+            });
         }
         Some(e)
     }
@@ -566,6 +590,7 @@ impl<'a> Builder<'a> {
         let experiment = match &exp.value {
             raw::ExperimentRef::Named(name) => match self.experiments.get(name) {
                 Some((e, _)) => e.clone(),
+                None if self.broken_experiments.contains(name) => return None,
                 None => {
                     self.diags
                         .error(f, exp.referenced, format!("undefined experiment `{name}`"));

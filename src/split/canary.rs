@@ -15,12 +15,13 @@
 
 use super::experiment::{compile_sticky, error_count, minted_cookie};
 use super::hash::{self, HashVersion};
+use super::persist::{Entry, StateStore};
 use super::sticky::{StickyConfig, StickyId, StickyLookup};
 use super::window::{Arm, Window, WindowStats};
 use crate::config::raw::{self, Spanned};
 use crate::config::{Diagnostics, parse_duration};
 use crate::router::UpstreamId;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use serde_saphyr::Location;
 use sha2::{Digest, Sha256};
@@ -89,7 +90,7 @@ pub enum OnBreach {
 }
 
 /// A canary's state (SPEC 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Static,
@@ -251,6 +252,8 @@ pub struct CanaryRuntime {
     weight_bits: AtomicU64,
     window: Window,
     transitions: [AtomicU64; 5],
+    /// The `state_file`, when configured: written on every change.
+    store: ArcSwapOption<StateStore>,
 }
 
 /// What a route's `canary` action holds: the definition and a handle to its
@@ -391,8 +394,57 @@ impl CanaryRuntime {
             control: ArcSwap::from_pointee(control),
             window,
             transitions: Default::default(),
+            store: ArcSwapOption::empty(),
             def,
         }
+    }
+
+    /// Writes the current state to the `state_file`, if any.
+    fn persist(&self, now: Instant) {
+        let Some(store) = self.store.load_full() else {
+            return;
+        };
+        let c = self.control.load();
+        let wall = std::time::SystemTime::now()
+            .checked_sub(now.saturating_duration_since(c.entered))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let entered_unix_ms = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        store.save(
+            &self.def.route,
+            Entry {
+                definition: hex::encode(self.def.definition_hash),
+                state: c.state,
+                step: c.step,
+                entered_unix_ms,
+                weight: c.weight,
+            },
+        );
+    }
+
+    /// Takes over a persisted state (start-up): not a transition, the
+    /// window starts afresh.
+    fn restore(&self, e: &Entry, now: Instant) {
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(e.entered_unix_ms);
+        let ago = std::time::SystemTime::now()
+            .duration_since(since)
+            .unwrap_or_default();
+        let step = match &self.def.plan {
+            Plan::Fixed(_) => 0,
+            Plan::Steps(steps) => e.step.min(steps.len().saturating_sub(1)),
+        };
+        let control = Control {
+            state: e.state,
+            step,
+            entered: now.checked_sub(ago).unwrap_or(now),
+            weight: e.weight.clamp(0.0, 100.0),
+        };
+        self.weight_bits
+            .store(control.weight.to_bits(), Ordering::Release);
+        self.control.store(Arc::new(control));
+        self.window.restart(now);
+        tracing::info!(canary = &*self.def.route, state = %e.state, step, weight = e.weight, "canary state restored from state_file");
     }
 
     /// Swaps the control state with `f`'s answer (retrying on a race), then
@@ -426,6 +478,7 @@ impl CanaryRuntime {
             } else {
                 tracing::info!(canary = route, step = next.step, weight = next.weight, %reason, "canary step");
             }
+            self.persist(now);
             return Ok(true);
         }
     }
@@ -625,6 +678,8 @@ type RegistryKey = (Arc<str>, [u8; 32]);
 #[derive(Debug, Default)]
 pub struct CanaryRegistry {
     map: ArcSwap<HashMap<RegistryKey, Weak<CanaryRuntime>>>,
+    /// The `state_file`, once [`CanaryRegistry::use_state_file`] ran.
+    store: ArcSwapOption<StateStore>,
 }
 
 impl CanaryRegistry {
@@ -647,6 +702,14 @@ impl CanaryRegistry {
                 };
             }
             let runtime = Arc::new(CanaryRuntime::new(def.clone(), now));
+            let store = self.store.load_full();
+            if let Some(store) = &store
+                && let Some(e) = store.entry(&def.route, &def.definition_hash)
+            {
+                runtime.restore(&e, now);
+            }
+            runtime.store.store(store);
+            runtime.persist(now);
             let mut next: HashMap<_, _> = cur
                 .iter()
                 .filter(|(_, w)| w.strong_count() > 0)
@@ -660,6 +723,25 @@ impl CanaryRegistry {
                     runtime,
                 };
             }
+        }
+    }
+
+    /// Persists canary state to `path` from now on (SPEC 4): reads it, gives
+    /// every live canary whose definition is unchanged its saved state,
+    /// and writes the file. An unreadable or invalid file is logged and
+    /// replaced.
+    pub fn use_state_file(&self, path: &std::path::Path, now: Instant) {
+        let store = Arc::new(StateStore::open(path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; canaries start afresh");
+            StateStore::empty(path)
+        }));
+        self.store.store(Some(store.clone()));
+        for runtime in self.map.load().values().filter_map(Weak::upgrade) {
+            if let Some(e) = store.entry(&runtime.def.route, &runtime.def.definition_hash) {
+                runtime.restore(&e, now);
+            }
+            runtime.store.store(Some(store.clone()));
+            runtime.persist(now);
         }
     }
 
@@ -1104,6 +1186,45 @@ mod tests {
         tokio::time::advance(Duration::from_secs(600)).await;
         reg.tick(Instant::now());
         assert_eq!(fresh.weight(), 50.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_file_survives_a_restart_for_an_unchanged_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let now = Instant::now();
+        let reg = CanaryRegistry::new();
+        let a = reg.attach(def(STEPS), now);
+        reg.use_state_file(&path, now);
+        tokio::time::advance(Duration::from_secs(600)).await;
+        reg.tick(Instant::now());
+        assert_eq!(a.weight(), 50.0);
+        a.act(Action::Rollback, Instant::now()).unwrap();
+        // A new process: same definition → rolled back; changed → fresh.
+        let reg2 = CanaryRegistry::new();
+        let b = reg2.attach(def(STEPS), Instant::now());
+        assert_eq!(
+            b.state(),
+            State::Progressing,
+            "not restored before use_state_file"
+        );
+        reg2.use_state_file(&path, Instant::now());
+        assert_eq!((b.state(), b.weight()), (State::RolledBack, 0.0));
+        assert_eq!(b.view(Instant::now()).step, Some(1));
+        assert_eq!(
+            count(&b, State::RolledBack),
+            0,
+            "a restore is not a transition"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"rolled_back\""), "{text}");
+        let reg3 = CanaryRegistry::new();
+        let changed = reg3.attach(def(&STEPS.replace("weight: 5,", "weight: 6,")), now);
+        reg3.use_state_file(&path, Instant::now());
+        assert_eq!(
+            (changed.state(), changed.weight()),
+            (State::Progressing, 6.0)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ pub mod decide;
 pub mod experiment;
 pub mod force;
 pub mod hash;
+pub mod persist;
 pub mod stats;
 pub mod sticky;
 pub mod window;

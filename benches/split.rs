@@ -1,0 +1,100 @@
+//! What sticky assignment adds to a request: `decide_experiment` and
+//! `decide_canary` on a prepared `RequestContext`, next to the cost of
+//! building the context alone. Sticky ids from a header, from a cookie, and
+//! minted (random id plus `Set-Cookie`).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method};
+use pointsman::context::RequestContext;
+use pointsman::router::Action;
+use pointsman::router::compile::{self, CompileEnv};
+use pointsman::split::{decide_canary, decide_experiment};
+use std::hint::black_box;
+use std::net::IpAddr;
+
+const RULES: &str = r#"
+upstreams:
+  a: { endpoints: ["127.0.0.1:9001"] }
+  b: { endpoints: ["127.0.0.1:9002"] }
+experiments:
+  exp:
+    sticky_on: [header:x-user-id, cookie:pm_uid]
+    issue_cookie: pm_uid
+    namespace: [ns, 0, 1]
+    variants:
+      - { name: control, weight: 1 }
+      - { name: treat, weight: 1, to: b }
+routes:
+  - name: exp-route
+    match: { path_prefix: /exp }
+    to: a
+    experiment: exp
+  - name: shop
+    canary:
+      stable: a
+      canary: b
+      weight: 30
+      sticky_on: [header:x-user-id, cookie:pm_uid]
+      issue_cookie: pm_uid
+"#;
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("split.yaml");
+    std::fs::write(&path, RULES).unwrap();
+    let loaded = pointsman::config::load(&path).unwrap();
+    let snap = compile::compile(&loaded, CompileEnv::default())
+        .unwrap()
+        .snapshot;
+    let (default, exp) = match &snap.routes[0].action {
+        Action::Experiment {
+            default,
+            experiment,
+        } => (*default, experiment.clone()),
+        _ => unreachable!(),
+    };
+    let Action::Canary(canary) = &snap.routes[1].action else {
+        unreachable!()
+    };
+    let method = Method::GET;
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let mut by_header = HeaderMap::new();
+    by_header.insert("x-user-id", HeaderValue::from_static("user-123456"));
+    let mut by_cookie = HeaderMap::new();
+    by_cookie.insert(
+        "cookie",
+        HeaderValue::from_static("theme=dark; pm_uid=Zm9vYmFyYmF6cXV4; lang=en"),
+    );
+    let none = HeaderMap::new();
+    let cases = [
+        ("header", &by_header),
+        ("cookie", &by_cookie),
+        ("minted", &none),
+    ];
+
+    let mut g = c.benchmark_group("split");
+    g.bench_function("context_only", |b| {
+        b.iter(|| {
+            let ctx = RequestContext::new(&method, "h", "/exp", None, &by_header, ip, None);
+            black_box(ctx.path.len())
+        })
+    });
+    for (name, headers) in cases {
+        g.bench_function(format!("experiment/{name}"), |b| {
+            b.iter(|| {
+                let ctx = RequestContext::new(&method, "h", "/exp", None, headers, ip, None);
+                black_box(decide_experiment(default, &exp, &ctx, false, true).upstream)
+            })
+        });
+        g.bench_function(format!("canary/{name}"), |b| {
+            b.iter(|| {
+                let ctx = RequestContext::new(&method, "h", "/", None, headers, ip, None);
+                black_box(decide_canary(canary, &ctx, false).upstream)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

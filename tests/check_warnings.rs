@@ -1,0 +1,194 @@
+//! `pointsman check` warnings at their exact `FILE:LINE:COL`: shadowed
+//! routes (conservative: only when an earlier route's matchers are a subset
+//! of a later one's), overlapping namespace slices, and all-zero weights as
+//! an error.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs check on one file; (exit code, stdout lines with the dir as `DIR`).
+fn check_file(text: &str) -> (i32, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("r.yaml");
+    std::fs::write(&f, text).expect("write rule file");
+    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["check", "--config"])
+        .arg(&f)
+        .output()
+        .expect("run pointsman");
+    let d = dir.path().display().to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout.lines().map(|l| l.replace(&d, "DIR")).collect();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+const UPSTREAMS: &str = "upstreams:\n  web: { endpoints: [\"127.0.0.1:9001\"] }\n";
+const VARIANTS: &str = "    variants: [{ name: x, weight: 1 }, { name: y, weight: 1 }]\n";
+
+#[test]
+fn a_route_behind_a_subset_of_its_matchers_is_shadowed() {
+    let (code, lines) = check_file(&format!(
+        "{UPSTREAMS}routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    to: web
+  - name: api-get
+    match: {{ method: GET, path_prefix: /api }}
+    to: web
+"
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines,
+        [
+            "ok: 2 routes, 1 upstreams, 0 experiments, 0 canaries",
+            "DIR/r.yaml:7:5: warning: route `api-get` can never match: the earlier route `api` (DIR/r.yaml:4:5) matches every request it matches",
+        ]
+    );
+}
+
+#[test]
+fn an_empty_match_shadows_every_later_route() {
+    let (code, lines) = check_file(&format!(
+        "{UPSTREAMS}routes:
+  - name: all
+    to: web
+  - name: a
+    match: {{ host: a.example.com }}
+    to: web
+  - name: b
+    match: {{ path: /b }}
+    to: web
+"
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[1].starts_with("DIR/r.yaml:6:5: warning: route `a` can never match: the earlier route `all` (DIR/r.yaml:4:5)"), "{lines:?}");
+    assert!(
+        lines[2].starts_with("DIR/r.yaml:9:5: warning: route `b` can never match"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn no_warning_when_shadowing_is_not_provable() {
+    // A narrower route first, then a wider one; different values; any/not.
+    let (code, lines) = check_file(&format!(
+        "{UPSTREAMS}routes:
+  - name: narrow
+    match: {{ path_prefix: /x, method: GET }}
+    to: web
+  - name: wide
+    match: {{ path_prefix: /x }}
+    to: web
+  - name: other
+    match: {{ path_prefix: /y }}
+    to: web
+  - name: either
+    match: {{ any: [{{ path_prefix: /y }}, {{ path_prefix: /z }}] }}
+    to: web
+  - name: not-y
+    match: {{ not: {{ path_prefix: /y }} }}
+    to: web
+"
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines,
+        ["ok: 5 routes, 1 upstreams, 0 experiments, 0 canaries"]
+    );
+}
+
+#[test]
+fn overlapping_namespace_slices_warn_at_the_later_experiment() {
+    let (code, lines) = check_file(&format!(
+        "{UPSTREAMS}experiments:
+  a:
+    namespace: [checkout, 0, 0.5]
+{VARIANTS}  b:
+    namespace: [checkout, 0.4, 1]
+{VARIANTS}  c:
+    namespace: [search, 0.4, 1]
+{VARIANTS}routes:
+  - name: r1
+    match: {{ path_prefix: /a }}
+    to: web
+    experiment: a
+  - name: r2
+    match: {{ path_prefix: /b }}
+    to: web
+    experiment: b
+  - name: r3
+    match: {{ path_prefix: /c }}
+    to: web
+    experiment: c
+"
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines,
+        [
+            "ok: 3 routes, 1 upstreams, 3 experiments, 0 canaries",
+            "DIR/r.yaml:8:16: warning: experiment `b`: namespace `checkout` range [0.4, 1) overlaps experiment `a`'s [0, 0.5) (DIR/r.yaml:5:16); a user can be enrolled in both",
+        ]
+    );
+}
+
+#[test]
+fn disjoint_namespace_slices_do_not_warn() {
+    let (code, lines) = check_file(&format!(
+        "{UPSTREAMS}experiments:
+  a:
+    namespace: [checkout, 0, 0.5]
+{VARIANTS}  b:
+    namespace: [checkout, 0.5, 1]
+{VARIANTS}routes:
+  - name: r1
+    match: {{ path_prefix: /a }}
+    to: web
+    experiment: a
+  - name: r2
+    match: {{ path_prefix: /b }}
+    to: web
+    experiment: b
+"
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines,
+        ["ok: 2 routes, 1 upstreams, 2 experiments, 0 canaries"]
+    );
+}
+
+#[test]
+fn all_zero_weights_are_an_error_at_the_variants() {
+    let (code, lines) = check_file(&format!(
+        "{UPSTREAMS}experiments:
+  a:
+    variants: [{{ name: x, weight: 0 }}, {{ name: y, weight: 0 }}]
+routes:
+  - name: r1
+    to: web
+    experiment: a
+"
+    ));
+    assert_eq!(code, 1);
+    assert_eq!(
+        lines,
+        ["DIR/r.yaml:5:15: error: experiment \"a\": every variant has weight 0"]
+    );
+}
+
+#[test]
+fn the_demo_config_has_no_warnings() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes/demo.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["check", "--config"])
+        .arg(&demo)
+        .output()
+        .expect("run pointsman");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("1 experiments, 1 canaries"), "{stdout}");
+}
