@@ -468,7 +468,7 @@ table() {
 }
 
 echo
-echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency; median of $ROUNDS rounds"
 table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy
@@ -486,9 +486,14 @@ done
 
 # --- idle memory with MEM_ROUTES routes -----------------------------------
 
-gen_rules "$MEM_ROUTES" "$P_MEM" "$P_ADMIN3" >"$TMP/mem.yaml"
-start pointsman-mem "$BIN" run --config "$TMP/mem.yaml" --access-log off --threads "$THREADS"
-wait_port "$P_MEM" pointsman-mem
-sleep 1
+# The same generator at 2 routes (the two fixed ones) is the baseline.
 echo
-echo "idle pointsman with $MEM_ROUTES routes loaded: VmRSS $(awk '/^VmRSS:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status"), VmHWM $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status")"
+for n in 2 "$MEM_ROUTES"; do
+    gen_rules "$n" "$P_MEM" "$P_ADMIN3" >"$TMP/mem.yaml"
+    start pointsman-mem "$BIN" run --config "$TMP/mem.yaml" --access-log off --threads "$THREADS"
+    wait_port "$P_MEM" pointsman-mem
+    sleep 1
+    echo "idle pointsman, $n routes loaded: VmRSS $(awk '/^VmRSS:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status"), VmHWM $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status")"
+    kill -TERM "$PID_pointsman_mem" 2>/dev/null || true
+    wait "$PID_pointsman_mem" 2>/dev/null || true
+done
