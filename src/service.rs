@@ -97,7 +97,13 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
     let method = req.method().clone();
     let uri = req.uri().clone();
     let request_id = headers::request_id(req.headers());
-    let host = raw_host(&req).unwrap_or(HeaderValue::from_static(""));
+    // With the access log off (`--access-log off`), no record is built.
+    let log_on = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let host = if log_on {
+        raw_host(&req).unwrap_or(HeaderValue::from_static(""))
+    } else {
+        HeaderValue::from_static("")
+    };
     let mut served = Served::default();
     let (mut resp, failed) = match run(&snapshot, req, conn, &uri, &request_id, &mut served).await {
         Ok(resp) => (resp, false),
@@ -113,6 +119,11 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
         // The guard judges 5xx answers and upstream failures alike.
         let error = failed || resp.status().is_server_error();
         canary.record(*arm, error, start.elapsed());
+    }
+    if !log_on {
+        // No record to keep, no body wrapper to box.
+        resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        return resp;
     }
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID, request_id.clone());

@@ -40,6 +40,11 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// exactly `upgrade`. With `keep_te_trailers`, a `te: trailers` survives (for
 /// h2 upstreams, gRPC). `Host` is never removed, whatever Connection names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers: bool) {
+    // Hot path: most requests carry none of these, and a `remove` of an
+    // absent name still hashes it; one scan of the keys is cheaper.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -58,14 +63,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if upgrade {
@@ -76,6 +74,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// The fixed hop-by-hop headers (RFC 9110 7.6.1), `Upgrade` aside.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// Removes client-sent `x-pointsman-*` headers other than `x-pointsman-force`.
@@ -132,7 +144,12 @@ pub fn add_forwarded(
     proto: &'static str,
     raw_host: &str,
 ) {
-    let peer = peer.to_canonical().to_string();
+    let mut buf = [0u8; 15];
+    let peer = match peer.to_canonical() {
+        // Hot path: IPv4 without `Display` (~1,400 instructions a request).
+        IpAddr::V4(v4) => ipv4_str(v4, &mut buf).to_owned(),
+        ip => ip.to_string(),
+    };
     let xff = {
         let mut prior = headers
             .get_all(&X_FORWARDED_FOR)
@@ -171,6 +188,29 @@ pub fn add_forwarded(
     headers.append(header::VIA, VIA_VALUE);
 }
 
+/// `ip` in dotted decimal, written into `buf`.
+fn ipv4_str(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or("0.0.0.0")
+}
+
 /// Applies route header edits in order: remove, set, add.
 pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
     for name in &ops.remove {
@@ -193,8 +233,12 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    // Hex into a stack buffer: `format!` cost ~1,000 instructions here.
+    let mut id = [0u8; 32];
+    match hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut id) {
+        Ok(()) => HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0")),
+        Err(_) => HeaderValue::from_static("0"),
+    }
 }
 
 /// Whether a request id falls inside `percent` (0–100) of all ids; stable
@@ -217,6 +261,21 @@ pub fn id_in_share(id: &HeaderValue, percent: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_str_matches_display() {
+        let mut buf = [0u8; 15];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "255.255.255.255",
+            "1.10.99.200",
+        ] {
+            let addr: std::net::Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(ipv4_str(addr, &mut buf), addr.to_string());
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, from valgrind's callgrind: repeatable
+# whatever else the machine is doing, unlike wall-clock figures. Use it to
+# judge a hot-path change (before/after) and to find where the time goes.
+#
+#   benches/callgrind.sh                # plain catch-all route
+#   RULES=300 benches/callgrind.sh      # the realistic rule set of e2e.sh
+#
+# Starts an NGINX backend and the release binary under callgrind
+# (--threads 1), warms up, zeroes the counters, sends wrk traffic for
+# DURATION (default 10s), dumps, and prints instructions per request and
+# the costliest functions (inclusive). Needs valgrind, nginx, wrk.
+# Stops only what it started.
+
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-10}
+RULES=${RULES:-0}
+BASE_PORT=${BASE_PORT:-18200}
+TOP=${TOP:-40}
+KEEP=${KEEP:-} # a directory to copy callgrind.out into
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release/pointsman
+export PATH=$PATH:/usr/sbin
+P_BACKEND=$BASE_PORT
+P_PROXY=$((BASE_PORT + 1))
+P_ADMIN=$((BASE_PORT + 2))
+
+PIDS=()
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-cg.XXXXXX")
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {
+    for _ in $(seq 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "error: nothing listens on 127.0.0.1:$1" >&2
+    cat "$TMP"/*.log >&2 || true
+    exit 1
+}
+
+[ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
+
+mkdir -p "$TMP/backend"
+cat >"$TMP/backend/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/backend/nginx.pid;
+error_log $TMP/backend/error.log crit;
+user root;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $TMP/backend/cb;
+    proxy_temp_path $TMP/backend/p;
+    fastcgi_temp_path $TMP/backend/f;
+    uwsgi_temp_path $TMP/backend/u;
+    scgi_temp_path $TMP/backend/s;
+    server {
+        listen 127.0.0.1:$P_BACKEND;
+        location / { default_type text/plain; return 200 "hello from the backend\n"; }
+    }
+}
+EOF
+nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" >"$TMP/backend.log" 2>&1 &
+PIDS+=($!)
+
+HEADERS=()
+URL_PATH=/
+if [ "$RULES" -gt 0 ]; then
+    # Reuse e2e.sh's generator by sourcing just that function.
+    eval "$(sed -n '/^gen_rules() {/,/^}/p' "$ROOT/benches/e2e.sh")"
+    gen_rules "$RULES" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
+    HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
+    URL_PATH=/api/v2/items/12345
+else
+    cat >"$TMP/proxy.yaml" <<EOF
+listen: [{bind: "127.0.0.1:$P_PROXY"}]
+admin: {bind: "127.0.0.1:$P_ADMIN"}
+upstreams:
+  backend: {endpoints: ["127.0.0.1:$P_BACKEND"]}
+routes:
+  - {name: all, match: {path_prefix: /}, to: backend}
+EOF
+fi
+
+cd "$TMP"
+valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
+    "$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1 >"$TMP/proxy.log" 2>&1 &
+VG=$!
+PIDS+=($VG)
+wait_port "$P_BACKEND"
+wait_port "$P_PROXY"
+URL=http://127.0.0.1:$P_PROXY$URL_PATH
+curl -sf "${HEADERS[@]}" -o /dev/null "$URL" || { echo "error: proxy did not answer 200" >&2; exit 1; }
+wrk -t1 -c"$CONNS" -d3s "${HEADERS[@]}" "$URL" >/dev/null 2>&1 || true
+callgrind_control -z "$VG" >/dev/null
+out=$(wrk -t1 -c"$CONNS" -d"$DURATION" "${HEADERS[@]}" "$URL" 2>&1)
+callgrind_control -d "$VG" >/dev/null
+sleep 1
+reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+dump=$(ls -t "$TMP"/callgrind.out* | grep -v '^$' | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "requests: $reqs${errs:+ (non-2xx: $errs)}"
+echo "instructions: $total"
+awk -v t="$total" -v r="$reqs" 'BEGIN {printf "instructions per request: %.0f\n", t / r}'
+[ -z "$KEEP" ] || cp "$dump" "$KEEP/"
+echo
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | head -n "$TOP"

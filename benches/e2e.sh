@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: Pointsman against NGINX and HAProxy as reverse
+# proxies in front of one NGINX backend, all on 127.0.0.1.
+#
+# A benchmark, not a test: CI never runs it and it never fails because the
+# machine is slow. It prints figures; read them against BENCHMARKS.md.
+#
+#   benches/e2e.sh                      # defaults below
+#   THREADS=2 DURATION=30s ROUNDS=5 benches/e2e.sh
+#
+# Settings (environment variables):
+#   THREADS      proxy workers: NGINX worker_processes, HAProxy nbthread,
+#                Pointsman --threads (default 1, leaving a core to wrk)
+#   BACKEND_WORKERS  worker_processes of the backend NGINX (default 1)
+#   WRK_THREADS  wrk -t (default 1)     CONNS     wrk -c (default 50)
+#   DURATION     wrk -d (default 10s)   WARMUP    per target (default 2s)
+#   ROUNDS       rounds; targets alternate inside each round and the
+#                median over rounds is reported (default 3)
+#   RULES        routes in the realistic rule set (default 300)
+#   MEM_ROUTES   routes loaded for the idle-memory figure (default 10000)
+#   BASE_PORT    first of the loopback ports used (default 18100)
+#   NO_BUILD=1   skip `cargo build --release`
+#   ONLY         space-separated subset of targets to run
+#                (backend pointsman pointsman-rules nginx haproxy)
+#
+# It starts every process itself, tracks their PIDs and stops only those
+# on exit (trap EXIT). Configs live in a temporary directory.
+
+set -euo pipefail
+
+THREADS=${THREADS:-1}
+BACKEND_WORKERS=${BACKEND_WORKERS:-1}
+WRK_THREADS=${WRK_THREADS:-1}
+CONNS=${CONNS:-50}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-3}
+RULES=${RULES:-300}
+MEM_ROUTES=${MEM_ROUTES:-10000}
+BASE_PORT=${BASE_PORT:-18100}
+ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release/pointsman
+CLK_TCK=$(getconf CLK_TCK)
+
+P_BACKEND=$BASE_PORT
+P_POINTSMAN=$((BASE_PORT + 1))
+P_RULES=$((BASE_PORT + 2))
+P_NGINX=$((BASE_PORT + 3))
+P_HAPROXY=$((BASE_PORT + 4))
+P_ADMIN1=$((BASE_PORT + 11))
+P_ADMIN2=$((BASE_PORT + 12))
+P_MEM=$((BASE_PORT + 13))
+P_ADMIN3=$((BASE_PORT + 14))
+
+log() { printf '%s\n' "$*" >&2; }
+
+# --- processes we started -------------------------------------------------
+
+PIDS=()
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-e2e.XXXXXX")
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools ----------------------------------------------------------------
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]} with apt"
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin
+# Debian starts packaged services on install where systemd runs; ours are
+# separate instances on their own ports, so that does not matter.
+
+if [ -z "${NO_BUILD:-}" ]; then
+    log "building pointsman (release)"
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+
+# --- helpers --------------------------------------------------------------
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local port=$1 name=$2
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "error: $name did not listen on 127.0.0.1:$port; its log:"
+    cat "$TMP/$name.log" >&2 || true
+    exit 1
+}
+
+# Every process in the tree under PID (nginx master + workers; haproxy and
+# pointsman are one process whose stat already sums its threads).
+tree() {
+    local pid=$1
+    echo "$pid"
+    local child
+    for child in $(pgrep -P "$pid" 2>/dev/null || true); do
+        tree "$child"
+    done
+}
+
+# utime+stime in clock ticks of PID and its descendants.
+cpu_ticks() {
+    local total=0 p stat
+    for p in $(tree "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        # Fields after the ")" closing comm: state is 3, utime 14, stime 15.
+        stat=${stat##*) }
+        set -- $stat
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+rss_kb() {
+    local total=0 p kb
+    for p in $(tree "$1"); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+# wrk latency figure ("812.00us", "1.23ms", "2.01s") to milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000
+        else if (v ~ /ms$/) n = n
+        else if (v ~ /m$/) n *= 60000
+        else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n
+    }'
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
+    if (NR == 0) { print "nan"; exit }
+    if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3; do
+    if ! port_free "$port"; then
+        log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
+        exit 1
+    fi
+done
+
+# --- configs --------------------------------------------------------------
+
+BODY="hello from the backend\n"
+
+nginx_common() {
+    # Logs off, keep-alive on and never cut short by a request count.
+    cat <<EOF
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log crit;
+user root;
+events { worker_connections 10240; }
+http {
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+mkdir -p "$TMP/backend" "$TMP/nginx"
+{
+    echo "worker_processes $BACKEND_WORKERS;"
+    nginx_common "$TMP/backend"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$P_BACKEND backlog=4096;
+        location / {
+            default_type text/plain;
+            return 200 "$BODY";
+        }
+    }
+}
+EOF
+} >"$TMP/backend/nginx.conf"
+
+{
+    echo "worker_processes $THREADS;"
+    nginx_common "$TMP/nginx"
+    cat <<EOF
+    upstream backend {
+        server 127.0.0.1:$P_BACKEND;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 30s;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 30s;
+        }
+    }
+}
+EOF
+} >"$TMP/nginx/nginx.conf"
+
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread $THREADS
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    timeout connect 2s
+    timeout client 60s
+    timeout server 30s
+    timeout http-keep-alive 60s
+frontend fe
+    bind 127.0.0.1:$P_HAPROXY
+    default_backend be
+backend be
+    server backend 127.0.0.1:$P_BACKEND
+EOF
+
+cat >"$TMP/pointsman.yaml" <<EOF
+listen: [{bind: "127.0.0.1:$P_POINTSMAN"}]
+admin: {bind: "127.0.0.1:$P_ADMIN1"}
+upstreams:
+  backend: {endpoints: ["127.0.0.1:$P_BACKEND"]}
+routes:
+  - name: all
+    match: {path_prefix: /}
+    to: backend
+EOF
+
+# A realistic rule set: N routes mixing hosts, path templates, headers and
+# cookies, one experiment; the benchmark request matches the route just
+# before the catch-all, i.e. late in the file.
+gen_rules() {
+    local n=$1 listen=$2 admin=$3 i
+    cat <<EOF
+listen: [{bind: "127.0.0.1:$listen"}]
+admin: {bind: "127.0.0.1:$admin"}
+upstreams:
+  shop: {endpoints: ["127.0.0.1:$P_BACKEND"]}
+  shop-v2: {endpoints: ["127.0.0.1:$P_BACKEND"]}
+EOF
+    for i in $(seq 0 9); do
+        echo "  svc$i: {endpoints: [\"127.0.0.1:$P_BACKEND\"]}"
+    done
+    cat <<EOF
+experiments:
+  checkout-redesign:
+    sticky_on: [header:x-user-id, cookie:pm_uid]
+    issue_cookie: pm_uid
+    variants:
+      - {name: control, weight: 1}
+      - {name: redesign, weight: 1, to: shop-v2}
+routes:
+EOF
+    for ((i = 0; i < n - 2; i++)); do
+        local up=svc$((i % 10))
+        case $((i % 6)) in
+        0) echo "  - {name: r$i, match: {host: svc$i.example.com, path_prefix: /api}, to: $up}" ;;
+        1) echo "  - {name: r$i, match: {path: \"/t$i/users/{id}/orders/{order}\", method: GET}, to: $up}" ;;
+        2) echo "  - {name: r$i, match: {path_prefix: /tenant, header: {name: x-tenant, equals: tenant-$i}}, to: $up}" ;;
+        3) echo "  - {name: r$i, match: {host: \"*.apps$i.example.com\", cookie: {name: beta$i, equals: \"1\"}}, to: $up}" ;;
+        4) echo "  - {name: r$i, match: {host: [a$i.example.com, b$i.example.com], path: \"/static$i/{*rest}\"}, to: $up}" ;;
+        5) echo "  - {name: r$i, match: {host: shop.example.com, path: \"/api/v1/items$i/{id}\", header: {name: x-user-id, prefix: vip-}}, to: $up}" ;;
+        esac
+    done
+    cat <<EOF
+  - name: items
+    match:
+      host: shop.example.com
+      path: "/api/v2/items/{id}"
+      header: {name: x-user-id, present: true}
+      cookie: {name: session, present: true}
+    to: shop
+    experiment: checkout-redesign
+  - {name: web, match: {path_prefix: /}, to: shop}
+EOF
+}
+gen_rules "$RULES" "$P_RULES" "$P_ADMIN2" >"$TMP/rules.yaml"
+RULES_HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
+RULES_PATH=/api/v2/items/12345
+
+# --- start ----------------------------------------------------------------
+
+start() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_${name//-/_}=$!"
+}
+
+start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
+start pointsman "$BIN" run --config "$TMP/pointsman.yaml" --access-log off --threads "$THREADS"
+start pointsman-rules "$BIN" run --config "$TMP/rules.yaml" --access-log off --threads "$THREADS"
+start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
+start haproxy haproxy -f "$TMP/haproxy.cfg" -db
+wait_port "$P_BACKEND" backend
+wait_port "$P_POINTSMAN" pointsman
+wait_port "$P_RULES" pointsman-rules
+wait_port "$P_NGINX" nginx
+wait_port "$P_HAPROXY" haproxy
+
+# Sanity: every target answers the benchmark request with the backend's 200.
+for t in backend pointsman nginx haproxy; do
+    var=P_${t^^}
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${!var}/")
+    [ "$code" = 200 ] || { log "error: $t answered $code"; cat "$TMP/$t.log" >&2; exit 1; }
+done
+for t in pointsman-rules nginx haproxy; do
+    case $t in pointsman-rules) port=$P_RULES ;; nginx) port=$P_NGINX ;; haproxy) port=$P_HAPROXY ;; esac
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${RULES_HEADERS[@]}" "http://127.0.0.1:$port$RULES_PATH")
+    [ "$code" = 200 ] || { log "error: $t answered $code to the rule-set request"; exit 1; }
+done
+
+# --- runs -----------------------------------------------------------------
+
+# run_wrk NAME PORT PID PATH [HEADERS...]: one wrk run; appends
+# "rps p50 p99 cpu10k errors" to $TMP/NAME.results.
+run_wrk() {
+    local name=$1 port=$2 pid=$3 path=$4
+    shift 4
+    local before after out rps p50 p99 reqs errs
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
+    after=$(cpu_ticks "$pid")
+    echo "$out" >>"$TMP/$name.wrk"
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")
+    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
+        log "warning: no result from wrk against $name"
+        return
+    fi
+    local cpu10k
+    cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs" >>"$TMP/$name.results"
+    local note=
+    [ "$errs" = 0 ] || note=", $errs errors"
+    log "  $name: $rps req/s, p50 $p50, p99 $p99, $cpu10k CPU s/10k req$note"
+}
+
+# target NAME -> "port pid path headers-kind"
+target() {
+    case $1 in
+    backend) echo "$P_BACKEND $PID_backend / plain" ;;
+    pointsman) echo "$P_POINTSMAN $PID_pointsman / plain" ;;
+    pointsman-rules) echo "$P_RULES $PID_pointsman_rules $RULES_PATH rules" ;;
+    nginx) echo "$P_NGINX $PID_nginx / plain" ;;
+    haproxy) echo "$P_HAPROXY $PID_haproxy / plain" ;;
+    nginx-rules) echo "$P_NGINX $PID_nginx $RULES_PATH rules" ;;
+    haproxy-rules) echo "$P_HAPROXY $PID_haproxy $RULES_PATH rules" ;;
+    esac
+}
+
+# The rule-set variant sends the rule-set request (host, headers, cookies)
+# to the plain proxies too, so they carry the same bytes.
+TARGETS=()
+for t in $ONLY; do
+    TARGETS+=("$t")
+    case $t in nginx | haproxy) [[ " $ONLY " == *" pointsman-rules "* ]] && TARGETS+=("$t-rules") ;; esac
+done
+
+one() {
+    local name=$1 port pid path kind
+    read -r port pid path kind <<<"$(target "$name")"
+    if [ "$kind" = rules ]; then
+        run_wrk "$name" "$port" "$pid" "$path" "${RULES_HEADERS[@]}"
+    else
+        run_wrk "$name" "$port" "$pid" "$path"
+    fi
+}
+
+log "warm-up ($WARMUP each)"
+for t in "${TARGETS[@]}"; do
+    read -r port pid path kind <<<"$(target "$t")"
+    if [ "$kind" = rules ]; then
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${RULES_HEADERS[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+    else
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+    fi
+done
+
+for round in $(seq "$ROUNDS"); do
+    log "round $round/$ROUNDS (wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency)"
+    # Rotate the order each round so no target always runs first.
+    n=${#TARGETS[@]}
+    for ((k = 0; k < n; k++)); do
+        one "${TARGETS[$(((k + round - 1) % n))]}"
+    done
+done
+
+# --- report ---------------------------------------------------------------
+
+col() { # col NAME FIELD -> median of that field over rounds
+    [ -f "$TMP/$1.results" ] || { echo nan; return; }
+    median $(awk -v f="$2" '{print $f}' "$TMP/$1.results")
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan") print "-"; else printf "%.2f", a / b }'; }
+
+table() {
+    local title=$1 ref=$2
+    shift 2
+    local rrps rp50 rp99 rcpu
+    rrps=$(col "$ref" 1)
+    rp50=$(col "$ref" 2)
+    rp99=$(col "$ref" 3)
+    rcpu=$(col "$ref" 4)
+    echo
+    echo "$title (ratios to ${ref})"
+    printf '%-16s %10s %6s %9s %6s %9s %6s %12s %6s %7s\n' target 'req/s' '×' 'p50 ms' '×' 'p99 ms' '×' 'CPU s/10k' '×' errors
+    local t rps p50 p99 cpu errs
+    for t in "$@"; do
+        [ -f "$TMP/$t.results" ] || continue
+        rps=$(col "$t" 1)
+        p50=$(col "$t" 2)
+        p99=$(col "$t" 3)
+        cpu=$(col "$t" 4)
+        errs=$(awk '{n += $5} END {print n + 0}' "$TMP/$t.results")
+        printf '%-16s %10.0f %6s %9.3f %6s %9.3f %6s %12.4f %6s %7s\n' "$t" "$rps" "$(ratio "$rps" "$rrps")" \
+            "$p50" "$(ratio "$p50" "$rp50")" "$p99" "$(ratio "$p99" "$rp99")" "$cpu" "$(ratio "$cpu" "$rcpu")" "$errs"
+    done
+}
+
+echo
+echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
+echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency; median of $ROUNDS rounds"
+table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy
+table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules nginx-rules haproxy-rules
+echo
+echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
+echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
+
+echo
+echo "resident memory after the runs (VmRSS):"
+for t in pointsman pointsman-rules nginx haproxy; do
+    var=PID_${t//-/_}
+    printf '  %-16s %8s kB\n' "$t" "$(rss_kb "${!var}")"
+done
+
+# --- idle memory with MEM_ROUTES routes -----------------------------------
+
+# The same generator at 2 routes (the two fixed ones) is the baseline.
+echo
+for n in 2 "$MEM_ROUTES"; do
+    gen_rules "$n" "$P_MEM" "$P_ADMIN3" >"$TMP/mem.yaml"
+    start pointsman-mem "$BIN" run --config "$TMP/mem.yaml" --access-log off --threads "$THREADS"
+    wait_port "$P_MEM" pointsman-mem
+    sleep 1
+    echo "idle pointsman, $n routes loaded: VmRSS $(awk '/^VmRSS:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status"), VmHWM $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status")"
+    kill -TERM "$PID_pointsman_mem" 2>/dev/null || true
+    wait "$PID_pointsman_mem" 2>/dev/null || true
+done
