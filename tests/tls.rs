@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::Mode;
+use support::check::check_lines;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -133,6 +134,37 @@ fn tls_config(certs: &[&str], upstream: SocketAddr) -> String {
     y
 }
 
+/// An upstream in `mode` behind the proxy serving one certificate (`a`,
+/// for `a.test`, from a new CA) on its TLS listener.
+struct OneCert {
+    up: support::TestUpstream,
+    dir: tempfile::TempDir,
+    ca: Ca,
+    leaf: Leaf,
+    p: Running,
+}
+
+async fn one_cert(mode: Mode) -> OneCert {
+    let up = support::upstream(mode).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let leaf = leaf(&ca, &["a.test"]);
+    write_leaf(dir.path(), "a", &leaf);
+    std::fs::write(
+        dir.path().join("pointsman.yaml"),
+        tls_config(&["a"], up.addr),
+    )
+    .unwrap();
+    let p = start(dir.path()).await;
+    OneCert {
+        up,
+        dir,
+        ca,
+        leaf,
+        p,
+    }
+}
+
 // === clients ===
 
 /// Accepts any server certificate (the SNI tests look at which one came).
@@ -194,10 +226,19 @@ fn any_cert_client(alpn: &[&str]) -> ClientConfig {
 }
 
 fn ca_client(ca: &Ca, alpn: &[&str]) -> ClientConfig {
+    ca_client_with(ca, pointsman::tls::VERSIONS, alpn)
+}
+
+/// Trusts `ca` only and speaks the TLS `versions` given.
+fn ca_client_with(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&str],
+) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.pem.as_bytes()).flatten());
     let mut c = ClientConfig::builder_with_provider(pointsman::tls::provider())
-        .with_protocol_versions(pointsman::tls::VERSIONS)
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -222,7 +263,10 @@ fn served_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn h1(s: TlsStream<TcpStream>) -> Sender {
+async fn h1<S>(s: S) -> Sender
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .unwrap();
@@ -231,7 +275,15 @@ async fn h1(s: TlsStream<TcpStream>) -> Sender {
 }
 
 async fn get(sender: &mut Sender, host: &str) -> (StatusCode, http::HeaderMap, Bytes) {
-    let req = Request::get("/")
+    get_path(sender, "/", host).await
+}
+
+async fn get_path(
+    sender: &mut Sender,
+    path: &str,
+    host: &str,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let req = Request::get(path)
         .header("host", host)
         .body(Empty::new())
         .unwrap();
@@ -292,16 +344,8 @@ async fn sni_chooses_among_certificates_and_wildcards() {
 
 #[tokio::test]
 async fn h2_by_alpn_is_routed_like_h1() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let (up, ca, p) = (&s.up, &s.ca, &s.p);
 
     let s = connect(p.addr, "a.test", ca_client(&ca, &["h2", "http/1.1"])).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -359,16 +403,8 @@ fn tls11_client_hello() -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_1_1_client_hello_is_refused() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let p = &s.p;
 
     let mut tcp = TcpStream::connect(p.addr).await.unwrap();
     tcp.write_all(&tls11_client_hello()).await.unwrap();
@@ -383,23 +419,9 @@ async fn tls_1_1_client_hello_is_refused() {
 
 #[tokio::test]
 async fn tls12_only_client_still_works() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.pem.as_bytes()).flatten());
-    let c = ClientConfig::builder_with_provider(pointsman::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let s = one_cert(Mode::Echo).await;
+    let (ca, p) = (&s.ca, &s.p);
+    let c = ca_client_with(&ca, &[&rustls::version::TLS12], &[]);
     let s = connect(p.addr, "a.test", c).await;
     assert_eq!(
         s.get_ref().1.protocol_version(),
@@ -410,16 +432,8 @@ async fn tls12_only_client_still_works() {
 #[tokio::test]
 async fn half_sent_client_hello_is_dropped_at_the_handshake_timeout() {
     assert_eq!(pointsman::tls::HANDSHAKE_TIMEOUT, Duration::from_secs(10));
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let p = &s.p;
     // Shortened for the test; other tests' handshakes take milliseconds.
     pointsman::tls::set_handshake_timeout_for_tests(Duration::from_secs(2));
     let hello = tls11_client_hello();
@@ -442,16 +456,8 @@ async fn half_sent_client_hello_is_dropped_at_the_handshake_timeout() {
 
 #[tokio::test]
 async fn websocket_style_upgrade_over_tls() {
-    let up = support::upstream(Mode::Upgrade).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Upgrade).await;
+    let (ca, p) = (&s.ca, &s.p);
     let mut s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
@@ -474,17 +480,8 @@ async fn websocket_style_upgrade_over_tls() {
 
 #[tokio::test]
 async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    let old = leaf(&ca, &["a.test"]);
-    write_leaf(dir.path(), "a", &old);
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let (dir, ca, old, p) = (&s.dir, &s.ca, &s.leaf, &s.p);
 
     let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), old.der);
@@ -511,17 +508,8 @@ async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() 
 
 #[tokio::test]
 async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    let good = leaf(&ca, &["a.test"]);
-    write_leaf(dir.path(), "a", &good);
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let (dir, ca, good, p) = (&s.dir, &s.ca, &s.leaf, &s.p);
 
     // A new certificate whose key was not replaced: mismatch.
     let other = leaf(&ca, &["a.test"]);
@@ -586,23 +574,10 @@ async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
     addr
 }
 
+/// `GET path` over plain HTTP/1.1 with `Host: proxy.test`.
 async fn plain_get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "proxy.test")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+    get_path(&mut h1(tcp).await, path, "proxy.test").await
 }
 
 #[tokio::test]
@@ -666,24 +641,6 @@ routes:
     }
 }
 
-fn check(config: &Path) -> (i32, Vec<String>) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .arg("check")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let dir = config.parent().unwrap().display().to_string();
-    let lines = text
-        .lines()
-        .map(|l| l.replace(&dir, "DIR"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    (out.status.code().unwrap_or(-1), lines)
-}
-
 #[test]
 fn check_reports_certificate_problems_with_positions() {
     let dir = tempfile::tempdir().unwrap();
@@ -709,7 +666,7 @@ fn check_reports_certificate_problems_with_positions() {
         ),
     )
     .unwrap();
-    let (code, lines) = check(&bad);
+    let (code, lines) = check_lines(&bad);
     println!("{}", lines.join("\n"));
     assert_eq!(code, 1);
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -736,7 +693,7 @@ fn check_reports_certificate_problems_with_positions() {
         ),
     )
     .unwrap();
-    let (code, lines) = check(&soon);
+    let (code, lines) = check_lines(&soon);
     println!("{}", lines.join("\n"));
     assert_eq!(code, 0);
     let warning = lines.iter().find(|l| l.contains("warning")).unwrap();
