@@ -347,7 +347,7 @@ async fn h2_by_alpn_is_routed_like_h1() {
     let s = one_cert(Mode::Echo).await;
     let (up, ca, p) = (&s.up, &s.ca, &s.p);
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["h2", "http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["h2", "http/1.1"])).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
@@ -366,7 +366,7 @@ async fn h2_by_alpn_is_routed_like_h1() {
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 
     // Without ALPN h2 the same listener speaks HTTP/1.1.
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let (status, _, _) = get(&mut h1(s).await, "a.test").await;
     assert_eq!(status, StatusCode::OK);
@@ -421,7 +421,7 @@ async fn tls_1_1_client_hello_is_refused() {
 async fn tls12_only_client_still_works() {
     let s = one_cert(Mode::Echo).await;
     let (ca, p) = (&s.ca, &s.p);
-    let c = ca_client_with(&ca, &[&rustls::version::TLS12], &[]);
+    let c = ca_client_with(ca, &[&rustls::version::TLS12], &[]);
     let s = connect(p.addr, "a.test", c).await;
     assert_eq!(
         s.get_ref().1.protocol_version(),
@@ -458,7 +458,7 @@ async fn half_sent_client_hello_is_dropped_at_the_handshake_timeout() {
 async fn websocket_style_upgrade_over_tls() {
     let s = one_cert(Mode::Upgrade).await;
     let (ca, p) = (&s.ca, &s.p);
-    let mut s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let mut s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
     )
@@ -483,14 +483,14 @@ async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() 
     let s = one_cert(Mode::Echo).await;
     let (dir, ca, old, p) = (&s.dir, &s.ca, &s.leaf, &s.p);
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), old.der);
     let mut open = h1(s).await;
     assert_eq!(get(&mut open, "a.test").await.0, StatusCode::OK);
 
     // Same YAML, new certificate and key: the file watcher's trigger sees a
     // new hash (certificate files are config files) and reloads.
-    let new = leaf(&ca, &["a.test"]);
+    let new = leaf(ca, &["a.test"]);
     write_leaf(dir.path(), "a", &new);
     let status = p.reloader.reload(Trigger::FileChange).await.unwrap();
     assert_eq!(status.generation, 2);
@@ -499,7 +499,7 @@ async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() 
         Err(ReloadError::Unchanged)
     ));
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), new.der);
     // The connection opened before the rotation still works.
     assert_eq!(get(&mut open, "a.test").await.0, StatusCode::OK);
@@ -512,7 +512,7 @@ async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
     let (dir, ca, good, p) = (&s.dir, &s.ca, &s.leaf, &s.p);
 
     // A new certificate whose key was not replaced: mismatch.
-    let other = leaf(&ca, &["a.test"]);
+    let other = leaf(ca, &["a.test"]);
     std::fs::write(dir.path().join("a.pem"), &other.cert_pem).unwrap();
     let err = p.reloader.reload(Trigger::Admin).await.unwrap_err();
     let text = err.to_string();
@@ -530,7 +530,7 @@ async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
     let err = p.reloader.reload(Trigger::FileChange).await.unwrap_err();
     assert!(err.to_string().contains("cannot read certificate"), "{err}");
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), good.der);
     assert_eq!(get(&mut h1(s).await, "a.test").await.0, StatusCode::OK);
 }
