@@ -89,9 +89,7 @@ fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
 fn write_leaf(dir: &Path, stem: &str, l: &Leaf) {
     // Written to a temporary name and renamed, as rotation tools do.
     for (ext, text) in [("pem", &l.cert_pem), ("key", &l.key_pem)] {
-        let tmp = dir.join(format!(".{stem}.{ext}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("{stem}.{ext}"))).unwrap();
+        support::write_atomic(&dir.join(format!("{stem}.{ext}")), text);
     }
 }
 

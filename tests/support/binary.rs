@@ -196,6 +196,32 @@ impl Binary {
         prom::parse(&r.body)
     }
 
+    /// `GET /config` (async).
+    pub async fn config(&self) -> Value {
+        let (status, body) = super::fetch(&super::client(), &self.admin_url("/config"))
+            .await
+            .expect("GET /config");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("config JSON")
+    }
+
+    /// `POST /reload` (async): the status and the JSON body.
+    pub async fn post_reload(&self) -> (http::StatusCode, Value) {
+        let req = http::Request::post(self.admin_url("/reload"))
+            .body(Default::default())
+            .expect("request");
+        let (parts, body) = super::send(&super::client(), req).await;
+        let json = serde_json::from_slice(&body).expect("reload JSON");
+        (parts.status, json)
+    }
+
+    /// The active generation (async).
+    pub async fn generation(&self) -> u64 {
+        self.config().await["generation"]
+            .as_u64()
+            .expect("generation")
+    }
+
     /// Sends a signal (`HUP`, `TERM`, `INT`) to the process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")

@@ -151,3 +151,46 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `GET url`: the status and the body as text.
+pub async fn fetch(client: &Client, url: &str) -> Result<(::http::StatusCode, String), String> {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes `text` to a hidden temporary file next to `path`, then renames it
+/// over `path` (an editor's, or a rotation tool's, atomic save).
+pub fn write_atomic(path: &std::path::Path, text: &str) {
+    let name = path.file_name().expect("file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
