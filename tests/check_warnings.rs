@@ -3,24 +3,10 @@
 //! of a later one's), overlapping namespace slices, and all-zero weights as
 //! an error.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
-/// Runs check on one file; (exit code, stdout lines with the dir as `DIR`).
-fn check_file(text: &str) -> (i32, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("r.yaml");
-    std::fs::write(&f, text).expect("write rule file");
-    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(["check", "--config"])
-        .arg(&f)
-        .output()
-        .expect("run pointsman");
-    let d = dir.path().display().to_string();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines = stdout.lines().map(|l| l.replace(&d, "DIR")).collect();
-    (out.status.code().unwrap_or(-1), lines)
-}
+use std::path::Path;
+use support::check::{check, check_file};
 
 const UPSTREAMS: &str = "upstreams:\n  web: { endpoints: [\"127.0.0.1:9001\"] }\n";
 const VARIANTS: &str = "    variants: [{ name: x, weight: 1 }, { name: y, weight: 1 }]\n";
@@ -99,31 +85,28 @@ fn no_warning_when_shadowing_is_not_provable() {
     );
 }
 
+/// Experiments `a`, `b`, ... in the namespace slices given, each behind a
+/// route `r1`, `r2`, ... on `/a`, `/b`, ...
+fn sliced_experiments(namespaces: &[&str]) -> String {
+    let (mut experiments, mut routes) = (String::new(), String::new());
+    for (i, ns) in namespaces.iter().enumerate() {
+        let name = ["a", "b", "c"][i];
+        experiments.push_str(&format!("  {name}:\n    namespace: [{ns}]\n{VARIANTS}"));
+        routes.push_str(&format!(
+            "  - name: r{}\n    match: {{ path_prefix: /{name} }}\n    to: web\n    experiment: {name}\n",
+            i + 1
+        ));
+    }
+    format!("{UPSTREAMS}experiments:\n{experiments}routes:\n{routes}")
+}
+
 #[test]
 fn overlapping_namespace_slices_warn_at_the_later_experiment() {
-    let (code, lines) = check_file(&format!(
-        "{UPSTREAMS}experiments:
-  a:
-    namespace: [checkout, 0, 0.5]
-{VARIANTS}  b:
-    namespace: [checkout, 0.4, 1]
-{VARIANTS}  c:
-    namespace: [search, 0.4, 1]
-{VARIANTS}routes:
-  - name: r1
-    match: {{ path_prefix: /a }}
-    to: web
-    experiment: a
-  - name: r2
-    match: {{ path_prefix: /b }}
-    to: web
-    experiment: b
-  - name: r3
-    match: {{ path_prefix: /c }}
-    to: web
-    experiment: c
-"
-    ));
+    let (code, lines) = check_file(&sliced_experiments(&[
+        "checkout, 0, 0.5",
+        "checkout, 0.4, 1",
+        "search, 0.4, 1",
+    ]));
     assert_eq!(code, 0);
     assert_eq!(
         lines,
@@ -136,23 +119,10 @@ fn overlapping_namespace_slices_warn_at_the_later_experiment() {
 
 #[test]
 fn disjoint_namespace_slices_do_not_warn() {
-    let (code, lines) = check_file(&format!(
-        "{UPSTREAMS}experiments:
-  a:
-    namespace: [checkout, 0, 0.5]
-{VARIANTS}  b:
-    namespace: [checkout, 0.5, 1]
-{VARIANTS}routes:
-  - name: r1
-    match: {{ path_prefix: /a }}
-    to: web
-    experiment: a
-  - name: r2
-    match: {{ path_prefix: /b }}
-    to: web
-    experiment: b
-"
-    ));
+    let (code, lines) = check_file(&sliced_experiments(&[
+        "checkout, 0, 0.5",
+        "checkout, 0.5, 1",
+    ]));
     assert_eq!(code, 0);
     assert_eq!(
         lines,
@@ -182,13 +152,9 @@ routes:
 #[test]
 fn the_demo_config_has_no_warnings() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes/demo.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(["check", "--config"])
-        .arg(&demo)
-        .output()
-        .expect("run pointsman");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let run = check(&demo);
+    let stdout = run.stdout;
+    assert_eq!(run.code, 0, "{stdout}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.contains("1 experiments, 1 canaries"), "{stdout}");
 }

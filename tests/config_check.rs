@@ -1,26 +1,10 @@
 //! `pointsman check` on real files: exit codes, the `ok:` line, and every
 //! error and warning at its exact `FILE:LINE:COL`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct Run {
-    code: i32,
-    stdout: String,
-}
-
-fn check(config: &Path) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .arg("check")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run pointsman");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    }
-}
+use support::check::{check, check_file};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -29,17 +13,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 const UPSTREAMS: &str = "upstreams:\n  web: { endpoints: [\"127.0.0.1:9001\"] }\n";
-
-/// Runs check on one file and returns (exit code, lines with the temp dir
-/// replaced by `DIR`).
-fn check_file(text: &str) -> (i32, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let f = write(dir.path(), "r.yaml", text);
-    let run = check(&f);
-    let d = dir.path().display().to_string();
-    let lines = run.stdout.lines().map(|l| l.replace(&d, "DIR")).collect();
-    (run.code, lines)
-}
 
 #[test]
 fn valid_config_prints_ok_and_exits_0() {
@@ -209,10 +182,8 @@ fn a_map_key_or_singleton_defined_in_two_files_names_both() {
         ),
     );
     let run = check(dir.path());
-    let d = dir.path().display().to_string();
-    let out = run.stdout.replace(&d, "DIR");
-    assert_eq!(run.code, 1, "{out}");
-    let lines: Vec<&str> = out.lines().collect();
+    let lines = run.lines(dir.path());
+    assert_eq!(run.code, 1, "{lines:?}");
     assert_eq!(
         lines,
         [

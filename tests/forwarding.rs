@@ -13,7 +13,10 @@ use pointsman::router::{
 };
 use pointsman::rules::Expr;
 use std::time::{Duration, Instant};
-use support::*;
+use support::{
+    Client, Mode, TestUpstream, client, def, get, h2_upstream, limits, raw, send, snapshot, start,
+    upstream,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fallback_to(up: &TestUpstream) -> pointsman::router::Snapshot {

@@ -12,344 +12,23 @@
 //! - `logs_never_carry_raw_escape_bytes`: a request with ESC in its head
 //!   leaves no raw ESC byte in the log.
 
+mod support;
+
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+use support::binary::{Binary, free_port, run_cli};
+use support::http::raw_blocking;
+use support::prom::{find, value};
+use support::upstream::{in_background, tagged};
 
 const TOKEN: &str = "s3cret-token";
 
-// === harness ===
-
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An upstream answering 200 with `NAME|x-pointsman-variant` as the body.
+/// An upstream answering 200 with `NAME|x-pointsman-variant` as the body,
+/// served beside these blocking tests.
 fn upstream(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| async move {
-                            let variant = req
-                                .headers()
-                                .get("x-pointsman-variant")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned();
-                            let body = format!("{name}|{variant}");
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(body)),
-                            ))
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    addr
-}
-
-/// The running binary; killed on drop. Its stderr (the log) is collected.
-struct Pointsman {
-    child: Child,
-    log: Arc<Mutex<Vec<u8>>>,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    listen_bind: String,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Pointsman {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Pointsman {
-    fn start(config: impl Fn(u16, u16) -> String) -> Pointsman {
-        let (port, admin_port) = (free_port(), free_port());
-        let dir = tempfile::tempdir().unwrap();
-        // Relative to the rule file, whitespace trimmed (SPEC 8).
-        std::fs::write(dir.path().join("token.txt"), format!("  {TOKEN}\n\n")).unwrap();
-        let path = dir.path().join("rules.yaml");
-        std::fs::write(&path, config(port, admin_port)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--log-format", "json"])
-            .env("POINTSMAN_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let p = Pointsman {
-            child,
-            log,
-            proxy: SocketAddr::from(([127, 0, 0, 1], port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-            listen_bind: format!("127.0.0.1:{port}"),
-            config: path,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = try_request(p.admin, "GET", "/readyz", &[], "")
-                && r.status == 200
-            {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "not ready:\n{}", p.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-
-    /// Every JSON log line with `target: access`.
-    fn access_lines(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "access")
-            .collect()
-    }
-
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        request(self.proxy, "GET", path, headers, "")
-    }
-
-    fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        request(self.admin, method, path, headers, body)
-    }
-
-    fn metrics(&self) -> Vec<Sample> {
-        let r = self.admin("GET", "/metrics", &[], "");
-        assert_eq!(r.status, 200);
-        parse(&r.body)
-    }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, h: &[(&str, &str)], body: &str) -> Reply {
-    try_request(addr, method, path, h, body).unwrap()
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-fn try_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<Reply> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        head.push_str("Host: example.test\r\n");
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    raw(addr, head.as_bytes())
-}
-
-/// Sends raw bytes and parses the (non-chunked or chunked) answer.
-fn raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Reply> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(bytes)?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
-
-// === exposition parsing ===
-
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: f64,
-}
-
-impl Sample {
-    fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses the Prometheus text format (labels with `\\`, `\"`, `\n` escapes).
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (name, rest) = match line.find('{') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => {
-                let (n, v) = line.split_once(' ').unwrap();
-                out.push(Sample {
-                    name: n.to_owned(),
-                    labels: vec![],
-                    value: v.trim().parse().unwrap(),
-                });
-                continue;
-            }
-        };
-        let mut labels = Vec::new();
-        let mut chars = rest.chars().peekable();
-        loop {
-            let mut key = String::new();
-            for c in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                if c != ',' {
-                    key.push(c);
-                }
-            }
-            if key.is_empty() || key == "}" {
-                break;
-            }
-            assert_eq!(chars.next(), Some('"'), "{line}");
-            let mut value = String::new();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some('n') => value.push('\n'),
-                        Some(o) => value.push(o),
-                        None => {}
-                    },
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-            labels.push((key.trim().to_owned(), value));
-            match chars.next() {
-                Some(',') => {
-                    if chars.peek() == Some(&'}') {
-                        chars.next();
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        let value: String = chars.collect();
-        out.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value: value.trim().parse().unwrap(),
-        });
-    }
-    out
-}
-
-/// Samples of `name` whose labels include every `(label, value)` given.
-fn find<'a>(samples: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| s.name == name && want.iter().all(|(k, v)| s.label(k) == Some(*v)))
-        .collect()
-}
-
-/// The value of the one sample matching exactly; 0 when there is none.
-fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
-    let found = find(samples, name, want);
-    assert!(found.len() <= 1, "{name} {want:?} ambiguous: {found:?}");
-    found.first().map_or(0.0, |s| s.value)
+    in_background(move || tagged(name))
 }
 
 // === the config ===
@@ -361,12 +40,12 @@ struct Upstreams {
     dead: u16,
 }
 
-fn config(u: &Upstreams, port: u16, admin: u16) -> String {
+fn config(u: &Upstreams) -> String {
     format!(
         r#"listen:
-  - bind: "127.0.0.1:{port}"
+  - bind: "{{LISTEN}}"
 admin:
-  bind: "127.0.0.1:{admin}"
+  bind: "{{ADMIN}}"
   token_file: token.txt
 upstreams:
   v1: {{ endpoints: ["{v1}"] }}
@@ -415,14 +94,19 @@ fallback:
     )
 }
 
-fn start() -> (Pointsman, Upstreams) {
+/// The binary on [`config`], logging JSON, with the admin token in
+/// `token.txt` next to the rule file (whitespace trimmed, SPEC 8).
+fn start() -> (Binary, Upstreams) {
     let u = Upstreams {
         v1: upstream("v1"),
         v2: upstream("v2"),
         fb: upstream("fb"),
         dead: free_port(),
     };
-    let p = Pointsman::start(|port, admin| config(&u, port, admin));
+    let p = Binary::launch()
+        .args(&["--log-format", "json"])
+        .file("token.txt", &format!("  {TOKEN}\n\n"))
+        .start(&config(&u));
     (p, u)
 }
 
@@ -497,7 +181,7 @@ fn metrics_count_every_request_by_route_upstream_and_variant() {
     for _ in 0..3 {
         let r = p.get("/broken", &[]);
         assert_eq!(r.status, 502);
-        assert_eq!(r.headers["x-pointsman-error"], "upstream_connect");
+        assert_eq!(r.header("x-pointsman-error").unwrap(), "upstream_connect");
         count("broken", "dead", "", 502);
     }
     for _ in 0..4 {
@@ -513,10 +197,11 @@ fn metrics_count_every_request_by_route_upstream_and_variant() {
     count("mirrored", "v1", "", 200);
 
     // One connection held open counts on its listener.
-    let held = TcpStream::connect(p.proxy).unwrap();
+    let held = TcpStream::connect(p.addr).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let samples = p.metrics();
-    let listener = [("listener", p.listen_bind.as_str())];
+    let bind = p.addr.to_string();
+    let listener = [("listener", bind.as_str())];
     assert_eq!(
         value(&samples, "pointsman_connections_active", &listener),
         1.0
@@ -698,7 +383,7 @@ fn metrics_count_every_request_by_route_upstream_and_variant() {
 
     // The JSON access log: one line per request, every field.
     std::thread::sleep(Duration::from_millis(200));
-    let lines = p.access_lines();
+    let lines = p.json_log("access");
     let total: u64 = want.values().sum();
     // The 400s of the path check are answered by the pipeline too.
     assert_eq!(lines.len() as u64, total, "{}", p.log_text());
@@ -758,7 +443,7 @@ fn admin_api_answers_per_spec() {
     assert_eq!((r.status, r.body.trim()), (200, "ok"));
     assert_eq!(p.admin("GET", "/readyz", &[], "").status, 200);
     let r = p.admin("GET", "/metrics", &[], "");
-    assert!(r.headers["content-type"].starts_with("text/plain"));
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     assert!(
         r.body.contains("# TYPE pointsman_config_generation gauge"),
         "{}",
@@ -855,10 +540,11 @@ fn admin_api_answers_per_spec() {
     let r = p.admin("POST", "/explain", &auth, body);
     assert_eq!(r.status, 200, "{}", r.body);
     let trace = r.json();
-    let cli = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(["explain", "--config"])
-        .arg(&p.config)
-        .args([
+    let (code, out, err) = run_cli(
+        &[
+            "explain",
+            "--config",
+            p.config.to_str().unwrap(),
             "--json",
             "-H",
             "x-user-id: u1",
@@ -866,16 +552,12 @@ fn admin_api_answers_per_spec() {
             "10.1.2.3",
             "--data",
             "",
-        ])
-        .arg("http://example.test/ab/x")
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
+            "http://example.test/ab/x",
+        ],
+        None,
     );
-    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(trace, cli);
     assert_eq!(p.admin("POST", "/explain", &auth, "{nope").status, 400);
     assert_eq!(p.admin("POST", "/explain", &[], body).status, 401);
@@ -890,7 +572,7 @@ fn logs_never_carry_raw_escape_bytes() {
     let esc_path = b"GET /plain/\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let esc_id = b"GET /plain/id HTTP/1.1\r\nHost: x\r\nx-request-id: a\x1b[2Jb\r\nConnection: close\r\n\r\n";
     for bytes in [&esc_host[..], &esc_path[..], &esc_id[..]] {
-        let r = raw(p.proxy, bytes).unwrap();
+        let r = raw_blocking(p.addr, bytes).unwrap();
         // hyper refuses control bytes in the head; either way nothing raw
         // may be logged.
         assert!(matches!(r.status, 200 | 400), "{r:?}");
@@ -898,9 +580,9 @@ fn logs_never_carry_raw_escape_bytes() {
     // A percent-encoded ESC stays encoded in the logged path.
     assert_eq!(p.get("/plain/%1b[31m", &[]).status, 200);
     std::thread::sleep(Duration::from_millis(200));
-    let log = p.log.lock().unwrap().clone();
+    let log = std::fs::read(&p.log).unwrap();
     assert!(!log.contains(&0x1b), "raw ESC in the log");
-    let lines = p.access_lines();
+    let lines = p.json_log("access");
     assert!(lines.iter().any(|l| {
         l["path"]
             .as_str()

@@ -12,22 +12,56 @@
 //! - `listen_change_sets_pending_restart`
 //! - `sigterm_drains_then_exits_0`, `second_signal_exits_at_once`
 
-mod common;
+mod support;
 
-use common::{
-    Pointsman, Upstream, client, eventually, free_port, get, rules, upstream, write_atomic,
-};
 use http::StatusCode;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::binary::{Binary, free_port};
+use support::upstream::{Named, named};
+use support::{client, eventually, fetch, write_atomic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A rule file: one listener, the admin API, upstreams `a` and `b`, and a
+/// catch-all route to `to`.
+fn rules(listen: u16, admin: u16, a: &Named, b: &Named, to: &str) -> String {
+    format!(
+        r#"listen:
+  - bind: "127.0.0.1:{listen}"
+admin:
+  bind: "127.0.0.1:{admin}"
+limits:
+  drain_timeout: 5s
+upstreams:
+  a:
+    endpoints: ["{a}"]
+  b:
+    endpoints: ["{b}"]
+routes:
+  - name: main
+    match: {{ path_prefix: / }}
+    to: {to}
+"#,
+        a = a.addr,
+        b = b.addr,
+    )
+}
+
+/// `pointsman run` on `config` (written by the test, with these ports).
+fn run(config: &Path, listen: u16, admin: u16) -> Binary {
+    Binary::launch()
+        .args(&["--access-log", "off", "--threads", "2"])
+        .log_filter("info,reload=debug")
+        .run(config, listen, admin)
+}
+
 struct Setup {
     dir: tempfile::TempDir,
-    a: Upstream,
-    b: Upstream,
+    a: Named,
+    b: Named,
     listen: u16,
     admin: u16,
 }
@@ -35,8 +69,8 @@ struct Setup {
 async fn setup() -> Setup {
     Setup {
         dir: tempfile::tempdir().expect("tempdir"),
-        a: upstream("a").await,
-        b: upstream("b").await,
+        a: named("a").await,
+        b: named("b").await,
         listen: free_port(),
         admin: free_port(),
     }
@@ -52,19 +86,19 @@ impl Setup {
 }
 
 /// Polls `GET /` until it answers `want`; returns how long it took.
-async fn until_served_by(p: &Pointsman, want: &str, timeout: Duration) -> Option<Duration> {
+async fn until_served_by(p: &Binary, want: &str, timeout: Duration) -> Option<Duration> {
     let c = client();
     let url = p.url("/");
     let start = Instant::now();
     let ok = eventually(timeout, || async {
-        matches!(get(&c, &url).await, Ok((StatusCode::OK, body)) if body == want)
+        matches!(fetch(&c, &url).await, Ok((StatusCode::OK, body)) if body == want)
     })
     .await;
     ok.then(|| start.elapsed())
 }
 
-async fn body(p: &Pointsman) -> String {
-    let (status, body) = get(&client(), &p.url("/")).await.expect("GET /");
+async fn body(p: &Binary) -> String {
+    let (status, body) = fetch(&client(), &p.url("/")).await.expect("GET /");
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
@@ -73,7 +107,7 @@ async fn body(p: &Pointsman) -> String {
 async fn atomic_rename_takes_effect_within_1s() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(s.dir.path(), s.listen, s.admin).await;
+    let p = run(s.dir.path(), s.listen, s.admin);
     assert_eq!(body(&p).await, "a");
     write_atomic(&s.file(), &s.rules("b"));
     let took = until_served_by(&p, "b", Duration::from_secs(3)).await;
@@ -87,7 +121,7 @@ async fn in_place_write_takes_effect_within_1s() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
     // A single-file config: its directory is watched.
-    let p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let p = run(&s.file(), s.listen, s.admin);
     assert_eq!(body(&p).await, "a");
     std::fs::write(s.file(), s.rules("b")).expect("write");
     let took = until_served_by(&p, "b", Duration::from_secs(3)).await;
@@ -104,7 +138,7 @@ async fn in_place_write_takes_effect_within_1s() {
 async fn half_written_file_is_never_applied() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let p = run(&s.file(), s.listen, s.admin);
     let full = s.rules("b");
     // Cut inside the route's flow mapping: not valid YAML.
     let cut = full.find("path_prefix").expect("cut point");
@@ -115,7 +149,7 @@ async fn half_written_file_is_never_applied() {
     let c = client();
     let cfg_url = p.admin_url("/config");
     let failed = eventually(Duration::from_secs(2), || async {
-        let (_, text) = get(&c, &cfg_url).await.expect("config");
+        let (_, text) = fetch(&c, &cfg_url).await.expect("config");
         text.contains("\"failure\"")
     })
     .await;
@@ -132,7 +166,7 @@ async fn half_written_file_is_never_applied() {
 async fn sighup_and_post_reload_make_new_generations() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let p = run(&s.file(), s.listen, s.admin);
     let first = p.config().await;
     assert_eq!(first["generation"], 1);
     assert_eq!(first["pending_restart"], false);
@@ -160,7 +194,7 @@ async fn sighup_and_post_reload_make_new_generations() {
 async fn invalid_edit_keeps_the_old_config() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(s.dir.path(), s.listen, s.admin).await;
+    let p = run(s.dir.path(), s.listen, s.admin);
     // An unknown key in the route: line 15, column 5.
     let bad = s
         .rules("b")
@@ -171,7 +205,7 @@ async fn invalid_edit_keeps_the_old_config() {
     let c = client();
     let url = p.admin_url("/config");
     let seen = eventually(Duration::from_secs(2), || async {
-        let (_, text) = get(&c, &url).await.expect("config");
+        let (_, text) = fetch(&c, &url).await.expect("config");
         text.contains("\"failure\"")
     })
     .await;
@@ -203,7 +237,7 @@ async fn configmap_symlink_swap_is_picked_up() {
     stamp("..2026_01", &s.rules("a"));
     symlink("..2026_01", dir.join("..data")).expect("..data");
     symlink("..data/rules.yaml", dir.join("rules.yaml")).expect("rules.yaml");
-    let p = Pointsman::start(dir, s.listen, s.admin).await;
+    let p = run(dir, s.listen, s.admin);
     assert_eq!(body(&p).await, "a");
     let sha = p.config().await["sha256"].clone();
     // As the kubelet does: new timestamped dir, ..data_tmp, rename, clean up.
@@ -229,7 +263,7 @@ async fn configmap_symlink_swap_is_picked_up() {
 async fn fifty_reloads_under_load_fail_no_request() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(s.dir.path(), s.listen, s.admin).await;
+    let p = run(s.dir.path(), s.listen, s.admin);
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -240,7 +274,7 @@ async fn fifty_reloads_under_load_fail_no_request() {
             let mut bad = Vec::new();
             let mut seen = std::collections::HashSet::new();
             while !stop.load(Ordering::Relaxed) {
-                match get(&c, &url).await {
+                match fetch(&c, &url).await {
                     Ok((StatusCode::OK, body)) if body == "a" || body == "b" => {
                         ok.fetch_add(1, Ordering::Relaxed);
                         seen.insert(body);
@@ -301,8 +335,8 @@ async fn echo(stream: &mut TcpStream, msg: &[u8]) {
 async fn upgraded_stream_survives_a_reload() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(&s.file(), s.listen, s.admin).await;
-    let mut ws = TcpStream::connect(p.listen).await.expect("connect");
+    let p = run(&s.file(), s.listen, s.admin);
+    let mut ws = TcpStream::connect(p.addr).await.expect("connect");
     ws.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
         .await
         .expect("upgrade request");
@@ -327,7 +361,7 @@ async fn experiment_counts_survive_only_an_unchanged_definition() {
             )
     };
     std::fs::write(s.file(), with_experiment(1)).expect("write");
-    let p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let p = run(&s.file(), s.listen, s.admin);
     let c = client();
     for i in 0..20 {
         let req = http::Request::get(p.url("/"))
@@ -338,7 +372,7 @@ async fn experiment_counts_survive_only_an_unchanged_definition() {
         assert_eq!(resp.status(), StatusCode::OK);
     }
     let total = || async {
-        let (_, text) = get(&client(), &p.admin_url("/experiments"))
+        let (_, text) = fetch(&client(), &p.admin_url("/experiments"))
             .await
             .expect("experiments");
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -356,7 +390,7 @@ async fn experiment_counts_survive_only_an_unchanged_definition() {
 async fn listen_change_sets_pending_restart() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let p = run(&s.file(), s.listen, s.admin);
     let moved = s.rules("b").replace(
         &format!("127.0.0.1:{}", s.listen),
         &format!("127.0.0.1:{}", free_port()),
@@ -389,9 +423,9 @@ async fn read_response(stream: &mut TcpStream, len: usize) -> String {
 async fn sigterm_drains_then_exits_0() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let mut p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let mut p = run(&s.file(), s.listen, s.admin);
     // An idle keep-alive connection.
-    let mut idle = TcpStream::connect(p.listen).await.expect("connect");
+    let mut idle = TcpStream::connect(p.addr).await.expect("connect");
     idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .expect("write");
@@ -401,14 +435,14 @@ async fn sigterm_drains_then_exits_0() {
         "{first}"
     );
     // An open WebSocket-style stream.
-    let mut ws = TcpStream::connect(p.listen).await.expect("connect");
+    let mut ws = TcpStream::connect(p.addr).await.expect("connect");
     ws.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
         .await
         .expect("upgrade request");
     assert!(read_head(&mut ws).await.starts_with("HTTP/1.1 101"));
     // A slow request in flight.
     let url = p.url("/slow?ms=1500");
-    let slow = tokio::spawn(async move { get(&client(), &url).await });
+    let slow = tokio::spawn(async move { fetch(&client(), &url).await });
     let started = eventually(Duration::from_secs(2), || async {
         s.a.slow_started.load(Ordering::SeqCst) == 1
     })
@@ -420,13 +454,13 @@ async fn sigterm_drains_then_exits_0() {
     let readyz = p.admin_url("/readyz");
     let draining = eventually(Duration::from_secs(1), || async {
         matches!(
-            get(&c, &readyz).await,
+            fetch(&c, &readyz).await,
             Ok((StatusCode::SERVICE_UNAVAILABLE, _))
         )
     })
     .await;
     assert!(draining, "/readyz did not turn 503");
-    let listen = p.listen;
+    let listen = p.addr;
     let refused = eventually(Duration::from_secs(1), || async {
         matches!(TcpStream::connect(listen).await, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
     })
@@ -464,9 +498,9 @@ async fn sigterm_drains_then_exits_0() {
 async fn second_signal_exits_at_once() {
     let s = setup().await;
     std::fs::write(s.file(), s.rules("a")).expect("write");
-    let mut p = Pointsman::start(&s.file(), s.listen, s.admin).await;
+    let mut p = run(&s.file(), s.listen, s.admin);
     let url = p.url("/slow?ms=20000");
-    let _slow = tokio::spawn(async move { get(&client(), &url).await });
+    let _slow = tokio::spawn(async move { fetch(&client(), &url).await });
     let started = eventually(Duration::from_secs(2), || async {
         s.a.slow_started.load(Ordering::SeqCst) == 1
     })
@@ -478,7 +512,7 @@ async fn second_signal_exits_at_once() {
     assert!(
         eventually(Duration::from_secs(1), || async {
             matches!(
-                get(&c, &readyz).await,
+                fetch(&c, &readyz).await,
                 Ok((StatusCode::SERVICE_UNAVAILABLE, _))
             )
         })

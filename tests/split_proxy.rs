@@ -13,205 +13,44 @@
 //! - `operator_actions_answer_200_404_409`.
 //! - `rollback_survives_a_restart_with_state_file`.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+mod support;
+
 use serde_json::Value;
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::binary::{Binary, run_cli};
+use support::http::{get, post};
+use support::upstream::{Named, named};
 
-// === test upstreams ===
-
-/// An upstream answering `200 NAME` (or 500 when `fail` is set) and echoing
-/// the `x-pointsman-variant` it received as `x-seen-variant`.
-struct Upstream {
-    addr: SocketAddr,
-    fail: Arc<AtomicBool>,
+/// Starts the binary on `body` (rule text without `listen`/`admin`) written
+/// to `dir`, where a later start finds what this one left (its state file).
+fn start(dir: &Path, body: &str) -> Binary {
+    let rules = format!("listen:\n  - bind: \"{{LISTEN}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\n{body}");
+    Binary::launch()
+        .args(&["--access-log", "off"])
+        .in_dir(dir)
+        .start(&rules)
 }
 
-async fn upstream(name: &'static str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let fail = Arc::new(AtomicBool::new(false));
-    let f = fail.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let f = f.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    let fail = f.load(Ordering::SeqCst);
-                    async move {
-                        let seen = req
-                            .headers()
-                            .get("x-pointsman-variant")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("none")
-                            .to_owned();
-                        let resp = hyper::Response::builder()
-                            .status(if fail { 500 } else { 200 })
-                            .header("x-seen-variant", seen)
-                            .body(Full::new(Bytes::from(name)))
-                            .unwrap();
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Upstream { addr, fail }
+/// Upstreams `a` and `b` (answering with their names and the variant they
+/// saw as `x-seen-variant`) and the binary on their definitions followed by
+/// `rest`.
+struct Ab {
+    b: Named,
+    dir: tempfile::TempDir,
+    p: Binary,
 }
 
-// === the proxy process ===
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+async fn start_ab(rest: &str) -> Ab {
+    let (a, b) = (named("a").await, named("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(dir.path(), &format!("{}{rest}", upstreams(&a, &b)));
+    Ab { b, dir, p }
 }
 
-/// A `pointsman run` child; killed on drop.
-struct Proxy {
-    child: Child,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Writes `body` (rule text without `listen`/`admin`) under fresh ports to
-/// `dir/rules.yaml` and starts the binary on it; waits for `/readyz`.
-async fn start(dir: &Path, body: &str) -> Proxy {
-    let (lp, ap) = (free_port(), free_port());
-    let config = dir.join("rules.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen:\n  - bind: \"127.0.0.1:{lp}\"\nadmin:\n  bind: \"127.0.0.1:{ap}\"\n{body}"
-        ),
-    )
-    .unwrap();
-    let log = dir.join(format!("run-{lp}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(["run", "--access-log", "off", "--config"])
-        .arg(&config)
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let p = Proxy {
-        child,
-        listen: ([127, 0, 0, 1], lp).into(),
-        admin: ([127, 0, 0, 1], ap).into(),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = try_get(p.admin, "GET", "/readyz", &[]).await
-            && r.status == 200
-        {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "proxy not ready:\n{}", p.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-// === a minimal HTTP/1.1 client ===
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-async fn try_get(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(addr).await?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    if method == "POST" {
-        req.push_str("content-length: 0\r\n");
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Ok(Resp {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
-}
-
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
-    try_get(addr, "GET", path, headers).await.unwrap()
-}
-
-async fn post(addr: SocketAddr, path: &str) -> Resp {
-    try_get(addr, "POST", path, &[]).await.unwrap()
-}
-
-async fn canary_view(p: &Proxy, name: &str) -> Value {
+async fn canary_view(p: &Binary, name: &str) -> Value {
     let all = get(p.admin, "/canaries", &[]).await.json();
     all["canaries"]
         .as_array()
@@ -222,7 +61,7 @@ async fn canary_view(p: &Proxy, name: &str) -> Value {
         .unwrap()
 }
 
-async fn experiment_stats(p: &Proxy, name: &str) -> Value {
+async fn experiment_stats(p: &Binary, name: &str) -> Value {
     let all = get(p.admin, "/experiments", &[]).await.json();
     all["experiments"]
         .as_array()
@@ -233,7 +72,7 @@ async fn experiment_stats(p: &Proxy, name: &str) -> Value {
         .unwrap()
 }
 
-fn upstreams(a: &Upstream, b: &Upstream) -> String {
+fn upstreams(a: &Named, b: &Named) -> String {
     format!(
         "upstreams:\n  a: {{ endpoints: [\"{}\"] }}\n  b: {{ endpoints: [\"{}\"] }}\n",
         a.addr, b.addr
@@ -244,32 +83,26 @@ fn upstreams(a: &Upstream, b: &Upstream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_by_header_matches_assign_and_counts() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}experiments:
+    let Ab { dir: _dir, p, .. } = start_ab(
+        "experiments:
   exp:
     sticky_on: [header:x-user-id]
     variants:
-      - {{ name: control, weight: 1 }}
-      - {{ name: treat, weight: 1, to: b }}
+      - { name: control, weight: 1 }
+      - { name: treat, weight: 1, to: b }
 routes:
   - name: r
-    match: {{ path_prefix: /exp }}
+    match: { path_prefix: /exp }
     to: a
     experiment: exp
 ",
-            upstreams(&a, &b)
-        ),
     )
     .await;
     let ids: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
     let mut seen: HashMap<String, String> = HashMap::new();
     for id in &ids {
         for _ in 0..3 {
-            let r = get(p.listen, "/exp/x", &[("x-user-id", id)]).await;
+            let r = get(p.addr, "/exp/x", &[("x-user-id", id)]).await;
             assert_eq!(r.status, 200);
             let variant = r.header("x-seen-variant").unwrap().to_owned();
             let want_body = if variant == "exp=treat" { "b" } else { "a" };
@@ -283,14 +116,11 @@ routes:
         }
     }
     // `pointsman assign` prints the same variant for each id.
-    let out = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .args(["assign", "--experiment", "exp", "--config"])
-        .arg(dir.path().join("rules.yaml"))
-        .args(&ids)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let config = p.config.to_str().unwrap();
+    let mut args = vec!["assign", "--experiment", "exp", "--config", config];
+    args.extend(ids.iter().map(String::as_str));
+    let (code, text, _) = run_cli(&args, None);
+    assert_eq!(code, 0, "{text}");
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         assert_eq!(f.len(), 3, "{line}");
@@ -299,7 +129,7 @@ routes:
     }
     assert_eq!(text.lines().count(), ids.len());
     // Not enrolled (no id): the route's `to`, no variant header, not counted.
-    let r = get(p.listen, "/exp/x", &[]).await;
+    let r = get(p.addr, "/exp/x", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "a"));
     assert_eq!(r.header("x-seen-variant"), Some("none"));
     let stats = experiment_stats(&p, "exp").await;
@@ -318,27 +148,21 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_by_minted_cookie() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}experiments:
+    let Ab { dir: _dir, p, .. } = start_ab(
+        "experiments:
   exp:
     variants:
-      - {{ name: control, weight: 1 }}
-      - {{ name: treat, weight: 1, to: b }}
+      - { name: control, weight: 1 }
+      - { name: treat, weight: 1, to: b }
 routes:
   - name: r
     to: a
     experiment: exp
 ",
-            upstreams(&a, &b)
-        ),
     )
     .await;
     for _ in 0..5 {
-        let first = get(p.listen, "/", &[]).await;
+        let first = get(p.addr, "/", &[]).await;
         let cookie = first.header("set-cookie").expect("a minted cookie");
         let (pair, attrs) = cookie.split_once(';').unwrap();
         assert_eq!(
@@ -350,7 +174,7 @@ routes:
         let variant = first.header("x-seen-variant").unwrap().to_owned();
         assert!(variant.starts_with("exp="), "{variant}");
         for _ in 0..3 {
-            let again = get(p.listen, "/", &[("cookie", pair)]).await;
+            let again = get(p.addr, "/", &[("cookie", pair)]).await;
             assert_eq!(again.header("x-seen-variant"), Some(variant.as_str()));
             assert_eq!(again.header("set-cookie"), None, "no new cookie");
             assert_eq!(again.body, first.body);
@@ -360,17 +184,13 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_exclude_each_other() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    let dir = tempfile::tempdir().unwrap();
     let exp = |ns: &str| {
         format!(
             "    sticky_on: [header:x-user-id]\n    namespace: [{ns}]\n    variants: [{{ name: on, weight: 1, to: b }}]\n"
         )
     };
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}experiments:\n  left:\n{}  right:\n{}routes:
+    let Ab { dir: _dir, p, .. } = start_ab(&format!(
+        "experiments:\n  left:\n{}  right:\n{}routes:
   - name: r1
     match: {{ path_prefix: /left }}
     to: a
@@ -380,17 +200,15 @@ async fn namespaces_exclude_each_other() {
     to: a
     experiment: right
 ",
-            upstreams(&a, &b),
-            exp("shared, 0, 0.5"),
-            exp("shared, 0.5, 1")
-        ),
-    )
+        exp("shared, 0, 0.5"),
+        exp("shared, 0.5, 1")
+    ))
     .await;
     let (mut left, mut right) = (0, 0);
     for i in 0..100 {
         let id = format!("ns-user-{i}");
-        let l = get(p.listen, "/left", &[("x-user-id", &id)]).await;
-        let r = get(p.listen, "/right", &[("x-user-id", &id)]).await;
+        let l = get(p.addr, "/left", &[("x-user-id", &id)]).await;
+        let r = get(p.addr, "/right", &[("x-user-id", &id)]).await;
         let in_l = l.header("x-seen-variant") == Some("left=on");
         let in_r = r.header("x-seen-variant") == Some("right=on");
         assert!(!(in_l && in_r), "{id} is in both");
@@ -403,17 +221,13 @@ async fn namespaces_exclude_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forcing_needs_allow_force() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    let dir = tempfile::tempdir().unwrap();
     let exp = |force: bool| {
         format!(
             "    sticky_on: [header:x-user-id]\n    allow_force: {force}\n    variants: [{{ name: control, weight: 1 }}, {{ name: treat, weight: 1, to: b }}]\n"
         )
     };
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}experiments:\n  open:\n{}  closed:\n{}routes:
+    let Ab { dir: _dir, p, .. } = start_ab(&format!(
+        "experiments:\n  open:\n{}  closed:\n{}routes:
   - name: r1
     match: {{ path_prefix: /open }}
     to: a
@@ -426,42 +240,35 @@ async fn forcing_needs_allow_force() {
     match: {{ path_prefix: /shop }}
     canary: {{ stable: a, canary: b, weight: 0, allow_force: true, sticky_on: [header:x-user-id] }}
 ",
-            upstreams(&a, &b),
-            exp(true),
-            exp(false)
-        ),
-    )
+        exp(true),
+        exp(false)
+    ))
     .await;
-    let r = get(p.listen, "/open", &[("x-pointsman-force", "open=treat")]).await;
+    let r = get(p.addr, "/open", &[("x-pointsman-force", "open=treat")]).await;
     assert_eq!(
         (r.body.as_str(), r.header("x-seen-variant")),
         ("b", Some("open=treat"))
     );
-    let r = get(p.listen, "/open?pm_force=open%3Dcontrol", &[]).await;
+    let r = get(p.addr, "/open?pm_force=open%3Dcontrol", &[]).await;
     assert_eq!(
         (r.body.as_str(), r.header("x-seen-variant")),
         ("a", Some("open=control"))
     );
     // Without allow_force the force is ignored: no id, not enrolled.
-    let r = get(
-        p.listen,
-        "/closed",
-        &[("x-pointsman-force", "closed=treat")],
-    )
-    .await;
+    let r = get(p.addr, "/closed", &[("x-pointsman-force", "closed=treat")]).await;
     assert_eq!(
         (r.body.as_str(), r.header("x-seen-variant")),
         ("a", Some("none"))
     );
-    let r = get(p.listen, "/closed?pm_force=closed%3Dtreat", &[]).await;
+    let r = get(p.addr, "/closed?pm_force=closed%3Dtreat", &[]).await;
     assert_eq!(r.header("x-seen-variant"), Some("none"));
     // A canary at weight 0 forced onto its canary arm.
-    let r = get(p.listen, "/shop", &[("x-pointsman-force", "shop=canary")]).await;
+    let r = get(p.addr, "/shop", &[("x-pointsman-force", "shop=canary")]).await;
     assert_eq!(
         (r.body.as_str(), r.header("x-seen-variant")),
         ("b", Some("shop=canary"))
     );
-    let r = get(p.listen, "/shop", &[("x-user-id", "u1")]).await;
+    let r = get(p.addr, "/shop", &[("x-user-id", "u1")]).await;
     assert_eq!(
         (r.body.as_str(), r.header("x-seen-variant")),
         ("a", Some("shop=stable"))
@@ -472,30 +279,24 @@ async fn forcing_needs_allow_force() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_progresses_through_short_steps() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}routes:
+    let Ab { dir: _dir, p, .. } = start_ab(
+        "routes:
   - name: shop
     canary:
       stable: a
       canary: b
       sticky_on: [header:x-user-id]
       steps:
-        - {{ weight: 0, hold: 1s }}
-        - {{ weight: 50, hold: 600ms }}
-        - {{ weight: 100 }}
+        - { weight: 0, hold: 1s }
+        - { weight: 50, hold: 600ms }
+        - { weight: 100 }
 ",
-            upstreams(&a, &b)
-        ),
     )
     .await;
     assert!(
-        p.log().contains("no state_file"),
+        p.log_text().contains("no state_file"),
         "start-up warning:\n{}",
-        p.log()
+        p.log_text()
     );
     let mut weights = Vec::new();
     let mut n = 0;
@@ -504,7 +305,7 @@ async fn canary_progresses_through_short_steps() {
         let before = canary_view(&p, "shop").await;
         let id = format!("c-{n}");
         n += 1;
-        let r = get(p.listen, "/", &[("x-user-id", &id)]).await;
+        let r = get(p.addr, "/", &[("x-user-id", &id)]).await;
         let after = canary_view(&p, "shop").await;
         let w = before["weight"].as_f64().unwrap();
         if before["weight"] == after["weight"] {
@@ -535,7 +336,7 @@ async fn canary_progresses_through_short_steps() {
     }
     assert_eq!(weights, [0.0, 50.0, 100.0]);
     for i in 0..10 {
-        let r = get(p.listen, "/", &[("x-user-id", &format!("late-{i}"))]).await;
+        let r = get(p.addr, "/", &[("x-user-id", &format!("late-{i}"))]).await;
         assert_eq!(
             (r.body.as_str(), r.header("x-seen-variant")),
             ("b", Some("shop=canary"))
@@ -545,29 +346,25 @@ async fn canary_progresses_through_short_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_canary_rolls_back_and_stable_keeps_serving() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    b.fail.store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}routes:
+    let Ab {
+        b, dir: _dir, p, ..
+    } = start_ab(
+        "routes:
   - name: shop
     canary:
       stable: a
       canary: b
       weight: 50
       sticky_on: [header:x-user-id]
-      guard: {{ window: 10s, min_requests: 5, max_error_rate: 0.2 }}
+      guard: { window: 10s, min_requests: 5, max_error_rate: 0.2 }
 ",
-            upstreams(&a, &b)
-        ),
     )
     .await;
+    b.fail.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut i = 0;
     loop {
-        let r = get(p.listen, "/", &[("x-user-id", &format!("g-{i}"))]).await;
+        let r = get(p.addr, "/", &[("x-user-id", &format!("g-{i}"))]).await;
         i += 1;
         match r.header("x-seen-variant") {
             Some("shop=stable") => assert_eq!((r.status, r.body.as_str()), (200, "a")),
@@ -582,9 +379,9 @@ async fn failing_canary_rolls_back_and_stable_keeps_serving() {
         assert!(Instant::now() < deadline, "no rollback: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(p.log().contains("guard breached"), "{}", p.log());
+    assert!(p.log_text().contains("guard breached"), "{}", p.log_text());
     for i in 0..20 {
-        let r = get(p.listen, "/", &[("x-user-id", &format!("after-{i}"))]).await;
+        let r = get(p.addr, "/", &[("x-user-id", &format!("after-{i}"))]).await;
         assert_eq!((r.status, r.body.as_str()), (200, "a"));
         assert_eq!(r.header("x-seen-variant"), Some("shop=stable"));
     }
@@ -592,16 +389,9 @@ async fn failing_canary_rolls_back_and_stable_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_actions_answer_200_404_409() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(
-        dir.path(),
-        &format!(
-            "{}routes:\n  - name: shop\n    canary: {{ stable: a, canary: b, weight: 20 }}\n",
-            upstreams(&a, &b)
-        ),
-    )
-    .await;
+    let Ab { dir: _dir, p, .. } =
+        start_ab("routes:\n  - name: shop\n    canary: { stable: a, canary: b, weight: 20 }\n")
+            .await;
     let act = |action: &'static str| {
         let admin = p.admin;
         async move { post(admin, &format!("/canaries/shop/{action}")).await }
@@ -639,7 +429,7 @@ async fn operator_actions_answer_200_404_409() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_survives_a_restart_with_state_file() {
-    let (a, b) = (upstream("a").await, upstream("b").await);
+    let (a, b) = (named("a").await, named("b").await);
     let dir = tempfile::tempdir().unwrap();
     let rules = format!(
         "state_file: state/canary.json\n{}routes:
@@ -652,23 +442,23 @@ async fn rollback_survives_a_restart_with_state_file() {
 ",
         upstreams(&a, &b)
     );
-    let p = start(dir.path(), &rules).await;
-    assert!(!p.log().contains("no state_file"), "{}", p.log());
+    let p = start(dir.path(), &rules);
+    assert!(!p.log_text().contains("no state_file"), "{}", p.log_text());
     assert_eq!(post(p.admin, "/canaries/shop/rollback").await.status, 200);
     let saved = std::fs::read_to_string(dir.path().join("state/canary.json")).unwrap();
     assert!(saved.contains("\"rolled_back\""), "{saved}");
     drop(p);
-    let p = start(dir.path(), &rules).await;
+    let p = start(dir.path(), &rules);
     let v = canary_view(&p, "shop").await;
     assert_eq!(
         (v["state"].as_str(), v["weight"].as_f64()),
         (Some("rolled_back"), Some(0.0))
     );
-    let r = get(p.listen, "/", &[("cookie", "pm_uid=anyone")]).await;
+    let r = get(p.addr, "/", &[("cookie", "pm_uid=anyone")]).await;
     assert_eq!(r.header("x-seen-variant"), Some("shop=stable"));
     drop(p);
     // A changed definition starts afresh.
-    let p = start(dir.path(), &rules.replace("weight: 10,", "weight: 20,")).await;
+    let p = start(dir.path(), &rules.replace("weight: 10,", "weight: 20,"));
     let v = canary_view(&p, "shop").await;
     assert_eq!(
         (v["state"].as_str(), v["weight"].as_f64()),

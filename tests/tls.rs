@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::Mode;
+use support::check::check_lines;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -88,9 +89,7 @@ fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
 fn write_leaf(dir: &Path, stem: &str, l: &Leaf) {
     // Written to a temporary name and renamed, as rotation tools do.
     for (ext, text) in [("pem", &l.cert_pem), ("key", &l.key_pem)] {
-        let tmp = dir.join(format!(".{stem}.{ext}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("{stem}.{ext}"))).unwrap();
+        support::write_atomic(&dir.join(format!("{stem}.{ext}")), text);
     }
 }
 
@@ -131,6 +130,37 @@ fn tls_config(certs: &[&str], upstream: SocketAddr) -> String {
         "admin: {{ bind: \"127.0.0.1:0\" }}\nupstreams:\n  web: {{ endpoints: [\"{upstream}\"] }}\nroutes:\n  - name: all\n    to: web\n    experiment: {{ issue_cookie: pm_uid, variants: [{{ name: a, weight: 1 }}] }}\n"
     ));
     y
+}
+
+/// An upstream in `mode` behind the proxy serving one certificate (`a`,
+/// for `a.test`, from a new CA) on its TLS listener.
+struct OneCert {
+    up: support::TestUpstream,
+    dir: tempfile::TempDir,
+    ca: Ca,
+    leaf: Leaf,
+    p: Running,
+}
+
+async fn one_cert(mode: Mode) -> OneCert {
+    let up = support::upstream(mode).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let leaf = leaf(&ca, &["a.test"]);
+    write_leaf(dir.path(), "a", &leaf);
+    std::fs::write(
+        dir.path().join("pointsman.yaml"),
+        tls_config(&["a"], up.addr),
+    )
+    .unwrap();
+    let p = start(dir.path()).await;
+    OneCert {
+        up,
+        dir,
+        ca,
+        leaf,
+        p,
+    }
 }
 
 // === clients ===
@@ -194,10 +224,19 @@ fn any_cert_client(alpn: &[&str]) -> ClientConfig {
 }
 
 fn ca_client(ca: &Ca, alpn: &[&str]) -> ClientConfig {
+    ca_client_with(ca, pointsman::tls::VERSIONS, alpn)
+}
+
+/// Trusts `ca` only and speaks the TLS `versions` given.
+fn ca_client_with(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&str],
+) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.pem.as_bytes()).flatten());
     let mut c = ClientConfig::builder_with_provider(pointsman::tls::provider())
-        .with_protocol_versions(pointsman::tls::VERSIONS)
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -222,7 +261,10 @@ fn served_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn h1(s: TlsStream<TcpStream>) -> Sender {
+async fn h1<S>(s: S) -> Sender
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .unwrap();
@@ -231,7 +273,15 @@ async fn h1(s: TlsStream<TcpStream>) -> Sender {
 }
 
 async fn get(sender: &mut Sender, host: &str) -> (StatusCode, http::HeaderMap, Bytes) {
-    let req = Request::get("/")
+    get_path(sender, "/", host).await
+}
+
+async fn get_path(
+    sender: &mut Sender,
+    path: &str,
+    host: &str,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let req = Request::get(path)
         .header("host", host)
         .body(Empty::new())
         .unwrap();
@@ -292,18 +342,10 @@ async fn sni_chooses_among_certificates_and_wildcards() {
 
 #[tokio::test]
 async fn h2_by_alpn_is_routed_like_h1() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let (up, ca, p) = (&s.up, &s.ca, &s.p);
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["h2", "http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["h2", "http/1.1"])).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
@@ -322,7 +364,7 @@ async fn h2_by_alpn_is_routed_like_h1() {
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 
     // Without ALPN h2 the same listener speaks HTTP/1.1.
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let (status, _, _) = get(&mut h1(s).await, "a.test").await;
     assert_eq!(status, StatusCode::OK);
@@ -359,16 +401,8 @@ fn tls11_client_hello() -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_1_1_client_hello_is_refused() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let p = &s.p;
 
     let mut tcp = TcpStream::connect(p.addr).await.unwrap();
     tcp.write_all(&tls11_client_hello()).await.unwrap();
@@ -383,23 +417,9 @@ async fn tls_1_1_client_hello_is_refused() {
 
 #[tokio::test]
 async fn tls12_only_client_still_works() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca.pem.as_bytes()).flatten());
-    let c = ClientConfig::builder_with_provider(pointsman::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let s = one_cert(Mode::Echo).await;
+    let (ca, p) = (&s.ca, &s.p);
+    let c = ca_client_with(ca, &[&rustls::version::TLS12], &[]);
     let s = connect(p.addr, "a.test", c).await;
     assert_eq!(
         s.get_ref().1.protocol_version(),
@@ -410,16 +430,8 @@ async fn tls12_only_client_still_works() {
 #[tokio::test]
 async fn half_sent_client_hello_is_dropped_at_the_handshake_timeout() {
     assert_eq!(pointsman::tls::HANDSHAKE_TIMEOUT, Duration::from_secs(10));
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let p = &s.p;
     // Shortened for the test; other tests' handshakes take milliseconds.
     pointsman::tls::set_handshake_timeout_for_tests(Duration::from_secs(2));
     let hello = tls11_client_hello();
@@ -442,17 +454,9 @@ async fn half_sent_client_hello_is_dropped_at_the_handshake_timeout() {
 
 #[tokio::test]
 async fn websocket_style_upgrade_over_tls() {
-    let up = support::upstream(Mode::Upgrade).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    write_leaf(dir.path(), "a", &leaf(&ca, &["a.test"]));
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
-    let mut s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = one_cert(Mode::Upgrade).await;
+    let (ca, p) = (&s.ca, &s.p);
+    let mut s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
     )
@@ -474,26 +478,17 @@ async fn websocket_style_upgrade_over_tls() {
 
 #[tokio::test]
 async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    let old = leaf(&ca, &["a.test"]);
-    write_leaf(dir.path(), "a", &old);
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let (dir, ca, old, p) = (&s.dir, &s.ca, &s.leaf, &s.p);
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), old.der);
     let mut open = h1(s).await;
     assert_eq!(get(&mut open, "a.test").await.0, StatusCode::OK);
 
     // Same YAML, new certificate and key: the file watcher's trigger sees a
     // new hash (certificate files are config files) and reloads.
-    let new = leaf(&ca, &["a.test"]);
+    let new = leaf(ca, &["a.test"]);
     write_leaf(dir.path(), "a", &new);
     let status = p.reloader.reload(Trigger::FileChange).await.unwrap();
     assert_eq!(status.generation, 2);
@@ -502,7 +497,7 @@ async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() 
         Err(ReloadError::Unchanged)
     ));
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), new.der);
     // The connection opened before the rotation still works.
     assert_eq!(get(&mut open, "a.test").await.0, StatusCode::OK);
@@ -511,20 +506,11 @@ async fn rotated_certificate_serves_new_handshakes_and_keeps_open_connections() 
 
 #[tokio::test]
 async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
-    let up = support::upstream(Mode::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca();
-    let good = leaf(&ca, &["a.test"]);
-    write_leaf(dir.path(), "a", &good);
-    std::fs::write(
-        dir.path().join("pointsman.yaml"),
-        tls_config(&["a"], up.addr),
-    )
-    .unwrap();
-    let p = start(dir.path()).await;
+    let s = one_cert(Mode::Echo).await;
+    let (dir, ca, good, p) = (&s.dir, &s.ca, &s.leaf, &s.p);
 
     // A new certificate whose key was not replaced: mismatch.
-    let other = leaf(&ca, &["a.test"]);
+    let other = leaf(ca, &["a.test"]);
     std::fs::write(dir.path().join("a.pem"), &other.cert_pem).unwrap();
     let err = p.reloader.reload(Trigger::Admin).await.unwrap_err();
     let text = err.to_string();
@@ -542,7 +528,7 @@ async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
     let err = p.reloader.reload(Trigger::FileChange).await.unwrap_err();
     assert!(err.to_string().contains("cannot read certificate"), "{err}");
 
-    let s = connect(p.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), good.der);
     assert_eq!(get(&mut h1(s).await, "a.test").await.0, StatusCode::OK);
 }
@@ -586,23 +572,10 @@ async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
     addr
 }
 
+/// `GET path` over plain HTTP/1.1 with `Host: proxy.test`.
 async fn plain_get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "proxy.test")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+    get_path(&mut h1(tcp).await, path, "proxy.test").await
 }
 
 #[tokio::test]
@@ -666,24 +639,6 @@ routes:
     }
 }
 
-fn check(config: &Path) -> (i32, Vec<String>) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
-        .arg("check")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let dir = config.parent().unwrap().display().to_string();
-    let lines = text
-        .lines()
-        .map(|l| l.replace(&dir, "DIR"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    (out.status.code().unwrap_or(-1), lines)
-}
-
 #[test]
 fn check_reports_certificate_problems_with_positions() {
     let dir = tempfile::tempdir().unwrap();
@@ -709,7 +664,7 @@ fn check_reports_certificate_problems_with_positions() {
         ),
     )
     .unwrap();
-    let (code, lines) = check(&bad);
+    let (code, lines) = check_lines(&bad);
     println!("{}", lines.join("\n"));
     assert_eq!(code, 1);
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -736,7 +691,7 @@ fn check_reports_certificate_problems_with_positions() {
         ),
     )
     .unwrap();
-    let (code, lines) = check(&soon);
+    let (code, lines) = check_lines(&soon);
     println!("{}", lines.join("\n"));
     assert_eq!(code, 0);
     let warning = lines.iter().find(|l| l.contains("warning")).unwrap();

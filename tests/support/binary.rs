@@ -1,9 +1,13 @@
-//! The real `pointsman` binary, started on free ephemeral ports with a rule
-//! file written to a temporary directory, and stopped when dropped.
+//! The real `pointsman` binary: `pointsman run` on free ephemeral ports
+//! (stopped when dropped, its log printed if the test failed), and other
+//! commands run to completion.
 
+use super::http::{Reply, send_blocking};
+use super::prom::{self, Sample};
+use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -14,58 +18,143 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// 127.0.0.1:`port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A running `pointsman run`.
+#[derive(Debug)]
 pub struct Binary {
     pub child: Child,
     /// The first public listener.
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// The rule file (or folder) it runs on.
+    pub config: PathBuf,
+    /// Its stdout and stderr.
     pub log: PathBuf,
+    /// The temporary folder it made, if it made one.
+    pub dir: Option<tempfile::TempDir>,
 }
 
-impl Binary {
-    /// Writes `rules` (with `{LISTEN}` and `{ADMIN}` replaced by free
-    /// addresses) to `routes.yaml` in a new temp dir and runs the proxy on it.
-    pub fn start(rules: &str) -> Binary {
-        Binary::start_with(rules, &[])
+/// How to run the binary; see [`Binary::launch`].
+#[derive(Debug, Clone)]
+pub struct Launch {
+    args: Vec<String>,
+    log_filter: String,
+    dir: Option<PathBuf>,
+    files: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// Extra `run` arguments.
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
-    /// As [`Binary::start`], with extra `run` arguments.
-    pub fn start_with(rules: &str, args: &[&str]) -> Binary {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    /// `POINTSMAN_LOG` (default `info`).
+    pub fn log_filter(mut self, filter: &str) -> Launch {
+        self.log_filter = filter.into();
+        self
+    }
+
+    /// Writes the rule file (and the log) to `dir` rather than to a new
+    /// temporary folder, so that a later run can find what this one left.
+    pub fn in_dir(mut self, dir: &Path) -> Launch {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Writes a file next to the rule file.
+    pub fn file(mut self, name: &str, text: &str) -> Launch {
+        self.files.push((name.into(), text.into()));
+        self
+    }
+
+    /// Writes `rules` (with `{LISTEN}` and `{ADMIN}` replaced by free
+    /// addresses) to `routes.yaml` and runs the proxy on it.
+    pub fn start(self, rules: &str) -> Binary {
+        let (made, dir) = match &self.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let p = t.path().to_owned();
+                (Some(t), p)
+            }
+        };
+        let (addr, admin) = (local(free_port()), local(free_port()));
         let text = rules
             .replace("{LISTEN}", &addr.to_string())
             .replace("{ADMIN}", &admin.to_string());
-        let config = dir.path().join("routes.yaml");
+        for (name, content) in &self.files {
+            std::fs::write(dir.join(name), content).expect("write file");
+        }
+        let config = dir.join("routes.yaml");
         std::fs::write(&config, text).expect("write rules");
-        let log = dir.path().join("pointsman.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("POINTSMAN_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start pointsman");
-        let mut b = Binary {
-            child,
-            addr,
-            admin,
-            dir,
-            log,
-        };
+        let mut b = self.spawn(&config, addr, admin, &dir);
+        b.dir = made;
         b.wait_ready();
         b
     }
 
-    /// The rule file's path.
-    pub fn config(&self) -> PathBuf {
-        self.dir.path().join("routes.yaml")
+    /// Runs on `config` (a file or folder the caller wrote), which listens
+    /// on `listen` with its admin API on `admin`.
+    pub fn run(self, config: &Path, listen: u16, admin: u16) -> Binary {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut b = self.spawn(config, local(listen), local(admin), t.path());
+        b.dir = Some(t);
+        b.wait_ready();
+        b
+    }
+
+    fn spawn(&self, config: &Path, addr: SocketAddr, admin: SocketAddr, dir: &Path) -> Binary {
+        let log = dir.join(format!("pointsman-{}.log", addr.port()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(&self.args)
+            .env("POINTSMAN_LOG", &self.log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start pointsman");
+        Binary {
+            child,
+            addr,
+            admin,
+            config: config.to_owned(),
+            log,
+            dir: None,
+        }
+    }
+}
+
+impl Binary {
+    /// How to run it: no extra arguments, `POINTSMAN_LOG=info`.
+    pub fn launch() -> Launch {
+        Launch {
+            args: Vec::new(),
+            log_filter: "info".into(),
+            dir: None,
+            files: Vec::new(),
+        }
+    }
+
+    /// Writes `rules` (with `{LISTEN}` and `{ADMIN}` replaced by free
+    /// addresses) to `routes.yaml` in a new temp dir and runs the proxy on it.
+    pub fn start(rules: &str) -> Binary {
+        Binary::launch().start(rules)
+    }
+
+    /// As [`Binary::start`], with extra `run` arguments.
+    pub fn start_with(rules: &str, args: &[&str]) -> Binary {
+        Binary::launch().args(args).start(rules)
     }
 
     /// What the proxy logged so far.
@@ -73,13 +162,98 @@ impl Binary {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Every JSON log line (`--log-format json`) with this `target`.
+    pub fn json_log(&self, target: &str) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == target)
+            .collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// A blocking `GET` on the listener.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        send_blocking(self.addr, "GET", path, headers, "").expect("GET")
+    }
+
+    /// A blocking request to the admin API.
+    pub fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        send_blocking(self.admin, method, path, headers, body).expect("admin request")
+    }
+
+    /// `GET /metrics`, parsed.
+    pub fn metrics(&self) -> Vec<Sample> {
+        let r = self.admin("GET", "/metrics", &[], "");
+        assert_eq!(r.status, 200);
+        prom::parse(&r.body)
+    }
+
+    /// `GET /config` (async).
+    pub async fn config(&self) -> Value {
+        let (status, body) = super::fetch(&super::client(), &self.admin_url("/config"))
+            .await
+            .expect("GET /config");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("config JSON")
+    }
+
+    /// `POST /reload` (async): the status and the JSON body.
+    pub async fn post_reload(&self) -> (http::StatusCode, Value) {
+        let req = http::Request::post(self.admin_url("/reload"))
+            .body(Default::default())
+            .expect("request");
+        let (parts, body) = super::send(&super::client(), req).await;
+        let json = serde_json::from_slice(&body).expect("reload JSON");
+        (parts.status, json)
+    }
+
+    /// The active generation (async).
+    pub async fn generation(&self) -> u64 {
+        self.config().await["generation"]
+            .as_u64()
+            .expect("generation")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, `INT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("pointsman exited with {status}: {}", self.log_text());
             }
-            if admin_get(self.admin, "/readyz").is_some_and(|(code, _)| code == 200) {
+            if send_blocking(self.admin, "GET", "/readyz", &[], "").is_ok_and(|r| r.status == 200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -90,39 +264,12 @@ impl Binary {
 
 impl Drop for Binary {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- pointsman log ---\n{}", self.log_text());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A blocking `GET` on the admin listener: (status, body).
-pub fn admin_get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
-    http_blocking(admin, "GET", path, &[], "")
-}
-
-/// A minimal blocking HTTP/1.1 request over a fresh connection.
-pub fn http_blocking(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
 }
 
 /// Runs `pointsman ARGS...` to completion: (exit code, stdout, stderr).

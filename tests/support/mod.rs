@@ -1,183 +1,34 @@
-//! Test helpers: recording upstreams on 127.0.0.1:0, hand-built snapshots,
-//! and the real proxy served in-process.
+//! Shared integration-test support, compiled into every test binary (hence
+//! `dead_code` allowed): hand-built snapshots served by the proxy
+//! in-process and a hyper client for it, here; test upstreams in
+//! [`upstream`]; the real binary and CLI runs in [`binary`]; `pointsman
+//! check` in [`check`]; a raw HTTP/1.1 client in [`http`]; Prometheus
+//! exposition parsing in [`prom`].
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod check;
+pub mod http;
+pub mod prom;
+pub mod upstream;
 
+#[allow(unused_imports)]
+pub use upstream::{Mode, Seen, TestUpstream, h2_upstream, upstream};
+
+use ::http::Request;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use pointsman::router::{
     AdminSettings, Fallback, FallbackAction, Limits, Listener, Route, Settings, Snapshot,
 };
 use pointsman::server::{Proxy, Server};
 use pointsman::upstream::{Balance, Endpoint, Protocol, Upstream, UpstreamDef};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// What an upstream saw.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub uri: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// How a test upstream behaves.
-#[derive(Debug, Clone, Copy)]
-pub enum Mode {
-    /// 200 "ok", plus hop-by-hop headers that must not reach the client.
-    Echo,
-    /// Waits, then answers like Echo.
-    Delay(Duration),
-    /// Reads the head, then closes without answering.
-    Close,
-    /// Answers Upgrade requests with 101 and echoes the tunnel.
-    Upgrade,
-}
-
-/// A running test upstream.
-#[derive(Debug, Clone)]
-pub struct TestUpstream {
-    pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-    pub hits: Arc<AtomicUsize>,
-}
-
-impl TestUpstream {
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-    pub fn last(&self) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("a request")
-    }
-}
-
-pub async fn upstream(mode: Mode) -> TestUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = TestUpstream {
-        addr: listener.local_addr().unwrap(),
-        seen: Arc::default(),
-        hits: Arc::default(),
-    };
-    let u = up.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let u = u.clone();
-            tokio::spawn(async move {
-                if let Mode::Close = mode {
-                    let mut buf = vec![0u8; 65536];
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    u.hits.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                let svc = service_fn(move |req| handle(u.clone(), mode, req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    up
-}
-
-/// An h2c (prior knowledge) upstream answering like Echo.
-pub async fn h2_upstream() -> TestUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = TestUpstream {
-        addr: listener.local_addr().unwrap(),
-        seen: Arc::default(),
-        hits: Arc::default(),
-    };
-    let u = up.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let u = u.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(u.clone(), Mode::Echo, req));
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    up
-}
-
-async fn handle(
-    u: TestUpstream,
-    mode: Mode,
-    mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    u.hits.fetch_add(1, Ordering::SeqCst);
-    if let Mode::Delay(d) = mode {
-        tokio::time::sleep(d).await;
-    }
-    let upgrade = matches!(mode, Mode::Upgrade) && req.headers().contains_key("upgrade");
-    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    u.seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        uri: parts.uri.to_string(),
-        headers: parts.headers,
-        body,
-    });
-    if let Some(on) = on_upgrade {
-        tokio::spawn(async move {
-            if let Ok(up) = on.await {
-                let mut io = TokioIo::new(up);
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = io.read(&mut buf).await {
-                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        return Ok(Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("connection", "upgrade")
-            .header("upgrade", "echo")
-            .body(Full::default())
-            .unwrap());
-    }
-    Ok(Response::builder()
-        .header("connection", "x-int")
-        .header("x-int", "secret")
-        .header("keep-alive", "timeout=5")
-        .header("x-upstream", u.addr.to_string())
-        .body(Full::new(Bytes::from_static(b"ok")))
-        .unwrap())
-}
+use tokio::net::TcpStream;
 
 /// An upstream definition over `addrs` with short test timeouts.
 pub fn def(name: &str, addrs: &[SocketAddr]) -> UpstreamDef {
@@ -277,7 +128,7 @@ pub fn client() -> Client {
 }
 
 /// Sends a request and collects the answer.
-pub async fn send(c: &Client, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+pub async fn send(c: &Client, req: Request<Full<Bytes>>) -> (::http::response::Parts, Bytes) {
     let resp = c.request(req).await.expect("response");
     let (parts, body) = resp.into_parts();
     let body = body
@@ -288,7 +139,7 @@ pub async fn send(c: &Client, req: Request<Full<Bytes>>) -> (http::response::Par
     (parts, body)
 }
 
-pub fn get(addr: SocketAddr, path: &str) -> http::request::Builder {
+pub fn get(addr: SocketAddr, path: &str) -> ::http::request::Builder {
     Request::get(format!("http://{addr}{path}"))
 }
 
@@ -299,4 +150,47 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET url`: the status and the body as text.
+pub async fn fetch(client: &Client, url: &str) -> Result<(::http::StatusCode, String), String> {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes `text` to a hidden temporary file next to `path`, then renames it
+/// over `path` (an editor's, or a rotation tool's, atomic save).
+pub fn write_atomic(path: &std::path::Path, text: &str) {
+    let name = path.file_name().expect("file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
 }
