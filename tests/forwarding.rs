@@ -278,6 +278,37 @@ async fn slowloris_is_cut_off_by_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let up = upstream(Mode::Echo).await;
+    let mut l = limits();
+    l.idle_timeout = Duration::from_millis(300);
+    l.header_read_timeout = Duration::from_secs(5);
+    let p = start(snapshot(
+        vec![def("up", &[up.addr])],
+        vec![],
+        Some(FallbackAction::Forward(0)),
+        l,
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive after the answer, then closed once idle for 300 ms.
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "idle connection not closed");
+    let idle = t.elapsed();
+    println!("idle connection closed after {idle:?}");
+    assert!(idle >= Duration::from_millis(250), "{idle:?}");
+    assert!(idle < Duration::from_secs(2), "{idle:?}");
+}
+
+#[tokio::test]
 async fn connections_over_max_are_closed() {
     let up = upstream(Mode::Echo).await;
     let mut l = limits();

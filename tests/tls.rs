@@ -10,6 +10,7 @@
 //! - `websocket_style_upgrade_over_tls`
 //! - `rotated_certificate_serves_new_handshakes_and_keeps_open_connections`
 //! - `broken_replacement_is_rejected_and_the_old_certificate_kept`
+//! - `certificate_file_rotation_is_picked_up_by_the_running_binary`
 //! - `https_upstream_is_verified_against_the_ca`
 //! - `check_reports_certificate_problems_with_positions`
 
@@ -531,6 +532,48 @@ async fn broken_replacement_is_rejected_and_the_old_certificate_kept() {
     let s = connect(p.addr, "a.test", ca_client(ca, &["http/1.1"])).await;
     assert_eq!(served_cert(&s), good.der);
     assert_eq!(get(&mut h1(s).await, "a.test").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn certificate_file_rotation_is_picked_up_by_the_running_binary() {
+    // The certificates live in their own folder, apart from the rule file:
+    // only the watch on the files TLS names can see them change.
+    let up = support::upstream(Mode::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let ca = ca();
+    let old = leaf(&ca, &["a.test"]);
+    write_leaf(&certs, "a", &old);
+    let rules = format!(
+        "listen:\n  - bind: \"{{LISTEN}}\"\n    tls:\n      certificates:\n        - {{ cert: certs/a.pem, key: certs/a.key }}\n\
+         admin: {{ bind: \"{{ADMIN}}\" }}\nupstreams:\n  web: {{ endpoints: [\"{}\"] }}\nroutes:\n  - name: all\n    to: web\n",
+        up.addr
+    );
+    let proxy = support::binary::Binary::launch()
+        .in_dir(dir.path())
+        .start(&rules);
+    let s = connect(proxy.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+    assert_eq!(served_cert(&s), old.der);
+    let mut open = h1(s).await;
+
+    let new = leaf(&ca, &["a.test"]);
+    write_leaf(&certs, "a", &new);
+    let written = std::time::Instant::now();
+    loop {
+        let s = connect(proxy.addr, "a.test", ca_client(&ca, &["http/1.1"])).await;
+        if served_cert(&s) == new.der {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(1),
+            "the rotated certificate was not served within 1 s: {}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The connection opened before the rotation keeps working.
+    assert_eq!(get(&mut open, "a.test").await.0, StatusCode::OK);
 }
 
 /// An HTTPS upstream (both HTTP/1.1 and h2 by ALPN) answering "secure";
