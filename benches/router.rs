@@ -11,10 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
 use pointsman::context::RequestContext;
-use pointsman::router::index::RouteIndex;
-use pointsman::router::{
-    Action, AdminSettings, ForwardOptions, Limits, Respond, Route, Settings, Snapshot,
-};
+use pointsman::router::{Action, ForwardOptions, Respond, Route, Snapshot};
 use pointsman::rules;
 use serde_saphyr::Location;
 use std::hint::black_box;
@@ -74,32 +71,14 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
         })
         .collect();
     let compiled = start.elapsed();
-    let index = RouteIndex::build(&routes);
+    let snapshot = Snapshot::from_routes(routes);
     eprintln!(
         "{n} routes: compile {compiled:?}, index {:?}, layers {}",
         start.elapsed() - compiled,
-        index.max_layers()
+        snapshot.index.max_layers()
     );
     assert!(!diags.has_errors());
-    Snapshot {
-        routes,
-        index,
-        upstreams: vec![],
-        fallback: None,
-        settings: Settings {
-            listeners: vec![],
-            admin: AdminSettings {
-                addr: ([127, 0, 0, 1], 9901).into(),
-                token_file: None,
-            },
-            trusted_proxies: vec![],
-            state_file: None,
-            limits: Limits::default(),
-        },
-        experiments: Vec::new(),
-        needs_body: false,
-        metrics: Default::default(),
-    }
+    snapshot
 }
 
 fn bench(c: &mut Criterion) {

@@ -10,10 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
 use pointsman::context::RequestContext;
-use pointsman::router::index::RouteIndex;
-use pointsman::router::{
-    Action, AdminSettings, ForwardOptions, Limits, Respond, Route, Settings, Snapshot,
-};
+use pointsman::router::{Action, ForwardOptions, Respond, Route, Snapshot};
 use pointsman::rules::{self, Expr};
 use proptest::prelude::*;
 use serde_saphyr::Location;
@@ -208,26 +205,7 @@ fn snapshot(exprs: Vec<Expr>) -> Snapshot {
             metrics: Default::default(),
         })
         .collect();
-    let index = RouteIndex::build(&routes);
-    Snapshot {
-        routes,
-        index,
-        upstreams: vec![],
-        fallback: None,
-        settings: Settings {
-            listeners: vec![],
-            admin: AdminSettings {
-                addr: ([127, 0, 0, 1], 9901).into(),
-                token_file: None,
-            },
-            trusted_proxies: vec![],
-            state_file: None,
-            limits: Limits::default(),
-        },
-        experiments: Vec::new(),
-        needs_body: false,
-        metrics: Default::default(),
-    }
+    Snapshot::from_routes(routes)
 }
 
 #[derive(Debug, Clone)]

@@ -135,7 +135,7 @@ pub enum FallbackAction {
 }
 
 /// Settings outside the routes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub listeners: Vec<Listener>,
     pub admin: AdminSettings,
@@ -169,6 +169,16 @@ pub struct AdminSettings {
     pub token_file: Option<PathBuf>,
 }
 
+impl Default for AdminSettings {
+    /// 127.0.0.1:9901, no token.
+    fn default() -> Self {
+        AdminSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_file: None,
+        }
+    }
+}
+
 /// Request and connection limits (SPEC 2, `limits`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -194,6 +204,23 @@ impl Default for Limits {
             max_connections: 10000,
             max_body_bytes: 0,
             drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of `routes` alone (no upstreams, no fallback, default
+    /// settings), indexed over exactly these routes.
+    pub fn from_routes(routes: Vec<Route>) -> Snapshot {
+        Snapshot {
+            index: index::RouteIndex::build(&routes),
+            needs_body: routes.iter().any(|r| r.matcher.needs_body()),
+            routes,
+            upstreams: Vec::new(),
+            fallback: None,
+            settings: Settings::default(),
+            experiments: Vec::new(),
+            metrics: Default::default(),
         }
     }
 }

@@ -69,8 +69,6 @@ pub fn snapshot(
     limits: Limits,
 ) -> Snapshot {
     Snapshot {
-        routes,
-        index: Default::default(),
         upstreams: upstreams
             .into_iter()
             .map(|d| Arc::new(Upstream::new(d)))
@@ -89,13 +87,10 @@ pub fn snapshot(
                 addr: "127.0.0.1:0".parse().unwrap(),
                 token_file: None,
             },
-            trusted_proxies: Vec::new(),
-            state_file: None,
             limits,
+            ..Settings::default()
         },
-        experiments: Vec::new(),
-        needs_body: false,
-        metrics: Default::default(),
+        ..Snapshot::from_routes(routes)
     }
 }
 
