@@ -19,7 +19,6 @@
 //! Series of routes, upstreams, experiments and canaries that left the
 //! config are dropped with the `retain_*` methods after a reload.
 
-use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{
@@ -28,7 +27,7 @@ use prometheus::{
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::upstream::Upstream;
@@ -658,13 +657,15 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 
 type SeriesKey = (Arc<str>, Arc<str>, Arc<str>);
 
-/// Every live [`RequestSeries`]. Changed only at compile and reload time
-/// (copy on write), read at scrape time.
+/// Every live [`RequestSeries`]. Changed only at compile and reload time,
+/// read at scrape time; requests never touch it (they hold their handles).
+/// A lock rather than copy on write: compile resolves thousands of new
+/// series in a row, and copying the whole map for each is quadratic.
 #[derive(Debug)]
 struct RequestTable {
     requests_desc: Desc,
     duration_desc: Desc,
-    series: ArcSwap<HashMap<SeriesKey, Arc<RequestSeries>>>,
+    series: RwLock<HashMap<SeriesKey, Arc<RequestSeries>>>,
 }
 
 impl RequestTable {
@@ -683,32 +684,40 @@ impl RequestTable {
                 labels(&["route", "upstream", "variant"]),
                 HashMap::new(),
             )?,
-            series: ArcSwap::from_pointee(HashMap::new()),
+            series: RwLock::new(HashMap::new()),
         })
     }
 
     fn series(&self, route: &str, upstream: &str, variant: &str) -> Arc<RequestSeries> {
         let key: SeriesKey = (route.into(), upstream.into(), variant.into());
-        if let Some(s) = self.series.load().get(&key) {
+        if let Some(s) = self.read().get(&key) {
             return s.clone();
         }
-        let fresh = Arc::new(RequestSeries::new(route, upstream, variant));
         // Another thread may insert the same key meanwhile: whichever is in
-        // the map after the update is the one everyone gets.
-        self.series.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(key.clone()).or_insert_with(|| fresh.clone());
-            map
-        });
-        self.series.load().get(&key).cloned().unwrap_or(fresh)
+        // the map is the one everyone gets.
+        self.write()
+            .entry(key)
+            .or_insert_with(|| Arc::new(RequestSeries::new(route, upstream, variant)))
+            .clone()
     }
 
     fn retain(&self, keep: impl Fn(&RequestSeries) -> bool) {
-        self.series.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.retain(|_, s| keep(s));
-            map
-        });
+        self.write().retain(|_, s| keep(s));
+    }
+
+    /// Every live series, copied out so the lock is not held while scraping.
+    fn all(&self) -> Vec<Arc<RequestSeries>> {
+        self.read().values().cloned().collect()
+    }
+
+    // A panic while holding the lock leaves the map intact (inserts and
+    // removals are single map operations), so poisoning is ignored.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<SeriesKey, Arc<RequestSeries>>> {
+        self.series.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<SeriesKey, Arc<RequestSeries>>> {
+        self.series.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -722,10 +731,10 @@ impl Collector for RequestCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let table = self.0.series.load();
+        let table = self.0.all();
         let mut requests = Vec::new();
         let mut durations = Vec::new();
-        for s in table.values() {
+        for s in &table {
             for (code, n) in s.codes() {
                 let mut labels = s.labels();
                 labels.push(label_pair("code", &code));

@@ -7,7 +7,11 @@
 use super::Snapshot;
 use super::compile::Place;
 use crate::config::{Diagnostic, Severity};
-use std::collections::HashSet;
+use std::collections::HashMap;
+
+/// Most candidate routes compared with one later route (see
+/// [`shadowed_routes`]).
+const MAX_CANDIDATES: usize = 4096;
 
 /// Warnings for routes an earlier route provably always wins over.
 ///
@@ -16,19 +20,26 @@ use std::collections::HashSet;
 /// atom of an earlier route is also an atom of a later one, any request the
 /// later route matches is matched first by the earlier one. An empty earlier
 /// `match` therefore shadows every route after it. `places[i]` is where
-/// `snapshot.routes[i]` is defined.
+/// `snapshot.routes[i]` is defined. The warning names the first such
+/// earlier route.
+///
+/// # Cost
+///
+/// Not pairwise: atoms are interned, and each route with atoms is filed
+/// under its rarest atom (fewest routes have it). An earlier route whose
+/// atoms are all in a later route has its rarest atom there too, so a later
+/// route compares only with the routes filed under one of its own atoms (in
+/// file order, stopping at the first that shadows it). Routes with unrelated
+/// hosts, paths or headers are never compared. At most [`MAX_CANDIDATES`]
+/// earlier routes are compared with one later route; in a config that
+/// exceeds this the remaining ones are skipped, which can only leave a
+/// warning out (the check stays conservative).
 pub(crate) fn shadowed_routes(snapshot: &Snapshot, places: &[Place]) -> Vec<Diagnostic> {
-    let atoms: Vec<HashSet<String>> = snapshot
-        .routes
-        .iter()
-        .map(|r| r.matcher.conjuncts().iter().map(|c| c.summary()).collect())
-        .collect();
+    let shadowers = first_shadowers(&interned_atoms(snapshot));
     let mut out = Vec::new();
-    for (j, later) in atoms.iter().enumerate() {
+    for (j, found) in shadowers.into_iter().enumerate() {
         let Some(place) = places.get(j) else { continue };
-        let Some(i) = (0..j).find(|&i| atoms[i].is_subset(later)) else {
-            continue;
-        };
+        let Some(i) = found else { continue };
         let (Some(earlier), Some(at), Some(route)) = (
             snapshot.routes.get(i),
             places.get(i),
@@ -52,6 +63,81 @@ pub(crate) fn shadowed_routes(snapshot: &Snapshot, places: &[Place]) -> Vec<Diag
         });
     }
     out
+}
+
+/// For each route, the first earlier route whose atoms (sorted ids) are all
+/// among its own, within [`MAX_CANDIDATES`] comparisons.
+fn first_shadowers(atoms: &[Vec<usize>]) -> Vec<Option<usize>> {
+    // How many routes have each atom.
+    let mut count: Vec<usize> = Vec::new();
+    for &a in atoms.iter().flatten() {
+        if count.len() <= a {
+            count.resize(a + 1, 0);
+        }
+        count[a] += 1;
+    }
+    // Routes by their rarest atom, in file order; the first empty `match`.
+    let mut filed: Vec<Vec<usize>> = vec![Vec::new(); count.len()];
+    let mut first_empty = None;
+    for (i, set) in atoms.iter().enumerate() {
+        match set.iter().min_by_key(|&&a| (count[a], a)) {
+            Some(&key) => filed[key].push(i),
+            None => {
+                first_empty.get_or_insert(i);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(atoms.len());
+    for (j, later) in atoms.iter().enumerate() {
+        let mut found = first_empty.filter(|&e| e < j);
+        let mut budget = MAX_CANDIDATES;
+        'atoms: for &a in later {
+            for &i in &filed[a] {
+                if i >= j || found.is_some_and(|f| i >= f) {
+                    break;
+                }
+                if budget == 0 {
+                    break 'atoms;
+                }
+                budget -= 1;
+                if is_subset(&atoms[i], later) {
+                    found = Some(i);
+                    break;
+                }
+            }
+        }
+        out.push(found);
+    }
+    out
+}
+
+/// Each route's atoms as a sorted, deduplicated list of ids (equal
+/// summaries, equal ids).
+fn interned_atoms(snapshot: &Snapshot) -> Vec<Vec<usize>> {
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    snapshot
+        .routes
+        .iter()
+        .map(|r| {
+            let mut set: Vec<usize> = r
+                .matcher
+                .conjuncts()
+                .iter()
+                .map(|c| {
+                    let next = ids.len();
+                    *ids.entry(c.summary()).or_insert(next)
+                })
+                .collect();
+            set.sort_unstable();
+            set.dedup();
+            set
+        })
+        .collect()
+}
+
+/// Whether every id of `small` is in `big` (both sorted).
+fn is_subset(small: &[usize], big: &[usize]) -> bool {
+    small.len() <= big.len() && small.iter().all(|a| big.binary_search(a).is_ok())
 }
 
 /// An experiment's namespace slice and where it is written.
@@ -98,4 +184,55 @@ pub(crate) fn overlapping_namespaces(uses: &[NamespaceUse]) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: the first earlier route whose atoms are a subset.
+    fn pairwise(atoms: &[Vec<usize>]) -> Vec<Option<usize>> {
+        (0..atoms.len())
+            .map(|j| (0..j).find(|&i| is_subset(&atoms[i], &atoms[j])))
+            .collect()
+    }
+
+    #[test]
+    fn filing_by_rarest_atom_finds_what_pairwise_finds() {
+        // Small pseudo-random atom sets over few atoms, so subsets are common.
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % m).unwrap_or(0)
+        };
+        for round in 0..200 {
+            let routes = 1 + next(60);
+            let universe = 1 + round % 9;
+            let atoms: Vec<Vec<usize>> = (0..routes)
+                .map(|_| {
+                    let mut set: Vec<usize> = (0..next(4)).map(|_| next(universe as u64)).collect();
+                    set.sort_unstable();
+                    set.dedup();
+                    set
+                })
+                .collect();
+            assert_eq!(first_shadowers(&atoms), pairwise(&atoms), "{atoms:?}");
+        }
+    }
+
+    #[test]
+    fn unrelated_routes_are_not_compared() {
+        // 20,000 routes with distinct atoms, then one each shadowed by an
+        // earlier route: quick, and the first shadowing route is named.
+        let mut atoms: Vec<Vec<usize>> = (0..20_000).map(|i| vec![i, 100_000 + i % 3]).collect();
+        atoms.push(vec![100_001]);
+        atoms.push(vec![7, 100_001]);
+        atoms.push(vec![100_001, 200_000]);
+        let got = first_shadowers(&atoms);
+        assert!(got[..20_001].iter().all(Option::is_none));
+        assert_eq!(got[20_001], Some(7));
+        assert_eq!(got[20_002], Some(20_000));
+    }
 }
