@@ -120,6 +120,10 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
         let error = failed || resp.status().is_server_error();
         canary.record(*arm, error, start.elapsed());
     }
+    // Metrics are recorded whether or not the access log is on.
+    if let Some(series) = served.series.as_ref().or(snapshot.metrics.none.as_ref()) {
+        series.observe(resp.status().as_u16(), start.elapsed());
+    }
     if !log_on {
         // No record to keep, no body wrapper to box.
         resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
@@ -127,9 +131,6 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &ConnInfo) -> R
     }
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID, request_id.clone());
-    if let Some(series) = served.series.as_ref().or(snapshot.metrics.none.as_ref()) {
-        series.observe(resp.status().as_u16(), start.elapsed());
-    }
     let (parts, body) = resp.into_parts();
     let log = AccessLog {
         request_id,

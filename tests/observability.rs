@@ -589,3 +589,29 @@ fn logs_never_carry_raw_escape_bytes() {
             .is_some_and(|s| s.starts_with("/plain/%1"))
     }));
 }
+
+#[test]
+fn metrics_are_recorded_with_the_access_log_off() {
+    let u = Upstreams {
+        v1: upstream("v1"),
+        v2: upstream("v2"),
+        fb: upstream("fb"),
+        dead: free_port(),
+    };
+    let p = Binary::launch()
+        .args(&["--access-log", "off"])
+        .file("token.txt", TOKEN)
+        .start(&config(&u));
+    for _ in 0..3 {
+        assert_eq!(p.get("/plain", &[]).status, 200);
+    }
+    let samples = p.metrics();
+    let want = [
+        ("route", "plain"),
+        ("upstream", "v1"),
+        ("variant", ""),
+        ("code", "200"),
+    ];
+    assert_eq!(value(&samples, "pointsman_requests_total", &want), 3.0);
+    assert!(!p.log_text().contains("\"access\"") && !p.log_text().contains(" access:"));
+}
