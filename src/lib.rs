@@ -18,6 +18,7 @@ pub mod context;
 pub mod demo;
 pub mod explain;
 pub mod forward;
+pub mod h1pool;
 pub mod matchers;
 pub mod metrics;
 pub mod reload;

@@ -2,8 +2,8 @@
 //! (The definition is the agreed interface; runtime state is owned by the
 //! forwarding work.)
 
-use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use crate::h1pool::{EndpointPool, PooledBody, Sender};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -102,7 +102,10 @@ pub struct Upstream {
     pub def: UpstreamDef,
     endpoints: Box<[EndpointState]>,
     next: AtomicUsize,
-    client: Client<Connector, ProxyBody>,
+    /// The pooled client for `protocol: h2`; HTTP/1.1 uses the per-endpoint
+    /// pools of [`crate::h1pool`].
+    client: Option<Client<Connector, ProxyBody>>,
+    connector: Connector,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -120,7 +123,11 @@ struct EndpointState {
     endpoint: Endpoint,
     /// `host:port`, the authority of every request URI toward it.
     base: Option<http::uri::Authority>,
+    /// The Host header sent when the request has none (the authority,
+    /// without the scheme's default port).
+    host: Option<HeaderValue>,
     in_flight: Arc<AtomicUsize>,
+    pool: Arc<EndpointPool>,
 }
 
 /// Counts one request in flight on an endpoint until dropped.
@@ -172,7 +179,7 @@ pub enum SendError {
 /// A successful exchange: the response and which endpoint gave it.
 #[derive(Debug)]
 pub struct Sent {
-    pub response: Response<Incoming>,
+    pub response: Response<PooledBody>,
     /// The endpoint's `host:port`.
     pub endpoint: String,
     /// Counts the request as in flight; keep it for the response's life.
@@ -197,14 +204,26 @@ impl Upstream {
         if def.protocol == Protocol::H2 {
             builder.http2_only(true);
         }
-        let client = builder.build(connector);
+        let client = (def.protocol == Protocol::H2).then(|| builder.build(connector.clone()));
         let endpoints = def
             .endpoints
             .iter()
-            .map(|e| EndpointState {
-                base: e.authority.parse().ok(),
-                endpoint: e.clone(),
-                in_flight: Arc::new(AtomicUsize::new(0)),
+            .map(|e| {
+                let base: Option<http::uri::Authority> = e.authority.parse().ok();
+                let host = base.as_ref().and_then(|a| {
+                    let default = if e.tls { 443 } else { 80 };
+                    match a.port_u16() {
+                        Some(p) if p != default => HeaderValue::from_str(a.as_str()).ok(),
+                        _ => HeaderValue::from_str(a.host()).ok(),
+                    }
+                });
+                EndpointState {
+                    base,
+                    host,
+                    endpoint: e.clone(),
+                    in_flight: Arc::new(AtomicUsize::new(0)),
+                    pool: EndpointPool::new(POOL_IDLE_TIMEOUT),
+                }
             })
             .collect();
         Upstream {
@@ -212,6 +231,7 @@ impl Upstream {
             endpoints,
             next: AtomicUsize::new(0),
             client,
+            connector,
         }
     }
 
@@ -282,6 +302,9 @@ impl Upstream {
                 source: "invalid endpoint address".into(),
             });
         };
+        let Some(client) = &self.client else {
+            return self.send_h1(ep, base, endpoint, req, timeout).await;
+        };
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(if ep.endpoint.tls {
             http::uri::Scheme::HTTPS
@@ -305,15 +328,129 @@ impl Upstream {
         };
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(ep.in_flight.clone());
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(SendError::Timeout { endpoint, timeout }),
             Ok(Ok(response)) => Ok(Sent {
-                response,
+                response: response.map(PooledBody::plain),
                 endpoint,
                 in_flight,
             }),
             Ok(Err(e)) => Err(classify(endpoint, e)),
         }
+    }
+
+    /// [`Self::send_to`] over HTTP/1.1: an idle pooled connection to the
+    /// endpoint, else a new one. A request that a reused connection hands
+    /// back unsent (it closed meanwhile) goes out on a new connection.
+    async fn send_h1(
+        &self,
+        ep: &EndpointState,
+        base: http::uri::Authority,
+        endpoint: String,
+        mut req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Sent, SendError> {
+        // Origin form (authority form for CONNECT), Host when absent.
+        let uri = if req.method() == Method::CONNECT {
+            Uri::from(base)
+        } else {
+            match req.uri().path_and_query() {
+                Some(pq) => Uri::from(pq.clone()),
+                None => Uri::from_static("/"),
+            }
+        };
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        if let Some(host) = &ep.host
+            && !req.headers().contains_key(http::header::HOST)
+        {
+            req.headers_mut().insert(http::header::HOST, host.clone());
+        }
+        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(ep.in_flight.clone());
+        let exchange = async {
+            let mut req = req;
+            loop {
+                let (mut tx, reused) = match ep.pool.checkout() {
+                    Some(tx) => (tx, true),
+                    // Boxed: the connect future is large and cold; inline,
+                    // it would bloat (and be memcpy'd with) every request's
+                    // future.
+                    None => (Box::pin(self.connect_h1(ep, &endpoint)).await?, false),
+                };
+                match tx.try_send_request(req).await {
+                    Ok(response) => return Ok((response, tx)),
+                    Err(mut e) => match e.take_message() {
+                        Some(back) if reused => req = back,
+                        _ => return Err(classify_h1(endpoint.clone(), e.into_error())),
+                    },
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(SendError::Timeout { endpoint, timeout }),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((response, tx))) => {
+                let response = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    response.map(PooledBody::plain)
+                } else {
+                    response.map(|b| PooledBody::pooled(b, tx, ep.pool.clone()))
+                };
+                Ok(Sent {
+                    response,
+                    endpoint,
+                    in_flight,
+                })
+            }
+        }
+    }
+
+    /// Opens a new HTTP/1.1 connection (TCP, TLS for `https://`) to `ep`.
+    async fn connect_h1(&self, ep: &EndpointState, endpoint: &str) -> Result<Sender, SendError> {
+        use tower_service::Service;
+        let uri = Uri::from_maybe_shared(format!(
+            "{}://{}/",
+            if ep.endpoint.tls { "https" } else { "http" },
+            ep.endpoint.authority
+        ))
+        .map_err(|e| SendError::Connect {
+            endpoint: endpoint.to_owned(),
+            source: e.into(),
+        })?;
+        let mut connector = self.connector.clone();
+        let connected = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(uri).await
+        }
+        .await;
+        let io = match connected {
+            Ok(io) => io,
+            Err(e) if is_tls_error(&*e) => {
+                return Err(SendError::Tls {
+                    endpoint: endpoint.to_owned(),
+                    source: e,
+                });
+            }
+            Err(e) => {
+                return Err(SendError::Connect {
+                    endpoint: endpoint.to_owned(),
+                    source: e,
+                });
+            }
+        };
+        let (tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect {
+                endpoint: endpoint.to_owned(),
+                source: e.into(),
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection closed");
+            }
+        });
+        Ok(tx)
     }
 
     /// Sends a request with the retry rules of SPEC 6. `body` is `Some` when
@@ -406,6 +543,20 @@ pub fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+fn classify_h1(endpoint: String, e: hyper::Error) -> SendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return SendError::BodyTooLarge;
+        }
+        source = s.source();
+    }
+    SendError::Reset {
+        endpoint,
+        source: e.into(),
+    }
 }
 
 fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError {

@@ -533,3 +533,78 @@ async fn mirror_sends_a_copy_without_delaying() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(shadow.last().body, "copy");
 }
+
+/// The HTTP/1.1 upstream pool: a connection is reused once its response was
+/// read to the end, and never after a response abandoned part-way.
+#[tokio::test]
+async fn upstream_connections_are_reused_only_after_a_complete_response() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (listener, addr) = support::upstream::bind().await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = if req.uri().path() == "/big" {
+                            Bytes::from(vec![b'x'; 4 << 20])
+                        } else {
+                            Bytes::from_static(b"small")
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let snap = snapshot(
+        vec![def("pooled", &[addr])],
+        vec![],
+        Some(FallbackAction::Forward(0)),
+        limits(),
+    );
+    let p = start(snap).await;
+    for _ in 0..3 {
+        let (resp, body) = send(
+            &client(),
+            get(p.addr, "/small").body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(body, "small");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection, reused"
+    );
+    // Read the head of a large response only, then hang up.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let (resp, body) = send(
+            &client(),
+            get(p.addr, "/small").body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(body, "small", "no leftover bytes of the abandoned body");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the abandoned connection was closed, a new one reused"
+    );
+}
