@@ -25,6 +25,10 @@ fn sp<T>(v: T) -> Spanned<T> {
     Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN)
 }
 
+fn bsp<T>(v: T) -> Box<Spanned<T>> {
+    Box::new(sp(v))
+}
+
 fn host_path_rule(i: usize) -> raw::Match {
     let path = match i % 4 {
         0 => format!("/api/v{}/users/{{id}}", i % 7),
@@ -33,15 +37,15 @@ fn host_path_rule(i: usize) -> raw::Match {
         _ => "/health".to_owned(),
     };
     raw::Match {
-        host: Some(sp(OneOrMany(vec![format!("h{i}.example.com")]))),
-        path: Some(sp(path)),
+        host: Some(bsp(OneOrMany(vec![format!("h{i}.example.com")]))),
+        path: Some(bsp(path)),
         ..Default::default()
     }
 }
 
 fn header_rule(i: usize) -> raw::Match {
     raw::Match {
-        header: Some(sp(OneOrMany(vec![raw::ValueTest {
+        header: Some(bsp(OneOrMany(vec![raw::ValueTest {
             name: Some(sp("x-tenant".to_owned())),
             equals: Some(sp(raw::Scalar::Str(format!("t{i}")))),
             ..Default::default()

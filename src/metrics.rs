@@ -518,12 +518,21 @@ fn retain_vec<T: prometheus::core::MetricVecBuilder>(
 // === RequestSeries ===
 
 /// Request count by status code and duration histogram of one (route,
-/// upstream, variant). Recording is lock-free and allocation-free.
+/// upstream, variant). Recording is lock-free and allocation-free once the
+/// series has seen its first request.
 #[derive(Debug)]
 pub struct RequestSeries {
     route: Arc<str>,
     upstream: Arc<str>,
     variant: Arc<str>,
+    /// The counters, allocated by the first observation: most series of a
+    /// large config never see a request, and idle ones cost only labels.
+    counts: OnceLock<Box<Counts>>,
+}
+
+/// The counters of one [`RequestSeries`].
+#[derive(Debug)]
+struct Counts {
     /// Counts of [`COMMON_CODES`], by slot.
     common: [AtomicU64; COMMON_CODES.len()],
     /// Counts of other codes in 100..=999 (index `code - 100`), allocated
@@ -536,17 +545,25 @@ pub struct RequestSeries {
     sum_ns: AtomicU64,
 }
 
-impl RequestSeries {
-    fn new(route: &str, upstream: &str, variant: &str) -> Self {
-        RequestSeries {
-            route: route.into(),
-            upstream: upstream.into(),
-            variant: variant.into(),
+impl Counts {
+    fn new() -> Box<Self> {
+        Box::new(Counts {
             common: std::array::from_fn(|_| AtomicU64::new(0)),
             rare: OnceLock::new(),
             other: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_ns: AtomicU64::new(0),
+        })
+    }
+}
+
+impl RequestSeries {
+    fn new(route: Arc<str>, upstream: Arc<str>, variant: Arc<str>) -> Self {
+        RequestSeries {
+            route,
+            upstream,
+            variant,
+            counts: OnceLock::new(),
         }
     }
 
@@ -559,18 +576,30 @@ impl RequestSeries {
     /// were sent.
     #[inline]
     pub fn observe(&self, code: u16, duration: Duration) {
-        self.count(code);
+        let counts = self.counts.get_or_init(Counts::new);
+        counts.count(code);
         let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let bucket = DURATION_BUCKETS_NS
             .iter()
             .position(|&bound| ns <= bound)
             .unwrap_or(DURATION_BUCKETS_NS.len());
-        if let Some(b) = self.buckets.get(bucket) {
+        if let Some(b) = counts.buckets.get(bucket) {
             b.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        counts.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// (code label, count) of every code counted at least once.
+    fn codes(&self) -> Vec<(String, u64)> {
+        self.counts.get().map_or_else(Vec::new, |c| c.codes())
+    }
+
+    /// The histogram as of now; `None` before the first observation.
+    fn histogram(&self) -> Option<proto::Histogram> {
+        self.counts.get()?.histogram()
+    }
+}
+impl Counts {
     #[inline]
     fn count(&self, code: u16) {
         let slot = CODE_SLOT.get(usize::from(code)).copied().unwrap_or(NO_SLOT);
@@ -638,7 +667,9 @@ impl RequestSeries {
         h.set_sample_sum(self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
         Some(h)
     }
+}
 
+impl RequestSeries {
     fn labels(&self) -> Vec<LabelPair> {
         vec![
             label_pair("route", &self.route),
@@ -694,10 +725,11 @@ impl RequestTable {
             return s.clone();
         }
         // Another thread may insert the same key meanwhile: whichever is in
-        // the map is the one everyone gets.
+        // the map is the one everyone gets. The series shares the key's labels.
+        let (r, u, v) = (key.0.clone(), key.1.clone(), key.2.clone());
         self.write()
             .entry(key)
-            .or_insert_with(|| Arc::new(RequestSeries::new(route, upstream, variant)))
+            .or_insert_with(|| Arc::new(RequestSeries::new(r, u, v)))
             .clone()
     }
 

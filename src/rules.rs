@@ -285,6 +285,8 @@ impl Compiler<'_> {
         if xs.len() == 1 {
             xs.pop().unwrap_or_else(Expr::always)
         } else {
+            // Kept for the config's lifetime: no spare capacity.
+            xs.shrink_to_fit();
             Expr::All(xs)
         }
     }
@@ -815,11 +817,11 @@ mod tests {
         assert!(errs[0].contains("nested more than 64"));
 
         let path = raw::Match {
-            path: Some(Spanned::new(
+            path: Some(Box::new(Spanned::new(
                 "/x".to_owned(),
                 Location::UNKNOWN,
                 Location::UNKNOWN,
-            )),
+            ))),
             ..Default::default()
         };
         let mut d = Diagnostics::default();

@@ -72,6 +72,10 @@ fn sp<T>(v: T) -> Spanned<T> {
     Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN)
 }
 
+fn bsp<T>(v: T) -> Box<Spanned<T>> {
+    Box::new(sp(v))
+}
+
 #[derive(Debug, Clone)]
 enum PathRule {
     Template(&'static str),
@@ -135,23 +139,23 @@ fn to_raw(r: &Rule) -> raw::Match {
         host: r
             .hosts
             .as_ref()
-            .map(|h| sp(OneOrMany(h.iter().map(|s| s.to_string()).collect()))),
+            .map(|h| bsp(OneOrMany(h.iter().map(|s| s.to_string()).collect()))),
         ..Default::default()
     };
     match &r.path {
-        Some(PathRule::Template(t)) => host_path.path = Some(sp(t.to_string())),
-        Some(PathRule::Prefix(p)) => host_path.path_prefix = Some(sp(p.to_string())),
+        Some(PathRule::Template(t)) => host_path.path = Some(bsp(t.to_string())),
+        Some(PathRule::Prefix(p)) => host_path.path_prefix = Some(bsp(p.to_string())),
         None => {}
     }
     m.method = r
         .methods
         .as_ref()
-        .map(|ms| sp(OneOrMany(ms.iter().map(|s| s.to_string()).collect())));
-    let header = r.header.map(|h| sp(OneOrMany(vec![header_test(h)])));
+        .map(|ms| bsp(OneOrMany(ms.iter().map(|s| s.to_string()).collect())));
+    let header = r.header.map(|h| bsp(OneOrMany(vec![header_test(h)])));
     match r.shape {
         1 => {
             let alt = raw::Match {
-                header: Some(sp(OneOrMany(vec![header_test(Some("1"))]))),
+                header: Some(bsp(OneOrMany(vec![header_test(Some("1"))]))),
                 ..Default::default()
             };
             m.any = Some(vec![sp(host_path), sp(alt)]);

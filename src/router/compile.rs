@@ -503,6 +503,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        routes.shrink_to_fit();
         routes
     }
 

@@ -38,6 +38,12 @@ use std::collections::HashMap;
 /// More sources than this for one request fall back to a linear scan.
 const MAX_SOURCES: usize = 64;
 
+/// A bucket with at most this many routes keeps no path index: its routes
+/// are all candidates (their whole `match` still decides). Most host buckets
+/// hold one route, and a matchit router each costs kilobytes and build time
+/// for next to no narrowing.
+const SMALL_BUCKET: usize = 4;
+
 /// Narrows the candidate routes by host and path.
 #[derive(Debug, Default)]
 pub struct RouteIndex {
@@ -200,6 +206,14 @@ fn path_templates(conj: &[Expr]) -> Option<Vec<String>> {
 impl PathIndex {
     fn build(items: &[(u32, Option<Vec<String>>)]) -> PathIndex {
         let mut pi = PathIndex::default();
+        if items.len() <= SMALL_BUCKET {
+            // Ids arrive in file order: every route is a candidate.
+            for (id, _) in items {
+                push_unique(&mut pi.pathless, *id);
+            }
+            pi.pathless.shrink_to_fit();
+            return pi;
+        }
         let mut trie = Trie::default();
         // Canonical template → where its ids go.
         let mut placed: HashMap<String, Slot> = HashMap::new();
@@ -225,6 +239,9 @@ impl PathIndex {
                 }
             }
         }
+        pi.pathless.shrink_to_fit();
+        pi.entries.iter_mut().for_each(Vec::shrink_to_fit);
+        pi.entries.shrink_to_fit();
         pi
     }
 
@@ -528,6 +545,20 @@ mod tests {
             false
         });
         assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn small_buckets_keep_no_path_index() {
+        let items: Vec<(u32, Option<Vec<String>>)> = vec![
+            (1, Some(vec!["/a".to_owned(), "/a/".to_owned()])),
+            (1, Some(vec!["/a".to_owned()])),
+            (3, None),
+            (5, Some(vec!["/b/{id}".to_owned()])),
+        ];
+        let pi = PathIndex::build(&items);
+        assert!(pi.layers.is_empty());
+        assert!(pi.entries.is_empty());
+        assert_eq!(pi.pathless, [1, 3, 5]);
     }
 
     #[test]
