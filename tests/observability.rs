@@ -97,6 +97,11 @@ fallback:
 /// The binary on [`config`], logging JSON, with the admin token in
 /// `token.txt` next to the rule file (whitespace trimmed, SPEC 8).
 fn start() -> (Binary, Upstreams) {
+    start_with(&["--log-format", "json"])
+}
+
+/// As [`start`], with other `run` arguments.
+fn start_with(args: &[&str]) -> (Binary, Upstreams) {
     let u = Upstreams {
         v1: upstream("v1"),
         v2: upstream("v2"),
@@ -104,7 +109,7 @@ fn start() -> (Binary, Upstreams) {
         dead: free_port(),
     };
     let p = Binary::launch()
-        .args(&["--log-format", "json"])
+        .args(args)
         .file("token.txt", &format!("  {TOKEN}\n\n"))
         .start(&config(&u));
     (p, u)
@@ -592,16 +597,7 @@ fn logs_never_carry_raw_escape_bytes() {
 
 #[test]
 fn metrics_are_recorded_with_the_access_log_off() {
-    let u = Upstreams {
-        v1: upstream("v1"),
-        v2: upstream("v2"),
-        fb: upstream("fb"),
-        dead: free_port(),
-    };
-    let p = Binary::launch()
-        .args(&["--access-log", "off"])
-        .file("token.txt", TOKEN)
-        .start(&config(&u));
+    let (p, _u) = start_with(&["--access-log", "off"]);
     for _ in 0..3 {
         assert_eq!(p.get("/plain", &[]).status, 200);
     }
