@@ -134,37 +134,8 @@ static CODE_SLOT: [u8; MAX_CODE as usize + 1] = {
     table
 };
 
-/// A canary's state (SPEC 4), the `state`/`to` label values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CanaryState {
-    Static,
-    Progressing,
-    Paused,
-    Promoted,
-    RolledBack,
-}
-
-impl CanaryState {
-    /// Every state, in the order they are exported.
-    pub const ALL: [CanaryState; 5] = [
-        CanaryState::Static,
-        CanaryState::Progressing,
-        CanaryState::Paused,
-        CanaryState::Promoted,
-        CanaryState::RolledBack,
-    ];
-
-    /// The label value: `static`, `progressing`, `paused`, `promoted`, `rolled_back`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CanaryState::Static => "static",
-            CanaryState::Progressing => "progressing",
-            CanaryState::Paused => "paused",
-            CanaryState::Promoted => "promoted",
-            CanaryState::RolledBack => "rolled_back",
-        }
-    }
-}
+/// A canary's state (SPEC 4): its `as_str` gives the `state`/`to` label values.
+pub use crate::split::CanaryState;
 
 // === Metrics ===
 

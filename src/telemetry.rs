@@ -13,10 +13,9 @@
 
 use crate::forward::ForwardError;
 use crate::metrics::{
-    CanaryState, Metrics, MirrorCounters, ROUTE_FALLBACK, ROUTE_NONE, RequestSeries, UpstreamErrors,
+    Metrics, MirrorCounters, ROUTE_FALLBACK, ROUTE_NONE, RequestSeries, UpstreamErrors,
 };
 use crate::router::{Action, FallbackAction, Route, Snapshot};
-use crate::split::canary::State;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -146,9 +145,9 @@ pub fn refresh(metrics: &Metrics, snapshot: &Snapshot) {
     }
     for r in &snapshot.routes {
         if let Action::Canary(c) = &r.action {
-            metrics.set_canary(&r.name, c.weight(), canary_state(c.state()));
+            metrics.set_canary(&r.name, c.weight(), c.state());
             for (to, n) in c.transitions() {
-                metrics.sync_canary_transitions(&r.name, canary_state(to), n);
+                metrics.sync_canary_transitions(&r.name, to, n);
             }
         }
     }
@@ -159,16 +158,6 @@ pub fn refresh(metrics: &Metrics, snapshot: &Snapshot) {
 pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
     refresh(metrics, snapshot);
     metrics.render()
-}
-
-fn canary_state(s: State) -> CanaryState {
-    match s {
-        State::Static => CanaryState::Static,
-        State::Progressing => CanaryState::Progressing,
-        State::Paused => CanaryState::Paused,
-        State::Promoted => CanaryState::Promoted,
-        State::RolledBack => CanaryState::RolledBack,
-    }
 }
 
 /// Counts a reload (`snapshot`: the newly active config on success) and,
