@@ -9,9 +9,10 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use pointsman::router::{
-    Action, FallbackAction, ForwardOptions, HeaderOps, Redirect, Respond, Route,
+    Action, FallbackAction, ForwardOptions, HeaderOps, Limits, Redirect, Respond, Route,
 };
 use pointsman::rules::Expr;
+use pointsman::upstream::UpstreamDef;
 use std::time::{Duration, Instant};
 use support::{
     Client, Mode, TestUpstream, client, def, get, h2_upstream, limits, raw, send, snapshot, start,
@@ -20,12 +21,12 @@ use support::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fallback_to(up: &TestUpstream) -> pointsman::router::Snapshot {
-    snapshot(
-        vec![def("up", &[up.addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        limits(),
-    )
+    forward_all(def("up", &[up.addr]), limits())
+}
+
+/// No routes: every request goes to the fallback, which forwards to `up`.
+fn forward_all(up: UpstreamDef, limits: Limits) -> pointsman::router::Snapshot {
+    snapshot(vec![up], vec![], Some(FallbackAction::Forward(0)), limits)
 }
 
 #[tokio::test]
@@ -135,12 +136,7 @@ async fn connect_refused_is_502_upstream_connect() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = dead.local_addr().unwrap();
     drop(dead);
-    let snap = snapshot(
-        vec![def("dead", &[addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        limits(),
-    );
+    let snap = forward_all(def("dead", &[addr]), limits());
     let p = start(snap).await;
     let (resp, body) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     println!("{} {:?}", resp.status, body);
@@ -154,13 +150,7 @@ async fn slow_upstream_is_504() {
     let up = upstream(Mode::Delay(Duration::from_secs(2))).await;
     let mut d = def("slow", &[up.addr]);
     d.request_timeout = Duration::from_millis(200);
-    let p = start(snapshot(
-        vec![d],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        limits(),
-    ))
-    .await;
+    let p = start(forward_all(d, limits())).await;
     let t = Instant::now();
     let (resp, _) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
@@ -172,12 +162,7 @@ async fn slow_upstream_is_504() {
 async fn get_is_retried_on_another_endpoint_post_is_not() {
     let bad = upstream(Mode::Close).await;
     let good = upstream(Mode::Echo).await;
-    let snap = snapshot(
-        vec![def("pair", &[bad.addr, good.addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        limits(),
-    );
+    let snap = forward_all(def("pair", &[bad.addr, good.addr]), limits());
     let p = start(snap).await;
     let c = client();
     // Round robin starts at the closing endpoint; the GET moves on.
@@ -201,13 +186,7 @@ async fn body_over_max_is_413_by_length_and_by_stream() {
     let up = upstream(Mode::Echo).await;
     let mut l = limits();
     l.max_body_bytes = 10;
-    let p = start(snapshot(
-        vec![def("up", &[up.addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        l,
-    ))
-    .await;
+    let p = start(forward_all(def("up", &[up.addr]), l)).await;
     let c = client();
     let post = Request::post(format!("http://{}/", p.addr))
         .body(Full::new(Bytes::from_static(b"0123456789abc")))
@@ -233,13 +212,7 @@ async fn too_many_or_too_large_headers_get_431() {
     let mut l = limits();
     l.max_headers = 10;
     l.max_header_bytes = 8192;
-    let p = start(snapshot(
-        vec![def("up", &[up.addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        l,
-    ))
-    .await;
+    let p = start(forward_all(def("up", &[up.addr]), l)).await;
     let mut many = String::from("GET / HTTP/1.1\r\nhost: a\r\n");
     for i in 0..20 {
         many.push_str(&format!("x-h{i}: v\r\n"));
@@ -283,13 +256,7 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
     let mut l = limits();
     l.idle_timeout = Duration::from_millis(300);
     l.header_read_timeout = Duration::from_secs(5);
-    let p = start(snapshot(
-        vec![def("up", &[up.addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        l,
-    ))
-    .await;
+    let p = start(forward_all(def("up", &[up.addr]), l)).await;
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
@@ -314,13 +281,7 @@ async fn connections_over_max_are_closed() {
     let mut l = limits();
     l.max_connections = 1;
     l.header_read_timeout = Duration::from_secs(5);
-    let p = start(snapshot(
-        vec![def("up", &[up.addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        l,
-    ))
-    .await;
+    let p = start(forward_all(def("up", &[up.addr]), l)).await;
     let _first = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let out = raw(
@@ -354,13 +315,7 @@ async fn h2_upstream_gets_requests() {
     let up = h2_upstream().await;
     let mut d = def("grpc", &[up.addr]);
     d.protocol = pointsman::upstream::Protocol::H2;
-    let p = start(snapshot(
-        vec![d],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        limits(),
-    ))
-    .await;
+    let p = start(forward_all(d, limits())).await;
     let (resp, body) = send(
         &client(),
         get(p.addr, "/svc").body(Full::default()).unwrap(),
@@ -562,12 +517,7 @@ async fn upstream_connections_are_reused_only_after_a_complete_response() {
             });
         }
     });
-    let snap = snapshot(
-        vec![def("pooled", &[addr])],
-        vec![],
-        Some(FallbackAction::Forward(0)),
-        limits(),
-    );
+    let snap = forward_all(def("pooled", &[addr]), limits());
     let p = start(snap).await;
     for _ in 0..3 {
         let (resp, body) = send(
