@@ -233,10 +233,15 @@ fn explain_cmd(
 
 /// Runs the proxy on a tokio runtime.
 fn serve(opts: RunOptions, threads: Option<usize>) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker runs on a current-thread runtime: the same event loop
+    // without the work-stealing scheduler's atomics and cross-thread wakeups.
+    let mut builder = match threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        builder.worker_threads(n);
     }
     let runtime = match builder.build() {
         Ok(r) => r,
