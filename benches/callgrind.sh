@@ -22,7 +22,7 @@ TOP=${TOP:-40}
 KEEP=${KEEP:-} # a directory to copy callgrind.out into
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/pointsman
+BIN=${BIN:-$ROOT/target/release/pointsman}
 export PATH=$PATH:/usr/sbin
 P_BACKEND=$BASE_PORT
 P_PROXY=$((BASE_PORT + 1))
