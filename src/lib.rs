@@ -9,9 +9,10 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod config;
 pub mod context;

@@ -253,7 +253,11 @@ impl Reloader {
             };
             let sources: Vec<String> = loaded.sources.iter().map(|s| s.name.to_string()).collect();
             let compiled = compile::compile(&loaded, env)?;
-            Ok(Some((compiled, sources, loaded.sha256)))
+            let sha256 = loaded.sha256.clone();
+            drop(loaded);
+            // The parse tree was allocated and freed on this thread.
+            crate::allocator::release_free_memory();
+            Ok(Some((compiled, sources, sha256)))
         })
         .await
         .unwrap_or_else(|e| {
