@@ -40,35 +40,53 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// exactly `upgrade`. With `keep_te_trailers`, a `te: trailers` survives (for
 /// h2 upstreams, gRPC). `Host` is never removed, whatever Connection names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers: bool) {
-    // Hot path: most requests carry none of these, and a `remove` of an
-    // absent name still hashes it; one scan of the keys is cheaper.
-    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+    // One scan of the keys finds which fixed hop-by-hop names are present,
+    // so only those are removed: a `remove` of an absent name still hashes
+    // it, and most messages carry none or only `Connection: keep-alive`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if *name == header::UPGRADE {
+            present |= UPGRADE_BIT;
+        }
+    }
+    if present == 0 && !upgrade {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| *n != header::HOST && !(upgrade && *n == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if present & CONNECTION_BIT != 0 {
+        // Names the fixed list already removes (and `close`) need no lookup.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| *n != header::HOST && !HOP_BY_HOP.contains(n))
+            .filter(|n| !(upgrade && *n == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     let te_trailers = keep_te_trailers
+        && present & TE_BIT != 0
         && headers
             .get_all(header::TE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & UPGRADE_BIT != 0 {
         headers.remove(header::UPGRADE);
     }
     if te_trailers {
@@ -85,10 +103,11 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::UPGRADE || HOP_BY_HOP.contains(name)
-}
+/// Bits of `present` in [`strip_hop_by_hop`]: one per [`HOP_BY_HOP`] entry,
+/// then `Upgrade`.
+const CONNECTION_BIT: u8 = 1 << 0;
+const TE_BIT: u8 = 1 << 3;
+const UPGRADE_BIT: u8 = 1 << 6;
 
 /// Removes client-sent `x-pointsman-*` headers other than `x-pointsman-force`.
 pub fn strip_internal(headers: &mut HeaderMap) {
@@ -261,6 +280,52 @@ pub fn id_in_share(id: &HeaderValue, percent: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn presence_bits_name_their_headers() {
+        assert_eq!(
+            HOP_BY_HOP[CONNECTION_BIT.trailing_zeros() as usize],
+            header::CONNECTION
+        );
+        assert_eq!(HOP_BY_HOP[TE_BIT.trailing_zeros() as usize], header::TE);
+        assert_eq!(UPGRADE_BIT.trailing_zeros() as usize, HOP_BY_HOP.len());
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, host, Close"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("host", "a.example"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers, gzip"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(names(&h), ["host", "x-kept"]);
+
+        let mut h = map(&[("connection", "keep-alive"), ("te", "gzip, trailers")]);
+        strip_hop_by_hop(&mut h, false, true);
+        assert_eq!(names(&h), ["te"]);
+        assert_eq!(h["te"], "trailers");
+
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true, false);
+        assert_eq!(names(&h), ["connection", "upgrade"]);
+        assert_eq!(h["connection"], "upgrade");
+
+        let mut h = map(&[("x-plain", "1")]);
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(names(&h), ["x-plain"]);
+    }
 
     #[test]
     fn ipv4_str_matches_display() {

@@ -1,0 +1,99 @@
+//! The floor under Pointsman's per-request cost: the least a reverse proxy
+//! built on the same stack (tokio, hyper 1 HTTP/1.1 server and client
+//! connections, mimalloc) can do per request.
+//!
+//! No routing, no header rewriting beyond `X-Forwarded-For`, no metrics,
+//! no timeouts, no retries, no h2c detection: accept, read the request,
+//! send it on a pooled upstream connection, read the whole response, write
+//! it back. `benches/e2e.sh` runs it as the `hyper-floor` target, so the
+//! table shows how much of the gap to NGINX is the stack and how much is
+//! Pointsman's own work. It is a measuring stick, not a product.
+//!
+//! ```sh
+//! cargo run --release --example hyper_floor -- 127.0.0.1:8081 127.0.0.1:8080 [THREADS]
+//! ```
+
+// The library sets the global allocator (mimalloc); link it so the floor
+// allocates the way the proxy does.
+extern crate pointsman;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+
+type Pool = Arc<Mutex<Vec<SendRequest<Incoming>>>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: hyper_floor LISTEN UPSTREAM [THREADS]";
+    let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
+    // The same runtime choice as `pointsman run --threads N`.
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()?
+        .block_on(serve(listen, upstream))
+}
+
+async fn serve(listen: SocketAddr, upstream: SocketAddr) -> Result<(), BoxError> {
+    let listener = TcpListener::bind(listen).await?;
+    let pool: Pool = Arc::default();
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| proxy(req, peer, upstream, pool.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    upstream: SocketAddr,
+    pool: Pool,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let pooled = pool.lock().map_err(|_| "pool lock poisoned")?.pop();
+    let mut sender = match pooled {
+        Some(s) => s,
+        None => connect(upstream).await?,
+    };
+    // Ready once the connection task has seen the previous response end.
+    if sender.ready().await.is_err() {
+        sender = connect(upstream).await?;
+    }
+    let xff = hyper::header::HeaderValue::from_str(&peer.ip().to_string())?;
+    req.headers_mut().append("x-forwarded-for", xff);
+    let (parts, body) = sender.send_request(req).await?.into_parts();
+    let body = body.collect().await?.to_bytes();
+    pool.lock().map_err(|_| "pool lock poisoned")?.push(sender);
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+async fn connect(upstream: SocketAddr) -> Result<SendRequest<Incoming>, BoxError> {
+    let stream = TcpStream::connect(upstream).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
