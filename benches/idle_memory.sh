@@ -32,7 +32,10 @@ if [ -z "${NO_BUILD:-}" ]; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
 
+# The log goes to its own directory: writes next to the rule file would wake
+# the config watcher, whose (unchanged) reload parses the file again.
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-mem.XXXXXX")
+mkdir "$TMP/rules" "$TMP/log"
 PID=
 cleanup() {
     if [ -n "$PID" ]; then
@@ -47,9 +50,9 @@ field() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$PID/status"; }
 
 printf '%8s %10s %10s %10s %10s  (kB)\n' routes VmRSS RssAnon RssFile VmHWM
 for n in "${COUNTS[@]}"; do
-    gen_rules "$n" "$P_LISTEN" "$P_ADMIN" >"$TMP/rules.yaml"
-    "$BIN" run --config "$TMP/rules.yaml" --access-log off --threads "$THREADS" \
-        >"$TMP/log" 2>&1 &
+    gen_rules "$n" "$P_LISTEN" "$P_ADMIN" >"$TMP/rules/rules.yaml"
+    "$BIN" run --config "$TMP/rules/rules.yaml" --access-log off --threads "$THREADS" \
+        >"$TMP/log/log" 2>&1 &
     PID=$!
     up=
     for _ in $(seq 600); do
@@ -61,7 +64,7 @@ for n in "${COUNTS[@]}"; do
     done
     if [ -z "$up" ]; then
         echo "pointsman did not listen on 127.0.0.1:$P_LISTEN; its log:" >&2
-        cat "$TMP/log" >&2
+        cat "$TMP/log/log" >&2
         exit 1
     fi
     sleep 1

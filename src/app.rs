@@ -61,6 +61,8 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     };
     let (compiled, sources, sha) =
         reload::load_and_compile(&opts.config, env).map_err(RunError::Config)?;
+    // The parse tree and build tables are gone: give their pages back.
+    crate::memory::release_free_heap();
     for w in &compiled.warnings {
         tracing::warn!("{w}");
     }

@@ -236,10 +236,10 @@ impl Reloader {
     pub async fn reload(&self, trigger: Trigger) -> Result<Arc<ConfigStatus>, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         let path = self.path.clone();
-        let previous = self.proxy.snapshot();
+        // Only the compile holds the old snapshot, so the swap can free it.
+        let prev_for_compile = self.proxy.snapshot();
         let canaries = self.canaries.clone();
         let active_sha = self.status().sha256.clone();
-        let prev_for_compile = previous.clone();
         let metrics = self.proxy.metrics().cloned();
         let outcome = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
@@ -267,7 +267,11 @@ impl Reloader {
         });
         let now = rfc3339(SystemTime::now());
         match outcome {
-            Ok(None) => Err(ReloadError::Unchanged),
+            Ok(None) => {
+                // The parse was for nothing: give its pages back.
+                crate::memory::release_free_heap();
+                Err(ReloadError::Unchanged)
+            }
             Ok(Some((compiled, sources, sha256))) => {
                 for w in &compiled.warnings {
                     tracing::warn!(target: "reload", "{w}");
@@ -281,6 +285,9 @@ impl Reloader {
                     );
                 }
                 self.proxy.store(compiled.snapshot);
+                // The load's temporaries (and the old snapshot, unless a
+                // request still holds it) are freed by now.
+                crate::memory::release_free_heap();
                 let old = self.status();
                 let status = ConfigStatus {
                     generation: old.generation + 1,
@@ -325,6 +332,7 @@ impl Reloader {
                 self.notify(ReloadResult::Failure, &status);
                 self.status.store(Arc::new(status));
                 crate::telemetry::after_reload(self.proxy.metrics().map(|m| &**m), None, 0);
+                crate::memory::release_free_heap();
                 Err(ReloadError::Invalid(errors))
             }
         }
