@@ -77,9 +77,9 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
     let compiled = start.elapsed();
     let snapshot = Snapshot::from_routes(routes);
     eprintln!(
-        "{n} routes: compile {compiled:?}, index {:?}, layers {}",
+        "{n} routes: compile {compiled:?}, index {:?}, trie nodes {}",
         start.elapsed() - compiled,
-        snapshot.index.max_layers()
+        snapshot.index.trie_nodes()
     );
     assert!(!diags.has_errors());
     snapshot
