@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
 use pointsman::context::RequestContext;
-use pointsman::router::{Action, ForwardOptions, Respond, Route, Snapshot};
+use pointsman::router::{Action, Respond, Route, Snapshot};
 use pointsman::rules;
 use serde_saphyr::Location;
 use std::hint::black_box;
@@ -70,16 +70,16 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
                 body: Default::default(),
                 headers: vec![],
             }),
-            forward: ForwardOptions::default(),
+            forward: Default::default(),
             metrics: Default::default(),
         })
         .collect();
     let compiled = start.elapsed();
     let snapshot = Snapshot::from_routes(routes);
     eprintln!(
-        "{n} routes: compile {compiled:?}, index {:?}, layers {}",
+        "{n} routes: compile {compiled:?}, index {:?}, trie nodes {}",
         start.elapsed() - compiled,
-        snapshot.index.max_layers()
+        snapshot.index.trie_nodes()
     );
     assert!(!diags.has_errors());
     snapshot

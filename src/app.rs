@@ -61,6 +61,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     };
     let (compiled, sources, sha) =
         reload::load_and_compile(&opts.config, env).map_err(RunError::Config)?;
+    // The parse tree and build tables are gone: give their pages back.
     crate::allocator::release_free_memory();
     for w in &compiled.warnings {
         tracing::warn!("{w}");

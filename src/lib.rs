@@ -9,6 +9,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// `deny`, not `forbid`: `allocator` alone allows one FFI call.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -236,28 +236,31 @@ impl Reloader {
     pub async fn reload(&self, trigger: Trigger) -> Result<Arc<ConfigStatus>, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         let path = self.path.clone();
-        let previous = self.proxy.snapshot();
+        // Only the compile holds the old snapshot, so the swap can free it.
+        let prev_for_compile = self.proxy.snapshot();
         let canaries = self.canaries.clone();
         let active_sha = self.status().sha256.clone();
-        let prev_for_compile = previous.clone();
         let metrics = self.proxy.metrics().cloned();
         let outcome = tokio::task::spawn_blocking(move || {
-            let loaded = config::load(&path)?;
-            if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
-                return Ok(None);
-            }
-            let env = CompileEnv {
-                previous: Some(&prev_for_compile),
-                canaries: Some(&canaries),
-                metrics: metrics.as_deref(),
-            };
-            let sources: Vec<String> = loaded.sources.iter().map(|s| s.name.to_string()).collect();
-            let compiled = compile::compile(&loaded, env)?;
-            let sha256 = loaded.sha256.clone();
-            drop(loaded);
-            // The parse tree was allocated and freed on this thread.
+            let outcome = (|| {
+                let loaded = config::load(&path)?;
+                if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
+                    return Ok(None);
+                }
+                let env = CompileEnv {
+                    previous: Some(&prev_for_compile),
+                    canaries: Some(&canaries),
+                    metrics: metrics.as_deref(),
+                };
+                let sources: Vec<String> =
+                    loaded.sources.iter().map(|s| s.name.to_string()).collect();
+                let compiled = compile::compile(&loaded, env)?;
+                Ok(Some((compiled, sources, loaded.sha256.clone())))
+            })();
+            // The parse tree was allocated and freed on this thread, whether
+            // the result is used, unchanged or rejected: give its pages back.
             crate::allocator::release_free_memory();
-            Ok(Some((compiled, sources, sha256)))
+            outcome
         })
         .await
         .unwrap_or_else(|e| {
@@ -285,6 +288,9 @@ impl Reloader {
                     );
                 }
                 self.proxy.store(compiled.snapshot);
+                // The old snapshot is freed by now, unless a request still
+                // holds it.
+                crate::allocator::release_free_memory();
                 let old = self.status();
                 let status = ConfigStatus {
                     generation: old.generation + 1,

@@ -368,7 +368,7 @@ fn route(name: &str, action: Action, forward: ForwardOptions) -> Route {
         name: name.into(),
         matcher: Expr::always(),
         action,
-        forward,
+        forward: forward.into(),
         metrics: Default::default(),
     }
 }

@@ -3,14 +3,16 @@
 //!   wildcards or none, overlapping and identical path templates, prefixes,
 //!   methods, a header test, host/path hidden in `any` / `not`) and random
 //!   requests, `Snapshot::select` picks exactly the first route in file order
-//!   whose match holds, and `trace` ends on that route.
+//!   whose match holds, and `trace` ends on that route. This covers the
+//!   index's segment trie (buckets over 4 routes) and the allocation-free
+//!   template matcher (`matchers` checks that one against matchit too).
 //! - `double_negation`: `Not(Not(e))` matches exactly when `e` does.
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
 use pointsman::context::RequestContext;
-use pointsman::router::{Action, ForwardOptions, Respond, Route, Snapshot};
+use pointsman::router::{Action, Respond, Route, Snapshot};
 use pointsman::rules::{self, Expr};
 use proptest::prelude::*;
 use serde_saphyr::Location;
@@ -34,6 +36,8 @@ const TEMPLATES: &[&str] = &[
     "/img/{n}.png",
     "/img/{*r}",
     "/img/x{n}",
+    "/users/{id}/",
+    "/a/b/c/{d}/e",
 ];
 const PREFIXES: &[&str] = &["/users", "/src/", "/", "/img", "/users/me"];
 
@@ -66,6 +70,11 @@ const REQ_PATHS: &[&str] = &[
     "/imgx",
     "/me",
     "/x/me",
+    "/users/42/",
+    "/users//posts",
+    "//",
+    "/a/b/c/d/e",
+    "/a/b/c//e",
 ];
 
 fn sp<T>(v: T) -> Spanned<T> {
@@ -205,7 +214,7 @@ fn snapshot(exprs: Vec<Expr>) -> Snapshot {
                 body: Default::default(),
                 headers: vec![],
             }),
-            forward: ForwardOptions::default(),
+            forward: Default::default(),
             metrics: Default::default(),
         })
         .collect();

@@ -153,6 +153,8 @@ struct Builder<'a> {
     /// Experiments defined with errors: a route naming one is not an
     /// `undefined experiment` too.
     broken_experiments: std::collections::HashSet<String>,
+    /// Shared by every route without forward options (most of them).
+    no_forward_options: Arc<ForwardOptions>,
 }
 
 impl<'a> Builder<'a> {
@@ -171,6 +173,7 @@ impl<'a> Builder<'a> {
             route_places: Vec::new(),
             namespaces: Vec::new(),
             broken_experiments: Default::default(),
+            no_forward_options: Arc::default(),
         }
     }
 
@@ -563,6 +566,11 @@ impl<'a> Builder<'a> {
         {
             return None;
         }
+        let forward = if forward.is_empty() {
+            self.no_forward_options.clone()
+        } else {
+            Arc::new(forward)
+        };
         Some(Route {
             name: Arc::from(rv.name.value.as_str()),
             matcher,

@@ -13,21 +13,25 @@
 //!    keyed by the suffix, probed once per dot of the request host) and the
 //!    routes without a host. A request visits at most one exact bucket, the
 //!    wildcard buckets of its suffixes, and the host-less bucket.
-//! 2. Inside a bucket, a [`PathIndex`]: routes without a path, plus path
-//!    templates in matchit routers ("layers"). matchit returns one template
-//!    per lookup, ranking overlaps by specificity, so no two templates that
-//!    could both fit one path share a layer: each layer then finds the only
-//!    template that fits, if any. Overlap is decided conservatively per
-//!    segment with a trie (no pairwise work over all templates); a false
-//!    "overlap" only costs a layer. `path_prefix: /api` is indexed as the
-//!    templates `/api`, `/api/` and `/api/{*rest}`.
+//! 2. Inside a bucket, a [`PathIndex`]: routes without a path, plus a
+//!    segment trie of their path templates. A lookup follows the path's
+//!    segments through literal children and `{param}` children alike and
+//!    collects, at each node it reaches, the routes whose template ends
+//!    there (when the path ends there too) and those whose template goes on
+//!    with a catch-all, a complex segment (`{id}.png`, escaped braces) or a
+//!    `path_prefix` (whatever the rest of the path). That is a superset of
+//!    the routes whose template fits, found in time bounded by the trie
+//!    nodes on the path, never by the number of routes. The trie is frozen
+//!    into flat arrays (sorted edges, labels in one string, id lists in one
+//!    array): a few dozen bytes per template node instead of a matchit
+//!    router's kilobytes (issue 6).
 //! 3. Every source yields route ids sorted in file order; they are merged
 //!    (k-way, from a fixed stack buffer, no allocation) and each candidate's
 //!    whole `match` is evaluated until one holds.
 //!
-//! Anything the index cannot place (a template matchit refuses even in an
-//! empty layer, more sources than the buffer holds, an index built from other
-//! routes) degrades to trying more candidates, never fewer.
+//! Anything the index cannot place (more sources than the buffer holds, more
+//! trie nodes than ids, an index built from other routes) degrades to trying
+//! more candidates, never fewer.
 
 use super::Route;
 use crate::context::RequestContext;
@@ -59,11 +63,9 @@ pub struct RouteIndex {
 #[derive(Debug, Default)]
 struct PathIndex {
     /// Routes with no indexable path, in file order.
-    pathless: Vec<u32>,
-    /// Route ids (file order) per distinct template.
-    entries: Vec<Vec<u32>>,
-    /// Each maps a template to its entry; templates in one layer never overlap.
-    layers: Vec<matchit::Router<u32>>,
+    pathless: Box<[u32]>,
+    /// The path templates of the others.
+    trie: PathTrie,
 }
 
 // === impl RouteIndex ===
@@ -72,11 +74,11 @@ impl RouteIndex {
     /// Builds the index over `routes` (in file order).
     pub fn build(routes: &[Route]) -> RouteIndex {
         #[derive(Default)]
-        struct Bucket {
-            items: Vec<(u32, Option<Vec<String>>)>,
+        struct Bucket<'r> {
+            items: Vec<(u32, Option<PathKey<'r>>)>,
         }
-        let mut exact: HashMap<Box<str>, Bucket> = HashMap::new();
-        let mut wildcard: HashMap<Box<str>, Bucket> = HashMap::new();
+        let mut exact: HashMap<Box<str>, Bucket<'_>> = HashMap::new();
+        let mut wildcard: HashMap<Box<str>, Bucket<'_>> = HashMap::new();
         let mut any_host = Bucket::default();
         for (i, route) in routes.iter().enumerate() {
             let Ok(id) = u32::try_from(i) else {
@@ -84,26 +86,26 @@ impl RouteIndex {
                 return RouteIndex::default();
             };
             let conj = route.matcher.conjuncts();
-            let templates = path_templates(conj);
+            let key = path_key(conj);
             let host = conj.iter().find_map(|e| match e {
                 Expr::Leaf(Leaf::Host(h)) => Some(h),
                 _ => None,
             });
             match host {
-                None => any_host.items.push((id, templates)),
+                None => any_host.items.push((id, key)),
                 Some(h) => {
                     for name in h.exact() {
                         let b = exact.entry(name.clone()).or_default();
-                        b.items.push((id, templates.clone()));
+                        b.items.push((id, key));
                     }
                     for suffix in h.wildcard_suffixes() {
                         let b = wildcard.entry(suffix.clone()).or_default();
-                        b.items.push((id, templates.clone()));
+                        b.items.push((id, key));
                     }
                 }
             }
         }
-        let build = |b: Bucket| PathIndex::build(&b.items);
+        let build = |b: Bucket<'_>| PathIndex::build(&b.items);
         RouteIndex {
             routes_len: routes.len(),
             exact: exact.into_iter().map(|(k, b)| (k, build(b))).collect(),
@@ -144,16 +146,14 @@ impl RouteIndex {
         })
     }
 
-    /// How many matchit layers the busiest bucket needs (for tests and
-    /// diagnostics: 1 when no templates overlap).
-    pub fn max_layers(&self) -> usize {
+    /// Trie nodes over all buckets (for tests and diagnostics).
+    pub fn trie_nodes(&self) -> usize {
         self.exact
             .values()
             .chain(self.wildcard.values())
             .chain(std::iter::once(&self.any_host))
-            .map(|p| p.layers.len())
-            .max()
-            .unwrap_or(0)
+            .map(|p| p.trie.nodes.len())
+            .sum()
     }
 }
 
@@ -178,138 +178,118 @@ fn merge_first(heads: &mut [&[u32]], mut accept: impl FnMut(usize) -> bool) -> O
     }
 }
 
-/// The templates a route's path conjunct stands for: a `path` template, or
-/// the templates covering a `path_prefix`; `None` when it has neither.
-fn path_templates(conj: &[Expr]) -> Option<Vec<String>> {
+/// What a route's path conjunct asks of the path, for the trie: a `path`
+/// template, or a `path_prefix` (as segments followed by "anything");
+/// `None` when it has neither.
+fn path_key(conj: &[Expr]) -> Option<PathKey<'_>> {
     let path = conj.iter().find_map(|e| match e {
         Expr::Leaf(Leaf::Path(t)) => Some(t.template()),
         _ => None,
     });
     if let Some(t) = path {
-        return Some(vec![t.to_owned()]);
+        return Some(PathKey::Template(t));
     }
-    let prefix = conj.iter().find_map(|e| match e {
-        Expr::Leaf(Leaf::PathPrefix(p)) => Some(p.prefix()),
+    conj.iter().find_map(|e| match e {
+        Expr::Leaf(Leaf::PathPrefix(p)) => Some(PathKey::Prefix(p.prefix())),
         _ => None,
-    })?;
-    let p = prefix.replace('{', "{{").replace('}', "}}");
-    if p.ends_with('/') {
-        // `/api/` holds for paths starting with it: itself, or more after it.
-        Some(vec![p.clone(), format!("{p}{{*rest}}")])
-    } else {
-        Some(vec![p.clone(), format!("{p}/"), format!("{p}/{{*rest}}")])
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PathKey<'r> {
+    Template(&'r str),
+    Prefix(&'r str),
+}
+
+impl<'r> PathKey<'r> {
+    /// The segments to walk, and whether whatever follows them fits too.
+    fn segments(self) -> (Vec<Seg<'r>>, bool) {
+        match self {
+            PathKey::Template(t) => (parse_segments(t), false),
+            PathKey::Prefix(p) => {
+                // `/api` holds for `/api` and `/api/…`, `/api/` for `/api/…`:
+                // both for every path whose segments start with `api`.
+                let p = p.strip_suffix('/').unwrap_or(p);
+                let segs = if p.is_empty() {
+                    Vec::new()
+                } else {
+                    p.strip_prefix('/')
+                        .unwrap_or(p)
+                        .split('/')
+                        .map(Seg::Lit)
+                        .collect()
+                };
+                (segs, true)
+            }
+        }
     }
 }
 
 // === impl PathIndex ===
 
 impl PathIndex {
-    fn build(items: &[(u32, Option<Vec<String>>)]) -> PathIndex {
-        let mut pi = PathIndex::default();
+    fn build(items: &[(u32, Option<PathKey<'_>>)]) -> PathIndex {
+        let mut pathless = Vec::new();
         if items.len() <= SMALL_BUCKET {
             // Ids arrive in file order: every route is a candidate.
             for (id, _) in items {
-                push_unique(&mut pi.pathless, *id);
+                push_unique(&mut pathless, *id);
             }
-            pi.pathless.shrink_to_fit();
-            return pi;
-        }
-        let mut trie = Trie::default();
-        // Canonical template → where its ids go.
-        let mut placed: HashMap<String, Slot> = HashMap::new();
-        for (id, templates) in items {
-            let Some(templates) = templates else {
-                push_unique(&mut pi.pathless, *id);
-                continue;
+            return PathIndex {
+                pathless: pathless.into(),
+                trie: PathTrie::default(),
             };
-            for t in templates {
-                let segs = parse_segments(t);
-                let canon = canonical(&segs);
-                let slot = match placed.get(&canon) {
-                    Some(s) => *s,
-                    None => {
-                        let s = pi.place(&mut trie, &segs, &canon);
-                        placed.insert(canon, s);
-                        s
+        }
+        let mut trie = TrieBuilder::default();
+        for (id, key) in items {
+            match key {
+                None => push_unique(&mut pathless, *id),
+                Some(key) => {
+                    let (segs, open) = key.segments();
+                    if !trie.insert(&segs, open, *id) {
+                        push_unique(&mut pathless, *id);
                     }
-                };
-                match slot {
-                    Slot::Entry(e) => push_unique(&mut pi.entries[e], *id),
-                    Slot::Unindexed => push_unique(&mut pi.pathless, *id),
                 }
             }
         }
-        pi.pathless.shrink_to_fit();
-        pi.entries.iter_mut().for_each(Vec::shrink_to_fit);
-        pi.entries.shrink_to_fit();
-        pi
-    }
-
-    /// Puts a new template into the lowest layer holding nothing it overlaps.
-    fn place(&mut self, trie: &mut Trie, segs: &[Seg<'_>], canon: &str) -> Slot {
-        let mut taken = vec![false; self.layers.len() + 1];
-        trie.overlapping(segs, &mut taken);
-        let Ok(value) = u32::try_from(self.entries.len()) else {
-            return Slot::Unindexed;
-        };
-        let mut layer = 0;
-        loop {
-            if taken.get(layer) == Some(&true) {
-                layer += 1;
-                continue;
-            }
-            let created = layer == self.layers.len();
-            if created {
-                self.layers.push(matchit::Router::new());
-            }
-            match self.layers[layer].insert(canon, value) {
-                Ok(()) => break,
-                Err(_) if created => {
-                    // matchit refuses it even alone: try it on every request.
-                    self.layers.pop();
-                    return Slot::Unindexed;
-                }
-                Err(_) => layer += 1,
-            }
+        PathIndex {
+            pathless: pathless.into(),
+            trie: trie.freeze(),
         }
-        self.entries.push(Vec::new());
-        trie.insert(segs, layer_id(layer));
-        Slot::Entry(self.entries.len() - 1)
     }
 
     /// Adds this bucket's id lists for `path`; false when the buffer is full.
     fn sources<'s>(&'s self, path: &str, heads: &mut [&'s [u32]], n: &mut usize) -> bool {
-        let mut push = |ids: &'s [u32]| {
-            if ids.is_empty() {
-                return true;
-            }
-            match heads.get_mut(*n) {
-                Some(slot) => {
-                    *slot = ids;
-                    *n += 1;
-                    true
-                }
-                None => false,
-            }
-        };
-        let mut ok = push(&self.pathless);
-        for layer in &self.layers {
-            if let Ok(m) = layer.at(path)
-                && let Some(ids) = usize::try_from(*m.value)
-                    .ok()
-                    .and_then(|e| self.entries.get(e))
-            {
-                ok &= push(ids);
-            }
+        let mut sink = Sink { heads, n, ok: true };
+        sink.push(&self.pathless);
+        if !self.trie.nodes.is_empty() {
+            let rest = path.strip_prefix('/').unwrap_or(path);
+            self.trie.walk(0, Some(rest), &mut sink);
         }
-        ok
+        sink.ok
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Entry(usize),
-    Unindexed,
+/// Where a lookup puts the id lists it finds.
+struct Sink<'a, 's> {
+    heads: &'a mut [&'s [u32]],
+    n: &'a mut usize,
+    ok: bool,
+}
+
+impl<'s> Sink<'_, 's> {
+    fn push(&mut self, ids: &'s [u32]) {
+        if ids.is_empty() {
+            return;
+        }
+        match self.heads.get_mut(*self.n) {
+            Some(slot) => {
+                *slot = ids;
+                *self.n += 1;
+            }
+            None => self.ok = false,
+        }
+    }
 }
 
 fn push_unique(ids: &mut Vec<u32>, id: u32) {
@@ -318,24 +298,18 @@ fn push_unique(ids: &mut Vec<u32>, id: u32) {
     }
 }
 
-fn layer_id(layer: usize) -> u32 {
-    u32::try_from(layer).unwrap_or(u32::MAX)
-}
-
 // === template segments ===
 
-/// One `/`-separated segment of a template, as overlap sees it.
+/// One `/`-separated segment of a template, as the trie sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Seg<'t> {
     /// Exact text (no braces).
     Lit(&'t str),
-    /// A whole-segment `{name}`: any non-empty text without `/`.
+    /// A whole-segment `{name}`: any segment.
     Param,
-    /// A whole-segment `{*name}`: the rest of the path.
-    CatchAll,
-    /// A parameter with a prefix or suffix, or escaped braces: treated as
-    /// overlapping everything from here on.
-    Complex(&'t str),
+    /// A whole-segment `{*name}`, a parameter with a prefix or suffix, or
+    /// escaped braces: treated as "anything from here on".
+    Open,
 }
 
 fn parse_segments(template: &str) -> Vec<Seg<'_>> {
@@ -347,78 +321,140 @@ fn parse_segments(template: &str) -> Vec<Seg<'_>> {
             }
             let inner = s.strip_prefix('{').and_then(|r| r.strip_suffix('}'));
             match inner {
-                Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
-                    if name.starts_with('*') {
-                        Seg::CatchAll
-                    } else {
-                        Seg::Param
-                    }
+                Some(name)
+                    if !name.is_empty() && !name.starts_with('*') && !name.contains(['{', '}']) =>
+                {
+                    Seg::Param
                 }
-                _ => Seg::Complex(s),
+                _ => Seg::Open,
             }
         })
         .collect()
 }
 
-/// The template with parameter names replaced by position, so templates
-/// that differ only in names share one matchit entry.
-fn canonical(segs: &[Seg<'_>]) -> String {
-    let mut out = String::new();
-    for (i, s) in segs.iter().enumerate() {
-        out.push('/');
-        match s {
-            Seg::Lit(t) | Seg::Complex(t) => out.push_str(t),
-            Seg::Param => out.push_str(&format!("{{p{i}}}")),
-            Seg::CatchAll => out.push_str(&format!("{{*p{i}}}")),
+// === impl PathTrie ===
+
+/// No node (a `u32` index).
+const NONE: u32 = u32::MAX;
+
+/// Template segments past this depth are not indexed (the template is
+/// filed as "anything may follow" there), which bounds a lookup's recursion.
+const MAX_DEPTH: usize = 32;
+
+/// The segment trie of one bucket's templates, frozen into flat arrays.
+#[derive(Debug, Default)]
+struct PathTrie {
+    /// Node 0 is the root (absent when the trie is empty).
+    nodes: Box<[Node]>,
+    /// Literal children, each node's sorted by label: `(label start, label
+    /// end, child)`, labels in `labels`.
+    edges: Box<[(u32, u32, u32)]>,
+    labels: Box<str>,
+    /// Every node's id lists, back to back.
+    ids: Box<[u32]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// `edges[first_edge..first_edge + edge_count]`.
+    first_edge: u32,
+    edge_count: u32,
+    /// The `{param}` child, or [`NONE`].
+    param: u32,
+    /// `ids[ids_start..ends]`: templates ending here; `ids[ends..opens]`:
+    /// templates that fit whatever follows.
+    ids_start: u32,
+    ends: u32,
+    opens: u32,
+}
+
+impl PathTrie {
+    /// Collects the lists of `node` and of the nodes `rest` (the path after
+    /// the segments that led here; `None`: nothing left) leads to.
+    fn walk<'s>(&'s self, node: u32, rest: Option<&str>, sink: &mut Sink<'_, 's>) {
+        let Some(n) = self.nodes.get(node as usize) else {
+            return;
+        };
+        sink.push(self.slice(n.ends, n.opens));
+        let Some(rest) = rest else {
+            sink.push(self.slice(n.ids_start, n.ends));
+            return;
+        };
+        let (seg, next) = match rest.split_once('/') {
+            Some((seg, next)) => (seg, Some(next)),
+            None => (rest, None),
+        };
+        if let Some(child) = self.child(n, seg) {
+            self.walk(child, next, sink);
+        }
+        if n.param != NONE {
+            self.walk(n.param, next, sink);
         }
     }
-    out
+
+    fn slice(&self, from: u32, to: u32) -> &[u32] {
+        self.ids.get(from as usize..to as usize).unwrap_or(&[])
+    }
+
+    fn label(&self, start: u32, end: u32) -> &str {
+        self.labels.get(start as usize..end as usize).unwrap_or("")
+    }
+
+    fn child(&self, n: &Node, seg: &str) -> Option<u32> {
+        let from = n.first_edge as usize;
+        let edges = self.edges.get(from..from + n.edge_count as usize)?;
+        edges
+            .binary_search_by(|&(s, e, _)| self.label(s, e).cmp(seg))
+            .ok()
+            .map(|i| edges[i].2)
+    }
 }
 
-/// Segment trie of placed templates, answering "which layers hold a
-/// template that may fit a path this template fits".
+/// The trie while it is built: a node per template prefix.
 #[derive(Debug, Default)]
-struct Trie {
-    nodes: Vec<TrieNode>,
+struct TrieBuilder {
+    nodes: Vec<BuildNode>,
 }
 
 #[derive(Debug, Default)]
-struct TrieNode {
-    lit: HashMap<Box<str>, usize>,
-    param: Option<usize>,
-    /// Layers of templates ending here.
-    end: Vec<u32>,
-    /// Layers of templates with a catch-all or complex segment here.
-    wild: Vec<u32>,
-    /// Layers of every template at or below this node.
-    subtree: Vec<u32>,
+struct BuildNode {
+    lit: HashMap<Box<str>, u32>,
+    param: Option<u32>,
+    ends: Vec<u32>,
+    opens: Vec<u32>,
 }
 
-impl Trie {
-    fn root(&mut self) -> usize {
+impl TrieBuilder {
+    /// Adds route `id` under `segs`, in `opens` when `open` (anything may
+    /// follow); false when the trie has no room for it.
+    fn insert(&mut self, segs: &[Seg<'_>], open: bool, id: u32) -> bool {
         if self.nodes.is_empty() {
-            self.nodes.push(TrieNode::default());
+            self.nodes.push(BuildNode::default());
         }
-        0
-    }
-
-    fn insert(&mut self, segs: &[Seg<'_>], layer: u32) {
-        let mut node = self.root();
+        let mut node = 0usize;
+        let (segs, open) = match segs.get(..MAX_DEPTH) {
+            Some(head) if segs.len() > MAX_DEPTH => (head, true),
+            _ => (segs, open),
+        };
         for seg in segs {
-            add_layer(&mut self.nodes[node].subtree, layer);
             let next = match seg {
                 Seg::Lit(s) => self.nodes[node].lit.get(*s).copied(),
                 Seg::Param => self.nodes[node].param,
-                Seg::CatchAll | Seg::Complex(_) => {
-                    add_layer(&mut self.nodes[node].wild, layer);
-                    return;
+                Seg::Open => {
+                    push_unique(&mut self.nodes[node].opens, id);
+                    return true;
                 }
             };
-            node = match next {
+            let next = match next {
                 Some(n) => n,
                 None => {
-                    let n = self.nodes.len();
-                    self.nodes.push(TrieNode::default());
+                    let Ok(n) = u32::try_from(self.nodes.len()) else {
+                        return false;
+                    };
+                    if n == NONE {
+                        return false;
+                    }
+                    self.nodes.push(BuildNode::default());
                     match seg {
                         Seg::Lit(s) => {
                             self.nodes[node].lit.insert((*s).into(), n);
@@ -428,59 +464,53 @@ impl Trie {
                     n
                 }
             };
+            node = next as usize;
         }
-        add_layer(&mut self.nodes[node].subtree, layer);
-        add_layer(&mut self.nodes[node].end, layer);
-    }
-
-    /// Marks in `taken` the layers of placed templates that may overlap `segs`.
-    fn overlapping(&self, segs: &[Seg<'_>], taken: &mut [bool]) {
-        if !self.nodes.is_empty() {
-            self.walk(0, segs, taken);
-        }
-    }
-
-    fn walk(&self, node: usize, segs: &[Seg<'_>], taken: &mut [bool]) {
-        let Some(n) = self.nodes.get(node) else {
-            return;
+        let list = if open {
+            &mut self.nodes[node].opens
+        } else {
+            &mut self.nodes[node].ends
         };
-        mark(taken, &n.wild);
-        let Some((first, rest)) = segs.split_first() else {
-            mark(taken, &n.end);
-            return;
-        };
-        match first {
-            Seg::Lit(s) => {
-                if let Some(&c) = n.lit.get(*s) {
-                    self.walk(c, rest, taken);
-                }
-                if let Some(c) = n.param {
-                    self.walk(c, rest, taken);
-                }
+        push_unique(list, id);
+        true
+    }
+
+    /// The flat form; `ids`, `edges` and `labels` stay below `u32::MAX`
+    /// because they count what `insert` admitted (at most one id and one
+    /// edge per template segment).
+    fn freeze(self) -> PathTrie {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut edges = Vec::new();
+        let mut labels = String::new();
+        let mut ids = Vec::new();
+        let at = |len: usize| u32::try_from(len).unwrap_or(NONE);
+        for b in self.nodes {
+            let mut lit: Vec<(Box<str>, u32)> = b.lit.into_iter().collect();
+            lit.sort_unstable();
+            let first_edge = at(edges.len());
+            for (label, child) in &lit {
+                let start = at(labels.len());
+                labels.push_str(label);
+                edges.push((start, at(labels.len()), *child));
             }
-            Seg::Param => {
-                for &c in n.lit.values() {
-                    self.walk(c, rest, taken);
-                }
-                if let Some(c) = n.param {
-                    self.walk(c, rest, taken);
-                }
-            }
-            Seg::CatchAll | Seg::Complex(_) => mark(taken, &n.subtree),
+            let ids_start = at(ids.len());
+            ids.extend_from_slice(&b.ends);
+            let ends = at(ids.len());
+            ids.extend_from_slice(&b.opens);
+            nodes.push(Node {
+                first_edge,
+                edge_count: at(lit.len()),
+                param: b.param.unwrap_or(NONE),
+                ids_start,
+                ends,
+                opens: at(ids.len()),
+            });
         }
-    }
-}
-
-fn add_layer(layers: &mut Vec<u32>, layer: u32) {
-    if let Err(pos) = layers.binary_search(&layer) {
-        layers.insert(pos, layer);
-    }
-}
-
-fn mark(taken: &mut [bool], layers: &[u32]) {
-    for &l in layers {
-        if let Some(t) = usize::try_from(l).ok().and_then(|l| taken.get_mut(l)) {
-            *t = true;
+        PathTrie {
+            nodes: nodes.into(),
+            edges: edges.into(),
+            labels: labels.into(),
+            ids: ids.into(),
         }
     }
 }
@@ -489,76 +519,108 @@ fn mark(taken: &mut [bool], layers: &[u32]) {
 mod tests {
     use super::*;
 
+    fn candidates(pi: &PathIndex, path: &str) -> Vec<usize> {
+        let mut heads: [&[u32]; MAX_SOURCES] = [&[]; MAX_SOURCES];
+        let mut n = 0;
+        assert!(pi.sources(path, &mut heads, &mut n));
+        let mut got = Vec::new();
+        merge_first(&mut heads[..n], |id| {
+            got.push(id);
+            false
+        });
+        got
+    }
+
+    fn templates(list: &[&'static str]) -> Vec<(u32, Option<PathKey<'static>>)> {
+        list.iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32, Some(PathKey::Template(t))))
+            .collect()
+    }
+
     #[test]
-    fn segments_and_canonical_form() {
-        let segs = parse_segments("/users/{id}/files/{*rest}");
+    fn segments() {
         assert_eq!(
-            segs,
-            [
-                Seg::Lit("users"),
-                Seg::Param,
-                Seg::Lit("files"),
-                Seg::CatchAll
-            ]
-        );
-        assert_eq!(canonical(&segs), "/users/{p1}/files/{*p3}");
-        assert_eq!(
-            canonical(&parse_segments("/users/{uid}/files/{*f}")),
-            "/users/{p1}/files/{*p3}"
+            parse_segments("/users/{id}/files/{*rest}"),
+            [Seg::Lit("users"), Seg::Param, Seg::Lit("files"), Seg::Open]
         );
         assert_eq!(
             parse_segments("/img/{id}.png/{{x}}/"),
-            [
-                Seg::Lit("img"),
-                Seg::Complex("{id}.png"),
-                Seg::Complex("{{x}}"),
-                Seg::Lit("")
-            ]
+            [Seg::Lit("img"), Seg::Open, Seg::Open, Seg::Lit("")]
+        );
+        assert_eq!(parse_segments("/"), [Seg::Lit("")]);
+        assert_eq!(PathKey::Prefix("/").segments(), (vec![], true));
+        assert_eq!(
+            PathKey::Prefix("/api/").segments(),
+            (vec![Seg::Lit("api")], true)
+        );
+        assert_eq!(
+            PathKey::Prefix("/a/b").segments(),
+            (vec![Seg::Lit("a"), Seg::Lit("b")], true)
         );
     }
 
     #[test]
-    fn overlapping_templates_get_separate_layers() {
-        let items: Vec<(u32, Option<Vec<String>>)> = [
+    fn lookups_find_every_template_that_may_fit() {
+        let pi = PathIndex::build(&templates(&[
             "/users/{id}",
             "/users/me",
             "/users/{uid}",
             "/src/{*f}",
             "/src/{file}",
             "/other/x",
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (i as u32, Some(vec![t.to_string()])))
-        .collect();
+            "/",
+            "/img/{id}.png",
+        ]));
+        assert_eq!(candidates(&pi, "/users/me"), [0, 1, 2]);
+        assert_eq!(candidates(&pi, "/users/7"), [0, 2]);
+        assert_eq!(candidates(&pi, "/users/7/x"), Vec::<usize>::new());
+        assert_eq!(candidates(&pi, "/src/a"), [3, 4]);
+        assert_eq!(candidates(&pi, "/src/a/b"), [3]);
+        assert_eq!(candidates(&pi, "/other/x"), [5]);
+        assert_eq!(candidates(&pi, "/"), [6]);
+        assert_eq!(candidates(&pi, "/img/1.png"), [7]);
+        assert_eq!(candidates(&pi, "/nothing"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn prefixes_hold_for_the_segments_below() {
+        let items = vec![
+            (0, Some(PathKey::Prefix("/api"))),
+            (1, Some(PathKey::Prefix("/api/"))),
+            (2, Some(PathKey::Prefix("/"))),
+            (3, None),
+            (4, Some(PathKey::Prefix("/api/v1"))),
+            (5, Some(PathKey::Template("/api"))),
+        ];
         let pi = PathIndex::build(&items);
-        // /users/{id} and /users/{uid} share one entry.
-        assert_eq!(pi.entries.len(), 5);
-        assert_eq!(pi.entries[0], [0, 2]);
-        assert_eq!(pi.layers.len(), 2);
-        let mut heads: [&[u32]; MAX_SOURCES] = [&[]; MAX_SOURCES];
-        let mut n = 0;
-        assert!(pi.sources("/users/me", &mut heads, &mut n));
-        let mut got = Vec::new();
-        merge_first(&mut heads[..n], |id| {
-            got.push(id);
-            false
-        });
-        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(candidates(&pi, "/api"), [0, 1, 2, 3, 5]);
+        assert_eq!(candidates(&pi, "/api/v1/x"), [0, 1, 2, 3, 4]);
+        assert_eq!(candidates(&pi, "/apix"), [2, 3]);
     }
 
     #[test]
     fn small_buckets_keep_no_path_index() {
-        let items: Vec<(u32, Option<Vec<String>>)> = vec![
-            (1, Some(vec!["/a".to_owned(), "/a/".to_owned()])),
-            (1, Some(vec!["/a".to_owned()])),
+        let items = vec![
+            (1, Some(PathKey::Template("/a"))),
+            (1, Some(PathKey::Prefix("/a"))),
             (3, None),
-            (5, Some(vec!["/b/{id}".to_owned()])),
+            (5, Some(PathKey::Template("/b/{id}"))),
         ];
         let pi = PathIndex::build(&items);
-        assert!(pi.layers.is_empty());
-        assert!(pi.entries.is_empty());
-        assert_eq!(pi.pathless, [1, 3, 5]);
+        assert!(pi.trie.nodes.is_empty());
+        assert_eq!(&*pi.pathless, [1, 3, 5]);
+    }
+
+    #[test]
+    fn deep_templates_are_cut_short() {
+        let deep: &'static str = Box::leak(format!("{}/{{id}}", "/a".repeat(100)).into_boxed_str());
+        let mut items = templates(&["/x", "/y", "/z", "/w"]);
+        items.push((4, Some(PathKey::Template(deep))));
+        let pi = PathIndex::build(&items);
+        assert_eq!(pi.trie.nodes.len(), 5 + MAX_DEPTH);
+        assert_eq!(candidates(&pi, &format!("{}/7", "/a".repeat(100))), [4]);
+        assert_eq!(candidates(&pi, &"/a".repeat(40)), [4]);
     }
 
     #[test]
@@ -581,28 +643,34 @@ mod tests {
     }
 
     #[test]
-    fn many_templates_in_one_bucket_stay_few_layers() {
+    fn many_templates_in_one_bucket_stay_cheap() {
         // 10,000 templates sharing a host bucket, a few overlapping all of
-        // them: placing them must not be pairwise work, and layers stay few.
-        let mut items: Vec<(u32, Option<Vec<String>>)> = (0..10_000u32)
-            .map(|i| (i, Some(vec![format!("/api/svc{i}/items/{{id}}")])))
+        // them: building is linear, and a lookup visits a handful of nodes.
+        let mut owned: Vec<String> = (0..10_000u32)
+            .map(|i| format!("/api/svc{i}/items/{{id}}"))
             .collect();
-        items.push((10_000, Some(vec!["/api/{svc}/items/{id}".to_owned()])));
-        items.push((10_001, Some(vec!["/api/{*rest}".to_owned()])));
-        items.push((10_002, Some(vec!["/api/svc7/items/me".to_owned()])));
+        owned.push("/api/{svc}/items/{id}".to_owned());
+        owned.push("/api/{*rest}".to_owned());
+        owned.push("/api/svc7/items/me".to_owned());
+        let items: Vec<(u32, Option<PathKey<'_>>)> = owned
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32, Some(PathKey::Template(t))))
+            .collect();
         let start = std::time::Instant::now();
         let pi = PathIndex::build(&items);
         let took = start.elapsed();
         assert!(took < std::time::Duration::from_secs(2), "{took:?}");
-        assert_eq!(pi.layers.len(), 4);
-        let mut heads: [&[u32]; MAX_SOURCES] = [&[]; MAX_SOURCES];
-        let mut n = 0;
-        assert!(pi.sources("/api/svc7/items/me", &mut heads, &mut n));
-        let mut got = Vec::new();
-        merge_first(&mut heads[..n], |id| {
-            got.push(id);
-            false
-        });
-        assert_eq!(got, [7, 10_000, 10_001, 10_002]);
+        assert_eq!(
+            candidates(&pi, "/api/svc7/items/me"),
+            [7, 10_000, 10_001, 10_002]
+        );
+        assert_eq!(candidates(&pi, "/api/svc9/items/1"), [9, 10_000, 10_001]);
+        // Root, api, svcN, items, {id} per template; the rest shared.
+        assert!(
+            pi.trie.nodes.len() < 3 * 10_000 + 10,
+            "{}",
+            pi.trie.nodes.len()
+        );
     }
 }
