@@ -238,8 +238,11 @@ async fn run(
     let upgrade = on_upgrade.is_some();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade, false);
     headers::strip_internal(&mut parts.headers);
-    if let Some(v) = &host_value {
-        // h2 / absolute-form requests carry the host in the URI.
+    if let Some(v) = &host_value
+        && uri.authority().is_some()
+    {
+        // h2 / absolute-form requests carry the host in the URI; others
+        // already have this very Host header.
         parts.headers.insert(header::HOST, v.clone());
     }
     headers::add_forwarded(
@@ -247,7 +250,7 @@ async fn run(
         peer_ip,
         headers::is_trusted(peer_ip, trusted),
         conn.proto,
-        raw_host,
+        host_value.as_ref(),
     );
     parts
         .headers

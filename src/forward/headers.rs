@@ -54,7 +54,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     if present == 0 && !upgrade {
         return;
     }
-    if present & CONNECTION_BIT != 0 {
+    if present & CONNECTION_BIT != 0 && !connection_names_only_itself(headers) {
         // Names the fixed list already removes (and `close`) need no lookup.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -94,8 +94,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     }
 }
 
+/// Whether `Connection` only says `keep-alive` or `close` (what nearly
+/// every HTTP/1.1 peer sends), so it names no other header to remove.
+fn connection_names_only_itself(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().all(|v| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    })
+}
+
 /// The fixed hop-by-hop headers (RFC 9110 7.6.1), `Upgrade` aside.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// A `static`, not a `const`: each use of a `const` array of `HeaderName`s
+/// builds and drops a fresh copy.
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -161,13 +172,17 @@ pub fn add_forwarded(
     peer: IpAddr,
     peer_trusted: bool,
     proto: &'static str,
-    raw_host: &str,
+    host: Option<&HeaderValue>,
 ) {
     let mut buf = [0u8; 15];
-    let peer = match peer.to_canonical() {
+    let v6;
+    let peer: &str = match peer.to_canonical() {
         // Hot path: IPv4 without `Display` (~1,400 instructions a request).
-        IpAddr::V4(v4) => ipv4_str(v4, &mut buf).to_owned(),
-        ip => ip.to_string(),
+        IpAddr::V4(v4) => ipv4_str(v4, &mut buf),
+        ip => {
+            v6 = ip.to_string();
+            &v6
+        }
     };
     let xff = {
         let mut prior = headers
@@ -177,27 +192,27 @@ pub fn add_forwarded(
             .filter(|v| !v.trim().is_empty())
             .peekable();
         if prior.peek().is_none() {
-            peer
+            HeaderValue::from_str(peer)
         } else {
             let mut joined = String::new();
             for v in prior {
                 joined.push_str(v.trim());
                 joined.push_str(", ");
             }
-            joined.push_str(&peer);
-            joined
+            joined.push_str(peer);
+            HeaderValue::from_str(&joined)
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match HeaderValue::from_str(raw_host) {
-            Ok(v) if !raw_host.is_empty() => {
-                headers.insert(X_FORWARDED_HOST, v);
+        match host {
+            Some(v) if !v.is_empty() => {
+                headers.insert(X_FORWARDED_HOST, v.clone());
             }
             _ => {
                 headers.remove(X_FORWARDED_HOST);
