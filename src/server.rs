@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -190,7 +190,7 @@ async fn serve_connection(
     proxy: Arc<Proxy>,
     stop: watch::Receiver<bool>,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::default());
     // `closed` resolves when the socket is dropped: an upgraded stream
     // (WebSocket) outlives hyper's connection, and the connection, its
     // permit included, lasts until then, so the drain waits for it too.
@@ -252,7 +252,7 @@ async fn drive<I>(
     h2: Option<bool>,
     activity: Arc<Activity>,
     proxy: Arc<Proxy>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -267,56 +267,77 @@ async fn drive<I>(
     };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let idle = limits.idle_timeout;
-    let mut closing = false;
+    // The idle timer and the drain signal live in their own task: polled
+    // next to the connection, they would be polled (a timer entry and a
+    // `Notify` registration) on every wakeup of every request.
+    let (close_tx, mut close_rx) = oneshot::channel::<()>();
+    let watchdog = tokio::spawn(watch_connection(
+        conn_info,
+        activity,
+        limits.idle_timeout,
+        stop,
+        close_tx,
+    ));
+    let res = tokio::select! {
+        biased;
+        res = conn.as_mut() => res,
+        Ok(()) = &mut close_rx => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    watchdog.abort();
+    if let Err(e) = res {
+        tracing::debug!(%peer, error = %e, "connection error");
+    }
+}
+
+/// Asks (through `close`) for a graceful close of the connection when the
+/// proxy drains (`stop`) or when it has been idle, with nothing in flight,
+/// for `idle`.
+async fn watch_connection(
+    conn_info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+    close: oneshot::Sender<()>,
+) {
+    let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = activity.moves();
+    let mut quiet_since = tokio::time::Instant::now();
     loop {
-        let idle_check = tokio::time::sleep(
-            idle.min(Duration::from_secs(1))
-                .max(Duration::from_millis(10)),
-        );
         tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(%peer, error = %e, "connection error");
-                }
-                return;
-            }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = idle_check, if !closing => {
-                if conn_info.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= idle {
-                    tracing::debug!(%peer, "idle timeout");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+            _ = stop.changed() => break,
+            now = tick.tick() => {
+                let moves = activity.moves();
+                if moves != seen || conn_info.in_flight.load(Ordering::Relaxed) > 0 {
+                    seen = moves;
+                    quiet_since = now;
+                } else if now.duration_since(quiet_since) >= idle {
+                    tracing::debug!(peer = %conn_info.peer, "idle timeout");
+                    break;
                 }
             }
         }
     }
+    let _ = close.send(());
 }
 
-/// When a connection last moved bytes.
-#[derive(Debug)]
+/// How often a connection moved bytes: a counter, cheaper on every read
+/// and write than a clock; the watchdog compares it between ticks.
+#[derive(Debug, Default)]
 struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
+    moves: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
     fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
-    fn idle_for(&self) -> Duration {
-        let now = self.base.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
     }
 }
 
