@@ -21,7 +21,10 @@
 #   BASE_PORT    first of the loopback ports used (default 18100)
 #   NO_BUILD=1   skip `cargo build --release`
 #   ONLY         space-separated subset of targets to run
-#                (backend pointsman pointsman-rules nginx haproxy)
+#                (backend pointsman pointsman-rules nginx haproxy hyper-floor)
+#
+# `hyper-floor` is examples/hyper_floor.rs: the least a proxy on Pointsman's
+# stack (tokio, hyper 1 HTTP/1.1, mimalloc) does per request, no routing.
 #
 # It starts every process itself, tracks their PIDs and stops only those
 # on exit (trap EXIT). Configs live in a temporary directory.
@@ -38,10 +41,11 @@ ROUNDS=${ROUNDS:-3}
 RULES=${RULES:-300}
 MEM_ROUTES=${MEM_ROUTES:-10000}
 BASE_PORT=${BASE_PORT:-18100}
-ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy}
+ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy hyper-floor}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/pointsman
+FLOOR_BIN=$ROOT/target/release/examples/hyper_floor
 CLK_TCK=$(getconf CLK_TCK)
 
 P_BACKEND=$BASE_PORT
@@ -49,6 +53,7 @@ P_POINTSMAN=$((BASE_PORT + 1))
 P_RULES=$((BASE_PORT + 2))
 P_NGINX=$((BASE_PORT + 3))
 P_HAPROXY=$((BASE_PORT + 4))
+P_FLOOR=$((BASE_PORT + 5))
 P_ADMIN1=$((BASE_PORT + 11))
 P_ADMIN2=$((BASE_PORT + 12))
 P_MEM=$((BASE_PORT + 13))
@@ -97,7 +102,7 @@ export PATH=$PATH:/usr/sbin
 
 if [ -z "${NO_BUILD:-}" ]; then
     log "building pointsman (release)"
-    (cd "$ROOT" && cargo build --release --quiet)
+    (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example hyper_floor)
 fi
 
 # --- helpers --------------------------------------------------------------
@@ -164,7 +169,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
     if (NR == 0) { print "nan"; exit }
     if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
-for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3; do
+for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3; do
     if ! port_free "$port"; then
         log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
         exit 1
@@ -259,7 +264,10 @@ backend be
     server backend 127.0.0.1:$P_BACKEND
 EOF
 
-cat >"$TMP/pointsman.yaml" <<EOF
+# Rule files sit in their own directory: Pointsman watches it, and the logs
+# written into $TMP would wake its watcher.
+mkdir -p "$TMP/conf/plain" "$TMP/conf/rules" "$TMP/conf/mem"
+cat >"$TMP/conf/plain/pointsman.yaml" <<EOF
 listen: [{bind: "127.0.0.1:$P_POINTSMAN"}]
 admin: {bind: "127.0.0.1:$P_ADMIN1"}
 upstreams:
@@ -275,7 +283,7 @@ EOF
 # matches the route just before the catch-all, i.e. late in the file.
 # shellcheck source=benches/gen_rules.sh
 . "$ROOT/benches/gen_rules.sh"
-gen_rules "$RULES" "$P_RULES" "$P_ADMIN2" >"$TMP/rules.yaml"
+gen_rules "$RULES" "$P_RULES" "$P_ADMIN2" >"$TMP/conf/rules/rules.yaml"
 RULES_HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
 RULES_PATH=/api/v2/items/12345
 
@@ -290,20 +298,36 @@ start() {
 }
 
 start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
-start pointsman "$BIN" run --config "$TMP/pointsman.yaml" --access-log off --threads "$THREADS"
-start pointsman-rules "$BIN" run --config "$TMP/rules.yaml" --access-log off --threads "$THREADS"
+start pointsman "$BIN" run --config "$TMP/conf/plain/pointsman.yaml" --access-log off --threads "$THREADS"
+start pointsman-rules "$BIN" run --config "$TMP/conf/rules/rules.yaml" --access-log off --threads "$THREADS"
 start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
 start haproxy haproxy -f "$TMP/haproxy.cfg" -db
+start hyper-floor "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACKEND" "$THREADS"
 wait_port "$P_BACKEND" backend
 wait_port "$P_POINTSMAN" pointsman
 wait_port "$P_RULES" pointsman-rules
 wait_port "$P_NGINX" nginx
 wait_port "$P_HAPROXY" haproxy
+wait_port "$P_FLOOR" hyper-floor
+
+# target NAME -> "port pid path headers-kind"
+target() {
+    case $1 in
+    backend) echo "$P_BACKEND $PID_backend / plain" ;;
+    pointsman) echo "$P_POINTSMAN $PID_pointsman / plain" ;;
+    pointsman-rules) echo "$P_RULES $PID_pointsman_rules $RULES_PATH rules" ;;
+    nginx) echo "$P_NGINX $PID_nginx / plain" ;;
+    haproxy) echo "$P_HAPROXY $PID_haproxy / plain" ;;
+    hyper-floor) echo "$P_FLOOR $PID_hyper_floor / plain" ;;
+    nginx-rules) echo "$P_NGINX $PID_nginx $RULES_PATH rules" ;;
+    haproxy-rules) echo "$P_HAPROXY $PID_haproxy $RULES_PATH rules" ;;
+    esac
+}
 
 # Sanity: every target answers the benchmark request with the backend's 200.
-for t in backend pointsman nginx haproxy; do
-    var=P_${t^^}
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${!var}/")
+for t in backend pointsman nginx haproxy hyper-floor; do
+    read -r port _ <<<"$(target "$t")"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")
     [ "$code" = 200 ] || { log "error: $t answered $code"; cat "$TMP/$t.log" >&2; exit 1; }
 done
 for t in pointsman-rules nginx haproxy; do
@@ -339,19 +363,6 @@ run_wrk() {
     local note=
     [ "$errs" = 0 ] || note=", $errs errors"
     log "  $name: $rps req/s, p50 $p50, p99 $p99, $cpu10k CPU s/10k req$note"
-}
-
-# target NAME -> "port pid path headers-kind"
-target() {
-    case $1 in
-    backend) echo "$P_BACKEND $PID_backend / plain" ;;
-    pointsman) echo "$P_POINTSMAN $PID_pointsman / plain" ;;
-    pointsman-rules) echo "$P_RULES $PID_pointsman_rules $RULES_PATH rules" ;;
-    nginx) echo "$P_NGINX $PID_nginx / plain" ;;
-    haproxy) echo "$P_HAPROXY $PID_haproxy / plain" ;;
-    nginx-rules) echo "$P_NGINX $PID_nginx $RULES_PATH rules" ;;
-    haproxy-rules) echo "$P_HAPROXY $PID_haproxy $RULES_PATH rules" ;;
-    esac
 }
 
 # The rule-set variant sends the rule-set request (host, headers, cookies)
@@ -428,11 +439,12 @@ echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency; median of $ROUNDS rounds"
-table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy
+table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules nginx-rules haproxy-rules
 echo
 echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
+echo "hyper-floor: examples/hyper_floor.rs, the same stack with no routing, headers, metrics or timeouts."
 
 echo
 echo "resident memory after the runs (VmRSS):"
@@ -446,8 +458,8 @@ done
 # The same generator at 2 routes (the two fixed ones) is the baseline.
 echo
 for n in 2 "$MEM_ROUTES"; do
-    gen_rules "$n" "$P_MEM" "$P_ADMIN3" >"$TMP/mem.yaml"
-    start pointsman-mem "$BIN" run --config "$TMP/mem.yaml" --access-log off --threads "$THREADS"
+    gen_rules "$n" "$P_MEM" "$P_ADMIN3" >"$TMP/conf/mem/mem.yaml"
+    start pointsman-mem "$BIN" run --config "$TMP/conf/mem/mem.yaml" --access-log off --threads "$THREADS"
     wait_port "$P_MEM" pointsman-mem
     sleep 1
     echo "idle pointsman, $n routes loaded: VmRSS $(awk '/^VmRSS:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status"), VmHWM $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$PID_pointsman_mem/status")"
