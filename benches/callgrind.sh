@@ -82,8 +82,9 @@ PIDS+=($!)
 HEADERS=()
 URL_PATH=/
 if [ "$RULES" -gt 0 ]; then
-    # Reuse e2e.sh's generator by sourcing just that function.
-    eval "$(sed -n '/^gen_rules() {/,/^}/p' "$ROOT/benches/e2e.sh")"
+    # The e2e rule generator.
+    # shellcheck source=benches/gen_rules.sh
+    . "$ROOT/benches/gen_rules.sh"
     gen_rules "$RULES" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
     HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
     URL_PATH=/api/v2/items/12345

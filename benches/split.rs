@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use pointsman::context::RequestContext;
 use pointsman::router::Action;
 use pointsman::router::compile::{self, CompileEnv};
-use pointsman::split::{decide_canary, decide_experiment};
+use pointsman::split::{Purpose, decide_canary, decide_experiment};
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -83,13 +83,13 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("experiment/{name}"), |b| {
             b.iter(|| {
                 let ctx = RequestContext::new(&method, "h", "/exp", None, headers, ip, None);
-                black_box(decide_experiment(default, &exp, &ctx, false, true).upstream)
+                black_box(decide_experiment(default, &exp, &ctx, false, Purpose::Serve).upstream)
             })
         });
         g.bench_function(format!("canary/{name}"), |b| {
             b.iter(|| {
                 let ctx = RequestContext::new(&method, "h", "/", None, headers, ip, None);
-                black_box(decide_canary(canary, &ctx, false).upstream)
+                black_box(decide_canary(canary, &ctx, false, Purpose::Serve).upstream)
             })
         });
     }

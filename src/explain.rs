@@ -225,16 +225,22 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
             default,
             experiment,
         } => {
-            let d = split::decide_experiment(*default, experiment, &ctx, false, false);
+            let d = split::decide_experiment(
+                *default,
+                experiment,
+                &ctx,
+                false,
+                split::Purpose::Explain,
+            );
             trace.action = "experiment";
             trace.upstream = upstream_name(d.upstream);
-            trace.split = Some(d.trace);
+            trace.split = d.trace;
         }
         Action::Canary(c) => {
-            let d = split::decide_canary(c, &ctx, false);
+            let d = split::decide_canary(c, &ctx, false, split::Purpose::Explain);
             trace.action = "canary";
             trace.upstream = upstream_name(d.upstream);
-            trace.split = Some(d.trace);
+            trace.split = d.trace;
         }
         Action::Respond(r) => {
             trace.action = "respond";

@@ -226,9 +226,13 @@ async fn run(
                 default,
                 experiment,
             } => Some(split::decide_experiment(
-                *default, experiment, &ctx, tls, true,
+                *default,
+                experiment,
+                &ctx,
+                tls,
+                split::Purpose::Serve,
             )),
-            Action::Canary(c) => Some(split::decide_canary(c, &ctx, tls)),
+            Action::Canary(c) => Some(split::decide_canary(c, &ctx, tls, split::Purpose::Serve)),
             _ => None,
         });
         (route, split)

@@ -24,8 +24,17 @@ pub struct SplitDecision {
     pub set_cookie: Option<HeaderValue>,
     /// The canary arm, for the guard's observations.
     pub arm: Option<Arm>,
-    /// What `explain` prints.
-    pub trace: SplitTrace,
+    /// What `explain` prints; built for [`Purpose::Explain`] only.
+    pub trace: Option<SplitTrace>,
+}
+
+/// Who asks for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The request path: count the exposure, build no trace.
+    Serve,
+    /// `explain`: count nothing, build the trace.
+    Explain,
 }
 
 /// The experiment or canary step of `explain`.
@@ -50,14 +59,13 @@ pub struct SplitTrace {
     pub excluded: Option<&'static str>,
 }
 
-/// Decides an experiment route. `count`: count the exposure (the request
-/// path does; `explain` does not).
+/// Decides an experiment route.
 pub fn decide_experiment(
     default: UpstreamId,
     exp: &Experiment,
     ctx: &RequestContext<'_>,
     tls: bool,
-    count: bool,
+    purpose: Purpose,
 ) -> SplitDecision {
     let targeting = exp.targeting.as_ref().is_none_or(|t| t.matches(ctx));
     let forced = if exp.allow_force {
@@ -65,46 +73,48 @@ pub fn decide_experiment(
     } else {
         None
     };
-    let a = if count {
-        exp.assign(ctx, targeting, forced.as_deref())
-    } else {
-        exp.preview(ctx, targeting, forced.as_deref())
+    let a = match purpose {
+        Purpose::Serve => exp.assign(ctx, targeting, forced.as_deref()),
+        Purpose::Explain => exp.preview(ctx, targeting, forced.as_deref()),
     };
     let chosen = a.variant().and_then(|i| exp.variants.get(i));
     let upstream = chosen.and_then(|v| v.upstream).unwrap_or(default);
     let variant = chosen.map(|v| v.name.clone());
-    let excluded = match a.outcome {
-        Outcome::Excluded(why) => Some(exclusion_text(why)),
-        _ => None,
-    };
+    let trace = (purpose == Purpose::Explain).then(|| SplitTrace {
+        kind: "experiment",
+        name: exp.name.to_string(),
+        sticky_id: a.sticky.as_ref().map(|s| s.value.to_string()),
+        sticky_source: a.sticky.as_ref().map(|s| s.source.to_string()),
+        minted: a.sticky.as_ref().is_some_and(|s| s.minted),
+        bucket: a.bucket,
+        range: a.range,
+        weight: None,
+        variant: variant.as_deref().map(str::to_owned),
+        forced: matches!(a.outcome, Outcome::Forced(_)),
+        excluded: match a.outcome {
+            Outcome::Excluded(why) => Some(exclusion_text(why)),
+            _ => None,
+        },
+    });
     SplitDecision {
         upstream,
-        variant_header: variant
-            .as_ref()
-            .and_then(|v| HeaderValue::from_str(&format!("{}={v}", exp.name)).ok()),
+        variant_header: chosen.and_then(|v| v.header.clone()),
         set_cookie: a
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
         arm: None,
-        trace: SplitTrace {
-            kind: "experiment",
-            name: exp.name.to_string(),
-            sticky_id: a.sticky.as_ref().map(|s| s.value.to_string()),
-            sticky_source: a.sticky.as_ref().map(|s| s.source.to_string()),
-            minted: a.sticky.as_ref().is_some_and(|s| s.minted),
-            bucket: a.bucket,
-            range: a.range,
-            weight: None,
-            variant: variant.as_deref().map(str::to_owned),
-            forced: matches!(a.outcome, Outcome::Forced(_)),
-            excluded,
-        },
+        trace,
         variant,
     }
 }
 
 /// Decides a canary route.
-pub fn decide_canary(canary: &Canary, ctx: &RequestContext<'_>, tls: bool) -> SplitDecision {
+pub fn decide_canary(
+    canary: &Canary,
+    ctx: &RequestContext<'_>,
+    tls: bool,
+    purpose: Purpose,
+) -> SplitDecision {
     let name = &canary.def.route;
     let forced = if canary.def.allow_force {
         forced_variant(ctx, name)
@@ -120,7 +130,7 @@ pub fn decide_canary(canary: &Canary, ctx: &RequestContext<'_>, tls: bool) -> Sp
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
         arm: Some(d.arm),
-        trace: SplitTrace {
+        trace: (purpose == Purpose::Explain).then(|| SplitTrace {
             kind: "canary",
             name: name.to_string(),
             sticky_id: d.sticky.as_ref().map(|s| s.value.to_string()),
@@ -132,7 +142,7 @@ pub fn decide_canary(canary: &Canary, ctx: &RequestContext<'_>, tls: bool) -> Sp
             variant: Some(variant.to_string()),
             forced: d.reason == ArmReason::Forced,
             excluded: (d.reason == ArmReason::NoId).then_some("no_id"),
-        },
+        }),
         variant: Some(variant),
     }
 }

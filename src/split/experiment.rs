@@ -51,6 +51,9 @@ pub struct Variant {
     pub weight: f64,
     /// `None`: the route's `to`.
     pub upstream: Option<UpstreamId>,
+    /// `EXPERIMENT=VARIANT`, the `x-pointsman-variant` value sent upstream
+    /// (`None` if the names cannot form a header value).
+    pub header: Option<http::HeaderValue>,
 }
 
 /// Why a request was not enrolled.
@@ -424,6 +427,7 @@ pub fn compile_experiment(
             name: vname.value.as_str().into(),
             weight: w.value,
             upstream,
+            header: http::HeaderValue::from_str(&format!("{name}={}", vname.value)).ok(),
         });
     }
     let total: f64 = variants.iter().map(|v| v.weight).sum();

@@ -30,5 +30,5 @@ pub use canary::{
     Action as CanaryAction, ActionError, ArmReason, Canary, CanaryDecision, CanaryDef,
     CanaryRegistry, CanaryView, State as CanaryState, compile_canary,
 };
-pub use decide::{SplitDecision, SplitTrace, decide_canary, decide_experiment};
+pub use decide::{Purpose, SplitDecision, SplitTrace, decide_canary, decide_experiment};
 pub use window::{Arm, WindowStats};
