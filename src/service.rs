@@ -71,7 +71,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 struct Served {
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
-    endpoint: String,
+    endpoint: Arc<str>,
     /// The experiment variant or canary arm, when a split decided.
     variant: Option<Arc<str>>,
     /// `Set-Cookie` for a sticky id minted for this request.
@@ -493,7 +493,7 @@ impl Drop for AccessLog {
             status = self.status.as_u16(),
             route = s.route.as_deref().unwrap_or("none"),
             upstream = s.upstream.as_deref().unwrap_or(""),
-            endpoint = s.endpoint.as_str(),
+            endpoint = &*s.endpoint,
             variant = s.variant.as_deref().unwrap_or(""),
             duration_ms = self.start.elapsed().as_millis() as u64,
             bytes_out = self.bytes_out,

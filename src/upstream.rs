@@ -121,6 +121,8 @@ impl std::fmt::Debug for Upstream {
 #[derive(Debug)]
 struct EndpointState {
     endpoint: Endpoint,
+    /// `host:port`, shared by every request's access-log record.
+    label: Arc<str>,
     /// `host:port`, the authority of every request URI toward it.
     base: Option<http::uri::Authority>,
     /// The Host header sent when the request has none (the authority,
@@ -146,7 +148,7 @@ pub enum SendError {
     /// The connection could not be made (refused, timed out, unresolvable).
     #[error("connect to {endpoint} failed: {source}")]
     Connect {
-        endpoint: String,
+        endpoint: Arc<str>,
         #[source]
         source: BoxError,
     },
@@ -154,20 +156,23 @@ pub enum SendError {
     /// Retried only on another endpoint: the same one would fail again.
     #[error("TLS handshake with {endpoint} failed: {source}")]
     Tls {
-        endpoint: String,
+        endpoint: Arc<str>,
         #[source]
         source: BoxError,
     },
     /// The upstream closed or reset before response headers.
     #[error("upstream {endpoint} closed or reset before response headers: {source}")]
     Reset {
-        endpoint: String,
+        endpoint: Arc<str>,
         #[source]
         source: BoxError,
     },
     /// No response headers within the request timeout.
     #[error("no response headers from {endpoint} within {timeout:?}")]
-    Timeout { endpoint: String, timeout: Duration },
+    Timeout {
+        endpoint: Arc<str>,
+        timeout: Duration,
+    },
     /// The request body passed `max_body_bytes` while streaming.
     #[error("request body over the limit")]
     BodyTooLarge,
@@ -181,7 +186,7 @@ pub enum SendError {
 pub struct Sent {
     pub response: Response<PooledBody>,
     /// The endpoint's `host:port`.
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     /// Counts the request as in flight; keep it for the response's life.
     pub in_flight: InFlight,
 }
@@ -221,6 +226,7 @@ impl Upstream {
                     base,
                     host,
                     endpoint: e.clone(),
+                    label: Arc::from(e.authority.as_str()),
                     in_flight: Arc::new(AtomicUsize::new(0)),
                     pool: EndpointPool::new(POOL_IDLE_TIMEOUT),
                 }
@@ -295,7 +301,7 @@ impl Upstream {
         let Some(ep) = self.endpoints.get(idx) else {
             return Err(SendError::NoEndpoints);
         };
-        let endpoint = ep.endpoint.authority.clone();
+        let endpoint = ep.label.clone();
         let Some(base) = ep.base.clone() else {
             return Err(SendError::Connect {
                 endpoint,
@@ -346,7 +352,7 @@ impl Upstream {
         &self,
         ep: &EndpointState,
         base: http::uri::Authority,
-        endpoint: String,
+        endpoint: Arc<str>,
         mut req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
@@ -406,7 +412,11 @@ impl Upstream {
     }
 
     /// Opens a new HTTP/1.1 connection (TCP, TLS for `https://`) to `ep`.
-    async fn connect_h1(&self, ep: &EndpointState, endpoint: &str) -> Result<Sender, SendError> {
+    async fn connect_h1(
+        &self,
+        ep: &EndpointState,
+        endpoint: &Arc<str>,
+    ) -> Result<Sender, SendError> {
         use tower_service::Service;
         let uri = Uri::from_maybe_shared(format!(
             "{}://{}/",
@@ -414,7 +424,7 @@ impl Upstream {
             ep.endpoint.authority
         ))
         .map_err(|e| SendError::Connect {
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.clone(),
             source: e.into(),
         })?;
         let mut connector = self.connector.clone();
@@ -427,13 +437,13 @@ impl Upstream {
             Ok(io) => io,
             Err(e) if is_tls_error(&*e) => {
                 return Err(SendError::Tls {
-                    endpoint: endpoint.to_owned(),
+                    endpoint: endpoint.clone(),
                     source: e,
                 });
             }
             Err(e) => {
                 return Err(SendError::Connect {
-                    endpoint: endpoint.to_owned(),
+                    endpoint: endpoint.clone(),
                     source: e,
                 });
             }
@@ -442,7 +452,7 @@ impl Upstream {
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect {
-                endpoint: endpoint.to_owned(),
+                endpoint: endpoint.clone(),
                 source: e.into(),
             })?;
         tokio::spawn(async move {
@@ -545,7 +555,7 @@ pub fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn classify_h1(endpoint: String, e: hyper::Error) -> SendError {
+fn classify_h1(endpoint: Arc<str>, e: hyper::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -559,7 +569,7 @@ fn classify_h1(endpoint: String, e: hyper::Error) -> SendError {
     }
 }
 
-fn classify(endpoint: String, e: hyper_util::client::legacy::Error) -> SendError {
+fn classify(endpoint: Arc<str>, e: hyper_util::client::legacy::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {

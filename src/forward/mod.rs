@@ -25,7 +25,7 @@ use std::time::Duration;
 pub struct Forwarded {
     pub response: Response<ProxyBody>,
     /// The endpoint (`host:port`) that answered.
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
 }
 
 /// The path forwarded for `path` under `strip_prefix` (segment-aware; a
