@@ -40,9 +40,18 @@ const FNV_PRIME: u32 = 16_777_619;
 pub fn fnv1a32(parts: &[&str]) -> u32 {
     let mut h = FNV_OFFSET;
     for part in parts {
-        for unit in part.encode_utf16() {
-            h ^= u32::from(unit);
-            h = h.wrapping_mul(FNV_PRIME);
+        // ASCII (nearly every id and seed): a byte is its UTF-16 code unit,
+        // and bytes are cheaper to walk than `encode_utf16`.
+        if part.is_ascii() {
+            for b in part.bytes() {
+                h ^= u32::from(b);
+                h = h.wrapping_mul(FNV_PRIME);
+            }
+        } else {
+            for unit in part.encode_utf16() {
+                h ^= u32::from(unit);
+                h = h.wrapping_mul(FNV_PRIME);
+            }
         }
     }
     h
@@ -149,6 +158,27 @@ mod tests {
         assert_eq!(fnv1a32(&[]), 0x811c_9dc5);
         assert_eq!(fnv1a32(&["a"]), 0xe40c_292c);
         assert_eq!(fnv1a32(&["foo", "bar"]), fnv1a32(&["foobar"]));
+    }
+
+    #[test]
+    fn ascii_fast_path_hashes_like_utf16() {
+        let by_units = |parts: &[&str]| {
+            parts
+                .iter()
+                .flat_map(|p| p.encode_utf16())
+                .fold(FNV_OFFSET, |h, u| {
+                    (h ^ u32::from(u)).wrapping_mul(FNV_PRIME)
+                })
+        };
+        let cases: [&[&str]; 4] = [
+            &["checkout-redesign", "user-4217"],
+            &["é", "user", "ß"],
+            &["", "\u{1F469}", "x"],
+            &["__", "ns", "ÄÖ-id"],
+        ];
+        for parts in cases {
+            assert_eq!(fnv1a32(parts), by_units(parts), "{parts:?}");
+        }
     }
 
     #[test]
