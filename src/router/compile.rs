@@ -552,9 +552,9 @@ impl<'a> Builder<'a> {
         } else if let Some(c) = &rv.canary {
             self.canary_action(src, &rv.name.value, c)
         } else if let Some(resp) = &rv.respond {
-            self.respond(f, resp).map(Action::Respond)
+            self.respond(f, resp).map(|r| Action::Respond(Box::new(r)))
         } else if let Some(red) = &rv.redirect {
-            self.redirect(f, red).map(Action::Redirect)
+            self.redirect(f, red).map(|r| Action::Redirect(Box::new(r)))
         } else {
             None
         };
