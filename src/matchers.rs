@@ -264,7 +264,7 @@ impl HostMatch {
         let exact = b.exact.len();
         b.exact.append(&mut b.wildcard_suffixes);
         Ok(HostMatch {
-            names: b.exact.into_boxed_slice(),
+            names: crate::rules::exact_slice(b.exact),
             exact,
         })
     }

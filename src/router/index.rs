@@ -36,7 +36,7 @@
 use super::Route;
 use crate::context::RequestContext;
 use crate::matchers::Leaf;
-use crate::rules::Expr;
+use crate::rules::{Expr, exact_slice};
 use std::collections::HashMap;
 
 /// More sources than this for one request fall back to a linear scan.
@@ -237,7 +237,7 @@ impl PathIndex {
                 push_unique(&mut pathless, *id);
             }
             return PathIndex {
-                pathless: pathless.into(),
+                pathless: exact_slice(pathless),
                 trie: None,
             };
         }
@@ -255,7 +255,7 @@ impl PathIndex {
         }
         let trie = trie.freeze();
         PathIndex {
-            pathless: pathless.into(),
+            pathless: exact_slice(pathless),
             trie: (!trie.nodes.is_empty()).then(|| Box::new(trie)),
         }
     }
@@ -510,9 +510,10 @@ impl TrieBuilder {
         }
         PathTrie {
             nodes: nodes.into(),
-            edges: edges.into(),
-            labels: labels.into(),
-            ids: ids.into(),
+            edges: exact_slice(edges),
+            // A copy: shrinking in place could keep twice the length.
+            labels: labels.as_str().into(),
+            ids: exact_slice(ids),
         }
     }
 }

@@ -255,6 +255,10 @@ mod tests {
         assert_eq!(size_of::<crate::matchers::Leaf>(), 32);
         assert_eq!(size_of::<crate::rules::Expr>(), 32);
         assert_eq!(size_of::<super::Action>(), 24);
-        assert!(size_of::<super::Route>() <= 128, "{}", size_of::<super::Route>());
+        assert!(
+            size_of::<super::Route>() <= 128,
+            "{}",
+            size_of::<super::Route>()
+        );
     }
 }
