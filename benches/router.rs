@@ -65,11 +65,11 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
         .map(|(i, m)| Route {
             name: format!("r{i}").into(),
             matcher: rules::compile(m, &file, &mut diags),
-            action: Action::Respond(Respond {
+            action: Action::Respond(Box::new(Respond {
                 status: StatusCode::OK,
                 body: Default::default(),
                 headers: vec![],
-            }),
+            })),
             forward: Default::default(),
             metrics: Default::default(),
         })

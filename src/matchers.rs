@@ -27,16 +27,18 @@ pub fn build_regex(pattern: &str, ignore_case: bool) -> Result<Regex, regex::Err
 
 // === impl TextTest ===
 
-/// A test on one text value.
+/// A test on one text value. Kept for the config's lifetime, one per
+/// header, query or cookie test: boxed slices and a boxed regex keep it at
+/// 24 bytes (issue 6).
 #[derive(Debug, Clone)]
 pub enum TextOp {
-    Equals(String),
-    Prefix(String),
-    Suffix(String),
-    Contains(String),
+    Equals(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+    Contains(Box<str>),
     /// Finds a match anywhere (anchor it with `^…$` to test the whole value).
-    Regex(Regex),
-    In(Vec<String>),
+    Regex(Box<Regex>),
+    In(Box<[Box<str>]>),
 }
 
 /// A text test with its case handling.
@@ -66,7 +68,7 @@ impl TextTest {
                             .windows(c.len())
                             .any(|w| w.eq_ignore_ascii_case(c.as_bytes()))
                 } else {
-                    v.contains(c.as_str())
+                    v.contains(&**c)
                 }
             }
             TextOp::Regex(r) => r.is_match(v),
@@ -241,25 +243,62 @@ fn scalar_json(s: &Scalar) -> String {
 // === impl HostMatch ===
 
 /// `host`: exact names and `*.suffix` wildcards, lowercased at compile time.
+///
+/// Both lists share one boxed slice (exact names first), 24 bytes inline:
+/// every route with a `host` keeps one (issue 6).
 #[derive(Debug, Clone, Default)]
 pub struct HostMatch {
-    exact: Vec<Box<str>>,
-    /// Each with its leading dot: `*.example.com` is `.example.com`.
-    wildcard_suffixes: Vec<Box<str>>,
+    /// `names[..exact]`: exact names; `names[exact..]`: wildcard suffixes,
+    /// each with its leading dot (`*.example.com` is `.example.com`).
+    names: Box<[Box<str>]>,
+    exact: usize,
 }
 
 impl HostMatch {
     /// Compiles host patterns; the error says which one is wrong and why.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<HostMatch, String> {
-        let mut m = HostMatch::default();
+        let mut b = HostBuilder::default();
         for p in patterns {
-            m.push(p.as_ref())?;
+            b.push(p.as_ref())?;
         }
-        Ok(m)
+        let exact = b.exact.len();
+        b.exact.append(&mut b.wildcard_suffixes);
+        Ok(HostMatch {
+            names: crate::rules::exact_slice(b.exact),
+            exact,
+        })
     }
 
+    /// Exact names (lowercase).
+    pub fn exact(&self) -> &[Box<str>] {
+        self.names.get(..self.exact).unwrap_or(&[])
+    }
+
+    /// Wildcard suffixes, each with its leading dot.
+    pub fn wildcard_suffixes(&self) -> &[Box<str>] {
+        self.names.get(self.exact..).unwrap_or(&[])
+    }
+
+    /// Whether the (normalized) host matches.
+    pub fn matches(&self, host: &str) -> bool {
+        self.exact().iter().any(|e| **e == *host)
+            || self
+                .wildcard_suffixes()
+                .iter()
+                .any(|s| host.len() > s.len() && host.ends_with(&**s))
+    }
+}
+
+/// The two lists of a [`HostMatch`] while its patterns are checked.
+#[derive(Default)]
+struct HostBuilder {
+    exact: Vec<Box<str>>,
+    wildcard_suffixes: Vec<Box<str>>,
+}
+
+impl HostBuilder {
     /// Adds one pattern.
-    pub fn push(&mut self, pattern: &str) -> Result<(), String> {
+    fn push(&mut self, pattern: &str) -> Result<(), String> {
         let p = pattern.to_ascii_lowercase();
         if p.is_empty() {
             return Err("host must not be empty".into());
@@ -288,34 +327,15 @@ impl HostMatch {
         }
         Ok(())
     }
-
-    /// Exact names (lowercase).
-    pub fn exact(&self) -> &[Box<str>] {
-        &self.exact
-    }
-
-    /// Wildcard suffixes, each with its leading dot.
-    pub fn wildcard_suffixes(&self) -> &[Box<str>] {
-        &self.wildcard_suffixes
-    }
-
-    /// Whether the (normalized) host matches.
-    pub fn matches(&self, host: &str) -> bool {
-        self.exact.iter().any(|e| **e == *host)
-            || self
-                .wildcard_suffixes
-                .iter()
-                .any(|s| host.len() > s.len() && host.ends_with(&**s))
-    }
 }
 
 impl fmt::Display for HostMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let all: Vec<String> = self
-            .exact
+            .exact()
             .iter()
             .map(|e| e.to_string())
-            .chain(self.wildcard_suffixes.iter().map(|s| format!("*{s}")))
+            .chain(self.wildcard_suffixes().iter().map(|s| format!("*{s}")))
             .collect();
         if all.len() == 1 {
             write!(f, "host {}", all[0])
@@ -458,7 +478,7 @@ fn template_error(template: &str, e: &matchit::InsertError) -> String {
 /// `/apix`; a prefix ending in `/` (such as `/`) holds for every path that
 /// starts with it.
 #[derive(Debug, Clone)]
-pub struct PathPrefix(String);
+pub struct PathPrefix(Box<str>);
 
 impl PathPrefix {
     /// The prefix must start with `/`.
@@ -466,7 +486,7 @@ impl PathPrefix {
         if !prefix.starts_with('/') {
             return Err(format!("path_prefix {prefix:?} must start with `/`"));
         }
-        Ok(PathPrefix(prefix.to_owned()))
+        Ok(PathPrefix(prefix.into()))
     }
 
     /// The prefix as written.
@@ -476,7 +496,7 @@ impl PathPrefix {
 
     /// Whether the normalized path is inside the prefix.
     pub fn matches(&self, path: &str) -> bool {
-        let p = self.0.as_str();
+        let p = &*self.0;
         path.starts_with(p)
             && (path.len() == p.len() || p.ends_with('/') || path.as_bytes()[p.len()] == b'/')
     }
@@ -485,19 +505,22 @@ impl PathPrefix {
 // === impl Leaf ===
 
 /// One matcher of a `match` mapping.
+///
+/// 32 bytes: every route keeps a few (issue 6, 10,000 routes), so variants
+/// whose data is larger than 24 bytes are boxed.
 #[derive(Debug, Clone)]
 pub enum Leaf {
     Host(HostMatch),
     Path(PathTemplate),
     PathPrefix(PathPrefix),
-    PathRegex(Regex),
-    Method(Vec<Method>),
-    Header(HeaderName, ValueTest),
-    Query(String, ValueTest),
-    Cookie(String, ValueTest),
-    ClientIp(Vec<IpNet>),
+    PathRegex(Box<Regex>),
+    Method(Box<[Method]>),
+    Header(Box<(HeaderName, ValueTest)>),
+    Query(Box<(Box<str>, ValueTest)>),
+    Cookie(Box<(Box<str>, ValueTest)>),
+    ClientIp(Box<[IpNet]>),
     /// An RFC 6901 pointer and its test.
-    BodyJson(String, JsonTest),
+    BodyJson(Box<(Box<str>, JsonTest)>),
 }
 
 impl Leaf {
@@ -509,19 +532,22 @@ impl Leaf {
             Leaf::PathPrefix(p) => p.matches(ctx.path),
             Leaf::PathRegex(r) => r.is_match(ctx.path),
             Leaf::Method(list) => list.iter().any(|m| m == ctx.method),
-            Leaf::Header(name, t) => match t {
-                // A value that is not UTF-8 still counts as present.
-                ValueTest::Present(want) => ctx.headers.contains_key(name) == *want,
-                ValueTest::Text(_) => t.holds(ctx.header_values(name)),
-            },
-            Leaf::Query(name, t) => t.holds(ctx.query_values(name)),
-            Leaf::Cookie(name, t) => t.holds(ctx.cookie_values(name)),
+            Leaf::Header(h) => {
+                let (name, t) = &**h;
+                match t {
+                    // A value that is not UTF-8 still counts as present.
+                    ValueTest::Present(want) => ctx.headers.contains_key(name) == *want,
+                    ValueTest::Text(_) => t.holds(ctx.header_values(name)),
+                }
+            }
+            Leaf::Query(q) => q.1.holds(ctx.query_values(&q.0)),
+            Leaf::Cookie(c) => c.1.holds(ctx.cookie_values(&c.0)),
             Leaf::ClientIp(nets) => {
                 let ip = canonical_ip(ctx.client_ip);
                 nets.iter().any(|n| n.contains(&ip))
             }
-            Leaf::BodyJson(pointer, t) => match ctx.body_json() {
-                Some(doc) => t.holds(doc.pointer(pointer)),
+            Leaf::BodyJson(b) => match ctx.body_json() {
+                Some(doc) => b.1.holds(doc.pointer(&b.0)),
                 None => false,
             },
         }
@@ -590,14 +616,14 @@ impl fmt::Display for Leaf {
                     write!(f, "method in [{}]", names.join(", "))
                 }
             }
-            Leaf::Header(n, t) => write!(f, "header {n} {t}"),
-            Leaf::Query(n, t) => write!(f, "query {n} {t}"),
-            Leaf::Cookie(n, t) => write!(f, "cookie {n} {t}"),
+            Leaf::Header(h) => write!(f, "header {} {}", h.0, h.1),
+            Leaf::Query(q) => write!(f, "query {} {}", q.0, q.1),
+            Leaf::Cookie(c) => write!(f, "cookie {} {}", c.0, c.1),
             Leaf::ClientIp(nets) => {
                 let s: Vec<String> = nets.iter().map(IpNet::to_string).collect();
                 write!(f, "client_ip in [{}]", s.join(", "))
             }
-            Leaf::BodyJson(p, t) => write!(f, "body_json {p} {t}"),
+            Leaf::BodyJson(b) => write!(f, "body_json {} {}", b.0, b.1),
         }
     }
 }
@@ -613,7 +639,7 @@ mod tests {
 
     #[test]
     fn text_tests() {
-        let s = |x: &str| x.to_owned();
+        let s = |x: &str| Box::<str>::from(x);
         assert!(text(TextOp::Equals(s("Ab")), false).test("Ab"));
         assert!(!text(TextOp::Equals(s("Ab")), false).test("ab"));
         assert!(text(TextOp::Equals(s("Ab")), true).test("aB"));
@@ -625,10 +651,10 @@ mod tests {
         assert!(!text(TextOp::Contains(s("Ell")), false).test("hello"));
         assert!(text(TextOp::Contains(s("")), true).test(""));
         let r = build_regex("^v[0-9]+$", true).unwrap();
-        assert!(text(TextOp::Regex(r.clone()), true).test("V12"));
-        assert!(!text(TextOp::Regex(r), true).test("v1x"));
-        assert!(text(TextOp::In(vec![s("US"), s("CA")]), true).test("ca"));
-        assert!(!text(TextOp::In(vec![s("US"), s("CA")]), false).test("ca"));
+        assert!(text(TextOp::Regex(Box::new(r.clone())), true).test("V12"));
+        assert!(!text(TextOp::Regex(Box::new(r)), true).test("v1x"));
+        assert!(text(TextOp::In(Box::new([s("US"), s("CA")])), true).test("ca"));
+        assert!(!text(TextOp::In(Box::new([s("US"), s("CA")])), false).test("ca"));
     }
 
     #[test]
@@ -800,48 +826,57 @@ mod tests {
             ),
             (Leaf::PathPrefix(PathPrefix::new("/v1/use").unwrap()), false),
             (
-                Leaf::PathRegex(build_regex("users/[0-9]+", false).unwrap()),
+                Leaf::PathRegex(Box::new(build_regex("users/[0-9]+", false).unwrap())),
                 true,
             ),
-            (Leaf::Method(vec![Method::GET, Method::POST]), true),
-            (Leaf::Method(vec![Method::GET]), false),
+            (Leaf::Method(Box::new([Method::GET, Method::POST])), true),
+            (Leaf::Method(Box::new([Method::GET])), false),
             (
-                Leaf::Header(HeaderName::from_static("x-beta"), eq("1")),
+                Leaf::Header(Box::new((HeaderName::from_static("x-beta"), eq("1")))),
                 true,
             ),
             (
-                Leaf::Header(HeaderName::from_static("x-beta"), eq("2")),
+                Leaf::Header(Box::new((HeaderName::from_static("x-beta"), eq("2")))),
                 false,
             ),
             (
-                Leaf::Header(HeaderName::from_static("x-bin"), ValueTest::Present(true)),
+                Leaf::Header(Box::new((
+                    HeaderName::from_static("x-bin"),
+                    ValueTest::Present(true),
+                ))),
                 true,
             ),
             (
-                Leaf::Header(HeaderName::from_static("x-no"), ValueTest::Present(false)),
+                Leaf::Header(Box::new((
+                    HeaderName::from_static("x-no"),
+                    ValueTest::Present(false),
+                ))),
                 true,
             ),
-            (Leaf::Query("q".into(), eq("a b")), true),
-            (Leaf::Query("r".into(), ValueTest::Present(true)), false),
-            (Leaf::Cookie("theme".into(), eq("dark")), true),
-            (Leaf::Cookie("uid".into(), eq("8")), false),
+            (Leaf::Query(Box::new(("q".into(), eq("a b")))), true),
             (
-                Leaf::ClientIp(vec![parse_cidr("10.0.0.0/8").unwrap()]),
+                Leaf::Query(Box::new(("r".into(), ValueTest::Present(true)))),
+                false,
+            ),
+            (Leaf::Cookie(Box::new(("theme".into(), eq("dark")))), true),
+            (Leaf::Cookie(Box::new(("uid".into(), eq("8")))), false),
+            (
+                Leaf::ClientIp(Box::new([parse_cidr("10.0.0.0/8").unwrap()])),
                 true,
             ),
             (
-                Leaf::ClientIp(vec![parse_cidr("192.168.0.1").unwrap()]),
+                Leaf::ClientIp(Box::new([parse_cidr("192.168.0.1").unwrap()])),
                 false,
             ),
             (
-                Leaf::BodyJson(
+                Leaf::BodyJson(Box::new((
                     "/user/tier".into(),
                     JsonTest::Equals(Scalar::Str("gold".into()), false),
-                ),
+                ))),
                 true,
             ),
             (
-                Leaf::BodyJson(
+                Leaf::BodyJson(Box::new((
                     "/user/age".into(),
                     JsonTest::Range {
                         gt: None,
@@ -849,11 +884,11 @@ mod tests {
                         lt: Some(40.0),
                         lte: None,
                     },
-                ),
+                ))),
                 true,
             ),
             (
-                Leaf::BodyJson("/user/none".into(), JsonTest::Present(true)),
+                Leaf::BodyJson(Box::new(("/user/none".into(), JsonTest::Present(true)))),
                 false,
             ),
         ];
@@ -861,8 +896,10 @@ mod tests {
             assert_eq!(leaf.matches(&ctx), want, "{leaf}");
         }
         let no_body = ctx_with(&m, &h, "/", None, ip, None);
-        assert!(!Leaf::BodyJson("/x".into(), JsonTest::Present(false)).matches(&no_body));
-        assert!(Leaf::BodyJson("/x".into(), JsonTest::Present(false)).needs_body());
+        assert!(
+            !Leaf::BodyJson(Box::new(("/x".into(), JsonTest::Present(false)))).matches(&no_body)
+        );
+        assert!(Leaf::BodyJson(Box::new(("/x".into(), JsonTest::Present(false)))).needs_body());
     }
 }
 

@@ -26,13 +26,14 @@ use std::sync::Arc;
 /// Deepest accepted nesting of `all` / `any` / `not`.
 pub const MAX_DEPTH: usize = 64;
 
-/// A compiled `match`.
+/// A compiled `match`: 32 bytes, the size of a [`Leaf`]; lists are boxed
+/// slices without spare capacity (every route keeps one, issue 6).
 #[derive(Debug, Clone)]
 pub enum Expr {
     /// Every one holds (an empty list always holds).
-    All(Vec<Expr>),
+    All(Box<[Expr]>),
     /// At least one holds.
-    Any(Vec<Expr>),
+    Any(Box<[Expr]>),
     /// The inner expression does not hold.
     Not(Box<Expr>),
     /// One matcher.
@@ -44,7 +45,7 @@ pub enum Expr {
 impl Expr {
     /// Matches every request.
     pub fn always() -> Expr {
-        Expr::All(Vec::new())
+        Expr::All(Box::default())
     }
 
     /// Whether the request matches (short-circuit, left to right).
@@ -121,6 +122,20 @@ impl Expr {
             other => std::slice::from_ref(other),
         }
     }
+}
+
+/// `v` as a boxed slice in an allocation of exactly its length, for what a
+/// config keeps for its lifetime. `Vec::into_boxed_slice` shrinks with
+/// `realloc`, which mimalloc does in place while the block stays at least
+/// half used: a route's 2 or 3 conditions kept the 128-byte block of 4
+/// (issue 6). Costs a copy when there is spare capacity.
+pub(crate) fn exact_slice<T>(v: Vec<T>) -> Box<[T]> {
+    if v.len() == v.capacity() {
+        return v.into_boxed_slice();
+    }
+    let mut exact = Vec::with_capacity(v.len());
+    exact.extend(v);
+    exact.into_boxed_slice()
 }
 
 fn join(out: &mut String, xs: &[Expr], sep: &str) {
@@ -207,7 +222,7 @@ impl Compiler<'_> {
         }
         if let Some(r) = &raw.path_regex {
             match build_regex(&r.value, false) {
-                Ok(re) => xs.push(Expr::Leaf(Leaf::PathRegex(re))),
+                Ok(re) => xs.push(Expr::Leaf(Leaf::PathRegex(Box::new(re)))),
                 Err(e) => self.error(
                     r.referenced,
                     format!("path_regex: invalid regex: {}", regex_message(&e)),
@@ -248,7 +263,7 @@ impl Compiler<'_> {
                     Err(e) => self.error(ips.referenced, e),
                 }
             }
-            xs.push(Expr::Leaf(Leaf::ClientIp(nets)));
+            xs.push(Expr::Leaf(Leaf::ClientIp(exact_slice(nets))));
         }
         if let Some(all) = &raw.all {
             if all.is_empty() {
@@ -259,7 +274,7 @@ impl Compiler<'_> {
             }
             for item in all {
                 match self.mapping(item, depth + 1) {
-                    Expr::All(inner) => xs.extend(inner),
+                    Expr::All(inner) => xs.extend(inner.into_vec()),
                     other => xs.push(other),
                 }
             }
@@ -275,7 +290,7 @@ impl Compiler<'_> {
             if alts.len() == 1 {
                 xs.extend(alts.pop());
             } else {
-                xs.push(Expr::Any(alts));
+                xs.push(Expr::Any(exact_slice(alts)));
             }
         }
         if let Some(not) = &raw.not {
@@ -286,8 +301,7 @@ impl Compiler<'_> {
             xs.pop().unwrap_or_else(Expr::always)
         } else {
             // Kept for the config's lifetime: no spare capacity.
-            xs.shrink_to_fit();
-            Expr::All(xs)
+            Expr::All(exact_slice(xs))
         }
     }
 
@@ -323,7 +337,7 @@ impl Compiler<'_> {
                 Err(_) => self.error(ms.referenced, format!("method {name:?} is not valid")),
             }
         }
-        xs.push(Expr::Leaf(Leaf::Method(list)));
+        xs.push(Expr::Leaf(Leaf::Method(exact_slice(list))));
     }
 
     /// One header / query / cookie / body_json test; `list_at` is the
@@ -463,14 +477,14 @@ impl Compiler<'_> {
         }
 
         let text_op: Option<TextOp> = if let Some(s) = &t.prefix {
-            Some(TextOp::Prefix(s.value.clone()))
+            Some(TextOp::Prefix(s.value.as_str().into()))
         } else if let Some(s) = &t.suffix {
-            Some(TextOp::Suffix(s.value.clone()))
+            Some(TextOp::Suffix(s.value.as_str().into()))
         } else if let Some(s) = &t.contains {
-            Some(TextOp::Contains(s.value.clone()))
+            Some(TextOp::Contains(s.value.as_str().into()))
         } else if let Some(r) = &t.regex {
             match build_regex(&r.value, ic) {
-                Ok(re) => Some(TextOp::Regex(re)),
+                Ok(re) => Some(TextOp::Regex(Box::new(re))),
                 Err(e) => {
                     self.error(
                         r.referenced,
@@ -504,7 +518,7 @@ impl Compiler<'_> {
                 }
             };
             return match (ok, pointer) {
-                (true, Some(p)) => Some(Leaf::BodyJson(p, test)),
+                (true, Some(p)) => Some(Leaf::BodyJson(Box::new((p.into(), test)))),
                 _ => None,
             };
         }
@@ -516,12 +530,12 @@ impl Compiler<'_> {
             })
         } else if let Some(e) = &t.equals {
             ValueTest::Text(TextTest {
-                op: TextOp::Equals(e.value.to_text()),
+                op: TextOp::Equals(e.value.to_text().into()),
                 ignore_case: ic,
             })
         } else if let Some(list) = &t.in_ {
             ValueTest::Text(TextTest {
-                op: TextOp::In(list.value.iter().map(raw::Scalar::to_text).collect()),
+                op: TextOp::In(list.value.iter().map(|s| s.to_text().into()).collect()),
                 ignore_case: ic,
             })
         } else {
@@ -530,7 +544,7 @@ impl Compiler<'_> {
         let name = name.filter(|_| ok)?;
         match kind {
             Kind::Header => match HeaderName::from_bytes(name.value.as_bytes()) {
-                Ok(h) => Some(Leaf::Header(h, test)),
+                Ok(h) => Some(Leaf::Header(Box::new((h, test)))),
                 Err(_) => {
                     self.error(
                         name.referenced,
@@ -539,8 +553,8 @@ impl Compiler<'_> {
                     None
                 }
             },
-            Kind::Query => Some(Leaf::Query(name.value.clone(), test)),
-            _ => Some(Leaf::Cookie(name.value.clone(), test)),
+            Kind::Query => Some(Leaf::Query(Box::new((name.value.as_str().into(), test)))),
+            _ => Some(Leaf::Cookie(Box::new((name.value.as_str().into(), test)))),
         }
     }
 }

@@ -425,7 +425,11 @@ async fn redirect_and_respond_routes() {
     };
     let snap = snapshot(
         vec![],
-        vec![route("old", Action::Redirect(redirect), Default::default())],
+        vec![route(
+            "old",
+            Action::Redirect(Box::new(redirect)),
+            Default::default(),
+        )],
         None,
         limits(),
     );

@@ -209,11 +209,11 @@ fn snapshot(exprs: Vec<Expr>) -> Snapshot {
         .map(|(i, matcher)| Route {
             name: format!("r{i}").into(),
             matcher,
-            action: Action::Respond(Respond {
+            action: Action::Respond(Box::new(Respond {
                 status: StatusCode::OK,
                 body: Default::default(),
                 headers: vec![],
-            }),
+            })),
             forward: Default::default(),
             metrics: Default::default(),
         })

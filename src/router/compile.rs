@@ -458,7 +458,9 @@ impl<'a> Builder<'a> {
     }
 
     fn routes(&mut self) -> Vec<Route> {
-        let mut routes = Vec::new();
+        // Kept for the config's lifetime: grown by doubling, 10,000 routes
+        // would sit in room for 16,384 (issue 6).
+        let mut routes = Vec::with_capacity(self.files().map(|s| s.doc.routes.len()).sum());
         let mut names: HashMap<String, Place> = HashMap::new();
         for src in self.files() {
             for r in &src.doc.routes {
@@ -552,9 +554,9 @@ impl<'a> Builder<'a> {
         } else if let Some(c) = &rv.canary {
             self.canary_action(src, &rv.name.value, c)
         } else if let Some(resp) = &rv.respond {
-            self.respond(f, resp).map(Action::Respond)
+            self.respond(f, resp).map(|r| Action::Respond(Box::new(r)))
         } else if let Some(red) = &rv.redirect {
-            self.redirect(f, red).map(Action::Redirect)
+            self.redirect(f, red).map(|r| Action::Redirect(Box::new(r)))
         } else {
             None
         };
