@@ -2,8 +2,9 @@
 //!
 //! Pointsman allocates through mimalloc: on the proxied-request path it
 //! costs about 8% less CPU than glibc's malloc (an alternating wrk A/B
-//! run; 9% fewer instructions under callgrind, see BENCHMARKS.md). Loading a large rule set makes a
-//! short-lived peak (the parsed YAML next to the compiled snapshot);
+//! run; 9% fewer instructions under callgrind, see BENCHMARKS.md).
+//! Loading a large rule set makes a short-lived peak (the parsed YAML next
+//! to the compiled snapshot);
 //! [`release_free_memory`] hands the freed pages back to the OS afterwards,
 //! so the resident size settles on what the live snapshot needs.
 
