@@ -1,6 +1,7 @@
 //! The floor under Pointsman's per-request cost: the least a reverse proxy
 //! built on the same stack (tokio, hyper 1 HTTP/1.1 server and client
-//! connections, mimalloc) can do per request.
+//! connections, mimalloc: the library's allocator, linked through its
+//! runtime builder) can do per request.
 //!
 //! No routing, no header rewriting beyond `X-Forwarded-For`, no metrics,
 //! no timeouts, no retries, no h2c detection: accept, read the request,
@@ -12,10 +13,6 @@
 //! ```sh
 //! cargo run --release --example hyper_floor -- 127.0.0.1:8081 127.0.0.1:8080 [THREADS]
 //! ```
-
-// The library sets the global allocator (mimalloc); link it so the floor
-// allocates the way the proxy does.
-extern crate pointsman;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -37,18 +34,8 @@ fn main() -> Result<(), BoxError> {
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
-    // The same runtime choice as `pointsman run --threads N`.
-    let mut builder = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    builder
-        .enable_all()
-        .build()?
-        .block_on(serve(listen, upstream))
+    // The same runtime as `pointsman run --threads N`.
+    pointsman::app::runtime(Some(threads))?.block_on(serve(listen, upstream))
 }
 
 async fn serve(listen: SocketAddr, upstream: SocketAddr) -> Result<(), BoxError> {

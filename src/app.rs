@@ -16,6 +16,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// The runtime `run` serves on: `threads` workers (default: one per CPU).
+/// One worker runs on a current-thread runtime: the same event loop
+/// without the work-stealing scheduler's atomics and cross-thread wakeups.
+pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
+}
+
 /// Why `run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -233,17 +233,7 @@ fn explain_cmd(
 
 /// Runs the proxy on a tokio runtime.
 fn serve(opts: RunOptions, threads: Option<usize>) -> ExitCode {
-    // One worker runs on a current-thread runtime: the same event loop
-    // without the work-stealing scheduler's atomics and cross-thread wakeups.
-    let mut builder = match threads {
-        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    builder.enable_all();
-    if let Some(n) = threads.filter(|&n| n > 1) {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.build() {
+    let runtime = match app::runtime(threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
