@@ -52,6 +52,28 @@ pub struct CanaryDef {
     pub allow_force: bool,
     /// SHA-256 of the normalized definition (upstreams by name).
     pub definition_hash: [u8; 32],
+    /// Per arm (stable, canary): its name and the `ROUTE=ARM` value of
+    /// `x-pointsman-variant`, made once instead of per request.
+    pub arm_labels: [(Arc<str>, Option<http::HeaderValue>); 2],
+}
+
+impl CanaryDef {
+    /// The name and variant header of `arm`.
+    pub fn arm_label(&self, arm: Arm) -> &(Arc<str>, Option<http::HeaderValue>) {
+        match arm {
+            Arm::Stable => &self.arm_labels[0],
+            Arm::Canary => &self.arm_labels[1],
+        }
+    }
+}
+
+/// [`CanaryDef::arm_labels`] for `route`.
+fn arm_labels(route: &str) -> [(Arc<str>, Option<http::HeaderValue>); 2] {
+    [Arm::Stable, Arm::Canary].map(|arm| {
+        let name = arm.as_str();
+        let header = http::HeaderValue::from_str(&format!("{route}={name}")).ok();
+        (Arc::from(name), header)
+    })
 }
 
 /// Fixed weight or a progression.
@@ -931,6 +953,7 @@ pub fn compile_canary(
         raw.stable.value, raw.canary.value
     );
     Some(CanaryDef {
+        arm_labels: arm_labels(route),
         route: route.into(),
         stable,
         canary,

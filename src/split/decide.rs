@@ -122,10 +122,10 @@ pub fn decide_canary(
         None
     };
     let d = canary.decide(ctx, forced.as_deref());
-    let variant: Arc<str> = Arc::from(d.arm.as_str());
+    let (variant, variant_header) = canary.def.arm_label(d.arm).clone();
     SplitDecision {
         upstream: d.upstream,
-        variant_header: HeaderValue::from_str(&format!("{name}={variant}")).ok(),
+        variant_header,
         set_cookie: d
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
