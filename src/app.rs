@@ -1,14 +1,15 @@
-//! `pointsman run`: load the config, bind the listeners and the admin API,
-//! serve, reload on SIGHUP, and drain on SIGTERM/SIGINT.
+//! `pointsman run`: wiring only. Load and compile the config, link it to a
+//! new runtime, bind the listeners and the admin API, serve, reload on
+//! SIGHUP, and drain on SIGTERM/SIGINT.
 
 use crate::admin::{self, AdminState};
+use crate::compile::Config;
 use crate::config::Diagnostic;
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader, Trigger};
-use crate::router::compile::CompileEnv;
-use crate::router::{Action, Snapshot};
-use crate::server::{Proxy, Server};
-use crate::split::CanaryRegistry;
+use crate::runtime::{Live, Runtime};
+use crate::server::Server;
+use crate::split::canary::Plan;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,19 +45,23 @@ pub enum RunError {
 /// What `run` serves.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The rule file or directory.
     pub config: PathBuf,
 }
 
 /// Addresses a started proxy listens on.
 #[derive(Debug, Clone)]
 pub struct Bound {
+    /// The public listeners, in config order.
     pub listeners: Vec<SocketAddr>,
+    /// The admin listener.
     pub admin: SocketAddr,
 }
 
 /// A started proxy: bound, not yet serving.
 #[derive(Debug)]
 pub struct Started {
+    /// Where it listens.
     pub bound: Bound,
     server: Server,
     admin: Arc<AdminState>,
@@ -65,41 +70,28 @@ pub struct Started {
 
 /// Loads the config and binds every listener and the admin API.
 pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
-    let canaries = Arc::new(CanaryRegistry::new());
-    let metrics =
-        Metrics::new().map_err(|e| RunError::Runtime(format!("cannot create metrics: {e}")))?;
-    let env = CompileEnv {
-        previous: None,
-        canaries: Some(&canaries),
-        metrics: Some(&metrics),
-    };
-    let (compiled, sources, sha) =
-        reload::load_and_compile(&opts.config, env).map_err(RunError::Config)?;
+    let reload::LoadedConfig { compiled, started } =
+        reload::load_and_compile(&opts.config).map_err(RunError::Config)?;
     // The parse tree and build tables are gone: give their pages back.
     crate::allocator::release_free_memory();
     for w in &compiled.warnings {
         tracing::warn!("{w}");
     }
-    warn_unpersisted_canaries(&compiled.snapshot);
-    if let Some(path) = &compiled.snapshot.settings.state_file {
-        canaries.use_state_file(path, tokio::time::Instant::now());
-    }
-    let admin_addr = compiled.snapshot.settings.admin.addr;
-    let token = match &compiled.snapshot.settings.admin.token_file {
-        Some(path) => Some(admin::read_token(path).map_err(|e| {
-            RunError::Config(vec![Diagnostic {
-                file: Arc::from(path.display().to_string()),
-                line: 1,
-                column: 1,
-                severity: crate::config::Severity::Error,
-                message: format!("cannot read admin token file: {e}"),
-            }])
-        })?),
-        None => None,
-    };
+    let config = compiled.config;
+    warn_unpersisted_canaries(&config);
+    let token = read_admin_token(&config)?;
+    let admin_addr = config.settings.admin.addr;
+    let metrics =
+        Metrics::new().map_err(|e| RunError::Runtime(format!("cannot create metrics: {e}")))?;
     metrics.set_generation(1);
-    let proxy = Proxy::with_metrics(compiled.snapshot, Some(metrics.clone()));
-    let server = Server::bind(proxy.clone())
+    let runtime = Runtime::new(Some(metrics));
+    if let Some(path) = &config.settings.state_file {
+        runtime
+            .canaries()
+            .use_state_file(path, tokio::time::Instant::now());
+    }
+    let live = Live::new(runtime.link(config), runtime.clone());
+    let server = Server::bind(live.clone())
         .map_err(|e| RunError::Runtime(format!("cannot bind listener: {e}")))?;
     let listeners = server
         .local_addrs()
@@ -110,22 +102,13 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     let admin_local = admin_listener
         .local_addr()
         .map_err(|e| RunError::Runtime(e.to_string()))?;
-    let reloader = Reloader::new(
-        opts.config.clone(),
-        proxy.clone(),
-        canaries.clone(),
-        sources,
-        sha,
-    );
-    canaries.spawn_driver(Duration::from_millis(250));
+    let reloader = Reloader::new(opts.config.clone(), live, started);
+    runtime.canaries().spawn_driver(Duration::from_millis(250));
     let admin = Arc::new(AdminState {
         reloader,
         ready: Default::default(),
         draining: Default::default(),
         token,
-        metrics: Some(Arc::new(move || {
-            crate::telemetry::render(&metrics, &proxy.snapshot())
-        })),
     });
     Ok(Started {
         bound: Bound {
@@ -135,6 +118,18 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
         server,
         admin,
         admin_listener,
+    })
+}
+
+fn read_admin_token(config: &Config) -> Result<Option<String>, RunError> {
+    let Some(path) = &config.settings.admin.token_file else {
+        return Ok(None);
+    };
+    admin::read_token(path).map(Some).map_err(|e| {
+        RunError::Config(vec![Diagnostic::whole_file(
+            &path.display().to_string(),
+            format!("cannot read admin token file: {e}"),
+        )])
     })
 }
 
@@ -148,7 +143,10 @@ impl Started {
             admin,
             admin_listener,
         } = self;
-        tokio::spawn(admin::serve(admin_listener, admin.clone()));
+        let state = admin.clone();
+        tokio::spawn(crate::server::plain::serve_plain(admin_listener, move |req| {
+            admin::handle(state.clone(), req)
+        }));
         spawn_sighup(admin.reloader.clone());
         // Watches are in place before /readyz turns 200; dropped on return.
         let _watcher = reload::watch::spawn(admin.reloader.clone())
@@ -171,22 +169,22 @@ impl Started {
             .serve(shutdown)
             .await
             .map_err(|e| RunError::Runtime(e.to_string()))?;
+        // The last canary changes are in the state file before exit.
+        admin.reloader.live().runtime().canaries().flush();
         tracing::info!("drained; bye");
         Ok(())
     }
 }
 
 /// SPEC 4: without `state_file`, canary state does not survive a restart.
-fn warn_unpersisted_canaries(snapshot: &Snapshot) {
-    if snapshot.settings.state_file.is_some() {
+fn warn_unpersisted_canaries(config: &Config) {
+    if config.settings.state_file.is_some() {
         return;
     }
-    for r in &snapshot.routes {
-        if let Action::Canary(c) = &r.action
-            && (c.def.guard.is_some() || matches!(c.def.plan, crate::split::canary::Plan::Steps(_)))
-        {
+    for c in &config.canaries {
+        if c.guard.is_some() || matches!(c.plan, Plan::Steps(_)) {
             tracing::warn!(
-                canary = %r.name,
+                canary = %c.route,
                 "no state_file: this canary's progress and rollbacks start afresh on restart"
             );
         }

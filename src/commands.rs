@@ -1,7 +1,8 @@
 //! The `assign`, `diff` and `demo` commands' output.
 
 use pointsman::app::Bound;
-use pointsman::router::{Action, Route, Snapshot};
+use pointsman::compile::{Action, Config, Route};
+use pointsman::split::canary::def::arm_for_bucket;
 use pointsman::split::sticky::mint_id;
 use pointsman::split::{Arm, Experiment};
 use std::collections::BTreeMap;
@@ -9,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `assign`: `ID VARIANT BUCKET` per id, or observed vs configured shares.
-pub fn assign(snapshot: &Snapshot, name: &str, sample: Option<usize>, ids: &[String]) -> ExitCode {
-    let Some(exp) = snapshot.experiments.iter().find(|e| &*e.name == name) else {
-        let known: Vec<&str> = snapshot.experiments.iter().map(|e| &*e.name).collect();
+pub fn assign(config: &Config, name: &str, sample: Option<usize>, ids: &[String]) -> ExitCode {
+    let Some(exp) = config.experiment(name) else {
+        let known: Vec<&str> = config.experiments.iter().map(|e| &*e.name).collect();
         eprintln!(
             "error: unknown experiment {name:?} (defined: {})",
             known.join(", ")
@@ -58,16 +59,18 @@ fn assign_line(exp: &Experiment, id: &str) -> String {
 
 /// `diff`: routes added, removed and changed; for every experiment and
 /// canary in both configs, who would change assignment.
-pub fn diff(old: &Snapshot, new: &Snapshot, sample: usize) -> ExitCode {
+pub fn diff(old: &Config, new: &Config, sample: usize) -> ExitCode {
     let describe =
-        |s: &Snapshot, r: &Route| format!("{} -> {}", r.matcher.summary(), action_text(s, r));
+        |s: &Config, r: &Route| format!("{} -> {}", r.matcher.summary(), action_text(s, r));
     let old_routes: BTreeMap<&str, String> = old
         .routes
+        .routes()
         .iter()
         .map(|r| (&*r.name, describe(old, r)))
         .collect();
     let new_routes: BTreeMap<&str, String> = new
         .routes
+        .routes()
         .iter()
         .map(|r| (&*r.name, describe(new, r)))
         .collect();
@@ -102,22 +105,17 @@ pub fn diff(old: &Snapshot, new: &Snapshot, sample: usize) -> ExitCode {
         let moves = count_moves(&ids, |id| (variant(before, id), variant(exp, id)));
         print_moves("experiment", &exp.name, sample, &moves);
     }
-    for r in &new.routes {
-        let Action::Canary(c) = &r.action else {
+    for c in &new.canaries {
+        let Some(before) = old.canary(&c.route) else {
             continue;
         };
-        let before = old.routes.iter().find_map(|o| match &o.action {
-            Action::Canary(b) if o.name == r.name => Some(b),
-            _ => None,
-        });
-        let Some(before) = before else { continue };
-        let (wb, wa) = (before.weight(), c.weight());
+        let (wb, wa) = (before.initial_weight(), c.initial_weight());
         let arm = |w: f64, id: &str| -> String {
-            let a: Arm = c.arm_for_bucket(c.bucket(id), w);
+            let a: Arm = arm_for_bucket(c.bucket(id), w);
             a.as_str().to_string()
         };
         let moves = count_moves(&ids, |id| (arm(wb, id), arm(wa, id)));
-        print_moves("canary", &r.name, sample, &moves);
+        print_moves("canary", &c.route, sample, &moves);
     }
     ExitCode::SUCCESS
 }
@@ -154,11 +152,11 @@ fn print_moves(kind: &str, name: &str, sample: usize, moves: &BTreeMap<(String, 
     }
 }
 
-fn action_text(s: &Snapshot, r: &Route) -> String {
+fn action_text(s: &Config, r: &Route) -> String {
     let name = |id: usize| {
         s.upstreams
             .get(id)
-            .map_or("?".to_string(), |u| u.def.name.to_string())
+            .map_or("?".to_string(), |u| u.name.to_string())
     };
     match &r.action {
         Action::Forward(u) => format!("to {}", name(*u)),
@@ -168,7 +166,7 @@ fn action_text(s: &Snapshot, r: &Route) -> String {
         } => {
             format!("to {} experiment {}", name(*default), experiment.name)
         }
-        Action::Canary(c) => format!("canary {} / {}", name(c.def.stable), name(c.def.canary)),
+        Action::Canary(c) => format!("canary {} / {}", name(c.stable), name(c.canary)),
         Action::Respond(x) => format!("respond {}", x.status.as_u16()),
         Action::Redirect(x) => format!(
             "redirect {} {}",

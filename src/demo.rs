@@ -3,11 +3,6 @@
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
@@ -42,27 +37,13 @@ pub const TRY: &[&str] = &[
 pub async fn bind_upstream(name: &'static str, addr: &str) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| answer(name, req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(crate::server::plain::serve_plain(listener, move |req| {
+        std::future::ready(answer(name, &req))
+    }));
     Ok(local)
 }
 
-async fn answer(
-    name: &'static str,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+fn answer(name: &'static str, req: &Request<Bytes>) -> Response<Bytes> {
     let header = |h: &str| {
         req.headers()
             .get(h)
@@ -80,10 +61,10 @@ async fn answer(
     });
     let mut text = body.to_string();
     text.push('\n');
-    let resp = Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
         .header("x-upstream", name)
-        .body(Full::new(Bytes::from(text)));
-    Ok(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+        .body(Bytes::from(text))
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
 }

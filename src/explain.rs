@@ -1,10 +1,14 @@
 //! `explain`: the decision trace for one described request, without
-//! contacting any upstream. Shared by `pointsman explain` and
-//! `POST /explain`, which print the same trace.
+//! contacting any upstream. Shared by `pointsman explain` (on a compiled
+//! config, canaries at their starting weight) and `POST /explain` (on the
+//! live snapshot), which print the same trace. The decision is the request
+//! path's own ([`crate::pipeline::decide`]).
 
-use crate::context::{RequestContext, normalize_path};
-use crate::router::{Action, FallbackAction, Snapshot};
-use crate::split::{self, SplitTrace};
+use crate::compile::{Config, FallbackAction};
+use crate::pipeline::decide::decide;
+use crate::routing::{RequestContext, normalize_path};
+use crate::runtime::CanaryWeights;
+use crate::split::{Purpose, SplitTrace};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -119,9 +123,13 @@ pub struct RouteTrial {
     pub failed: Option<String>,
 }
 
-/// Explains a request against a snapshot. Contacts no upstream and counts
-/// no assignment.
-pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, ExplainError> {
+/// Explains a request against a config, with canary weights from
+/// `weights`. Contacts no upstream and counts no assignment.
+pub fn explain(
+    config: &Config,
+    weights: &dyn CanaryWeights,
+    req: &ExplainRequest,
+) -> Result<Trace, ExplainError> {
     let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ExplainError::Method(req.method.clone()))?;
     let mut headers = HeaderMap::new();
@@ -153,7 +161,7 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
     }
     let path = normalize_path(uri.path()).map_err(|_| ExplainError::Path)?;
     let client_ip = req.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let limit = snapshot.settings.limits.inspect_body_bytes;
+    let limit = config.settings.limits.inspect_body_bytes;
     let body = req.body.as_deref().filter(|b| b.len() <= limit);
     let ctx = RequestContext::new(
         &method,
@@ -172,12 +180,14 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
         client_ip,
         body_inspected: body.is_some(),
     };
-    let routes: Vec<RouteTrial> = snapshot
+    let routes: Vec<RouteTrial> = config
+        .routes
         .trace(&ctx)
         .into_iter()
         .map(|t| RouteTrial {
-            name: snapshot
+            name: config
                 .routes
+                .routes()
                 .get(t.route)
                 .map(|r| r.name.to_string())
                 .unwrap_or_default(),
@@ -185,11 +195,8 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
             failed: t.failed,
         })
         .collect();
-    let matched = routes
-        .last()
-        .filter(|t| t.matched)
-        .and_then(|t| snapshot.routes.iter().find(|r| *r.name == t.name));
-    let upstream_name = |id: usize| snapshot.upstreams.get(id).map(|u| u.def.name.to_string());
+    let decision = decide(config, weights, &ctx, false, Purpose::Explain);
+    let upstream_name = |id: usize| config.upstreams.get(id).map(|u| u.name.to_string());
     let mut trace = Trace {
         request,
         routes,
@@ -199,8 +206,8 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
         upstream: None,
         status: None,
     };
-    let Some(route) = matched else {
-        match snapshot.fallback.as_ref().map(|f| &f.action) {
+    let Some(route) = decision.route(config) else {
+        match config.fallback.as_ref().map(|f| &f.action) {
             Some(FallbackAction::Forward(id)) => {
                 trace.route = "fallback".into();
                 trace.action = "to";
@@ -216,41 +223,14 @@ pub fn explain(snapshot: &Snapshot, req: &ExplainRequest) -> Result<Trace, Expla
         return Ok(trace);
     };
     trace.route = route.name.to_string();
-    match &route.action {
-        Action::Forward(id) => {
-            trace.action = "to";
-            trace.upstream = upstream_name(*id);
-        }
-        Action::Experiment {
-            default,
-            experiment,
-        } => {
-            let d = split::decide_experiment(
-                *default,
-                experiment,
-                &ctx,
-                false,
-                split::Purpose::Explain,
-            );
-            trace.action = "experiment";
-            trace.upstream = upstream_name(d.upstream);
-            trace.split = d.trace;
-        }
-        Action::Canary(c) => {
-            let d = split::decide_canary(c, &ctx, false, split::Purpose::Explain);
-            trace.action = "canary";
-            trace.upstream = upstream_name(d.upstream);
-            trace.split = d.trace;
-        }
-        Action::Respond(r) => {
-            trace.action = "respond";
-            trace.status = Some(r.status.as_u16());
-        }
-        Action::Redirect(r) => {
-            trace.action = "redirect";
-            trace.status = Some(r.status.as_u16());
-        }
-    }
+    trace.action = route.action.kind();
+    trace.upstream = decision.upstream(config).and_then(upstream_name);
+    trace.status = match &route.action {
+        crate::compile::Action::Respond(r) => Some(r.status.as_u16()),
+        crate::compile::Action::Redirect(r) => Some(r.status.as_u16()),
+        _ => None,
+    };
+    trace.split = decision.split.and_then(|d| d.trace);
     Ok(trace)
 }
 

@@ -1,10 +1,13 @@
 //! Pointsman: a content-based routing reverse proxy.
 //!
-//! A request flows through the modules in this order:
-//! [`config`] (rule files) → [`router`] (compiled snapshot, index) →
-//! [`context`] (what the request carries) → [`matchers`] / [`rules`] (the
-//! `match` language) → [`split`] (experiments, canaries) → [`forward`]
-//! (to the upstream, with fallback) → [`metrics`].
+//! The layers, in the order a request travels (see `ARCHITECTURE.md`):
+//! [`config`] (rule files → raw) → [`compile`] (raw → a pure [`compile::Config`])
+//! → [`routing`] (context, matchers, route table) → [`split`] (experiments,
+//! canaries) → [`pipeline`] (admit → decide → prepare → dispatch → record)
+//! → [`forward`] / [`upstream`] → [`metrics`]. [`runtime`] holds what
+//! outlives snapshots and links a config into the [`runtime::Snapshot`] that
+//! serves; [`reload`] compiles, links and swaps; [`server`] and [`admin`]
+//! face the network; [`app`] wires it all.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -15,20 +18,18 @@
 pub mod admin;
 pub mod allocator;
 pub mod app;
+pub mod clock;
+pub mod compile;
 pub mod config;
-pub mod context;
 pub mod demo;
 pub mod explain;
 pub mod forward;
-pub mod h1pool;
-pub mod matchers;
 pub mod metrics;
+pub mod pipeline;
 pub mod reload;
-pub mod router;
-pub mod rules;
+pub mod routing;
+pub mod runtime;
 pub mod server;
-pub mod service;
 pub mod split;
-pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -4,8 +4,9 @@ use clap::{Parser, Subcommand};
 use pointsman::app::{self, RunError, RunOptions};
 use pointsman::config::Diagnostic;
 use pointsman::explain::{self, ExplainRequest};
+use pointsman::compile::Compiled;
 use pointsman::reload;
-use pointsman::router::compile::{CompileEnv, Compiled};
+use pointsman::runtime::StartingWeights;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -138,14 +139,14 @@ fn main() -> ExitCode {
             ids,
         } => match load_config(&config) {
             None => ExitCode::from(EXIT_CONFIG),
-            Some(c) => commands::assign(&c.snapshot, &experiment, sample, &ids),
+            Some(c) => commands::assign(&c.config, &experiment, sample, &ids),
         },
         Command::Diff {
             config,
             against,
             sample,
         } => match (load_config(&config), load_config(&against)) {
-            (Some(old), Some(new)) => commands::diff(&old.snapshot, &new.snapshot, sample),
+            (Some(old), Some(new)) => commands::diff(&old.config, &new.config, sample),
             _ => ExitCode::from(EXIT_CONFIG),
         },
         Command::Demo { access_log } => {
@@ -157,8 +158,8 @@ fn main() -> ExitCode {
 
 /// Loads and compiles, printing every diagnostic; `None` after errors.
 fn load_config(path: &Path) -> Option<Compiled> {
-    match reload::load_and_compile(path, CompileEnv::default()) {
-        Ok((c, _, _)) => Some(c),
+    match reload::load_and_compile(path) {
+        Ok(loaded) => Some(loaded.compiled),
         Err(errors) => {
             print_diagnostics(&errors);
             None
@@ -212,7 +213,7 @@ fn explain_cmd(
         client_ip,
         body: data.map(String::into_bytes),
     };
-    match explain::explain(&compiled.snapshot, &req) {
+    match explain::explain(&compiled.config, &StartingWeights, &req) {
         Ok(trace) if json => {
             match serde_json::to_string_pretty(&trace) {
                 Ok(s) => println!("{s}"),

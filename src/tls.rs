@@ -1,17 +1,15 @@
-//! TLS on both sides: certificates for TLS listeners (loaded and checked at
-//! compile time, chosen by SNI at handshake time) and the rustls client
-//! config toward `https://` upstream endpoints.
+//! TLS on both sides: certificates for TLS listeners (parsed and checked at
+//! compile time from the bytes read with the config, chosen by SNI at
+//! handshake time) and the rustls client config toward `https://` upstream
+//! endpoints.
 //!
-//! Certificates live in the compiled snapshot ([`CertSet`] inside
-//! [`ListenerTls`](crate::router::ListenerTls)). A listener's resolver
-//! ([`ListenerResolver`]) reads them from the *current* snapshot on every
-//! handshake, so a reload that changes a certificate (or the file behind it)
-//! takes effect for the next handshake while open connections keep theirs.
-//! Only the aws-lc-rs provider is used; TLS 1.2 and 1.3 only.
+//! Certificates live in the compiled config ([`CertSet`]). A listener's
+//! resolver ([`ListenerResolver`]) asks a [`CertSource`] (the live snapshot)
+//! on every handshake, so a reload that changes a certificate (or the file
+//! behind it) takes effect for the next handshake while open connections
+//! keep theirs. Only the aws-lc-rs provider is used; TLS 1.2 and 1.3 only.
 
-use crate::config::Source;
-use crate::router::Snapshot;
-use crate::server::Proxy;
+use crate::clock::rfc3339;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -121,14 +119,9 @@ impl LoadedCert {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// Reads PEM certificates from a file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+/// Parses PEM certificates.
+pub fn parse_certs(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("bad PEM: {e}"))?;
     if certs.is_empty() {
@@ -137,9 +130,24 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Loads a certificate chain and its key and checks that they belong
+/// A certificate or key file: its path and its content (or why it could
+/// not be read).
+#[derive(Debug, Clone, Copy)]
+pub struct PemFile<'a> {
+    /// Where it was read from.
+    pub path: &'a Path,
+    /// What was read.
+    pub bytes: Result<&'a [u8], &'a str>,
+}
+
+/// Parses a certificate chain and its key and checks that they belong
 /// together and that the leaf has not expired at `now`.
-pub fn load_pair(cert: &Path, key: &Path, now: SystemTime) -> Result<LoadedCert, CertError> {
+pub fn parse_pair(
+    cert_file: PemFile<'_>,
+    key_file: PemFile<'_>,
+    now: SystemTime,
+) -> Result<LoadedCert, CertError> {
+    let (cert, key) = (cert_file.path, key_file.path);
     let cert_err = |reason: String| CertError::Cert {
         path: cert.display().to_string(),
         reason,
@@ -148,9 +156,10 @@ pub fn load_pair(cert: &Path, key: &Path, now: SystemTime) -> Result<LoadedCert,
         path: key.display().to_string(),
         reason,
     };
-    let chain = read_certs(cert).map_err(cert_err)?;
-    let key_bytes = std::fs::read(key).map_err(|e| key_err(e.to_string()))?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| key_err(e.to_string()))?;
+    let cert_bytes = cert_file.bytes.map_err(|e| cert_err(e.to_string()))?;
+    let chain = parse_certs(cert_bytes).map_err(cert_err)?;
+    let key_bytes = key_file.bytes.map_err(|e| key_err(e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_bytes).map_err(|e| key_err(e.to_string()))?;
     let (names, not_after) = leaf_info(&chain[0]).map_err(cert_err)?;
     let certified = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => CertError::Mismatch {
@@ -271,58 +280,53 @@ impl fmt::Debug for CertSet {
 
 // === listeners ===
 
-/// Picks a listener's certificate from the current snapshot at each
-/// handshake; falls back to the certificates it started with if a reload
-/// removed the listener (that needs a restart to take effect).
-pub struct ListenerResolver {
-    proxy: Arc<Proxy>,
-    addr: SocketAddr,
-    initial: CertSet,
+/// Where a listener's current certificates come from (the live snapshot).
+pub trait CertSource: Send + Sync + fmt::Debug {
+    /// The certificates of the TLS listener bound to `addr` in the current
+    /// config; `None` if it has none (a reload removed it: that takes a
+    /// restart).
+    fn certs(&self, addr: SocketAddr) -> Option<CertSet>;
 }
 
-impl fmt::Debug for ListenerResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ListenerResolver")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
+/// Picks a listener's certificate from the current config at each
+/// handshake; falls back to the certificates it started with if a reload
+/// removed the listener.
+#[derive(Debug)]
+pub struct ListenerResolver {
+    source: Arc<dyn CertSource>,
+    addr: SocketAddr,
+    initial: CertSet,
 }
 
 impl ResolvesServerCert for ListenerResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name();
-        let snapshot = self.proxy.snapshot();
-        let current = snapshot
-            .settings
-            .listeners
-            .iter()
-            .find(|l| l.addr == self.addr)
-            .and_then(|l| l.tls.as_ref());
-        match current {
-            Some(t) => t.keys.resolve(sni),
+        match self.source.certs(self.addr) {
+            Some(current) => current.resolve(sni),
             None => self.initial.resolve(sni),
         }
     }
 }
 
-/// The rustls server config of the TLS listener bound to `addr` (as written
-/// in the config): TLS 1.2/1.3, the listener's ALPN list, certificates
-/// resolved through the live snapshot.
+/// The rustls server config of the TLS listener bound to `addr`: TLS
+/// 1.2/1.3, its ALPN list, certificates resolved through `source` (starting
+/// with `initial`).
 pub fn server_config(
-    proxy: Arc<Proxy>,
+    source: Arc<dyn CertSource>,
     addr: SocketAddr,
-    tls: &crate::router::ListenerTls,
+    initial: CertSet,
+    alpn: &[String],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let resolver = ListenerResolver {
-        proxy,
+        source,
         addr,
-        initial: tls.keys.clone(),
+        initial,
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -355,74 +359,15 @@ pub fn client_config(ca: &[CertificateDer<'static>]) -> Result<ClientConfig, rus
         .with_no_client_auth())
 }
 
-/// Loads a CA bundle and checks that it holds at least one usable CA.
-pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = read_certs(path)?;
+/// Parses a CA bundle and checks that it holds at least one usable CA.
+pub fn parse_ca(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = parse_certs(bytes)?;
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs.iter().cloned());
     if added == 0 {
         return Err("no usable CA certificate".into());
     }
     Ok(certs)
-}
-
-// === files ===
-
-/// Certificate, key and CA files named by parsed rule files, in load order
-/// (resolved against the file naming them). They count as config files:
-/// their content is part of the config hash and they are watched.
-pub fn referenced_files(sources: &[Source]) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for src in sources {
-        for l in &src.doc.listen {
-            if let Some(t) = &l.value.tls {
-                for c in &t.value.certificates {
-                    files.push(src.resolve(&c.value.cert.value));
-                    files.push(src.resolve(&c.value.key.value));
-                }
-            }
-        }
-        for (_, u) in &src.doc.upstreams.0 {
-            if let Some(ca) = u.value.tls.as_ref().and_then(|t| t.value.ca.as_ref()) {
-                files.push(src.resolve(&ca.value));
-            }
-        }
-    }
-    files
-}
-
-/// Feeds each referenced file's path and content (or a marker when it
-/// cannot be read) into the config hash.
-pub fn hash_files(files: &[PathBuf], hasher: &mut impl sha2::Digest) {
-    for f in files {
-        hasher.update(f.display().to_string().as_bytes());
-        hasher.update([0]);
-        match std::fs::read(f) {
-            Ok(bytes) => hasher.update(&bytes),
-            Err(_) => hasher.update(b"\xffunreadable"),
-        }
-        hasher.update([0]);
-    }
-}
-
-/// Certificate, key and CA files a running config uses (for the file
-/// watcher).
-pub fn watched_files(snapshot: &Snapshot) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for l in &snapshot.settings.listeners {
-        if let Some(t) = &l.tls {
-            for (cert, key) in &t.certificates {
-                files.push(cert.clone());
-                files.push(key.clone());
-            }
-        }
-    }
-    for u in &snapshot.upstreams {
-        if let Some(ca) = u.def.tls.as_ref().and_then(|t| t.ca.clone()) {
-            files.push(ca);
-        }
-    }
-    files
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! of a later one's), overlapping namespace slices, and all-zero weights as
 //! an error.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use support::check::{check, check_file};

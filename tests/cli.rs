@@ -1,7 +1,7 @@
 //! The command line: the SPEC example passes `check`, `explain` in text and
 //! JSON, `assign`, `diff`, usage errors, and `demo` serving its built-in rules.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

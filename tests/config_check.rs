@@ -1,7 +1,7 @@
 //! `pointsman check` on real files: exit codes, the `ok:` line, and every
 //! error and warning at its exact `FILE:LINE:COL`.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use support::check::{check, check_file};

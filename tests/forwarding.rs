@@ -1,32 +1,26 @@
 //! Forwarding end to end: real upstreams, the real proxy, real clients.
-//!
-//! Routes need `Snapshot::select`; until it lands, most tests go through the
-//! fallback.
+//! Most tests have no routes and go through the fallback.
 
-mod support;
-
+use crate::support;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use pointsman::router::{
-    Action, FallbackAction, ForwardOptions, HeaderOps, Limits, Redirect, Respond, Route,
-};
-use pointsman::rules::Expr;
-use pointsman::upstream::UpstreamDef;
 use std::time::{Duration, Instant};
 use support::{
-    Client, Mode, TestUpstream, client, def, get, h2_upstream, limits, raw, send, snapshot, start,
-    upstream,
+    Client, Mode, Rules, TestUpstream, client, get, h2_upstream, raw, send, start, upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn fallback_to(up: &TestUpstream) -> pointsman::router::Snapshot {
-    forward_all(def("up", &[up.addr]), limits())
+fn fallback_to(up: &TestUpstream) -> Rules {
+    forward_all("up", &[up.addr], "")
 }
 
-/// No routes: every request goes to the fallback, which forwards to `up`.
-fn forward_all(up: UpstreamDef, limits: Limits) -> pointsman::router::Snapshot {
-    snapshot(vec![up], vec![], Some(FallbackAction::Forward(0)), limits)
+/// No routes: every request goes to the fallback, which forwards to
+/// upstream `name` over `addrs` (with `extra` upstream settings).
+fn forward_all(name: &str, addrs: &[std::net::SocketAddr], extra: &str) -> Rules {
+    Rules::new()
+        .upstream_with(name, addrs, extra)
+        .fallback(&format!("to: {name}"))
 }
 
 #[tokio::test]
@@ -75,9 +69,8 @@ async fn forwarding_headers_and_hop_by_hop_both_ways() {
 #[tokio::test]
 async fn xff_appended_and_forwarded_headers_kept_from_trusted_peers() {
     let up = upstream(Mode::Echo).await;
-    let mut snap = fallback_to(&up);
-    snap.settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
-    let p = start(snap).await;
+    let rules = fallback_to(&up).top("trusted_proxies: [127.0.0.0/8]");
+    let p = start(rules).await;
     let c = client();
     let req = get(p.addr, "/")
         .header("x-forwarded-for", "1.2.3.4")
@@ -100,7 +93,7 @@ async fn xff_appended_and_forwarded_headers_kept_from_trusted_peers() {
 
 #[tokio::test]
 async fn no_route_is_404_json() {
-    let p = start(snapshot(vec![], vec![], None, limits())).await;
+    let p = start(Rules::new()).await;
     let (resp, body) = send(&client(), get(p.addr, "/x").body(Full::default()).unwrap()).await;
     println!("{} {:?}", resp.status, body);
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
@@ -110,21 +103,10 @@ async fn no_route_is_404_json() {
 
 #[tokio::test]
 async fn fallback_respond() {
-    let r = Respond {
-        status: StatusCode::GONE,
-        body: Bytes::from_static(b"gone"),
-        headers: vec![(
-            "content-type".parse().unwrap(),
-            "text/plain".parse().unwrap(),
-        )],
-    };
-    let p = start(snapshot(
-        vec![],
-        vec![],
-        Some(FallbackAction::Respond(r)),
-        limits(),
-    ))
-    .await;
+    let rules = Rules::new().fallback(
+        "respond: { status: 410, body: gone, headers: { content-type: text/plain } }",
+    );
+    let p = start(rules).await;
     let (resp, body) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::GONE);
     assert_eq!(resp.headers["content-type"], "text/plain");
@@ -136,8 +118,7 @@ async fn connect_refused_is_502_upstream_connect() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = dead.local_addr().unwrap();
     drop(dead);
-    let snap = forward_all(def("dead", &[addr]), limits());
-    let p = start(snap).await;
+    let p = start(forward_all("dead", &[addr], "")).await;
     let (resp, body) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     println!("{} {:?}", resp.status, body);
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
@@ -148,9 +129,7 @@ async fn connect_refused_is_502_upstream_connect() {
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let up = upstream(Mode::Delay(Duration::from_secs(2))).await;
-    let mut d = def("slow", &[up.addr]);
-    d.request_timeout = Duration::from_millis(200);
-    let p = start(forward_all(d, limits())).await;
+    let p = start(forward_all("slow", &[up.addr], "request_timeout: 200ms")).await;
     let t = Instant::now();
     let (resp, _) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
@@ -162,8 +141,7 @@ async fn slow_upstream_is_504() {
 async fn get_is_retried_on_another_endpoint_post_is_not() {
     let bad = upstream(Mode::Close).await;
     let good = upstream(Mode::Echo).await;
-    let snap = forward_all(def("pair", &[bad.addr, good.addr]), limits());
-    let p = start(snap).await;
+    let p = start(forward_all("pair", &[bad.addr, good.addr], "")).await;
     let c = client();
     // Round robin starts at the closing endpoint; the GET moves on.
     let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
@@ -184,9 +162,7 @@ async fn get_is_retried_on_another_endpoint_post_is_not() {
 #[tokio::test]
 async fn body_over_max_is_413_by_length_and_by_stream() {
     let up = upstream(Mode::Echo).await;
-    let mut l = limits();
-    l.max_body_bytes = 10;
-    let p = start(forward_all(def("up", &[up.addr]), l)).await;
+    let p = start(fallback_to(&up).limit("max_body_bytes", "10")).await;
     let c = client();
     let post = Request::post(format!("http://{}/", p.addr))
         .body(Full::new(Bytes::from_static(b"0123456789abc")))
@@ -209,10 +185,10 @@ async fn body_over_max_is_413_by_length_and_by_stream() {
 #[tokio::test]
 async fn too_many_or_too_large_headers_get_431() {
     let up = upstream(Mode::Echo).await;
-    let mut l = limits();
-    l.max_headers = 10;
-    l.max_header_bytes = 8192;
-    let p = start(forward_all(def("up", &[up.addr]), l)).await;
+    let rules = fallback_to(&up)
+        .limit("max_headers", "10")
+        .limit("max_header_bytes", "8192");
+    let p = start(rules).await;
     let mut many = String::from("GET / HTTP/1.1\r\nhost: a\r\n");
     for i in 0..20 {
         many.push_str(&format!("x-h{i}: v\r\n"));
@@ -253,10 +229,10 @@ async fn slowloris_is_cut_off_by_header_read_timeout() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
     let up = upstream(Mode::Echo).await;
-    let mut l = limits();
-    l.idle_timeout = Duration::from_millis(300);
-    l.header_read_timeout = Duration::from_secs(5);
-    let p = start(forward_all(def("up", &[up.addr]), l)).await;
+    let rules = fallback_to(&up)
+        .limit("idle_timeout", "300ms")
+        .limit("header_read_timeout", "5s");
+    let p = start(rules).await;
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
@@ -278,10 +254,10 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
 #[tokio::test]
 async fn connections_over_max_are_closed() {
     let up = upstream(Mode::Echo).await;
-    let mut l = limits();
-    l.max_connections = 1;
-    l.header_read_timeout = Duration::from_secs(5);
-    let p = start(forward_all(def("up", &[up.addr]), l)).await;
+    let rules = fallback_to(&up)
+        .limit("max_connections", "1")
+        .limit("header_read_timeout", "5s");
+    let p = start(rules).await;
     let _first = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let out = raw(
@@ -313,9 +289,7 @@ async fn h2c_prior_knowledge_is_routed_like_h1() {
 #[tokio::test]
 async fn h2_upstream_gets_requests() {
     let up = h2_upstream().await;
-    let mut d = def("grpc", &[up.addr]);
-    d.protocol = pointsman::upstream::Protocol::H2;
-    let p = start(forward_all(d, limits())).await;
+    let p = start(forward_all("grpc", &[up.addr], "protocol: h2")).await;
     let (resp, body) = send(
         &client(),
         get(p.addr, "/svc").body(Full::default()).unwrap(),
@@ -363,42 +337,15 @@ async fn upgrade_is_tunnelled_only_after_101() {
     assert_eq!(seen[1].uri, "/second");
 }
 
-fn route(name: &str, action: Action, forward: ForwardOptions) -> Route {
-    Route {
-        name: name.into(),
-        matcher: Expr::always(),
-        action,
-        forward: forward.into(),
-        metrics: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn strip_prefix_and_header_ops() {
     let up = upstream(Mode::Echo).await;
-    let opts = ForwardOptions {
-        strip_prefix: Some("/v1".into()),
-        request_headers: HeaderOps {
-            set: vec![("x-api".parse().unwrap(), "beta".parse().unwrap())],
-            add: vec![],
-            remove: vec!["cookie".parse().unwrap()],
-        },
-        response_headers: HeaderOps {
-            set: vec![(
-                "cache-control".parse().unwrap(),
-                "no-store".parse().unwrap(),
-            )],
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let snap = snapshot(
-        vec![def("up", &[up.addr])],
-        vec![route("beta", Action::Forward(0), opts)],
-        None,
-        limits(),
+    let rules = Rules::new().upstream("up", &[up.addr]).route(
+        "name: beta, to: up, strip_prefix: /v1, \
+         request_headers: { set: { x-api: beta }, remove: [cookie] }, \
+         response_headers: { set: { cache-control: no-store } }",
     );
-    let p = start(snap).await;
+    let p = start(rules).await;
     let c = client();
     let (resp, _) = send(
         &c,
@@ -419,21 +366,9 @@ async fn strip_prefix_and_header_ops() {
 
 #[tokio::test]
 async fn redirect_and_respond_routes() {
-    let redirect = Redirect {
-        location: "https://docs.example.com/v2".parse().unwrap(),
-        status: StatusCode::FOUND,
-    };
-    let snap = snapshot(
-        vec![],
-        vec![route(
-            "old",
-            Action::Redirect(Box::new(redirect)),
-            Default::default(),
-        )],
-        None,
-        limits(),
-    );
-    let p = start(snap).await;
+    let rules =
+        Rules::new().route("name: old, redirect: { to: \"https://docs.example.com/v2\" }");
+    let p = start(rules).await;
     let (resp, _) = send(
         &client(),
         get(p.addr, "/docs").body(Full::default()).unwrap(),
@@ -449,16 +384,12 @@ async fn failover_serves_from_the_fallback_and_names_the_route() {
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
     let good = upstream(Mode::Echo).await;
-    let mut snap = snapshot(
-        vec![def("dead", &[dead_addr]), def("good", &[good.addr])],
-        vec![route("shop", Action::Forward(0), Default::default())],
-        Some(FallbackAction::Forward(1)),
-        limits(),
-    );
-    if let Some(f) = snap.fallback.as_mut() {
-        f.failover = true;
-    }
-    let p = start(snap).await;
+    let rules = Rules::new()
+        .upstream("dead", &[dead_addr])
+        .upstream("good", &[good.addr])
+        .route("name: shop, to: dead")
+        .fallback("to: good, failover: true");
+    let p = start(rules).await;
     let (resp, _) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(good.hits(), 1);
@@ -468,20 +399,11 @@ async fn failover_serves_from_the_fallback_and_names_the_route() {
 async fn mirror_sends_a_copy_without_delaying() {
     let up = upstream(Mode::Echo).await;
     let shadow = upstream(Mode::Delay(Duration::from_secs(1))).await;
-    let opts = ForwardOptions {
-        mirror: Some(pointsman::router::Mirror {
-            upstream: 1,
-            percent: 100.0,
-        }),
-        ..Default::default()
-    };
-    let snap = snapshot(
-        vec![def("up", &[up.addr]), def("shadow", &[shadow.addr])],
-        vec![route("m", Action::Forward(0), opts)],
-        None,
-        limits(),
-    );
-    let p = start(snap).await;
+    let rules = Rules::new()
+        .upstream("up", &[up.addr])
+        .upstream("shadow", &[shadow.addr])
+        .route("name: m, to: up, mirror: { to: shadow, percent: 100 }");
+    let p = start(rules).await;
     let t = Instant::now();
     let post = Request::post(format!("http://{}/m", p.addr))
         .body(Full::new(Bytes::from_static(b"copy")))
@@ -521,8 +443,7 @@ async fn upstream_connections_are_reused_only_after_a_complete_response() {
             });
         }
     });
-    let snap = forward_all(def("pooled", &[addr]), limits());
-    let p = start(snap).await;
+    let p = start(forward_all("pooled", &[addr], "")).await;
     for _ in 0..3 {
         let (resp, body) = send(
             &client(),

@@ -12,7 +12,7 @@
 //! - `logs_never_carry_raw_escape_bytes`: a request with ESC in its head
 //!   leaves no raw ESC byte in the log.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::HashMap;

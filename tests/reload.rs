@@ -12,7 +12,7 @@
 //! - `listen_change_sets_pending_restart`
 //! - `sigterm_drains_then_exits_0`, `second_signal_exits_at_once`
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use std::path::Path;

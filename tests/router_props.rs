@@ -2,18 +2,17 @@
 //! - `indexed_select_equals_linear_scan`: over random rule sets (hosts with
 //!   wildcards or none, overlapping and identical path templates, prefixes,
 //!   methods, a header test, host/path hidden in `any` / `not`) and random
-//!   requests, `Snapshot::select` picks exactly the first route in file order
+//!   requests, `RouteTable::select` picks exactly the first route in file order
 //!   whose match holds, and `trace` ends on that route. This covers the
 //!   index's segment trie (buckets over 4 routes) and the allocation-free
 //!   template matcher (`matchers` checks that one against matchit too).
 //! - `double_negation`: `Not(Not(e))` matches exactly when `e` does.
 
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method};
+use pointsman::compile::matchers::compile as compile_match;
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
-use pointsman::context::RequestContext;
-use pointsman::router::{Action, Respond, Route, Snapshot};
-use pointsman::rules::{self, Expr};
+use pointsman::routing::{Expr, HasMatch, RequestContext, RouteTable};
 use proptest::prelude::*;
 use serde_saphyr::Location;
 use std::net::IpAddr;
@@ -197,28 +196,33 @@ fn to_raw(r: &Rule) -> raw::Match {
 fn compile(r: &Rule) -> Expr {
     let file: Arc<str> = "props.yaml".into();
     let mut d = Diagnostics::default();
-    let e = rules::compile(&sp(to_raw(r)), &file, &mut d);
+    let e = compile_match(&sp(to_raw(r)), &file, &mut d);
     assert!(!d.has_errors(), "{r:?}: {:?}", d.items());
     e
 }
 
-fn snapshot(exprs: Vec<Expr>) -> Snapshot {
-    let routes: Vec<Route> = exprs
+/// A route as the routing layer sees it: a name and a `match`.
+struct Named {
+    name: String,
+    matcher: Expr,
+}
+
+impl HasMatch for Named {
+    fn matcher(&self) -> &Expr {
+        &self.matcher
+    }
+}
+
+fn table(exprs: Vec<Expr>) -> RouteTable<Named> {
+    let routes = exprs
         .into_iter()
         .enumerate()
-        .map(|(i, matcher)| Route {
-            name: format!("r{i}").into(),
+        .map(|(i, matcher)| Named {
+            name: format!("r{i}"),
             matcher,
-            action: Action::Respond(Box::new(Respond {
-                status: StatusCode::OK,
-                body: Default::default(),
-                headers: vec![],
-            })),
-            forward: Default::default(),
-            metrics: Default::default(),
         })
         .collect();
-    Snapshot::from_routes(routes)
+    RouteTable::new(routes)
 }
 
 #[derive(Debug, Clone)]
@@ -262,13 +266,11 @@ proptest! {
         rules in prop::collection::vec(rule(), 0..40),
         reqs in prop::collection::vec(request(), 1..24),
     ) {
-        let snap = snapshot(rules.iter().map(compile).collect());
+        let snap = table(rules.iter().map(compile).collect());
         for req in &reqs {
             with_ctx(req, |ctx| {
-                let want = snap.routes.iter().position(|r| r.matcher.matches(ctx));
-                let got = snap
-                    .select(ctx)
-                    .and_then(|r| snap.routes.iter().position(|x| std::ptr::eq(x, r)));
+                let want = snap.routes().iter().position(|r| r.matcher.matches(ctx));
+                let got = snap.select(ctx).map(|(i, _)| i);
                 prop_assert_eq!(got, want, "request {:?}", req);
                 let trace = snap.trace(ctx);
                 match want {
@@ -276,7 +278,7 @@ proptest! {
                         prop_assert_eq!(trace.len(), i + 1);
                         prop_assert_eq!(trace[i].failed.as_deref(), None);
                     }
-                    None => prop_assert_eq!(trace.len(), snap.routes.len()),
+                    None => prop_assert_eq!(trace.len(), snap.routes().len()),
                 }
                 prop_assert!(trace.iter().rev().skip(1).all(|t| t.failed.is_some()));
                 Ok(())
@@ -304,11 +306,11 @@ fn first_declared_wins_over_more_specific() {
         let m: Spanned<raw::Match> = serde_saphyr::from_str(yaml).unwrap();
         let file: Arc<str> = "t.yaml".into();
         let mut d = Diagnostics::default();
-        let e = rules::compile(&m, &file, &mut d);
+        let e = compile_match(&m, &file, &mut d);
         assert!(!d.has_errors());
         e
     };
-    let snap = snapshot(vec![
+    let snap = table(vec![
         parse("{ path: '/users/{id}' }"),
         parse("{ path: /users/me }"),
         parse("{ host: '*.example.com', path: '/src/{*f}' }"),
@@ -323,7 +325,7 @@ fn first_declared_wins_over_more_specific() {
             method: Method::GET,
             header: None,
         };
-        with_ctx(&req, |ctx| snap.select(ctx).map(|r| r.name.to_string()))
+        with_ctx(&req, |ctx| snap.select(ctx).map(|(_, r)| r.name.clone()))
     };
     assert_eq!(pick("h", "/users/me").as_deref(), Some("r0"));
     assert_eq!(pick("a.example.com", "/src/x").as_deref(), Some("r2"));

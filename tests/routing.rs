@@ -2,7 +2,7 @@
 //! first-match order, path normalization, and the actions, asserted on what
 //! the client got and what the upstream received.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::Request;

@@ -12,7 +12,11 @@
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, Spanned};
 use pointsman::split::sticky::SimpleRequest;
-use pointsman::split::{Arm, Canary, Experiment, compile_canary, compile_experiment, hash};
+use pointsman::compile::canary::compile_canary;
+use pointsman::compile::experiment::compile_experiment;
+use pointsman::split::canary::CanaryDef;
+use pointsman::split::canary::def::arm_for_bucket;
+use pointsman::split::{Arm, Experiment, hash};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::sync::Arc;
@@ -125,13 +129,13 @@ fn variants_yaml(weights: &[f64]) -> String {
     y
 }
 
-fn canary(weight: f64) -> Canary {
+fn canary(weight: f64) -> CanaryDef {
     let yaml = format!("stable: a\ncanary: b\nweight: {weight}\n");
     let raw: raw::Canary = serde_saphyr::from_str(&yaml).unwrap();
     let file: Arc<str> = "p.yaml".into();
     let mut diags = Diagnostics::default();
     let resolve = |s: &Spanned<String>| Some(usize::from(s.value == "b"));
-    let def = compile_canary(
+    compile_canary(
         "shop",
         &raw,
         &file,
@@ -139,8 +143,7 @@ fn canary(weight: f64) -> Canary {
         &mut diags,
         &resolve,
     )
-    .unwrap();
-    Canary::detached(def, tokio::time::Instant::now())
+    .unwrap()
 }
 
 proptest! {
@@ -163,12 +166,12 @@ proptest! {
         for id in &ids {
             let b = c.bucket(id);
             // On the canary at the lower weight implies on it at the higher.
-            if c.arm_for_bucket(b, lo) == Arm::Canary {
-                prop_assert_eq!(c.arm_for_bucket(b, hi), Arm::Canary);
+            if arm_for_bucket(b, lo) == Arm::Canary {
+                prop_assert_eq!(arm_for_bucket(b, hi), Arm::Canary);
             }
             // Stable at the higher weight implies stable at the lower.
-            if c.arm_for_bucket(b, hi) == Arm::Stable {
-                prop_assert_eq!(c.arm_for_bucket(b, lo), Arm::Stable);
+            if arm_for_bucket(b, hi) == Arm::Stable {
+                prop_assert_eq!(arm_for_bucket(b, lo), Arm::Stable);
             }
         }
     }

@@ -13,7 +13,7 @@
 //! - `operator_actions_answer_200_404_409`.
 //! - `rollback_survives_a_restart_with_state_file`.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::HashMap;

@@ -14,16 +14,15 @@
 //! - `https_upstream_is_verified_against_the_ca`
 //! - `check_reports_certificate_problems_with_positions`
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pointsman::reload::{self, ReloadError, Reloader, Trigger};
-use pointsman::router::compile::CompileEnv;
-use pointsman::server::{Proxy, Server};
-use pointsman::split::CanaryRegistry;
+use pointsman::runtime::{Live, Runtime};
+use pointsman::server::Server;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -104,20 +103,15 @@ struct Running {
 /// Loads `dir/pointsman.yaml` and serves it in-process.
 async fn start(dir: &Path) -> Running {
     let config = dir.join("pointsman.yaml");
-    let canaries = Arc::new(CanaryRegistry::new());
-    let env = CompileEnv {
-        previous: None,
-        canaries: Some(&canaries),
-        metrics: None,
-    };
-    let (compiled, sources, sha) = match reload::load_and_compile(&config, env) {
+    let loaded = match reload::load_and_compile(&config) {
         Ok(c) => c,
         Err(e) => panic!("config: {e:?}"),
     };
-    let proxy = Proxy::new(compiled.snapshot);
-    let server = Server::bind(proxy.clone()).unwrap();
+    let runtime = Runtime::new(None);
+    let live = Live::new(runtime.link(loaded.compiled.config), runtime);
+    let server = Server::bind(live.clone()).unwrap();
     let addr = server.local_addrs().unwrap()[0];
-    let reloader = Reloader::new(config, proxy, canaries, sources, sha);
+    let reloader = Reloader::new(config, live, loaded.started);
     tokio::spawn(server.serve(std::future::pending()));
     Running { addr, reloader }
 }

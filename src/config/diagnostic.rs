@@ -7,7 +7,9 @@ use std::sync::Arc;
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    /// The config is refused.
     Error,
+    /// The config is accepted; something in it is likely a mistake.
     Warning,
 }
 
@@ -16,10 +18,28 @@ pub enum Severity {
 pub struct Diagnostic {
     /// The file as the user named it (or as found in the directory).
     pub file: Arc<str>,
+    /// 1-based line.
     pub line: u64,
+    /// 1-based column.
     pub column: u64,
+    /// Error or warning.
     pub severity: Severity,
+    /// What is wrong and how to fix it.
     pub message: String,
+}
+
+impl Diagnostic {
+    /// An error about a whole file (it cannot be read, it is missing),
+    /// reported at line 1, column 1.
+    pub fn whole_file(file: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: Arc::from(file),
+            line: 1,
+            column: 1,
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -1,13 +1,15 @@
-//! Rule files: reading a file or a directory, and parsing each file. This is
-//! the only module that touches the YAML crate (see [`parse`]).
+//! Rule files → raw: reading a file or a directory, parsing each file, and
+//! reading the files they name ([`files`]). This is the only module that
+//! touches the YAML crate (see [`parse`]).
 //!
 //! A directory is read as every `*.yaml` / `*.yml` file directly inside it,
 //! in byte-wise name order, skipping names that start with `.` (so a
 //! Kubernetes ConfigMap's `..data` link is not read twice). How the files'
-//! sections merge is decided by [`crate::router::compile`].
+//! sections merge is decided by [`crate::compile`].
 
 pub mod diagnostic;
 pub mod duration;
+pub mod files;
 pub mod raw;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
@@ -42,12 +44,23 @@ impl Source {
     }
 }
 
-/// Every rule file of a config, parsed, in load order.
+/// Every rule file of a config, parsed, in load order, with the files they
+/// name.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The rule files.
     pub sources: Vec<Source>,
+    /// Certificates, keys and CA bundles named by the rule files.
+    pub files: files::Files,
     /// sha256 over every file's name (as listed) and content, in load order.
     pub sha256: String,
+}
+
+impl Loaded {
+    /// The rule files' names, in load order (`/config`'s `sources`).
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name.to_string()).collect()
+    }
 }
 
 /// Reads and parses the config at `path` (a file or a directory). Returns
@@ -85,9 +98,11 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         return Err(errors);
     }
     // Certificate, key and CA files count as config files (SPEC 7).
-    crate::tls::hash_files(&crate::tls::referenced_files(&sources), &mut hasher);
+    let files = files::Files::read(&sources);
+    files.hash_into(&mut hasher);
     Ok(Loaded {
         sources,
+        files,
         sha256: hex::encode(hasher.finalize()),
     })
 }
@@ -163,13 +178,7 @@ fn strip_position(message: &str) -> &str {
 }
 
 fn whole_file(name: &Arc<str>, message: String) -> Diagnostic {
-    Diagnostic {
-        file: name.clone(),
-        line: 1,
-        column: 1,
-        severity: Severity::Error,
-        message,
-    }
+    Diagnostic::whole_file(name, message)
 }
 
 #[cfg(test)]

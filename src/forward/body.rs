@@ -1,18 +1,55 @@
-//! Request bodies: read a prefix for inspection, hold small bodies, stream
-//! the rest byte-identical.
+//! Bodies as the pipeline sees them, whatever the wire: [`ProxyBody`] for
+//! anything streamed either way, and [`RequestBody`] for a client's request
+//! body (read a prefix for inspection, hold small bodies, stream the rest
+//! byte-identical).
+//!
+//! The server hands the client's body over as a [`ProxyBody`] whose errors
+//! are [`ClientBodyError`]s, so a malformed or aborted request body is told
+//! apart from an upstream failure wherever it surfaces.
 
-use crate::upstream::{BoxError, ProxyBody, full};
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+/// A boxed, thread-safe error (the error type of [`ProxyBody`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body streamed to or from a peer.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
 /// How long body inspection may wait for the body.
 pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The client's request body failed (malformed chunked framing, an abort,
+/// a stream reset): the client's fault, never an upstream's (SPEC 5.1).
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+impl ClientBodyError {
+    /// Whether `e`, or anything in its source chain, is a client body error.
+    pub fn is_in(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = source {
+            if s.is::<ClientBodyError>() {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
+}
+
+/// A held body as a [`ProxyBody`].
+pub fn full(bytes: Bytes) -> ProxyBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 /// A request body as the pipeline holds it.
 #[derive(Debug)]
@@ -24,6 +61,26 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
+    /// Wraps an unread body.
+    pub fn streaming(body: ProxyBody) -> RequestBody {
+        if body.is_end_stream() {
+            RequestBody::Held(Bytes::new())
+        } else {
+            RequestBody::Stream(Prefixed {
+                prefix: VecDeque::new(),
+                prefix_len: 0,
+                failed: None,
+                rest: body,
+            })
+        }
+    }
+
+    /// Whether reading the body for inspection already failed (the error is
+    /// kept and handed on when the body is sent).
+    pub fn failed(&self) -> bool {
+        matches!(self, RequestBody::Stream(p) if p.failed.is_some())
+    }
+
     /// The held bytes, if the body can be resent.
     pub fn held(&self) -> Option<&Bytes> {
         match self {
@@ -32,103 +89,107 @@ impl RequestBody {
         }
     }
 
-    /// The body for one send; a stream is capped at `max` bytes (0 = no cap).
+    /// Reads up to `limit` bytes within [`INSPECT_TIMEOUT`]. A body that
+    /// ends within the limit is held; otherwise the read prefix is put back
+    /// in front of the rest of the stream. A read error also keeps what was
+    /// read, so the upstream request fails the same way.
+    pub async fn inspect(self, limit: usize) -> RequestBody {
+        match self {
+            RequestBody::Stream(p) => p.inspect(limit).await,
+            held => held,
+        }
+    }
+
+    /// The body for one send; a stream is capped at `max` bytes (0 = no
+    /// cap).
     pub fn into_proxy_body(self, max: u64) -> ProxyBody {
         match self {
             RequestBody::Held(b) => full(b),
             RequestBody::Stream(s) if max > 0 => {
                 http_body_util::Limited::new(s, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
             }
-            RequestBody::Stream(s) => s.map_err(BoxError::from).boxed(),
+            RequestBody::Stream(s) => s.boxed(),
         }
-    }
-}
-
-/// Wraps an unread body.
-pub fn streaming(body: Incoming) -> RequestBody {
-    if body.is_end_stream() {
-        RequestBody::Held(Bytes::new())
-    } else {
-        RequestBody::Stream(Prefixed {
-            prefix: VecDeque::new(),
-            prefix_len: 0,
-            rest: body,
-        })
-    }
-}
-
-/// Reads up to `limit` bytes within [`INSPECT_TIMEOUT`]. A body that ends
-/// within the limit is held; otherwise the read prefix is put back in front
-/// of the rest of the stream. A read error also keeps what was read, so the
-/// upstream sees the same failure.
-pub async fn inspect(body: Incoming, limit: usize) -> RequestBody {
-    match streaming(body) {
-        RequestBody::Stream(p) => inspect_prefixed(p, limit).await,
-        held => held,
-    }
-}
-
-/// [`inspect`] on a body that may already have a prefix read.
-pub async fn inspect_prefixed(mut p: Prefixed, limit: usize) -> RequestBody {
-    let read = async {
-        while p.prefix_len <= limit {
-            match p.rest.frame().await {
-                None => return true,
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        p.prefix_len += data.len();
-                        p.prefix.push_back(data);
-                    }
-                    // Trailers of an inspected body are dropped.
-                }
-                Some(Err(_)) => return false,
-            }
-        }
-        false
-    };
-    let ended = tokio::time::timeout(INSPECT_TIMEOUT, read)
-        .await
-        .unwrap_or(false);
-    if ended && p.prefix_len <= limit {
-        let mut buf = Vec::with_capacity(p.prefix_len);
-        for chunk in &p.prefix {
-            buf.extend_from_slice(chunk);
-        }
-        RequestBody::Held(Bytes::from(buf))
-    } else {
-        RequestBody::Stream(p)
     }
 }
 
 pin_project_lite::pin_project! {
     /// An already-read prefix followed by the rest of the stream.
-    #[derive(Debug)]
     pub struct Prefixed {
         prefix: VecDeque<Bytes>,
         prefix_len: usize,
+        // A read error met while inspecting, handed on after the prefix.
+        failed: Option<BoxError>,
         #[pin]
-        rest: Incoming,
+        rest: ProxyBody,
+    }
+}
+
+impl std::fmt::Debug for Prefixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefixed")
+            .field("prefix_len", &self.prefix_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prefixed {
+    async fn inspect(mut self, limit: usize) -> RequestBody {
+        let read = async {
+            while self.prefix_len <= limit {
+                match self.rest.frame().await {
+                    None => return true,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.prefix_len += data.len();
+                            self.prefix.push_back(data);
+                        }
+                        // Trailers of an inspected body are dropped.
+                    }
+                    Some(Err(e)) => {
+                        self.failed = Some(e);
+                        return false;
+                    }
+                }
+            }
+            false
+        };
+        let ended = tokio::time::timeout(INSPECT_TIMEOUT, read)
+            .await
+            .unwrap_or(false);
+        if ended && self.prefix_len <= limit {
+            let mut buf = Vec::with_capacity(self.prefix_len);
+            for chunk in &self.prefix {
+                buf.extend_from_slice(chunk);
+            }
+            RequestBody::Held(Bytes::from(buf))
+        } else {
+            RequestBody::Stream(self)
+        }
     }
 }
 
 impl Body for Prefixed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         if let Some(chunk) = this.prefix.pop_front() {
             *this.prefix_len -= chunk.len();
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         this.rest.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.rest.is_end_stream()
+        self.prefix.is_empty() && self.failed.is_none() && self.rest.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -1,7 +1,8 @@
 //! Forwarding failures and the answers they become (SPEC 6).
 
+use super::body::{ProxyBody, full};
 use super::headers::X_POINTSMAN_ERROR;
-use crate::upstream::{ProxyBody, SendError, full};
+use crate::upstream::SendError;
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// Why a request could not be forwarded; each becomes a response.
@@ -28,6 +29,10 @@ pub enum ForwardError {
     /// The request is malformed (bad Host, path above root, ...).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client's request body is malformed or was aborted: the client's
+    /// fault, never counted against an upstream (SPEC 5.1).
+    #[error("the request body is malformed or was cut short")]
+    ClientBody,
     /// Request headers over `max_headers` / `max_header_bytes`.
     #[error("request headers too large")]
     HeadersTooLarge,
@@ -47,7 +52,7 @@ impl ForwardError {
             ForwardError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ForwardError::BadRequest(_) | ForwardError::ClientBody => StatusCode::BAD_REQUEST,
             ForwardError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ForwardError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
@@ -63,6 +68,7 @@ impl ForwardError {
             ForwardError::NoHealthyUpstream(_) => "no_healthy_upstream",
             ForwardError::BodyTooLarge => "body_too_large",
             ForwardError::BadRequest(_)
+            | ForwardError::ClientBody
             | ForwardError::HeadersTooLarge
             | ForwardError::Misdirected => return None,
         })
@@ -104,6 +110,7 @@ impl From<SendError> for ForwardError {
             SendError::Reset { .. } => ForwardError::UpstreamReset(e.to_string()),
             SendError::Timeout { .. } => ForwardError::UpstreamTimeout(e.to_string()),
             SendError::BodyTooLarge => ForwardError::BodyTooLarge,
+            SendError::ClientBody => ForwardError::ClientBody,
             SendError::NoEndpoints => ForwardError::NoHealthyUpstream(e.to_string()),
         }
     }

@@ -1,6 +1,7 @@
 //! Header rewriting toward the upstream and back (SPEC 5).
 
-use crate::router::HeaderOps;
+use crate::compile::HeaderOps;
+use crate::split::hash::fnv1a32;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -284,12 +285,8 @@ pub fn id_in_share(id: &HeaderValue, percent: f64) -> bool {
     if percent <= 0.0 {
         return false;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    ((h % 10_000) as f64) < percent * 100.0
+    let h = fnv1a32(&[id.to_str().unwrap_or("")]);
+    f64::from(h % 10_000) < percent * 100.0
 }
 
 #[cfg(test)]

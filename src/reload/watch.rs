@@ -6,14 +6,14 @@
 //! watched inode is no longer the file. A directory watch sees both, so the
 //! watcher watches the config's directory (the file's parent for a single
 //! file) and the directories of the files the config names
-//! ([`crate::tls::watched_files`]: certificates, keys, CA bundles). Any event there starts a quiet period
+//! ([`Reloader::files`]: certificates, keys, CA bundles). Any event there
+//! starts a quiet period
 //! ([`DEBOUNCE`]); when it ends, the config is read again, and the reload
 //! is skipped when the content hash is unchanged. A half-written file fails
 //! to parse (a failed reload; the old config stays), and the event of the
 //! completed write triggers the next read.
 
 use super::{Reloader, Trigger};
-use crate::tls;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -100,7 +100,7 @@ pub fn spawn(reloader: Arc<Reloader>) -> Result<ConfigWatcher, WatchError> {
         &mut watched,
         watch_dirs(
             reloader.path(),
-            &tls::watched_files(&reloader.proxy().snapshot()),
+            &reloader.files(),
         ),
     );
     let task = tokio::spawn(run(reloader, watcher, watched, rx));
@@ -163,7 +163,7 @@ async fn run(
         if reloader.reload(Trigger::FileChange).await.is_ok() {
             let want = watch_dirs(
                 reloader.path(),
-                &tls::watched_files(&reloader.proxy().snapshot()),
+                &reloader.files(),
             );
             if want != watched {
                 update_watches(&mut watcher, &mut watched, want);

@@ -2,9 +2,14 @@
 //! `x-pointsman-variant` value, a minted cookie, and what `explain` shows.
 //! Shared by the request path and `explain`, so both decide alike.
 
-use super::{Arm, ArmReason, Canary, Exclusion, Experiment, Outcome, StickyLookup, forced_variant};
-use crate::context::RequestContext;
-use crate::router::UpstreamId;
+use super::canary::{ArmReason, CanaryDef};
+use super::experiment::{Experiment, Outcome};
+use super::force::forced_variant;
+use super::sticky::StickyLookup;
+use super::window::Arm;
+use crate::routing::RequestContext;
+use crate::routing::context::{cookie_values, query_values};
+use crate::upstream::def::UpstreamId;
 use http::HeaderValue;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -14,6 +19,7 @@ use std::sync::Arc;
 /// What a split decided, owned (it does not borrow the request).
 #[derive(Debug, Clone)]
 pub struct SplitDecision {
+    /// Where the request goes.
     pub upstream: UpstreamId,
     /// The variant name (`stable`/`canary` for canaries); `None` when not
     /// enrolled.
@@ -24,6 +30,9 @@ pub struct SplitDecision {
     pub set_cookie: Option<HeaderValue>,
     /// The canary arm, for the guard's observations.
     pub arm: Option<Arm>,
+    /// The experiment variant enrolled by hash: an exposure to count
+    /// (forced and excluded requests are not counted).
+    pub enrolled: Option<usize>,
     /// What `explain` prints; built for [`Purpose::Explain`] only.
     pub trace: Option<SplitTrace>,
 }
@@ -31,9 +40,9 @@ pub struct SplitDecision {
 /// Who asks for a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// The request path: count the exposure, build no trace.
+    /// The request path: build no trace.
     Serve,
-    /// `explain`: count nothing, build the trace.
+    /// `explain`: build the trace.
     Explain,
 }
 
@@ -73,10 +82,7 @@ pub fn decide_experiment(
     } else {
         None
     };
-    let a = match purpose {
-        Purpose::Serve => exp.assign(ctx, targeting, forced.as_deref()),
-        Purpose::Explain => exp.preview(ctx, targeting, forced.as_deref()),
-    };
+    let a = exp.assign(ctx, targeting, forced.as_deref());
     let chosen = a.variant().and_then(|i| exp.variants.get(i));
     let upstream = chosen.and_then(|v| v.upstream).unwrap_or(default);
     let variant = chosen.map(|v| v.name.clone());
@@ -92,10 +98,14 @@ pub fn decide_experiment(
         variant: variant.as_deref().map(str::to_owned),
         forced: matches!(a.outcome, Outcome::Forced(_)),
         excluded: match a.outcome {
-            Outcome::Excluded(why) => Some(exclusion_text(why)),
+            Outcome::Excluded(why) => Some(why.as_str()),
             _ => None,
         },
     });
+    let enrolled = match a.outcome {
+        Outcome::Enrolled(i) => Some(i),
+        _ => None,
+    };
     SplitDecision {
         upstream,
         variant_header: chosen.and_then(|v| v.header.clone()),
@@ -103,26 +113,28 @@ pub fn decide_experiment(
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
         arm: None,
+        enrolled,
         trace,
         variant,
     }
 }
 
-/// Decides a canary route.
+/// Decides a canary route at `weight` percent.
 pub fn decide_canary(
-    canary: &Canary,
+    canary: &CanaryDef,
+    weight: f64,
     ctx: &RequestContext<'_>,
     tls: bool,
     purpose: Purpose,
 ) -> SplitDecision {
-    let name = &canary.def.route;
-    let forced = if canary.def.allow_force {
+    let name = &canary.route;
+    let forced = if canary.allow_force {
         forced_variant(ctx, name)
     } else {
         None
     };
-    let d = canary.decide(ctx, forced.as_deref());
-    let (variant, variant_header) = canary.def.arm_label(d.arm).clone();
+    let d = canary.decide(ctx, forced.as_deref(), weight);
+    let (variant, variant_header) = canary.arm_label(d.arm).clone();
     SplitDecision {
         upstream: d.upstream,
         variant_header,
@@ -130,6 +142,7 @@ pub fn decide_canary(
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
         arm: Some(d.arm),
+        enrolled: None,
         trace: (purpose == Purpose::Explain).then(|| SplitTrace {
             kind: "canary",
             name: name.to_string(),
@@ -147,32 +160,18 @@ pub fn decide_canary(
     }
 }
 
-fn exclusion_text(why: Exclusion) -> &'static str {
-    match why {
-        Exclusion::Targeting => "targeting",
-        Exclusion::Namespace => "namespace",
-        Exclusion::Coverage => "coverage",
-        Exclusion::NoId => "no_id",
-    }
-}
-
-/// Sticky ids are read raw from the request; `split` decodes them (SPEC 3).
+/// Sticky ids read through the same parsers as the matchers (SPEC 3).
 impl StickyLookup for RequestContext<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, str>> {
-        let lines = self
-            .headers
-            .get_all(http::header::COOKIE)
-            .into_iter()
-            .filter_map(|v| v.to_str().ok());
-        super::sticky::find_cookie(lines, name).map(Cow::Borrowed)
+        cookie_values(self.headers, name).next().map(Cow::Borrowed)
     }
 
     fn query(&self, name: &str) -> Option<Cow<'_, str>> {
-        super::sticky::find_query_param(self.query?, name).map(Cow::Borrowed)
+        query_values(self.query?, name).next()
     }
 
     fn client_ip(&self) -> IpAddr {

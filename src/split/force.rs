@@ -1,7 +1,7 @@
 //! Forcing a variant for QA (SPEC 3): header `x-pointsman-force` or query
 //! `pm_force`, with comma-separated `name=variant` pairs.
 
-use super::sticky::{StickyLookup, decode_query_value};
+use super::sticky::StickyLookup;
 use std::borrow::Cow;
 
 /// The request header that forces variants.
@@ -28,8 +28,7 @@ pub fn forced_variant<'a>(req: &'a dyn StickyLookup, name: &str) -> Option<Cow<'
     {
         return Some(Cow::Borrowed(v));
     }
-    let raw = req.query(FORCE_QUERY)?;
-    let decoded = decode_query_value(&raw);
+    let decoded = req.query(FORCE_QUERY)?;
     parse_force(&decoded)
         .find(|(n, _)| *n == name)
         .map(|(_, v)| Cow::Owned(v.to_owned()))

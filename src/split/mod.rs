@@ -1,34 +1,39 @@
-//! Sticky experiments and canaries (SPEC 3, 4).
+//! Sticky experiments and canaries (SPEC 3, 4): who gets which variant.
 //!
 //! - [`hash`]: GrowthBook-compatible hashing and bucketing.
-//! - [`sticky`]: where a user's id comes from ([`StickyLookup`], which the
-//!   caller implements over its request context), minting, `Set-Cookie`.
+//! - [`sticky`]: where a user's id comes from ([`StickyLookup`], implemented
+//!   over the routing context), minting, `Set-Cookie`.
 //! - [`experiment`]: compiled A/B experiments and their assignment.
 //! - [`force`]: the `x-pointsman-force` / `pm_force` parser.
-//! - [`stats`]: the SRM chi-square test.
 //! - [`canary`]: canary definitions, runtime state ([`CanaryRegistry`]),
-//!   guards over a sliding [`window`], operator actions.
+//!   guards over a sliding [`window`], operator actions; [`persist`] keeps
+//!   their state in the `state_file`.
+//! - [`decide`]: one request's split decision, shared by the request path
+//!   and `explain`.
+//! - [`tally`], [`stats`]: what experiments count, and the SRM test.
+//! - [`identity`]: canonical definition identities.
 
 pub mod canary;
 pub mod decide;
 pub mod experiment;
 pub mod force;
 pub mod hash;
+pub mod identity;
 pub mod persist;
 pub mod stats;
 pub mod sticky;
+pub mod tally;
 pub mod window;
 
-pub use experiment::{
-    Assignment, Exclusion, Experiment, ExperimentStats, Outcome, Variant, VariantStats,
-    compile_experiment,
-};
+pub use experiment::{Assignment, Exclusion, Experiment, Outcome, Variant};
 pub use force::{FORCE_HEADER, FORCE_QUERY, forced_variant, parse_force};
 pub use sticky::{StickyConfig, StickyId, StickyLookup, StickySource};
+pub use tally::{ExperimentStats, Tally, VariantStats};
 
 pub use canary::{
     Action as CanaryAction, ActionError, ArmReason, Canary, CanaryDecision, CanaryDef,
-    CanaryRegistry, CanaryView, State as CanaryState, compile_canary,
+    CanaryRegistry, CanaryView, State as CanaryState,
 };
 pub use decide::{Purpose, SplitDecision, SplitTrace, decide_canary, decide_experiment};
+pub use identity::Identity;
 pub use window::{Arm, WindowStats};

@@ -1,30 +1,40 @@
 //! The canary `state_file` (SPEC 4): each canary's state, step, time
-//! entered and weight, keyed by route name with the definition hash, so a
-//! restart does not undo a rollback or a promotion.
+//! entered and weight, keyed by route name with the definition identity,
+//! so a restart does not undo a rollback or a promotion.
 //!
 //! The file is JSON, rewritten whole on every change: written to a
 //! temporary file next to it, then renamed over it, so a crash leaves
-//! either the old or the new content. Writes happen off the request path
-//! (operator actions, the canary driver, start-up and reload).
+//! either the old or the new content. Writes happen on a thread of their
+//! own, never on the serving runtime: a change updates the entries in
+//! memory and wakes the writer, which writes the newest entries (changes
+//! that arrive meanwhile are written together).
 
 use super::canary::State;
+use super::identity::Identity;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::mpsc;
 
 /// Why the state file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
+    /// The file exists but cannot be read.
     #[error("cannot read canary state file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not the JSON this module writes.
     #[error("canary state file {path} is not valid: {source}")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: serde_json::Error,
     },
 }
@@ -32,9 +42,11 @@ pub enum StateFileError {
 /// One canary's persisted state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Hex SHA-256 of the definition; a changed definition starts afresh.
+    /// Hex identity of the definition; a changed definition starts afresh.
     pub definition: String,
+    /// The state.
     pub state: State,
+    /// The step (0 for a fixed weight).
     pub step: usize,
     /// When the current state or step was entered, Unix milliseconds.
     pub entered_unix_ms: u64,
@@ -47,15 +59,21 @@ struct FileBody {
     canaries: BTreeMap<String, Entry>,
 }
 
+type Entries = Arc<ArcSwap<BTreeMap<String, Entry>>>;
+
+enum WriterMsg {
+    /// The entries changed: write them.
+    Changed,
+    /// Answer once everything before this message is written.
+    Flush(mpsc::SyncSender<()>),
+}
+
 /// The state file and its current content.
 #[derive(Debug)]
 pub struct StateStore {
     path: PathBuf,
-    entries: ArcSwap<BTreeMap<String, Entry>>,
-    /// Bumped on every change; a writer that finds it moved after its
-    /// rename writes again, so the newest content always lands last.
-    generation: AtomicU64,
-    tmp_seq: AtomicU64,
+    entries: Entries,
+    writer: mpsc::Sender<WriterMsg>,
 }
 
 impl StateStore {
@@ -78,21 +96,28 @@ impl StateStore {
                 });
             }
         };
-        Ok(StateStore {
-            path: path.to_path_buf(),
-            entries: ArcSwap::from_pointee(entries),
-            generation: AtomicU64::new(0),
-            tmp_seq: AtomicU64::new(0),
-        })
+        Ok(Self::with_entries(path, entries))
     }
 
     /// An empty store that writes to `path` (its content is ignored).
     pub fn empty(path: &Path) -> Self {
+        Self::with_entries(path, BTreeMap::new())
+    }
+
+    fn with_entries(path: &Path, entries: BTreeMap<String, Entry>) -> Self {
+        let entries: Entries = Arc::new(ArcSwap::from_pointee(entries));
+        let (writer, rx) = mpsc::channel();
+        let (path2, entries2) = (path.to_path_buf(), entries.clone());
+        let spawned = std::thread::Builder::new()
+            .name("pointsman-state".into())
+            .spawn(move || write_loop(&path2, &entries2, &rx));
+        if let Err(e) = spawned {
+            tracing::error!(path = %path.display(), "cannot start the state file writer: {e}");
+        }
         StateStore {
             path: path.to_path_buf(),
-            entries: ArcSwap::from_pointee(BTreeMap::new()),
-            generation: AtomicU64::new(0),
-            tmp_seq: AtomicU64::new(0),
+            entries,
+            writer,
         }
     }
 
@@ -101,15 +126,15 @@ impl StateStore {
         &self.path
     }
 
-    /// The persisted entry of `route`, when its definition hash is `hash`.
-    pub fn entry(&self, route: &str, hash: &[u8; 32]) -> Option<Entry> {
+    /// The persisted entry of `route`, when its definition is `identity`.
+    pub fn entry(&self, route: &str, identity: &Identity) -> Option<Entry> {
         let entries = self.entries.load();
         let e = entries.get(route)?;
-        (e.definition == hex::encode(hash)).then(|| e.clone())
+        (e.definition == identity.hex()).then(|| e.clone())
     }
 
-    /// Records `route`'s entry and rewrites the file. Failures are logged:
-    /// serving goes on with the state in memory.
+    /// Records `route`'s entry; the writer thread rewrites the file soon.
+    /// Write failures are logged: serving goes on with the state in memory.
     pub fn save(&self, route: &str, entry: Entry) {
         if self.entries.load().get(route) == Some(&entry) {
             return;
@@ -119,46 +144,73 @@ impl StateStore {
             next.insert(route.to_owned(), entry.clone());
             next
         });
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        loop {
-            let generation = self.generation.load(Ordering::Acquire);
-            if let Err(e) = self.write() {
-                tracing::error!(path = %self.path.display(), "cannot write canary state file: {e}");
-                return;
-            }
-            if self.generation.load(Ordering::Acquire) == generation {
-                return;
-            }
-        }
+        let _ = self.writer.send(WriterMsg::Changed);
     }
 
-    fn write(&self) -> std::io::Result<()> {
-        let body = FileBody {
-            canaries: (**self.entries.load()).clone(),
-        };
-        let mut text = serde_json::to_vec_pretty(&body).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+    /// Blocks until every change saved so far is in the file.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.writer.send(WriterMsg::Flush(tx)).is_ok() {
+            let _ = rx.recv();
         }
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(format!(".tmp.{}.{seq}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, &text)?;
-        std::fs::rename(&tmp, &self.path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
     }
+}
+
+/// The writer thread: waits for changes, writes the newest entries, answers
+/// flushes; ends when the store is dropped.
+fn write_loop(path: &Path, entries: &Entries, rx: &mpsc::Receiver<WriterMsg>) {
+    while let Ok(first) = rx.recv() {
+        let mut changed = matches!(first, WriterMsg::Changed);
+        let mut flushes = Vec::new();
+        if let WriterMsg::Flush(ack) = first {
+            flushes.push(ack);
+        }
+        // Coalesce whatever else is queued: one write covers it all.
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                WriterMsg::Changed => changed = true,
+                WriterMsg::Flush(ack) => flushes.push(ack),
+            }
+        }
+        if changed && let Err(e) = write(path, &entries.load()) {
+            tracing::error!(path = %path.display(), "cannot write canary state file: {e}");
+        }
+        for ack in flushes {
+            let _ = ack.send(());
+        }
+    }
+}
+
+fn write(path: &Path, entries: &BTreeMap<String, Entry>) -> std::io::Result<()> {
+    let body = FileBody {
+        canaries: entries.clone(),
+    };
+    let mut text = serde_json::to_vec_pretty(&body).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, &text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::split::identity::Canonical;
+
+    fn id(n: u8) -> Identity {
+        Canonical::new("test").number("n", f64::from(n)).finish()
+    }
 
     fn entry(state: State) -> Entry {
         Entry {
-            definition: hex::encode([7u8; 32]),
+            definition: id(7).hex(),
             state,
             step: 1,
             entered_unix_ms: 1_700_000_000_000,
@@ -171,14 +223,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join("canary.json");
         let store = StateStore::open(&path).unwrap();
-        assert_eq!(store.entry("shop", &[7; 32]), None);
+        assert_eq!(store.entry("shop", &id(7)), None);
         store.save("shop", entry(State::RolledBack));
+        store.flush();
         let again = StateStore::open(&path).unwrap();
-        assert_eq!(
-            again.entry("shop", &[7; 32]),
-            Some(entry(State::RolledBack))
-        );
-        assert_eq!(again.entry("shop", &[8; 32]), None, "changed definition");
+        assert_eq!(again.entry("shop", &id(7)), Some(entry(State::RolledBack)));
+        assert_eq!(again.entry("shop", &id(8)), None, "changed definition");
         let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
             .filter_map(|e| e.ok())

@@ -1,6 +1,7 @@
 //! Sticky ids (SPEC 3): where a user's id is read from, how it is decoded,
 //! and how a new one is minted and sent back as a cookie.
 
+use crate::routing::context::{cookie_pairs, query_values};
 use percent_encoding::percent_decode;
 use std::borrow::Cow;
 use std::fmt;
@@ -15,18 +16,17 @@ pub const DEFAULT_COOKIE: &str = "pm_uid";
 pub const COOKIE_MAX_AGE_SECS: u64 = 31_536_000;
 
 /// What a request carries, as the sticky-id lookup reads it. The caller
-/// implements this over its request context.
-///
-/// Values are returned raw, as received: the split layer applies SPEC 3's
-/// decoding (see [`decode_cookie_value`], [`decode_query_value`]). Return
-/// the first occurrence when a name appears several times.
+/// implements this over its request context with the routing layer's
+/// parsers ([`crate::routing::context`]), so matchers and sticky ids read a
+/// request alike. Return the first occurrence when a name appears several
+/// times.
 pub trait StickyLookup {
     /// The header's value (`name` is lowercase); `None` when absent or not
     /// valid text.
     fn header(&self, name: &str) -> Option<&str>;
-    /// The cookie's raw value.
+    /// The cookie's value as sent (the split layer decodes it, SPEC 3).
     fn cookie(&self, name: &str) -> Option<Cow<'_, str>>;
-    /// The query parameter's raw (still percent-encoded) value.
+    /// The query parameter's value, decoded as query values are (SPEC 2.1).
     fn query(&self, name: &str) -> Option<Cow<'_, str>>;
     /// The client address (SPEC 5).
     fn client_ip(&self) -> IpAddr;
@@ -177,10 +177,7 @@ impl StickyConfig {
                     Cow::Borrowed(b) => decode_cookie_value(b),
                     Cow::Owned(o) => Cow::Owned(decode_cookie_value(&o).into_owned()),
                 },
-                StickySource::Query(n) => match req.query(n)? {
-                    Cow::Borrowed(b) => decode_query_value(b),
-                    Cow::Owned(o) => Cow::Owned(decode_query_value(&o).into_owned()),
-                },
+                StickySource::Query(n) => req.query(n)?,
                 StickySource::Ip => Cow::Owned(req.client_ip().to_string()),
             };
             (!value.is_empty()).then(|| StickyId {
@@ -240,56 +237,17 @@ pub fn set_cookie_value(name: &str, id: &str, tls: bool) -> String {
     format!("{name}={id}; Path=/; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}")
 }
 
-/// Decodes a cookie id: percent escapes decoded, `+` kept, invalid escapes
-/// kept, non-UTF-8 bytes read lossily.
+/// Decodes a cookie id: surrounding double quotes removed, percent escapes
+/// decoded, `+` kept, invalid escapes kept, non-UTF-8 bytes read lossily.
 pub fn decode_cookie_value(raw: &str) -> Cow<'_, str> {
+    let raw = raw
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(raw);
     if !raw.contains('%') {
         return Cow::Borrowed(raw);
     }
     percent_decode(raw.as_bytes()).decode_utf8_lossy()
-}
-
-/// Decodes a query id like a query value (SPEC 2.1): `+` is a space,
-/// percent escapes decoded, invalid escapes kept, non-UTF-8 read lossily.
-pub fn decode_query_value(raw: &str) -> Cow<'_, str> {
-    if !raw.contains(['%', '+']) {
-        return Cow::Borrowed(raw);
-    }
-    let spaced = raw.replace('+', " ");
-    Cow::Owned(
-        percent_decode(spaced.as_bytes())
-            .decode_utf8_lossy()
-            .into_owned(),
-    )
-}
-
-/// The raw value of the first `name` parameter in a raw query string (the
-/// parameter name is compared decoded). A helper for [`StickyLookup`]
-/// implementations.
-pub fn find_query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode_query_value(k) == name).then_some(v)
-    })
-}
-
-/// The raw value of the first cookie `name` in `Cookie` header values. A
-/// helper for [`StickyLookup`] implementations.
-pub fn find_cookie<'h>(
-    cookie_headers: impl IntoIterator<Item = &'h str>,
-    name: &str,
-) -> Option<&'h str> {
-    cookie_headers.into_iter().find_map(|line| {
-        line.split(';').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| {
-                let v = v.trim();
-                v.strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(v)
-            })
-        })
-    })
 }
 
 /// A simple [`StickyLookup`] over owned values, for tests, `explain` and
@@ -302,6 +260,7 @@ pub struct SimpleRequest {
     pub cookies: Vec<String>,
     /// The raw query string, without `?`.
     pub query: String,
+    /// The client address.
     pub client_ip: IpAddr,
 }
 
@@ -346,11 +305,13 @@ impl StickyLookup for SimpleRequest {
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, str>> {
-        find_cookie(self.cookies.iter().map(String::as_str), name).map(Cow::Borrowed)
+        cookie_pairs(self.cookies.iter().map(String::as_str), name)
+            .next()
+            .map(Cow::Borrowed)
     }
 
     fn query(&self, name: &str) -> Option<Cow<'_, str>> {
-        find_query_param(&self.query, name).map(Cow::Borrowed)
+        query_values(&self.query, name).next()
     }
 
     fn client_ip(&self) -> IpAddr {
@@ -361,6 +322,7 @@ impl StickyLookup for SimpleRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::context::decode_query_component;
 
     fn cfg(sticky_on: Option<&[&str]>, issue: Option<&str>) -> StickyConfig {
         StickyConfig::build(sticky_on, issue).unwrap()
@@ -435,11 +397,11 @@ mod tests {
     #[test]
     fn cookie_and_query_decoding_differ_on_plus() {
         assert_eq!(decode_cookie_value("a+b%20c"), "a+b c");
-        assert_eq!(decode_query_value("a+b%20c"), "a b c");
+        assert_eq!(decode_query_component("a+b%20c"), "a b c");
         assert_eq!(decode_cookie_value("100%zz%2"), "100%zz%2");
-        assert_eq!(decode_query_value("100%zz%2"), "100%zz%2");
+        assert_eq!(decode_query_component("100%zz%2"), "100%zz%2");
         assert_eq!(decode_cookie_value("%FFx"), "\u{FFFD}x");
-        assert_eq!(decode_query_value("Jos%C3%A9"), "José");
+        assert_eq!(decode_query_component("Jos%C3%A9"), "José");
         let c = cfg(Some(&["query:u", "cookie:c"]), None);
         let req = SimpleRequest::default().query("u=a+b");
         assert_eq!(c.lookup(&req).unwrap().value, "a b");
@@ -477,10 +439,17 @@ mod tests {
     }
 
     #[test]
-    fn cookie_helper_finds_quoted_and_later_lines() {
-        let lines = ["a=1; b=\"two\"", "c=3"];
-        assert_eq!(find_cookie(lines, "b"), Some("two"));
-        assert_eq!(find_cookie(lines, "c"), Some("3"));
-        assert_eq!(find_cookie(lines, "d"), None);
+    fn cookie_ids_are_found_quoted_and_on_later_lines() {
+        let c = cfg(Some(&["cookie:b", "cookie:c", "cookie:d"]), None);
+        let both = |cookies: &[&str]| {
+            let mut req = SimpleRequest::default();
+            for line in cookies {
+                req = req.cookie(line);
+            }
+            c.lookup(&req).map(|id| id.value.into_owned())
+        };
+        assert_eq!(both(&["a=1; b=\"two\"", "c=3"]).as_deref(), Some("two"));
+        assert_eq!(both(&["a=1", "c=3"]).as_deref(), Some("3"));
+        assert_eq!(both(&["a=1"]), None);
     }
 }

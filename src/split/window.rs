@@ -23,7 +23,9 @@ const LAT_BUCKETS: usize = 208;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arm {
+    /// The stable upstream.
     Stable,
+    /// The canary upstream.
     Canary,
 }
 
@@ -40,6 +42,7 @@ impl Arm {
 /// Window statistics of one arm.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct WindowStats {
+    /// Requests in the window.
     pub requests: u64,
     /// 5xx answers and upstream failures.
     pub errors: u64,
@@ -92,7 +95,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct Window {
     base: Instant,
-    slot_ms: u64,
+    /// Length of a slot; changed by [`Window::resize`].
+    slot_ms: AtomicU64,
     /// Periods before this one do not count (set by [`Window::restart`]).
     start: AtomicU64,
     slots: Box<[Slot]>,
@@ -104,7 +108,7 @@ impl Window {
         let slot_ms = (window.as_millis() as u64 / SLOTS as u64).max(1);
         Window {
             base: now,
-            slot_ms,
+            slot_ms: AtomicU64::new(slot_ms),
             start: AtomicU64::new(0),
             slots: (0..SLOTS)
                 .map(|_| Slot {
@@ -116,7 +120,20 @@ impl Window {
     }
 
     fn period(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.base).as_millis() as u64 / self.slot_ms
+        let slot_ms = self.slot_ms.load(Ordering::Relaxed).max(1);
+        now.saturating_duration_since(self.base).as_millis() as u64 / slot_ms
+    }
+
+    /// Gives the window a new length (a guard edit) and starts it afresh
+    /// at `now`; counts recorded meanwhile may be lost.
+    pub fn resize(&self, window: Duration, now: Instant) {
+        let slot_ms = (window.as_millis() as u64 / SLOTS as u64).max(1);
+        if self.slot_ms.swap(slot_ms, Ordering::AcqRel) != slot_ms {
+            for slot in self.slots.iter() {
+                slot.epoch.store(0, Ordering::Release);
+            }
+        }
+        self.restart(now);
     }
 
     fn slot(&self, period: u64) -> Option<&Slot> {

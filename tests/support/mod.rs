@@ -19,97 +19,149 @@ use ::http::Request;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
-use pointsman::router::{
-    AdminSettings, Fallback, FallbackAction, Limits, Listener, Route, Settings, Snapshot,
-};
-use pointsman::server::{Proxy, Server};
-use pointsman::upstream::{Balance, Endpoint, Protocol, Upstream, UpstreamDef};
+use pointsman::compile::Config;
+use pointsman::runtime::{Live, Runtime};
+use pointsman::server::Server;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An upstream definition over `addrs` with short test timeouts.
-pub fn def(name: &str, addrs: &[SocketAddr]) -> UpstreamDef {
-    UpstreamDef {
-        name: name.into(),
-        endpoints: addrs
-            .iter()
-            .map(|a| Endpoint {
-                tls: false,
-                authority: a.to_string(),
-            })
-            .collect(),
-        balance: Balance::RoundRobin,
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_secs(5),
-        retries: 1,
-        protocol: Protocol::Http1,
-        tls: None,
-        health_check: None,
-        outlier: None,
+/// A rule file for an in-process proxy, built as the YAML a user writes, so
+/// tests never depend on how a config is represented inside. Fragments are
+/// the entries of a YAML flow mapping (`name: a, to: up`).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    upstreams: String,
+    routes: String,
+    fallback: Option<String>,
+    limits: Vec<(String, String)>,
+    top: String,
+}
+
+impl Default for Rules {
+    /// One listener on 127.0.0.1:0, the admin on 127.0.0.1:0, short test
+    /// limits (`header_read_timeout: 300ms`, `drain_timeout: 1s`).
+    fn default() -> Self {
+        Rules {
+            upstreams: String::new(),
+            routes: String::new(),
+            fallback: None,
+            limits: vec![
+                ("header_read_timeout".into(), "300ms".into()),
+                ("drain_timeout".into(), "1s".into()),
+            ],
+            top: String::new(),
+        }
     }
 }
 
-/// Test limits: short timeouts.
-pub fn limits() -> Limits {
-    Limits {
-        header_read_timeout: Duration::from_millis(300),
-        drain_timeout: Duration::from_secs(1),
-        ..Limits::default()
+impl Rules {
+    /// No routes, no upstreams.
+    pub fn new() -> Rules {
+        Rules::default()
     }
-}
 
-/// A snapshot served on 127.0.0.1:0.
-pub fn snapshot(
-    upstreams: Vec<UpstreamDef>,
-    routes: Vec<Route>,
-    fallback: Option<FallbackAction>,
-    limits: Limits,
-) -> Snapshot {
-    Snapshot {
-        upstreams: upstreams
-            .into_iter()
-            .map(|d| Arc::new(Upstream::new(d)))
-            .collect(),
-        fallback: fallback.map(|action| Fallback {
-            action,
-            failover: false,
-        }),
-        settings: Settings {
-            listeners: vec![Listener {
-                bind: "127.0.0.1:0".into(),
-                addr: "127.0.0.1:0".parse().unwrap(),
-                tls: None,
-            }],
-            admin: AdminSettings {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                token_file: None,
-            },
-            limits,
-            ..Settings::default()
-        },
-        ..Snapshot::from_routes(routes)
+    /// An upstream over `addrs` with short test timeouts (`connect_timeout:
+    /// 500ms`, `request_timeout: 5s`).
+    pub fn upstream(self, name: &str, addrs: &[SocketAddr]) -> Rules {
+        self.upstream_with(name, addrs, "")
+    }
+
+    /// [`Rules::upstream`] with more settings (`request_timeout: 200ms`,
+    /// which override the test defaults).
+    pub fn upstream_with(mut self, name: &str, addrs: &[SocketAddr], extra: &str) -> Rules {
+        let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        let mut fields = vec![format!("endpoints: [{}]", eps.join(", "))];
+        for (k, v) in [("connect_timeout", "500ms"), ("request_timeout", "5s")] {
+            if !extra.contains(k) {
+                fields.push(format!("{k}: {v}"));
+            }
+        }
+        if !extra.is_empty() {
+            fields.push(extra.to_string());
+        }
+        let _ = writeln!(self.upstreams, "  {name}: {{ {} }}", fields.join(", "));
+        self
+    }
+
+    /// A route, e.g. `name: beta, match: { path_prefix: /v1 }, to: up`.
+    pub fn route(mut self, fields: &str) -> Rules {
+        let _ = writeln!(self.routes, "  - {{ {fields} }}");
+        self
+    }
+
+    /// The fallback, e.g. `to: up` or `to: good, failover: true`.
+    pub fn fallback(mut self, fields: &str) -> Rules {
+        self.fallback = Some(fields.to_string());
+        self
+    }
+
+    /// A limit (replacing a test default).
+    pub fn limit(mut self, key: &str, value: &str) -> Rules {
+        self.limits.retain(|(k, _)| k != key);
+        self.limits.push((key.into(), value.into()));
+        self
+    }
+
+    /// A top-level line, e.g. `trusted_proxies: [127.0.0.0/8]`.
+    pub fn top(mut self, line: &str) -> Rules {
+        let _ = writeln!(self.top, "{line}");
+        self
+    }
+
+    /// The rule file.
+    pub fn text(&self) -> String {
+        let mut t = String::from("listen:\n  - bind: \"127.0.0.1:0\"\nadmin: { bind: \"127.0.0.1:0\" }\n");
+        t.push_str(&self.top);
+        if !self.upstreams.is_empty() {
+            let _ = write!(t, "upstreams:\n{}", self.upstreams);
+        }
+        if !self.routes.is_empty() {
+            let _ = write!(t, "routes:\n{}", self.routes);
+        }
+        if let Some(f) = &self.fallback {
+            let _ = writeln!(t, "fallback: {{ {f} }}");
+        }
+        let limits: Vec<String> = self.limits.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(t, "limits: {{ {} }}", limits.join(", "));
+        t
+    }
+
+    /// The compiled config; panics with the diagnostics when it is refused.
+    pub fn config(&self) -> Config {
+        let text = self.text();
+        match pointsman::compile::compile_text("test.yaml", &text) {
+            Ok(c) => c.config,
+            Err(errors) => {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                panic!("test rules refused:\n{}\n---\n{text}", lines.join("\n"))
+            }
+        }
     }
 }
 
 /// The proxy, running; dropping `stop` shuts it down.
 pub struct Running {
     pub addr: SocketAddr,
-    pub proxy: Arc<Proxy>,
+    pub live: Arc<Live>,
     pub stop: tokio::sync::oneshot::Sender<()>,
 }
 
-pub async fn start(snapshot: Snapshot) -> Running {
-    let proxy = Proxy::new(snapshot);
-    let server = Server::bind(proxy.clone()).unwrap();
+/// Compiles `rules`, links them to a fresh runtime and serves on
+/// 127.0.0.1:0.
+pub async fn start(rules: Rules) -> Running {
+    let runtime = Runtime::new(None);
+    let live = Live::new(runtime.link(rules.config()), runtime);
+    let server = Server::bind(live.clone()).unwrap();
     let addr = server.local_addrs().unwrap()[0];
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
         let _ = rx.await;
     }));
-    Running { addr, proxy, stop }
+    Running { addr, live, stop }
 }
 
 pub type Client = hyper_util::client::legacy::Client<

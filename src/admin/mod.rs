@@ -1,0 +1,264 @@
+//! The admin API (SPEC 8): health, readiness, config, reload, routes,
+//! experiments, canaries, explain and metrics, on `admin.bind`
+//! (127.0.0.1:9901 by default). With `admin.token_file`, POSTs need
+//! `Authorization: Bearer <token>` (401 without, 403 when wrong). The
+//! server hands requests over with their bodies read
+//! ([`crate::server::plain`]).
+
+use crate::compile::Action;
+use crate::reload::{ReloadError, Reloader, Trigger};
+use crate::runtime::Snapshot;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What the admin endpoints read and act on.
+pub struct AdminState {
+    /// Reloads the config; holds the live snapshot.
+    pub reloader: Arc<Reloader>,
+    /// Set once listeners are bound and a config is active.
+    pub ready: AtomicBool,
+    /// Set on SIGTERM/SIGINT: `/readyz` answers 503.
+    pub draining: AtomicBool,
+    /// The bearer token POSTs need, if any.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("ready", &self.ready)
+            .field("draining", &self.draining)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the token file: surrounding whitespace trimmed.
+pub fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+type AdminResponse = Response<Bytes>;
+
+/// Answers one admin request.
+pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminResponse {
+    let method = req.method().clone();
+    if method == Method::POST
+        && let Some(resp) = authorize(&state, &req)
+    {
+        return resp;
+    }
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let snapshot = || state.reloader.live().snapshot();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["readyz"]) => readyz(&state),
+        (&Method::GET, ["metrics"]) => metrics(&state),
+        (&Method::GET, ["config"]) => json_response(StatusCode::OK, &*state.reloader.status()),
+        (&Method::POST, ["reload"]) => reload(&state).await,
+        (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &routes_json(&snapshot())),
+        (&Method::GET, ["experiments"]) => {
+            json_response(StatusCode::OK, &experiments_json(&snapshot()))
+        }
+        (&Method::GET, ["canaries"]) => json_response(StatusCode::OK, &canaries_json(&snapshot())),
+        (&Method::POST, ["canaries", name, action]) => canary_action(&snapshot(), name, action),
+        (&Method::POST, ["explain"]) => explain(&snapshot(), req.body()),
+        (
+            _,
+            ["healthz" | "readyz" | "metrics" | "config" | "routes" | "experiments" | "canaries"],
+        )
+        | (_, ["reload" | "explain"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn readyz(state: &AdminState) -> AdminResponse {
+    if state.draining.load(Ordering::Relaxed) {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if state.ready.load(Ordering::Relaxed) {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+fn metrics(state: &AdminState) -> AdminResponse {
+    let live = state.reloader.live();
+    let Some(m) = live.runtime().metrics() else {
+        return text(StatusCode::NOT_IMPLEMENTED, "metrics not available\n");
+    };
+    let body = crate::runtime::scrape::render(m, &live.snapshot());
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Bytes::from(body))
+        .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+async fn reload(state: &AdminState) -> AdminResponse {
+    match state.reloader.reload(Trigger::Admin).await {
+        Ok(status) => json_response(StatusCode::OK, &*status),
+        Err(ReloadError::Invalid(errors)) => json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({
+                "error": errors.first().map(|d| d.to_string()),
+                "errors": errors.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(ReloadError::Unchanged) => json_response(StatusCode::OK, &*state.reloader.status()),
+    }
+}
+
+/// 401 without (or with a malformed) bearer token, 403 with a wrong one.
+fn authorize(state: &AdminState, req: &Request<Bytes>) -> Option<AdminResponse> {
+    let expected = state.token.as_deref()?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    match given {
+        None => Some(error(StatusCode::UNAUTHORIZED, "missing bearer token")),
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
+        Some(_) => Some(error(StatusCode::FORBIDDEN, "wrong token")),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn routes_json(snapshot: &Snapshot) -> Value {
+    let config = &snapshot.config;
+    let name = |id: usize| config.upstreams.get(id).map(|u| u.name.to_string());
+    let routes: Vec<Value> = config
+        .routes
+        .routes()
+        .iter()
+        .map(|r| {
+            let action = match &r.action {
+                Action::Forward(u) => json!({ "to": name(*u) }),
+                Action::Experiment { default, experiment } => {
+                    json!({ "to": name(*default), "experiment": &*experiment.name })
+                }
+                Action::Canary(c) => json!({
+                    "canary": { "stable": name(c.stable), "canary": name(c.canary) }
+                }),
+                Action::Respond(r) => json!({ "respond": { "status": r.status.as_u16() } }),
+                Action::Redirect(r) => json!({
+                    "redirect": { "to": r.location.to_str().unwrap_or(""), "status": r.status.as_u16() }
+                }),
+            };
+            json!({ "name": &*r.name, "match": r.matcher.summary(), "action": action })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+fn experiments_json(snapshot: &Snapshot) -> Value {
+    let list: Vec<Value> = snapshot
+        .config
+        .experiments
+        .iter()
+        .filter_map(|e| {
+            let stats = snapshot.tally(e.index)?.stats(e);
+            serde_json::to_value(stats).ok()
+        })
+        .collect();
+    json!({ "experiments": list })
+}
+
+fn canaries_json(snapshot: &Snapshot) -> Value {
+    let now = tokio::time::Instant::now();
+    let list: Vec<Value> = snapshot
+        .canaries()
+        .iter()
+        .filter_map(|c| serde_json::to_value(c.view(now)).ok())
+        .collect();
+    json!({ "canaries": list })
+}
+
+fn canary_action(snapshot: &Snapshot, name: &str, action: &str) -> AdminResponse {
+    let Some(canary) = snapshot.canary_named(name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no canary named {name}"));
+    };
+    let Ok(action) = action.parse::<crate::split::CanaryAction>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown action {action}: use pause, resume, promote or rollback"),
+        );
+    };
+    match canary.act(action, tokio::time::Instant::now()) {
+        Ok(view) => json_response(StatusCode::OK, &view),
+        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+fn explain(snapshot: &Snapshot, body: &[u8]) -> AdminResponse {
+    match crate::explain::ExplainRequest::from_json(body) {
+        Ok(req) => match crate::explain::explain(&snapshot.config, snapshot, &req) {
+            Ok(trace) => json_response(StatusCode::OK, &trace),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> AdminResponse {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from(body))
+        .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+fn error(status: StatusCode, message: &str) -> AdminResponse {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn text(status: StatusCode, body: &'static str) -> AdminResponse {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Bytes::from_static(body.as_bytes()))
+        .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+fn empty(status: StatusCode) -> AdminResponse {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_tokens() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"s3cret", b"s3creX"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"x"));
+        // Same bytes, different length: the length difference alone counts.
+        assert!(!constant_time_eq(b"ab\0", b"ab"));
+    }
+}

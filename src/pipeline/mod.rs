@@ -1,0 +1,126 @@
+//! The per-request pipeline, in the order a request travels:
+//!
+//! 1. [`admit`]: limits, Host, TLS server name, path, body, client address;
+//! 2. [`decide`]: the route and the experiment or canary split (shared with
+//!    `explain`);
+//! 3. [`prepare`]: the upstream request's head;
+//! 4. `dispatch`: answer, forward (balance, retry), mirror, fail over;
+//! 5. `record`: metrics, the canary guard, exposures, the access log.
+//!
+//! The pipeline works on `http` types and the [`crate::forward`] body and
+//! upgrade types; the server (and the upstream connections) translate from
+//! and to the wire. It never fails: every failure is a response.
+
+pub mod admit;
+pub mod decide;
+mod dispatch;
+mod mirror;
+pub mod prepare;
+mod record;
+
+use crate::forward::tunnel::PendingUpgrade;
+use crate::forward::{ForwardError, ProxyBody, headers};
+use crate::routing::RequestContext;
+use crate::runtime::Snapshot;
+use crate::split::Purpose;
+use crate::forward::RequestBody;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use record::{AccessLog, Served};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What the pipeline knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the listener terminates TLS.
+    pub tls: bool,
+    /// The TLS server name the client asked for; a request whose Host names
+    /// another server is answered 421.
+    pub sni: Option<Box<str>>,
+}
+
+impl ConnInfo {
+    /// `http` or `https` (for X-Forwarded-Proto).
+    pub fn proto(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// A request on its way out: the prepared head, the body, the normalized
+/// path and the client side of an upgrade.
+pub(super) struct Outgoing<'p> {
+    pub(super) parts: Parts,
+    pub(super) body: RequestBody,
+    pub(super) path: &'p str,
+    pub(super) upgrade: Option<PendingUpgrade>,
+}
+
+/// Runs one request through the pipeline on `snapshot`. `upgrade` is the
+/// client side of an Upgrade request (WebSocket), joined to the upstream
+/// only once it answers 101.
+pub async fn serve(
+    snapshot: &Snapshot,
+    req: Request<ProxyBody>,
+    upgrade: Option<PendingUpgrade>,
+    conn: &ConnInfo,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let request_id = headers::request_id(req.headers());
+    let log = AccessLog::begin(&req, start);
+    let mut served = Served::default();
+    let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(error = %e, "request failed");
+            e.to_response(served.route.as_deref())
+        }
+    };
+    record::finish(snapshot, resp, served, request_id, log, start)
+}
+
+async fn run(
+    snapshot: &Snapshot,
+    req: Request<ProxyBody>,
+    upgrade: Option<PendingUpgrade>,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+    served: &mut Served,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let config = &snapshot.config;
+    let admitted = admit::admit(config, &req, conn)?;
+    let uri = req.uri().clone();
+    let path = admit::path(&uri)?;
+    let (mut parts, body) = req.into_parts();
+    let body = admit::body(config, body).await?;
+    let decision = {
+        let ctx = RequestContext::new(
+            &parts.method,
+            admitted.host_str(),
+            &path,
+            uri.query(),
+            &parts.headers,
+            admitted.client_ip,
+            body.held().map(|b| b.as_ref()),
+        );
+        decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve)
+    };
+    let trusted = &config.settings.trusted_proxies;
+    prepare::head(
+        &mut parts,
+        &admitted,
+        trusted,
+        conn,
+        request_id,
+        upgrade.is_some(),
+    );
+    let out = Outgoing {
+        parts,
+        body,
+        path: &path,
+        upgrade,
+    };
+    dispatch::dispatch(snapshot, decision, out, request_id, served).await
+}

@@ -1,0 +1,184 @@
+//! Record: what a finished request leaves behind. Metrics and the canary
+//! guard's window are recorded whether or not the access log is on; the
+//! access line is written when the response body is done.
+
+use crate::forward::{BoxError, ProxyBody, headers};
+use crate::metrics::{ROUTE_FALLBACK, ROUTE_NONE, RequestSeries};
+use crate::runtime::Snapshot;
+use crate::split::Arm;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Who served a request, filled in as the pipeline goes.
+#[derive(Debug, Default)]
+pub(super) struct Served {
+    /// The route that matched (named in error bodies even when the
+    /// fallback then failed too).
+    pub(super) route: Option<Arc<str>>,
+    /// The fallback served (the `route` label is `fallback`).
+    pub(super) via_fallback: bool,
+    pub(super) upstream: Option<Arc<str>>,
+    pub(super) endpoint: Arc<str>,
+    /// The experiment variant or canary arm, when a split decided.
+    pub(super) variant: Option<Arc<str>>,
+    /// `Set-Cookie` for a sticky id minted for this request.
+    pub(super) set_cookie: Option<HeaderValue>,
+    /// The canary (by index) and arm that served, for its guard.
+    pub(super) canary: Option<(usize, Arm)>,
+    /// The experiment (by index) and variant enrolled: an exposure.
+    pub(super) exposure: Option<(usize, usize)>,
+    /// The request series to count the answer in (`None`: the snapshot's
+    /// `route="none"` series).
+    pub(super) series: Option<Arc<RequestSeries>>,
+}
+
+impl Served {
+    /// The `route` label: the route's name, `fallback` or `none`.
+    fn route_label(&self) -> &str {
+        if self.via_fallback {
+            ROUTE_FALLBACK
+        } else {
+            self.route.as_deref().unwrap_or(ROUTE_NONE)
+        }
+    }
+}
+
+/// Finishes a response: the minted cookie and the request id on it, the
+/// guard's window, the exposure and the request metrics counted, and the
+/// access line attached to its body when the access log is on.
+pub(super) fn finish(
+    snapshot: &Snapshot,
+    mut resp: Response<ProxyBody>,
+    mut served: Served,
+    request_id: HeaderValue,
+    log: Option<AccessLog>,
+    start: Instant,
+) -> Response<ProxyBody> {
+    if let Some(cookie) = served.set_cookie.take() {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    let status = resp.status();
+    let elapsed = start.elapsed();
+    if let Some((i, arm)) = served.canary
+        && let Some(c) = snapshot.canary(i)
+    {
+        // The guard judges what the upstream did wrong: 5xx answers and
+        // upstream failures (which are 5xx too), never a client's 4xx.
+        c.record(arm, status.is_server_error(), elapsed);
+    }
+    if let Some((e, v)) = served.exposure
+        && let Some(t) = snapshot.tally(e)
+    {
+        t.record(v);
+    }
+    if let Some(series) = served.series.as_ref().or(snapshot.metrics().none.as_ref()) {
+        series.observe(status.as_u16(), elapsed);
+    }
+    let Some(mut log) = log else {
+        // No record to keep, no body wrapper to box.
+        resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        return resp;
+    };
+    resp.headers_mut()
+        .insert(headers::X_REQUEST_ID, request_id.clone());
+    log.request_id = request_id;
+    log.status = status;
+    log.served = served;
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, Logged { inner: body, log }.boxed())
+}
+
+/// The access log record, written when the response body is done.
+#[derive(Debug)]
+pub(super) struct AccessLog {
+    request_id: HeaderValue,
+    method: Method,
+    host: HeaderValue,
+    uri: Uri,
+    status: StatusCode,
+    served: Served,
+    start: Instant,
+    bytes_out: u64,
+}
+
+impl AccessLog {
+    /// Starts a record for `req` when the access log is on (`--access-log
+    /// off` builds none).
+    pub(super) fn begin<B>(req: &Request<B>, start: Instant) -> Option<AccessLog> {
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return None;
+        }
+        Some(AccessLog {
+            request_id: HeaderValue::from_static(""),
+            method: req.method().clone(),
+            host: super::admit::raw_host(req).unwrap_or(HeaderValue::from_static("")),
+            uri: req.uri().clone(),
+            status: StatusCode::OK,
+            served: Served::default(),
+            start,
+            bytes_out: 0,
+        })
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let s = &self.served;
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            method = %self.method,
+            host = self.host.to_str().unwrap_or(""),
+            path = self.uri.path(),
+            status = self.status.as_u16(),
+            route = s.route_label(),
+            upstream = s.upstream.as_deref().unwrap_or(""),
+            endpoint = &*s.endpoint,
+            variant = s.variant.as_deref().unwrap_or(""),
+            duration_ms = self.start.elapsed().as_millis() as u64,
+            bytes_out = self.bytes_out,
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its bytes and logs when dropped.
+    struct Logged {
+        #[pin]
+        inner: ProxyBody,
+        log: AccessLog,
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.log.bytes_out += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

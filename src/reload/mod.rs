@@ -1,0 +1,282 @@
+//! Reloading the rule files: read, validate and compile the whole new config
+//! off the request path, link it to the runtime, then swap the snapshot in
+//! one store. On any error the old snapshot keeps serving.
+//!
+//! Triggers: the file watcher ([`watch`]), SIGHUP and `POST /reload`.
+
+pub mod watch;
+
+use crate::compile::{self, AdminSettings, Compiled, Settings};
+use crate::config::{self, Diagnostic};
+use crate::runtime::Live;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use crate::clock::rfc3339;
+use std::time::SystemTime;
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A config file changed (skipped when the content hash is unchanged).
+    FileChange,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload`.
+    Admin,
+}
+
+/// The `/config` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigStatus {
+    /// 1 at start-up, +1 per applied reload.
+    pub generation: u64,
+    /// Over every file's listed name and content, in load order.
+    pub sha256: String,
+    /// When the active config was applied; RFC 3339, UTC.
+    pub loaded_at: String,
+    /// The rule files of the active config, in load order.
+    pub sources: Vec<String>,
+    /// The latest reload attempt (`null` before the first).
+    pub last_reload: Option<LastReload>,
+    /// A listener's `bind` or `admin` differs from what is running.
+    pub pending_restart: bool,
+}
+
+/// The outcome of the latest reload attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReload {
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The first error, `FILE:LINE:COL: error: MESSAGE`, on failure.
+    pub error: Option<String>,
+}
+
+/// Why a reload did not apply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config is invalid; the old one keeps serving.
+    #[error("{}", .0.first().map(|d| d.to_string()).unwrap_or_default())]
+    Invalid(Vec<Diagnostic>),
+    /// The files did not change (file watcher only).
+    #[error("config unchanged")]
+    Unchanged,
+}
+
+/// What was bound at start-up: a reload that changes it needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+struct Bound {
+    /// Address and, for TLS listeners, the ALPN list (fixed at bind).
+    listeners: Vec<(SocketAddr, Option<Vec<String>>)>,
+    admin: AdminSettings,
+}
+
+impl Bound {
+    fn of(settings: &Settings) -> Bound {
+        Bound {
+            listeners: settings
+                .listeners
+                .iter()
+                .map(|l| (l.addr, l.tls.as_ref().map(|t| t.alpn.clone())))
+                .collect(),
+            admin: settings.admin.clone(),
+        }
+    }
+}
+
+/// Owns the config path and reloads it into the live snapshot.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    live: Arc<Live>,
+    status: ArcSwap<ConfigStatus>,
+    /// Listener and admin settings as bound at start-up.
+    bound: Bound,
+    /// The certificate, key and CA files of the active config (watched).
+    files: ArcSwap<Vec<PathBuf>>,
+    /// Serializes reloads; never taken on the request path.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// A config read and compiled, with what `/config` says about it.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The compiled config and its warnings.
+    pub compiled: Compiled,
+    /// What `/config` says about it.
+    pub started: Started,
+}
+
+/// What `/config` says about the config a process started with.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The rule files, in load order.
+    pub sources: Vec<String>,
+    /// The config hash (SPEC 7).
+    pub sha256: String,
+    /// The certificate, key and CA files it names.
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads and compiles the config at `path` (start-up, `check`, `explain`,
+/// `assign`, `diff`).
+pub fn load_and_compile(path: &std::path::Path) -> Result<LoadedConfig, Vec<Diagnostic>> {
+    let loaded = config::load(path)?;
+    let compiled = compile::compile(&loaded)?;
+    Ok(LoadedConfig {
+        compiled,
+        started: Started {
+            sources: loaded.source_names(),
+            sha256: loaded.sha256.clone(),
+            files: loaded.files.paths().map(PathBuf::from).collect(),
+        },
+    })
+}
+
+impl Reloader {
+    /// Wraps a live snapshot that was started from `path` (generation 1)
+    /// with what `/config` says about its config.
+    pub fn new(path: PathBuf, live: Arc<Live>, started: Started) -> Arc<Reloader> {
+        let status = ConfigStatus {
+            generation: 1,
+            sha256: started.sha256,
+            loaded_at: rfc3339(SystemTime::now()),
+            sources: started.sources,
+            last_reload: None,
+            pending_restart: false,
+        };
+        let bound = Bound::of(&live.snapshot().config.settings);
+        Arc::new(Reloader {
+            path,
+            live,
+            status: ArcSwap::from_pointee(status),
+            bound,
+            files: ArcSwap::from_pointee(started.files),
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The config path (a file or a directory) this reloader reads.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The certificate, key and CA files of the active config.
+    pub fn files(&self) -> Arc<Vec<PathBuf>> {
+        self.files.load_full()
+    }
+
+    /// The current `/config` status.
+    pub fn status(&self) -> Arc<ConfigStatus> {
+        self.status.load_full()
+    }
+
+    /// The live snapshot this reloader feeds.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Reloads now. The file watcher's trigger is skipped when the content
+    /// hash equals the active config's; SIGHUP and `POST /reload` always
+    /// make a new generation.
+    pub async fn reload(&self, trigger: Trigger) -> Result<Arc<ConfigStatus>, ReloadError> {
+        let _one_at_a_time = self.running.lock().await;
+        let path = self.path.clone();
+        let active_sha = self.status().sha256.clone();
+        let live = self.live.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let outcome = (|| {
+                let loaded = config::load(&path)?;
+                if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
+                    return Ok(None);
+                }
+                let compiled = compile::compile(&loaded)?;
+                for w in &compiled.warnings {
+                    tracing::warn!(target: "reload", "{w}");
+                }
+                let files: Vec<PathBuf> = loaded.files.paths().map(PathBuf::from).collect();
+                let sources = loaded.source_names();
+                let pending = Bound::of(&compiled.config.settings);
+                let snapshot = live.runtime().link(compiled.config);
+                Ok(Some((snapshot, pending, sources, loaded.sha256.clone(), files)))
+            })();
+            // The parse tree was allocated and freed on this thread, whether
+            // the result is used, unchanged or rejected: give its pages back.
+            crate::allocator::release_free_memory();
+            outcome
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(vec![Diagnostic::whole_file(
+                &self.path.display().to_string(),
+                format!("reload task failed: {e}"),
+            )])
+        });
+        let now = rfc3339(SystemTime::now());
+        match outcome {
+            Ok(None) => Err(ReloadError::Unchanged),
+            Ok(Some((snapshot, bound, sources, sha256, files))) => {
+                // Compared with what is bound, so undoing the change clears it.
+                let pending_restart = bound != self.bound;
+                if pending_restart {
+                    tracing::warn!(
+                        "listener `bind` or `admin` settings differ from the running ones: \
+                         they take effect after a restart"
+                    );
+                }
+                self.live.store(snapshot);
+                self.files.store(Arc::new(files));
+                // The old snapshot is freed by now, unless a request still
+                // holds it.
+                crate::allocator::release_free_memory();
+                let old = self.status();
+                let status = ConfigStatus {
+                    generation: old.generation + 1,
+                    sha256,
+                    loaded_at: now.clone(),
+                    sources,
+                    last_reload: Some(LastReload {
+                        result: "success",
+                        at: now,
+                        error: None,
+                    }),
+                    pending_restart,
+                };
+                tracing::info!(
+                    generation = status.generation,
+                    sha256 = %status.sha256,
+                    ?trigger,
+                    "config reloaded"
+                );
+                if let Some(m) = self.live.runtime().metrics() {
+                    let active = self.live.snapshot();
+                    crate::runtime::scrape::after_reload(m, Some(&active), status.generation);
+                }
+                let status = Arc::new(status);
+                self.status.store(status.clone());
+                Ok(status)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(target: "reload", ?trigger, "{e}");
+                }
+                let first = errors.first().map(|d| d.to_string());
+                let mut status = (*self.status()).clone();
+                status.last_reload = Some(LastReload {
+                    result: "failure",
+                    at: now,
+                    error: first,
+                });
+                self.status.store(Arc::new(status));
+                if let Some(m) = self.live.runtime().metrics() {
+                    crate::runtime::scrape::after_reload(m, None, 0);
+                }
+                Err(ReloadError::Invalid(errors))
+            }
+        }
+    }
+}

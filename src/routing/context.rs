@@ -1,0 +1,417 @@
+//! The request as routing sees it: built once per request, borrowed by every
+//! matcher.
+//!
+//! Everything here borrows from the request; the only per-request work that
+//! may allocate is lowercasing a Host that is not already lowercase, decoding
+//! percent-encoded query parameters, and parsing the body as JSON (done at
+//! most once, and only when a `body_json` matcher asks).
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderName, Method};
+use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+/// What a request carries, as the matchers read it.
+#[derive(Debug)]
+pub struct RequestContext<'a> {
+    pub method: &'a Method,
+    /// Host or :authority, lowercased, port removed ("" when absent).
+    pub host: Cow<'a, str>,
+    /// The normalized path (see [`normalize_path`]).
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// The client address (SPEC 5: peer, or from X-Forwarded-For when trusted).
+    pub client_ip: IpAddr,
+    /// The body when it was read in full within `inspect_body_bytes`.
+    pub body: Option<&'a [u8]>,
+    /// The body parsed as JSON, computed on first use (`None`: absent or not JSON).
+    body_json: OnceLock<Option<serde_json::Value>>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// Builds the context; `raw_host` is the Host / :authority as received.
+    pub fn new(
+        method: &'a Method,
+        raw_host: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a HeaderMap,
+        client_ip: IpAddr,
+        body: Option<&'a [u8]>,
+    ) -> Self {
+        RequestContext {
+            method,
+            host: normalize_host(raw_host),
+            path,
+            query,
+            headers,
+            client_ip,
+            body,
+            body_json: OnceLock::new(),
+        }
+    }
+
+    /// Every value of header `name`, in order. A repeated header yields each
+    /// line; one line is never split at commas. Values that are not UTF-8 are
+    /// skipped.
+    pub fn header_values<'s>(&'s self, name: &'s HeaderName) -> impl Iterator<Item = &'a str> + 's {
+        let headers: &'a HeaderMap = self.headers;
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+    }
+
+    /// Every value of query parameter `name` (see [`query_values`]).
+    pub fn query_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = Cow<'a, str>> + 's {
+        query_values(self.query.unwrap_or(""), name)
+    }
+
+    /// Every value of cookie `name` (see [`cookie_values`]).
+    pub fn cookie_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        cookie_values(self.headers, name)
+    }
+
+    /// The body as JSON, parsed on first use; `None` when there is no
+    /// inspected body or it is not JSON.
+    pub fn body_json(&self) -> Option<&serde_json::Value> {
+        self.body_json
+            .get_or_init(|| self.body.and_then(|b| serde_json::from_slice(b).ok()))
+            .as_ref()
+    }
+}
+
+/// Every value of query parameter `name` in a raw query string (compared
+/// after decoding), each percent-decoded with `+` as a space. A parameter
+/// without `=` has the value "".
+pub fn query_values<'q, 'n>(query: &'q str, name: &'n str) -> impl Iterator<Item = Cow<'q, str>> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_query_component(k) == name).then(|| decode_query_component(v))
+        })
+}
+
+/// Every value of cookie `name` across all `Cookie` headers (HTTP/2 may
+/// send several), `;`-separated, as sent (no decoding, quotes kept).
+pub fn cookie_values<'h, 'n>(headers: &'h HeaderMap, name: &'n str) -> impl Iterator<Item = &'h str> {
+    let lines = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
+    cookie_pairs(lines, name)
+}
+
+/// Every value of cookie `name` in `Cookie` header lines, as sent.
+pub fn cookie_pairs<'h, 'n>(
+    lines: impl Iterator<Item = &'h str>,
+    name: &'n str,
+) -> impl Iterator<Item = &'h str> {
+    lines.flat_map(|line| line.split(';')).filter_map(move |pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim_matches(is_ows) == name).then(|| v.trim_matches(is_ows))
+    })
+}
+
+fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
+/// space, then percent-decoding (invalid UTF-8 is replaced). Borrows when
+/// there is nothing to decode.
+pub fn decode_query_component(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let spaced = s.replace('+', " ");
+    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+}
+
+/// Host as matchers see it: lowercased, port removed (`[::1]:8080` →
+/// `[::1]`, a bare IPv6 address is kept whole). Borrows when already
+/// lowercase.
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
+    let host = if raw.starts_with('[') {
+        match raw.find(']') {
+            Some(end) => &raw[..=end],
+            None => raw,
+        }
+    } else {
+        match raw.rfind(':') {
+            // One colon: host:port. Several: a bare IPv6 address, no port.
+            Some(i) if !raw[..i].contains(':') => &raw[..i],
+            _ => raw,
+        }
+    };
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path climbs above /")]
+    AboveRoot,
+    #[error("path is not origin-form")]
+    Invalid,
+}
+
+/// Normalizes a request path (SPEC 5): decode unreserved percent-escapes,
+/// resolve `.` and `..`, merge repeated `/`; `%2F` stays encoded.
+///
+/// Escapes that stay encoded get uppercase hex digits (`%2f` → `%2F`);
+/// a `%` not followed by two hex digits is kept as is. A trailing `/` is
+/// kept. An empty path is `/`; a path not starting with `/` is
+/// [`PathError::Invalid`]. Borrows when nothing changes.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if path.is_empty() {
+        return Ok(Cow::Borrowed("/"));
+    }
+    if !path.starts_with('/') {
+        return Err(PathError::Invalid);
+    }
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let raw_segments: Vec<&str> = path[1..].split('/').collect();
+    let last = raw_segments.len().saturating_sub(1);
+    let mut segments: Vec<Cow<'_, str>> = Vec::with_capacity(raw_segments.len());
+    let mut trailing_slash = false;
+    for (i, raw) in raw_segments.iter().enumerate() {
+        let seg = decode_unreserved(raw);
+        let is_last = i == last;
+        match seg.as_ref() {
+            "" | "." => trailing_slash = is_last,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                trailing_slash = is_last;
+            }
+            _ => {
+                segments.push(seg);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in &segments {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if segments.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    if out == path {
+        Ok(Cow::Borrowed(path))
+    } else {
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// Whether `path` (starting with `/`) is already normal: no `//`, no `.` or
+/// `..` segment, every escape has uppercase hex and encodes a reserved byte.
+fn is_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.windows(2).any(|w| w == b"//") {
+        return false;
+    }
+    if path[1..].split('/').any(|s| s == "." || s == "..") {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(&h), Some(&l)) if is_hex(h) && is_hex(l) => {
+                    if h.is_ascii_lowercase() || l.is_ascii_lowercase() {
+                        return false;
+                    }
+                    if is_unreserved(hex_val(h) << 4 | hex_val(l)) {
+                        return false;
+                    }
+                    i += 3;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Decodes escapes of unreserved bytes; uppercases the hex of the others.
+fn decode_unreserved(seg: &str) -> Cow<'_, str> {
+    if !seg.contains('%') {
+        return Cow::Borrowed(seg);
+    }
+    let bytes = seg.as_bytes();
+    let mut out = String::with_capacity(seg.len());
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'%', Some(&h), Some(&l)) = (bytes[i], bytes.get(i + 1), bytes.get(i + 2))
+            && is_hex(h)
+            && is_hex(l)
+        {
+            out.push_str(&seg[start..i]);
+            let v = hex_val(h) << 4 | hex_val(l);
+            if is_unreserved(v) {
+                out.push(char::from(v));
+            } else {
+                out.push('%');
+                out.push(char::from(h.to_ascii_uppercase()));
+                out.push(char::from(l.to_ascii_uppercase()));
+            }
+            i += 3;
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&seg[start..]);
+    Cow::Owned(out)
+}
+
+fn is_hex(b: u8) -> bool {
+    b.is_ascii_hexdigit()
+}
+
+fn hex_val(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~".
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn norm(p: &str) -> Result<String, PathError> {
+        normalize_path(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn normalize_path_cases() {
+        assert_eq!(norm("/a/./b").as_deref(), Ok("/a/b"));
+        assert_eq!(norm("/a/../b").as_deref(), Ok("/b"));
+        assert_eq!(norm("//a").as_deref(), Ok("/a"));
+        assert_eq!(norm("/a//b///c").as_deref(), Ok("/a/b/c"));
+        assert_eq!(norm("/%61").as_deref(), Ok("/a"));
+        assert_eq!(norm("/a%2Fb").as_deref(), Ok("/a%2Fb"));
+        assert_eq!(norm("/a%2fb").as_deref(), Ok("/a%2Fb"));
+        assert_eq!(norm("/%7e%41-%5F").as_deref(), Ok("/~A-_"));
+        assert_eq!(norm("/..").as_deref(), Err(&PathError::AboveRoot));
+        assert_eq!(norm("/a/../..").as_deref(), Err(&PathError::AboveRoot));
+        assert_eq!(norm("/a/%2e%2e/b").as_deref(), Ok("/b"));
+        assert_eq!(norm("/a/.%2E").as_deref(), Ok("/"));
+        assert_eq!(norm("/%2e%2e").as_deref(), Err(&PathError::AboveRoot));
+        assert_eq!(norm("/a/b/").as_deref(), Ok("/a/b/"));
+        assert_eq!(norm("/a/b/.").as_deref(), Ok("/a/b/"));
+        assert_eq!(norm("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(norm("/a/b//").as_deref(), Ok("/a/b/"));
+        assert_eq!(norm("/").as_deref(), Ok("/"));
+        assert_eq!(norm("").as_deref(), Ok("/"));
+        assert_eq!(norm("/.").as_deref(), Ok("/"));
+        assert_eq!(norm("/%zz/%4").as_deref(), Ok("/%zz/%4"));
+        assert_eq!(norm("/é/%C3%A9").as_deref(), Ok("/é/%C3%A9"));
+        assert_eq!(norm("a/b"), Err(PathError::Invalid));
+        assert_eq!(norm("*"), Err(PathError::Invalid));
+    }
+
+    #[test]
+    fn normalize_path_borrows_when_unchanged() {
+        for p in ["/", "/a/b", "/a/b/", "/a%2Fb", "/files/x.y.z", "/%zz"] {
+            assert!(
+                matches!(normalize_path(p), Ok(Cow::Borrowed(_))),
+                "{p} should borrow"
+            );
+        }
+        assert!(matches!(normalize_path("/a//b"), Ok(Cow::Owned(_))));
+    }
+
+    #[test]
+    fn host_port_and_case() {
+        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
+        assert_eq!(normalize_host("example.com"), "example.com");
+        assert!(matches!(normalize_host("example.com:80"), Cow::Borrowed(_)));
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert_eq!(normalize_host("[FE80::1]:443"), "[fe80::1]");
+        assert_eq!(normalize_host("::1"), "::1");
+        assert_eq!(normalize_host(""), "");
+        assert_eq!(normalize_host("10.0.0.1:80"), "10.0.0.1");
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn headers_query_cookies() {
+        let h = headers(&[
+            ("x-a", "1, 2"),
+            ("x-a", "3"),
+            ("cookie", "a=1; b=2"),
+            ("cookie", "c=3;a=4"),
+        ]);
+        let m = Method::GET;
+        let ctx = RequestContext::new(
+            &m,
+            "h",
+            "/",
+            Some("q=a+b&q=%41%20c&r&&s=1=2&x%5Fy=z"),
+            &h,
+            IpAddr::from([127, 0, 0, 1]),
+            None,
+        );
+        let name = HeaderName::from_static("x-a");
+        assert_eq!(ctx.header_values(&name).collect::<Vec<_>>(), ["1, 2", "3"]);
+        assert_eq!(ctx.query_values("q").collect::<Vec<_>>(), ["a b", "A c"]);
+        assert_eq!(ctx.query_values("r").collect::<Vec<_>>(), [""]);
+        assert_eq!(ctx.query_values("s").collect::<Vec<_>>(), ["1=2"]);
+        assert_eq!(ctx.query_values("x_y").collect::<Vec<_>>(), ["z"]);
+        assert_eq!(ctx.query_values("none").count(), 0);
+        assert_eq!(ctx.cookie_values("a").collect::<Vec<_>>(), ["1", "4"]);
+        assert_eq!(ctx.cookie_values("c").collect::<Vec<_>>(), ["3"]);
+        assert_eq!(ctx.cookie_values("d").count(), 0);
+    }
+
+    #[test]
+    fn body_json_parsed_once() {
+        let h = HeaderMap::new();
+        let m = Method::POST;
+        let body = br#"{"a":{"b":[1,2]}}"#;
+        let ctx = RequestContext::new(&m, "h", "/", None, &h, IpAddr::from([0; 4]), Some(body));
+        assert_eq!(
+            ctx.body_json().and_then(|v| v.pointer("/a/b/1")),
+            Some(&serde_json::json!(2))
+        );
+        let ctx = RequestContext::new(&m, "h", "/", None, &h, IpAddr::from([0; 4]), Some(b"{"));
+        assert!(ctx.body_json().is_none());
+    }
+}

@@ -1,0 +1,483 @@
+//! A canary's live state: state, step, weight, the guard's window and its
+//! transitions, shared by every snapshot whose config holds the same
+//! definition (by identity).
+//!
+//! Time: everything takes a `tokio::time::Instant`, so tests drive it with
+//! `tokio::time::pause()` / `advance()`. The per-request path reads the
+//! weight from an atomic and records observations into lock-free slots
+//! ([`crate::split::window`]); transitions swap an immutable `Control` with
+//! compare-and-swap.
+
+use super::def::{Action, ActionError, CanaryDecision, CanaryDef, GuardDef, OnBreach, Plan, State};
+use crate::split::persist::{Entry, StateStore};
+use crate::split::sticky::StickyLookup;
+use crate::split::window::{Arm, Window, WindowStats};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// `/canaries` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryView {
+    /// The canary's route name.
+    pub name: String,
+    /// The current state.
+    pub state: State,
+    /// Percent on the canary.
+    pub weight: f64,
+    /// Current step index (stepped canaries only).
+    pub step: Option<usize>,
+    /// Number of steps (0 for a fixed weight).
+    pub steps: usize,
+    /// Time left on the current step's hold (`progressing` only).
+    pub hold_remaining_ms: Option<u64>,
+    /// The guard window's stable arm.
+    pub stable: WindowStats,
+    /// The guard window's canary arm.
+    pub canary: WindowStats,
+}
+
+#[derive(Debug, Clone)]
+struct Control {
+    state: State,
+    step: usize,
+    entered: Instant,
+    weight: f64,
+}
+
+/// Runtime state of one canary definition, shared across reloads that keep
+/// the definition's identity.
+#[derive(Debug)]
+pub(super) struct CanaryRuntime {
+    /// The newest definition with this identity: its guard, holds and
+    /// `on_breach` apply at once when a reload changes them.
+    def: ArcSwap<CanaryDef>,
+    control: ArcSwap<Control>,
+    /// The current weight's `f64` bits (the per-request read).
+    weight_bits: AtomicU64,
+    window: Window,
+    transitions: [AtomicU64; 5],
+    /// The `state_file`, when configured: written on every change.
+    store: ArcSwapOption<StateStore>,
+}
+
+/// A canary route's definition with a handle to its runtime state.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    def: Arc<CanaryDef>,
+    runtime: Arc<CanaryRuntime>,
+}
+
+impl Canary {
+    /// Creates a canary with fresh state, outside any registry (tests).
+    pub fn detached(def: CanaryDef, now: Instant) -> Self {
+        let def = Arc::new(def);
+        Canary {
+            runtime: Arc::new(CanaryRuntime::new(def.clone(), now)),
+            def,
+        }
+    }
+
+    pub(super) fn from_parts(def: Arc<CanaryDef>, runtime: Arc<CanaryRuntime>) -> Self {
+        Canary { def, runtime }
+    }
+
+    /// The definition this handle was linked with.
+    pub fn def(&self) -> &Arc<CanaryDef> {
+        &self.def
+    }
+
+    /// Decides stable or canary for one request at the current weight
+    /// (see [`CanaryDef::decide`]).
+    pub fn decide<'a>(
+        &self,
+        req: &'a dyn StickyLookup,
+        forced: Option<&str>,
+    ) -> CanaryDecision<'a> {
+        self.def.decide(req, forced, self.weight())
+    }
+
+    /// Records one request's outcome for the guard (`error`: 5xx or
+    /// upstream failure).
+    pub fn record(&self, arm: Arm, error: bool, latency: Duration) {
+        self.record_at(Instant::now(), arm, error, latency);
+    }
+
+    /// [`Canary::record`] at a given time.
+    pub fn record_at(&self, now: Instant, arm: Arm, error: bool, latency: Duration) {
+        self.runtime.window.record(now, arm, error, latency);
+    }
+
+    /// The current percent on the canary.
+    pub fn weight(&self) -> f64 {
+        self.runtime.weight()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.runtime.control.load().state
+    }
+
+    /// State changes so far, per target state (in [`State::ALL`] order), for
+    /// `pointsman_canary_transitions_total{to}`. A changed definition starts
+    /// from zero.
+    pub fn transitions(&self) -> [(State, u64); 5] {
+        let t = &self.runtime.transitions;
+        State::ALL.map(|s| (s, t[s as usize].load(Ordering::Relaxed)))
+    }
+
+    /// Advances steps whose hold has passed and judges the guard.
+    pub fn tick(&self, now: Instant) {
+        self.runtime.tick(now);
+    }
+
+    /// Applies an operator action; `Err` (409) when it does not apply to
+    /// the current state. Returns the new `/canaries` entry.
+    pub fn act(&self, action: Action, now: Instant) -> Result<CanaryView, ActionError> {
+        self.runtime.act(action, now)?;
+        Ok(self.view(now))
+    }
+
+    /// The `/canaries` entry at `now`.
+    pub fn view(&self, now: Instant) -> CanaryView {
+        self.runtime.view(now)
+    }
+
+    /// Whether two handles share one runtime state.
+    pub fn same_state(&self, other: &Canary) -> bool {
+        Arc::ptr_eq(&self.runtime, &other.runtime)
+    }
+}
+
+impl CanaryRuntime {
+    pub(super) fn new(def: Arc<CanaryDef>, now: Instant) -> Self {
+        let control = initial_control(&def, now);
+        let window = Window::new(window_of(&def), now);
+        CanaryRuntime {
+            weight_bits: AtomicU64::new(control.weight.to_bits()),
+            control: ArcSwap::from_pointee(control),
+            window,
+            transitions: Default::default(),
+            store: ArcSwapOption::empty(),
+            def: ArcSwap::new(def),
+        }
+    }
+
+    pub(super) fn def(&self) -> Arc<CanaryDef> {
+        self.def.load_full()
+    }
+
+    fn weight(&self) -> f64 {
+        f64::from_bits(self.weight_bits.load(Ordering::Acquire))
+    }
+
+    /// Takes the settings of `def` (same identity) that do not decide who is
+    /// on the canary: guard, holds, `on_breach`, `allow_force`. State and
+    /// step are kept; a changed guard window restarts the window.
+    pub(super) fn adopt(&self, def: Arc<CanaryDef>, now: Instant) {
+        let old = self.def.load_full();
+        let changed = old.settings_changed(&def);
+        if changed.is_empty() {
+            return;
+        }
+        let window = window_of(&def);
+        self.def.store(def);
+        if window != window_of(&old) {
+            self.window.resize(window, now);
+        }
+        tracing::info!(
+            canary = &*old.route,
+            changed = %changed.join(", "),
+            "canary settings changed; state and step kept"
+        );
+    }
+
+    /// Uses `store` from now on and writes the current state to it.
+    pub(super) fn set_store(&self, store: Option<Arc<StateStore>>, now: Instant) {
+        self.store.store(store);
+        self.persist(now);
+    }
+
+    /// Writes the current state to the `state_file`, if any.
+    fn persist(&self, now: Instant) {
+        let Some(store) = self.store.load_full() else {
+            return;
+        };
+        let c = self.control.load();
+        let wall = std::time::SystemTime::now()
+            .checked_sub(now.saturating_duration_since(c.entered))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let entered_unix_ms = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let def = self.def.load();
+        store.save(
+            &def.route,
+            Entry {
+                definition: def.identity.hex(),
+                state: c.state,
+                step: c.step,
+                entered_unix_ms,
+                weight: c.weight,
+            },
+        );
+    }
+
+    /// Takes over a persisted state (start-up): not a transition, the
+    /// window starts afresh.
+    pub(super) fn restore(&self, e: &Entry, now: Instant) {
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(e.entered_unix_ms);
+        let ago = std::time::SystemTime::now()
+            .duration_since(since)
+            .unwrap_or_default();
+        let def = self.def.load();
+        let step = match &def.plan {
+            Plan::Fixed(_) => 0,
+            Plan::Steps(steps) => e.step.min(steps.len().saturating_sub(1)),
+        };
+        let control = Control {
+            state: e.state,
+            step,
+            entered: now.checked_sub(ago).unwrap_or(now),
+            weight: e.weight.clamp(0.0, 100.0),
+        };
+        self.weight_bits
+            .store(control.weight.to_bits(), Ordering::Release);
+        self.control.store(Arc::new(control));
+        self.window.restart(now);
+        tracing::info!(canary = &*def.route, state = %e.state, step, weight = e.weight, "canary state restored from state_file");
+    }
+
+    /// Swaps the control state with `f`'s answer (retrying on a race), then
+    /// publishes the weight, restarts the window, logs and counts.
+    fn update<E>(
+        &self,
+        now: Instant,
+        f: impl Fn(&Control) -> Result<Option<(Control, String)>, E>,
+    ) -> Result<bool, E> {
+        loop {
+            let cur = self.control.load_full();
+            let Some((next, reason)) = f(&cur)? else {
+                return Ok(false);
+            };
+            let next = Arc::new(next);
+            let prev = self.control.compare_and_swap(&cur, next.clone());
+            if !Arc::ptr_eq(&prev, &cur) {
+                continue;
+            }
+            self.weight_bits
+                .store(next.weight.to_bits(), Ordering::Release);
+            self.window.restart(now);
+            let def = self.def.load();
+            let route = &*def.route;
+            if next.state != cur.state {
+                self.transitions[next.state as usize].fetch_add(1, Ordering::Relaxed);
+                if matches!(next.state, State::RolledBack | State::Paused) {
+                    tracing::warn!(canary = route, from = %cur.state, to = %next.state, weight = next.weight, %reason, "canary state change");
+                } else {
+                    tracing::info!(canary = route, from = %cur.state, to = %next.state, weight = next.weight, %reason, "canary state change");
+                }
+            } else {
+                tracing::info!(canary = route, step = next.step, weight = next.weight, %reason, "canary step");
+            }
+            self.persist(now);
+            return Ok(true);
+        }
+    }
+
+    pub(super) fn tick(&self, now: Instant) {
+        let def = self.def.load_full();
+        // Advance as many steps as have elapsed.
+        while let Ok(true) = self.update::<()>(now, |c| Ok(advance(&def, c, now))) {}
+        let Some(guard) = &def.guard else {
+            return;
+        };
+        let state = self.control.load().state;
+        if !matches!(state, State::Static | State::Progressing) {
+            return;
+        }
+        let canary = self.window.stats(now, Arm::Canary);
+        let stable = self.window.stats(now, Arm::Stable);
+        let Some(reason) = breach(guard, &canary, &stable) else {
+            return;
+        };
+        let _ = self.update::<()>(now, |c| {
+            if !matches!(c.state, State::Static | State::Progressing) {
+                return Ok(None);
+            }
+            let next = match def.on_breach {
+                OnBreach::Rollback => Control {
+                    state: State::RolledBack,
+                    weight: 0.0,
+                    entered: now,
+                    ..c.clone()
+                },
+                OnBreach::Pause => Control {
+                    state: State::Paused,
+                    entered: now,
+                    ..c.clone()
+                },
+            };
+            Ok(Some((next, format!("guard breached: {reason}"))))
+        });
+    }
+
+    fn act(&self, action: Action, now: Instant) -> Result<(), ActionError> {
+        let def = self.def.load_full();
+        self.update(now, |c| {
+            let refuse = || ActionError {
+                canary: def.route.to_string(),
+                action,
+                state: c.state,
+            };
+            let next = match (action, c.state) {
+                (Action::Pause, State::Static | State::Progressing) => Control {
+                    state: State::Paused,
+                    entered: now,
+                    ..c.clone()
+                },
+                (Action::Resume, State::Paused | State::RolledBack) => resume(&def, c, now),
+                (Action::Promote, s) if s != State::Promoted => Control {
+                    state: State::Promoted,
+                    weight: 100.0,
+                    entered: now,
+                    ..c.clone()
+                },
+                (Action::Rollback, s) if s != State::RolledBack => Control {
+                    state: State::RolledBack,
+                    weight: 0.0,
+                    entered: now,
+                    ..c.clone()
+                },
+                _ => return Err(refuse()),
+            };
+            Ok(Some((next, format!("operator {action}"))))
+        })
+        .map(|_| ())
+    }
+
+    fn view(&self, now: Instant) -> CanaryView {
+        let c = self.control.load();
+        let def = self.def.load();
+        let (step, steps, hold_remaining) = match &def.plan {
+            Plan::Fixed(_) => (None, 0, None),
+            Plan::Steps(steps) => {
+                let hold = (c.state == State::Progressing)
+                    .then(|| steps.get(c.step).and_then(|s| s.hold))
+                    .flatten()
+                    .map(|h| h.saturating_sub(now.saturating_duration_since(c.entered)));
+                (Some(c.step), steps.len(), hold)
+            }
+        };
+        CanaryView {
+            name: def.route.to_string(),
+            state: c.state,
+            weight: c.weight,
+            step,
+            steps,
+            hold_remaining_ms: hold_remaining.map(|d| d.as_millis() as u64),
+            stable: self.window.stats(now, Arm::Stable),
+            canary: self.window.stats(now, Arm::Canary),
+        }
+    }
+}
+
+fn window_of(def: &CanaryDef) -> Duration {
+    def.guard
+        .as_ref()
+        .map_or(super::def::DEFAULT_WINDOW, |g| g.window)
+}
+
+/// The state a definition starts in.
+fn initial_control(def: &CanaryDef, now: Instant) -> Control {
+    match &def.plan {
+        Plan::Fixed(w) => Control {
+            state: State::Static,
+            step: 0,
+            entered: now,
+            weight: *w,
+        },
+        Plan::Steps(steps) => at_step(steps, 0, now),
+    }
+}
+
+/// `progressing` at `step`, or the end state at the last step.
+fn at_step(steps: &[super::def::Step], step: usize, now: Instant) -> Control {
+    let weight = steps.get(step).map_or(0.0, |s| s.weight);
+    let state = if step + 1 < steps.len() {
+        State::Progressing
+    } else if weight >= 100.0 {
+        State::Promoted
+    } else {
+        State::Static
+    };
+    Control {
+        state,
+        step,
+        entered: now,
+        weight,
+    }
+}
+
+/// The next step when the current one's hold has passed.
+fn advance(def: &CanaryDef, c: &Control, now: Instant) -> Option<(Control, String)> {
+    let Plan::Steps(steps) = &def.plan else {
+        return None;
+    };
+    if c.state != State::Progressing {
+        return None;
+    }
+    let hold = steps.get(c.step)?.hold?;
+    let ends = c.entered + hold;
+    if now < ends {
+        return None;
+    }
+    let next = at_step(steps, c.step + 1, ends);
+    let reason = format!("hold of step {} passed", c.step);
+    Some((next, reason))
+}
+
+fn resume(def: &CanaryDef, c: &Control, now: Instant) -> Control {
+    match &def.plan {
+        Plan::Fixed(w) => Control {
+            state: State::Static,
+            step: 0,
+            entered: now,
+            weight: *w,
+        },
+        Plan::Steps(steps) => at_step(steps, c.step, now),
+    }
+}
+
+/// The first broken threshold, when the canary has enough requests.
+fn breach(g: &GuardDef, canary: &WindowStats, stable: &WindowStats) -> Option<String> {
+    if canary.requests < g.min_requests.max(1) {
+        return None;
+    }
+    let rate = canary.error_rate.unwrap_or(0.0);
+    if let Some(max) = g.max_error_rate
+        && rate > max
+    {
+        return Some(format!(
+            "error rate {rate:.4} > {max} over {} requests",
+            canary.requests
+        ));
+    }
+    if let Some(max) = g.max_error_rate_increase {
+        let base = stable.error_rate.unwrap_or(0.0);
+        if rate - base > max {
+            return Some(format!(
+                "error rate {rate:.4} exceeds stable's {base:.4} by more than {max}"
+            ));
+        }
+    }
+    if let (Some(max), Some(p99)) = (g.max_p99_latency, canary.p99())
+        && p99 > max
+    {
+        return Some(format!("p99 latency {p99:?} > {max:?}"));
+    }
+    None
+}

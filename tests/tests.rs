@@ -1,0 +1,18 @@
+//! Every integration test, in one binary (as ripgrep does): one link
+//! instead of one per file. Each module names what it covers; `support`
+//! holds the shared harness (test upstreams, the real binary, raw clients).
+
+mod support;
+
+mod check_warnings;
+mod cli;
+mod config_check;
+mod forwarding;
+mod metrics_dashboard;
+mod observability;
+mod reload;
+mod router_props;
+mod routing;
+mod split_props;
+mod split_proxy;
+mod tls;
