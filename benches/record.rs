@@ -1,17 +1,17 @@
-//! What recording metrics adds to one request, on a config compiled with
-//! [`Metrics`] (handles resolved at compile time) versus one compiled
+//! What recording metrics adds to one request, on a config linked to a
+//! runtime with [`Metrics`] (handles resolved at link time) versus one
 //! without (every handle `None`). The request path does the same steps as
-//! `service::handle`: take the route's arm series and the upstream's error
-//! handle (two `Arc` clones), observe status and duration once, drop both.
+//! the pipeline's record phase: take the route's arm series (an `Arc`
+//! clone), observe status and duration once, drop it.
 //!
 //! `cargo bench --bench record`
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use pointsman::compile::compile_text;
 use pointsman::metrics::Metrics;
-use pointsman::reload;
-use pointsman::router::Snapshot;
-use pointsman::router::compile::CompileEnv;
+use pointsman::runtime::{Runtime, Snapshot};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 const RULES: &str = r#"
@@ -27,33 +27,24 @@ routes:
     canary: { stable: v1, canary: v2, weight: 10 }
 "#;
 
-fn compile(metrics: Option<&Metrics>) -> Option<Snapshot> {
-    let dir = tempfile::tempdir().ok()?;
-    let path = dir.path().join("rules.yaml");
-    std::fs::write(&path, RULES).ok()?;
-    let env = CompileEnv {
-        metrics,
-        ..CompileEnv::default()
-    };
-    reload::load_and_compile(&path, env)
-        .ok()
-        .map(|(c, _, _)| c.snapshot)
+fn compile(metrics: Option<Arc<Metrics>>) -> Option<Snapshot> {
+    let config = compile_text("rules.yaml", RULES).ok()?.config;
+    Some(Runtime::new(metrics).link(config))
 }
 
-/// The recording steps of one request on route 0, arm 0, upstream 0.
+/// The recording steps of one request on route 0, arm 0.
 fn record(snapshot: &Snapshot, code: u16, took: Duration) {
-    let route = &snapshot.routes[0];
-    let series = route.metrics.arms.first().cloned();
-    let errors = snapshot.metrics.upstream_errors.first().cloned();
-    if let Some(s) = series.as_ref().or(snapshot.metrics.none.as_ref()) {
+    let series = snapshot
+        .route_metrics(0)
+        .and_then(|m| m.arms.first().cloned());
+    if let Some(s) = series.as_ref().or(snapshot.metrics().none.as_ref()) {
         s.observe(code, took);
     }
-    black_box(errors);
 }
 
 fn bench(c: &mut Criterion) {
     let Ok(metrics) = Metrics::new() else { return };
-    let (Some(with), Some(without)) = (compile(Some(&metrics)), compile(None)) else {
+    let (Some(with), Some(without)) = (compile(Some(metrics.clone())), compile(None)) else {
         return;
     };
     let took = Duration::from_micros(1800);
@@ -67,8 +58,8 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // The scrape side: refresh (experiments, canaries) and render.
-    c.bench_function("telemetry::render (2 routes)", |b| {
-        b.iter(|| black_box(pointsman::telemetry::render(&metrics, &with)))
+    c.bench_function("scrape::render (2 routes)", |b| {
+        b.iter(|| black_box(pointsman::runtime::scrape::render(&metrics, &with)))
     });
 }
 

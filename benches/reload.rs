@@ -1,7 +1,7 @@
-//! Reload cost at 10,000 routes: read and parse the rule file, compile it
-//! against the running snapshot (upstreams reused), and swap it in (goal:
-//! under 100 ms). `compile_swap` starts from parsed files; `load_compile_swap`
-//! includes reading and parsing, as a real reload does.
+//! Reload cost at 10,000 routes: read and parse the rule file, compile it,
+//! link it to the running runtime (upstreams reused), and swap it in (goal:
+//! under 100 ms). `compile_swap` starts from parsed files;
+//! `load_compile_swap` includes reading and parsing, as a real reload does.
 //!
 //! On the shared 2-core dev machine (noisy: `reload_profile` under callgrind
 //! gives repeatable instruction counts): `compile_swap_10k` ≈ 78 ms (was
@@ -15,10 +15,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 #[path = "support/rules.rs"]
 mod support;
 
+use pointsman::compile;
 use pointsman::config;
-use pointsman::router::compile::{self, CompileEnv};
-use pointsman::server::Proxy;
-use pointsman::split::CanaryRegistry;
+use pointsman::runtime::{Live, Runtime};
 use std::time::{Duration, Instant};
 use support::rules;
 
@@ -28,28 +27,16 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, rules(ROUTES)).expect("write");
-    let registry = CanaryRegistry::new();
-    let env = CompileEnv {
-        previous: None,
-        canaries: Some(&registry),
-        ..Default::default()
-    };
+    let runtime = Runtime::new(None);
     let loaded = config::load(&path).expect("load");
-    let first = compile::compile(&loaded, env).expect("compile");
+    let first = compile::compile(&loaded).expect("compile");
     assert_eq!(first.summary.routes, ROUTES);
-    let proxy = Proxy::new(first.snapshot);
+    let live = Live::new(runtime.link(first.config), runtime.clone());
 
-    // What a reload does after reading: compile against the active
-    // snapshot, then swap.
+    // What a reload does after reading: compile, link, swap.
     let compile_swap = |loaded: &config::Loaded| {
-        let previous = proxy.snapshot();
-        let env = CompileEnv {
-            previous: Some(&previous),
-            canaries: Some(&registry),
-            ..Default::default()
-        };
-        let compiled = compile::compile(loaded, env).expect("compile");
-        proxy.store(compiled.snapshot);
+        let compiled = compile::compile(loaded).expect("compile");
+        live.store(runtime.link(compiled.config));
     };
     let once = || {
         let t = Instant::now();

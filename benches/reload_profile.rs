@@ -10,20 +10,20 @@
 //! ```
 //!
 //! `RELOAD_PROFILE` picks the step: `parse` (read + parse), `compile`
-//! (compile + swap, no metrics, as the `reload` bench), `metrics` (compile +
-//! swap + `after_reload` with metrics, as a real reload), `first` (the first
-//! compile with metrics, as at start-up). `RELOAD_ROUTES` sets the route
-//! count (10,000).
+//! (compile + link + swap, no metrics, as the `reload` bench), `metrics`
+//! (compile + link + swap + `after_reload` with metrics, as a real reload),
+//! `first` (the first compile + link with metrics, as at start-up).
+//! `RELOAD_ROUTES` sets the route count (10,000).
 
 #[path = "support/rules.rs"]
 mod support;
 
+use pointsman::compile;
 use pointsman::config::{self, Loaded};
 use pointsman::metrics::Metrics;
-use pointsman::router::compile::{self, CompileEnv};
-use pointsman::server::Proxy;
-use pointsman::split::CanaryRegistry;
+use pointsman::runtime::{Live, Runtime};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -48,34 +48,27 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, support::rules(n)).expect("write");
-    let registry = CanaryRegistry::new();
     let metrics = Metrics::new().expect("metrics");
     let with_metrics = matches!(step, Step::Metrics | Step::First);
-    let m = with_metrics.then_some(&*metrics);
+    let runtime = Runtime::new(with_metrics.then(|| metrics.clone()));
     let loaded = config::load(&path).expect("load");
-    let env = CompileEnv {
-        previous: None,
-        canaries: Some(&registry),
-        metrics: m,
-    };
     if step == Step::First {
         let t = Instant::now();
-        let proxy = measured(step, &path, &loaded, env, None);
+        measured(step, &path, &loaded, &runtime, None);
         println!("first compile of {n} routes (metrics): {:?}", t.elapsed());
-        drop(proxy);
         return;
     }
-    let first = compile::compile(&loaded, env).expect("compile");
+    let first = compile::compile(&loaded).expect("compile");
     assert_eq!(first.summary.routes, n);
-    let proxy = Proxy::with_metrics(first.snapshot, with_metrics.then(|| metrics.clone()));
+    let live = Live::new(runtime.link(first.config), runtime.clone());
     let t = Instant::now();
-    measured(step, &path, &loaded, env, Some(&proxy));
+    measured(step, &path, &loaded, &runtime, Some(&live));
     println!(
         "{} of {n} routes: {:?}",
         match step {
             Step::Parse => "read+parse",
-            Step::Compile => "compile+swap",
-            _ => "compile+swap+after_reload (metrics)",
+            Step::Compile => "compile+link+swap",
+            _ => "compile+link+swap+after_reload (metrics)",
         },
         t.elapsed()
     );
@@ -83,33 +76,23 @@ fn main() {
 
 /// The step being measured (callgrind: `--toggle-collect` on this).
 #[inline(never)]
-fn measured(
-    step: Step,
-    path: &Path,
-    loaded: &Loaded,
-    env: CompileEnv<'_>,
-    proxy: Option<&Proxy>,
-) -> Option<Proxy> {
+fn measured(step: Step, path: &Path, loaded: &Loaded, runtime: &Arc<Runtime>, live: Option<&Live>) {
     if step == Step::Parse {
         let loaded = config::load(path).expect("load");
         assert!(!loaded.sources.is_empty());
-        return None;
+        return;
     }
-    let Some(proxy) = proxy else {
-        let compiled = compile::compile(loaded, env).expect("compile");
-        std::hint::black_box(&compiled);
-        return None;
+    let compiled = compile::compile(loaded).expect("compile");
+    let snapshot = runtime.link(compiled.config);
+    let Some(live) = live else {
+        std::hint::black_box(&snapshot);
+        return;
     };
-    let previous = proxy.snapshot();
-    let env = CompileEnv {
-        previous: Some(&previous),
-        ..env
-    };
-    let compiled = compile::compile(loaded, env).expect("compile");
-    proxy.store(compiled.snapshot);
-    if step == Step::Metrics {
-        let active = proxy.snapshot();
-        pointsman::telemetry::after_reload(proxy.metrics().map(|m| &**m), Some(&active), 2);
+    live.store(snapshot);
+    if step == Step::Metrics
+        && let Some(m) = runtime.metrics()
+    {
+        let active = live.snapshot();
+        pointsman::runtime::scrape::after_reload(m, Some(&active), 2);
     }
-    None
 }

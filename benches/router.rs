@@ -8,11 +8,11 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use pointsman::compile::matchers::compile as compile_match;
+use pointsman::compile::{Action, Respond, Route};
 use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
-use pointsman::context::RequestContext;
-use pointsman::router::{Action, Respond, Route, Snapshot};
-use pointsman::rules;
+use pointsman::routing::{RequestContext, RouteTable};
 use serde_saphyr::Location;
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -54,7 +54,7 @@ fn header_rule(i: usize) -> raw::Match {
     }
 }
 
-fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
+fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> RouteTable<Route> {
     let file: Arc<str> = "bench.yaml".into();
     let raws: Vec<Spanned<raw::Match>> = (0..n).map(|i| sp(rule(i))).collect();
     let start = Instant::now();
@@ -62,24 +62,25 @@ fn snapshot(n: usize, rule: fn(usize) -> raw::Match) -> Snapshot {
     let routes: Vec<Route> = raws
         .iter()
         .enumerate()
-        .map(|(i, m)| Route {
-            name: format!("r{i}").into(),
-            matcher: rules::compile(m, &file, &mut diags),
-            action: Action::Respond(Box::new(Respond {
+        .map(|(i, m)| {
+            let respond = Action::Respond(Box::new(Respond {
                 status: StatusCode::OK,
                 body: Default::default(),
                 headers: vec![],
-            })),
-            forward: Default::default(),
-            metrics: Default::default(),
+            }));
+            Route::new(
+                &format!("r{i}"),
+                compile_match(m, &file, &mut diags),
+                respond,
+            )
         })
         .collect();
     let compiled = start.elapsed();
-    let snapshot = Snapshot::from_routes(routes);
+    let snapshot = RouteTable::new(routes);
     eprintln!(
         "{n} routes: compile {compiled:?}, index {:?}, trie nodes {}",
         start.elapsed() - compiled,
-        snapshot.index.trie_nodes()
+        snapshot.index().trie_nodes()
     );
     assert!(!diags.has_errors());
     snapshot
@@ -103,7 +104,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("host_path", n), &n, |b, _| {
             b.iter(|| {
                 let ctx = RequestContext::new(&method, &host, &path, None, &headers, ip, None);
-                black_box(snap.select(&ctx).map(|r| r.name.len()))
+                black_box(snap.select(&ctx).map(|(_, r)| r.name.len()))
             })
         });
 
@@ -119,7 +120,7 @@ fn bench(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("header", n), &n, |b, _| {
                 b.iter(|| {
                     let ctx = RequestContext::new(&method, "h", "/", None, &headers, ip, None);
-                    black_box(snap.select(&ctx).map(|r| r.name.len()))
+                    black_box(snap.select(&ctx).map(|(_, r)| r.name.len()))
                 })
             });
         }

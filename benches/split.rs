@@ -5,9 +5,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use pointsman::context::RequestContext;
-use pointsman::router::Action;
-use pointsman::router::compile::{self, CompileEnv};
+use pointsman::compile::{Action, compile_text};
+use pointsman::routing::RequestContext;
 use pointsman::split::{Purpose, decide_canary, decide_experiment};
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -39,21 +38,16 @@ routes:
 "#;
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("split.yaml");
-    std::fs::write(&path, RULES).unwrap();
-    let loaded = pointsman::config::load(&path).unwrap();
-    let snap = compile::compile(&loaded, CompileEnv::default())
-        .unwrap()
-        .snapshot;
-    let (default, exp) = match &snap.routes[0].action {
+    let config = compile_text("split.yaml", RULES).unwrap().config;
+    let routes = config.routes.routes();
+    let (default, exp) = match &routes[0].action {
         Action::Experiment {
             default,
             experiment,
         } => (*default, experiment.clone()),
         _ => unreachable!(),
     };
-    let Action::Canary(canary) = &snap.routes[1].action else {
+    let Action::Canary(canary) = &routes[1].action else {
         unreachable!()
     };
     let method = Method::GET;
@@ -89,7 +83,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("canary/{name}"), |b| {
             b.iter(|| {
                 let ctx = RequestContext::new(&method, "h", "/", None, headers, ip, None);
-                black_box(decide_canary(canary, &ctx, false, Purpose::Serve).upstream)
+                black_box(decide_canary(canary, 30.0, &ctx, false, Purpose::Serve).upstream)
             })
         });
     }

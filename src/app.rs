@@ -144,9 +144,10 @@ impl Started {
             admin_listener,
         } = self;
         let state = admin.clone();
-        tokio::spawn(crate::server::plain::serve_plain(admin_listener, move |req| {
-            admin::handle(state.clone(), req)
-        }));
+        tokio::spawn(crate::server::plain::serve_plain(
+            admin_listener,
+            move |req| admin::handle(state.clone(), req),
+        ));
         spawn_sighup(admin.reloader.clone());
         // Watches are in place before /readyz turns 200; dropped on return.
         let _watcher = reload::watch::spawn(admin.reloader.clone())

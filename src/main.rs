@@ -2,9 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use pointsman::app::{self, RunError, RunOptions};
+use pointsman::compile::Compiled;
 use pointsman::config::Diagnostic;
 use pointsman::explain::{self, ExplainRequest};
-use pointsman::compile::Compiled;
 use pointsman::reload;
 use pointsman::runtime::StartingWeights;
 use std::net::IpAddr;

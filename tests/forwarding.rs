@@ -103,9 +103,8 @@ async fn no_route_is_404_json() {
 
 #[tokio::test]
 async fn fallback_respond() {
-    let rules = Rules::new().fallback(
-        "respond: { status: 410, body: gone, headers: { content-type: text/plain } }",
-    );
+    let rules = Rules::new()
+        .fallback("respond: { status: 410, body: gone, headers: { content-type: text/plain } }");
     let p = start(rules).await;
     let (resp, body) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::GONE);
@@ -366,8 +365,7 @@ async fn strip_prefix_and_header_ops() {
 
 #[tokio::test]
 async fn redirect_and_respond_routes() {
-    let rules =
-        Rules::new().route("name: old, redirect: { to: \"https://docs.example.com/v2\" }");
+    let rules = Rules::new().route("name: old, redirect: { to: \"https://docs.example.com/v2\" }");
     let p = start(rules).await;
     let (resp, _) = send(
         &client(),

@@ -9,13 +9,13 @@
 //!
 //! Canary progression (paused clock) is tested in `src/split/canary.rs`.
 
-use pointsman::config::Diagnostics;
-use pointsman::config::raw::{self, Spanned};
-use pointsman::split::sticky::SimpleRequest;
 use pointsman::compile::canary::compile_canary;
 use pointsman::compile::experiment::compile_experiment;
+use pointsman::config::Diagnostics;
+use pointsman::config::raw::{self, Spanned};
 use pointsman::split::canary::CanaryDef;
 use pointsman::split::canary::def::arm_for_bucket;
+use pointsman::split::sticky::SimpleRequest;
 use pointsman::split::{Arm, Experiment, hash};
 use proptest::prelude::*;
 use serde_json::Value;

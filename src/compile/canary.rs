@@ -182,7 +182,16 @@ pub fn compile_canary(
     .text("route", route)
     .text("stable", &raw.stable.value)
     .text("canary", &raw.canary.value)
-    .texts("sticky_on", sticky.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().iter().map(String::as_str))
+    .texts(
+        "sticky_on",
+        sticky
+            .sources
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )
     .opt_text("issue_cookie", sticky.mint_cookie.as_deref())
     .numbers("weights", weights)
     .finish();
@@ -200,4 +209,3 @@ pub fn compile_canary(
         identity,
     })
 }
-

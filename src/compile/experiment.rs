@@ -169,7 +169,10 @@ pub fn compile_experiment(
         .numbers("namespace_range", [ns_start, ns_end])
         .texts("sticky_on", sources.iter().map(String::as_str))
         .opt_text("issue_cookie", sticky.mint_cookie.as_deref())
-        .opt_text("targeting", targeting.as_ref().map(Expr::summary).as_deref())
+        .opt_text(
+            "targeting",
+            targeting.as_ref().map(Expr::summary).as_deref(),
+        )
         .texts("variants", variants.iter().map(|v| &*v.name))
         .numbers("weights", variants.iter().map(|v| v.weight))
         .texts(

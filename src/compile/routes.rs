@@ -199,8 +199,7 @@ impl Builder<'_> {
         resolved.insert(c.value.stable.value.clone(), stable);
         resolved.insert(c.value.canary.value.clone(), canary);
         let resolve = |s: &Spanned<String>| resolved.get(&s.value).copied().flatten();
-        let mut def =
-            compile_canary(route, &c.value, f, c.referenced, &mut self.diags, &resolve)?;
+        let mut def = compile_canary(route, &c.value, f, c.referenced, &mut self.diags, &resolve)?;
         def.index = self.canaries.len();
         let def = Arc::new(def);
         self.canaries.push(def.clone());

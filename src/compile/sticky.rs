@@ -50,4 +50,3 @@ pub(super) fn compile_sticky(
         }
     }
 }
-

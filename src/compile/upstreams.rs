@@ -136,11 +136,7 @@ impl Builder<'_> {
         let ca = t.ca.as_ref().map(|c| (src.resolve(&c.value), c.referenced));
         let mut ca_certs = Vec::new();
         if let Some((path, at)) = &ca {
-            let parsed = self
-                .loaded
-                .files
-                .get(path)
-                .and_then(crate::tls::parse_ca);
+            let parsed = self.loaded.files.get(path).and_then(crate::tls::parse_ca);
             match parsed {
                 Ok(certs) => ca_certs = certs,
                 Err(e) => self.diags.error(

@@ -3,7 +3,6 @@
 
 use prometheus::{IntCounter, IntGauge};
 
-
 /// Error counters of one upstream, one per `kind`.
 #[derive(Debug, Clone)]
 pub struct UpstreamErrors {

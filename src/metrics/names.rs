@@ -1,6 +1,5 @@
 //! Every metric name (SPEC 9) and fixed label value, in one place.
 
-
 /// Counter `{route, upstream, variant, code}`.
 pub const REQUESTS_TOTAL: &str = "pointsman_requests_total";
 /// Histogram `{route, upstream, variant}`: seconds until the response headers are sent.

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-
 /// Request count by status code and duration histogram of one (route,
 /// upstream, variant). Recording is lock-free and allocation-free once the
 /// series has seen its first request.

@@ -400,16 +400,8 @@ fn canary_state_is_one_hot_and_counters_count() {
         0.0
     );
     for s in CANARY_STATES {
-        let want = if s == "rolled_back" {
-            1.0
-        } else {
-            0.0
-        };
-        let got = value(
-            &samples,
-            CANARY_STATE,
-            &[("canary", "web"), ("state", s)],
-        );
+        let want = if s == "rolled_back" { 1.0 } else { 0.0 };
+        let got = value(&samples, CANARY_STATE, &[("canary", "web"), ("state", s)]);
         assert_eq!(got, want, "{s:?}");
     }
     let to = [("canary", "web"), ("to", "rolled_back")];

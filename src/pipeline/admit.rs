@@ -24,7 +24,10 @@ pub struct Admitted {
 impl Admitted {
     /// The Host as text ("" when absent).
     pub fn host_str(&self) -> &str {
-        self.host.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 

@@ -18,12 +18,12 @@ mod mirror;
 pub mod prepare;
 mod record;
 
+use crate::forward::RequestBody;
 use crate::forward::tunnel::PendingUpgrade;
 use crate::forward::{ForwardError, ProxyBody, headers};
 use crate::routing::RequestContext;
 use crate::runtime::Snapshot;
 use crate::split::Purpose;
-use crate::forward::RequestBody;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use record::{AccessLog, Served};

@@ -6,6 +6,7 @@
 
 pub mod watch;
 
+use crate::clock::rfc3339;
 use crate::compile::{self, AdminSettings, Compiled, Settings};
 use crate::config::{self, Diagnostic};
 use crate::runtime::Live;
@@ -14,7 +15,6 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use crate::clock::rfc3339;
 use std::time::SystemTime;
 
 /// What started a reload.
@@ -202,7 +202,13 @@ impl Reloader {
                 let sources = loaded.source_names();
                 let pending = Bound::of(&compiled.config.settings);
                 let snapshot = live.runtime().link(compiled.config);
-                Ok(Some((snapshot, pending, sources, loaded.sha256.clone(), files)))
+                Ok(Some((
+                    snapshot,
+                    pending,
+                    sources,
+                    loaded.sha256.clone(),
+                    files,
+                )))
             })();
             // The parse tree was allocated and freed on this thread, whether
             // the result is used, unchanged or rejected: give its pages back.

@@ -98,10 +98,7 @@ pub fn spawn(reloader: Arc<Reloader>) -> Result<ConfigWatcher, WatchError> {
     update_watches(
         &mut watcher,
         &mut watched,
-        watch_dirs(
-            reloader.path(),
-            &reloader.files(),
-        ),
+        watch_dirs(reloader.path(), &reloader.files()),
     );
     let task = tokio::spawn(run(reloader, watcher, watched, rx));
     Ok(ConfigWatcher { task })
@@ -161,10 +158,7 @@ async fn run(
         }
         // Failures are logged and recorded by the reloader.
         if reloader.reload(Trigger::FileChange).await.is_ok() {
-            let want = watch_dirs(
-                reloader.path(),
-                &reloader.files(),
-            );
+            let want = watch_dirs(reloader.path(), &reloader.files());
             if want != watched {
                 update_watches(&mut watcher, &mut watched, want);
             }

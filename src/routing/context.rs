@@ -88,7 +88,7 @@ impl<'a> RequestContext<'a> {
 /// Every value of query parameter `name` in a raw query string (compared
 /// after decoding), each percent-decoded with `+` as a space. A parameter
 /// without `=` has the value "".
-pub fn query_values<'q, 'n>(query: &'q str, name: &'n str) -> impl Iterator<Item = Cow<'q, str>> {
+pub fn query_values<'q>(query: &'q str, name: &str) -> impl Iterator<Item = Cow<'q, str>> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -100,7 +100,7 @@ pub fn query_values<'q, 'n>(query: &'q str, name: &'n str) -> impl Iterator<Item
 
 /// Every value of cookie `name` across all `Cookie` headers (HTTP/2 may
 /// send several), `;`-separated, as sent (no decoding, quotes kept).
-pub fn cookie_values<'h, 'n>(headers: &'h HeaderMap, name: &'n str) -> impl Iterator<Item = &'h str> {
+pub fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
     let lines = headers
         .get_all(COOKIE)
         .iter()
@@ -113,10 +113,12 @@ pub fn cookie_pairs<'h, 'n>(
     lines: impl Iterator<Item = &'h str>,
     name: &'n str,
 ) -> impl Iterator<Item = &'h str> {
-    lines.flat_map(|line| line.split(';')).filter_map(move |pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim_matches(is_ows) == name).then(|| v.trim_matches(is_ows))
-    })
+    lines
+        .flat_map(|line| line.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim_matches(is_ows) == name).then(|| v.trim_matches(is_ows))
+        })
 }
 
 fn is_ows(c: char) -> bool {

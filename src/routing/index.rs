@@ -116,7 +116,11 @@ impl RouteIndex {
     }
 
     /// The position of the first route in file order whose `match` holds.
-    pub fn first_match<R: HasMatch>(&self, routes: &[R], ctx: &RequestContext<'_>) -> Option<usize> {
+    pub fn first_match<R: HasMatch>(
+        &self,
+        routes: &[R],
+        ctx: &RequestContext<'_>,
+    ) -> Option<usize> {
         if self.routes_len != routes.len() {
             return linear(routes, ctx);
         }

@@ -442,9 +442,6 @@ mod tests {
         assert!(!t.holds(Some(&json!(12))));
     }
 
-
-
-
     #[test]
     fn cidrs_and_tokens() {
         assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");

@@ -1,7 +1,6 @@
 //! `path` templates (matchit syntax, first match wins, no specificity
 //! ranking) and segment-aware `path_prefix`.
 
-
 /// `path`: a matchit template; without `{`/`}` an exact match.
 ///
 /// Every template is validated by matchit, so the accepted syntax and the

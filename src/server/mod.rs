@@ -68,7 +68,11 @@ impl Server {
         let settings = self.live.snapshot().config.settings.clone();
         for ((l, tls), conf) in self.listeners.into_iter().zip(&settings.listeners) {
             let listener = TcpListener::from_std(l)?;
-            let gauge = self.live.runtime().metrics().map(|m| m.listener(&conf.bind));
+            let gauge = self
+                .live
+                .runtime()
+                .metrics()
+                .map(|m| m.listener(&conf.bind));
             accepts.spawn(accept_loop(
                 listener,
                 tls.map(TlsAcceptor::from),
@@ -131,4 +135,3 @@ async fn accept_loop(
         });
     }
 }
-

@@ -173,8 +173,7 @@ impl Upstream {
     /// until a request needs it.
     pub fn new(def: UpstreamDef) -> Self {
         let connector = connect::connector(&def);
-        let client =
-            (def.protocol == Protocol::H2).then(|| connect::h2_client(connector.clone()));
+        let client = (def.protocol == Protocol::H2).then(|| connect::h2_client(connector.clone()));
         let endpoints = def
             .endpoints
             .iter()
@@ -408,7 +407,12 @@ impl Upstream {
     /// The exchange's answer: a 101 hands its upgrade on; any other
     /// response body counts a mid-response reset and holds the in-flight
     /// count.
-    fn sent(&self, mut response: Response<PooledBody>, endpoint: Arc<str>, in_flight: InFlight) -> Sent {
+    fn sent(
+        &self,
+        mut response: Response<PooledBody>,
+        endpoint: Arc<str>,
+        in_flight: InFlight,
+    ) -> Sent {
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             let on = hyper::upgrade::on(&mut response);
             let pending: PendingUpgrade = Box::pin(async move {

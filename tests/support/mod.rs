@@ -114,7 +114,8 @@ impl Rules {
 
     /// The rule file.
     pub fn text(&self) -> String {
-        let mut t = String::from("listen:\n  - bind: \"127.0.0.1:0\"\nadmin: { bind: \"127.0.0.1:0\" }\n");
+        let mut t =
+            String::from("listen:\n  - bind: \"127.0.0.1:0\"\nadmin: { bind: \"127.0.0.1:0\" }\n");
         t.push_str(&self.top);
         if !self.upstreams.is_empty() {
             let _ = write!(t, "upstreams:\n{}", self.upstreams);
@@ -125,7 +126,11 @@ impl Rules {
         if let Some(f) = &self.fallback {
             let _ = writeln!(t, "fallback: {{ {f} }}");
         }
-        let limits: Vec<String> = self.limits.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let limits: Vec<String> = self
+            .limits
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         let _ = writeln!(t, "limits: {{ {} }}", limits.join(", "));
         t
     }

@@ -34,7 +34,8 @@ fn def(yaml: &str) -> CanaryDef {
     d.unwrap()
 }
 
-const STEPS: &str = "steps:\n  - { weight: 5, hold: 10m }\n  - { weight: 50, hold: 10m }\n  - { weight: 100 }\n";
+const STEPS: &str =
+    "steps:\n  - { weight: 5, hold: 10m }\n  - { weight: 50, hold: 10m }\n  - { weight: 100 }\n";
 const GUARD: &str = "guard: { window: 1m, min_requests: 10, max_error_rate: 0.1 }\n";
 
 fn count(c: &Canary, s: State) -> u64 {
@@ -303,7 +304,10 @@ async fn settings_that_move_no_user_keep_state_and_step() {
     reg.tick(Instant::now());
     assert_eq!(a.weight(), 50.0);
     // A guard threshold, the holds and on_breach edited: same identity.
-    let edited = STEPS.replace("hold: 10m }\n  - { weight: 100", "hold: 20m }\n  - { weight: 100");
+    let edited = STEPS.replace(
+        "hold: 10m }\n  - { weight: 100",
+        "hold: 20m }\n  - { weight: 100",
+    );
     let b = reg.attach(
         def(&format!(
             "{edited}guard: {{ window: 30s, min_requests: 5, max_error_rate: 0.5 }}\non_breach: pause\n"
@@ -311,7 +315,10 @@ async fn settings_that_move_no_user_keep_state_and_step() {
         Instant::now(),
     );
     assert!(a.same_state(&b));
-    assert_eq!((b.state(), b.weight(), b.view(Instant::now()).step), (State::Progressing, 50.0, Some(1)));
+    assert_eq!(
+        (b.state(), b.weight(), b.view(Instant::now()).step),
+        (State::Progressing, 50.0, Some(1))
+    );
     // The new hold counts from when the step was entered.
     tokio::time::advance(Duration::from_secs(900)).await;
     reg.tick(Instant::now());
