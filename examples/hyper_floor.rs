@@ -22,10 +22,12 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use crossbeam_queue::SegQueue;
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
-type Pool = Arc<Mutex<Vec<SendRequest<Incoming>>>>;
+/// Idle upstream connections, lock-free (as Pointsman's own pool).
+type Pool = Arc<SegQueue<SendRequest<Incoming>>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
@@ -60,7 +62,7 @@ async fn proxy(
     upstream: SocketAddr,
     pool: Pool,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
-    let pooled = pool.lock().map_err(|_| "pool lock poisoned")?.pop();
+    let pooled = pool.pop();
     let mut sender = match pooled {
         Some(s) => s,
         None => connect(upstream).await?,
@@ -73,7 +75,7 @@ async fn proxy(
     req.headers_mut().append("x-forwarded-for", xff);
     let (parts, body) = sender.send_request(req).await?.into_parts();
     let body = body.collect().await?.to_bytes();
-    pool.lock().map_err(|_| "pool lock poisoned")?.push(sender);
+    pool.push(sender);
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `assign`: `ID VARIANT BUCKET` per id, or observed vs configured shares.
-pub fn assign(config: &Config, name: &str, sample: Option<usize>, ids: &[String]) -> ExitCode {
+pub(crate) fn assign(config: &Config, name: &str, sample: Option<usize>, ids: &[String]) -> ExitCode {
     let Some(exp) = config.experiment(name) else {
         let known: Vec<&str> = config.experiments.iter().map(|e| &*e.name).collect();
         eprintln!(
@@ -59,7 +59,7 @@ fn assign_line(exp: &Experiment, id: &str) -> String {
 
 /// `diff`: routes added, removed and changed; for every experiment and
 /// canary in both configs, who would change assignment.
-pub fn diff(old: &Config, new: &Config, sample: usize) -> ExitCode {
+pub(crate) fn diff(old: &Config, new: &Config, sample: usize) -> ExitCode {
     let describe =
         |s: &Config, r: &Route| format!("{} -> {}", r.matcher.summary(), action_text(s, r));
     let old_routes: BTreeMap<&str, String> = old
@@ -178,7 +178,7 @@ fn action_text(s: &Config, r: &Route) -> String {
 
 /// The demo's rule file: `routes/demo.yaml` when present, else the built-in
 /// copy written to a temporary directory.
-pub fn demo_config() -> std::io::Result<PathBuf> {
+pub(crate) fn demo_config() -> std::io::Result<PathBuf> {
     let local = Path::new("routes/demo.yaml");
     if local.is_file() {
         return Ok(local.to_path_buf());
@@ -191,7 +191,7 @@ pub fn demo_config() -> std::io::Result<PathBuf> {
 }
 
 /// What the demo prints once it serves.
-pub fn print_demo_banner(config: &Path, bound: &Bound) {
+pub(crate) fn print_demo_banner(config: &Path, bound: &Bound) {
     println!(
         "pointsman demo: upstreams v1 on {} and v2 on {}",
         pointsman::demo::V1,

@@ -17,12 +17,16 @@ use std::net::{IpAddr, Ipv4Addr};
 /// A request described by hand.
 #[derive(Debug, Clone, Default)]
 pub struct ExplainRequest {
+    /// The method (default GET).
     pub method: String,
     /// Absolute (`http://host/path?q`) or a path (`/path?q`, Host from the
     /// headers).
     pub url: String,
+    /// Headers, in order.
     pub headers: Vec<(String, String)>,
+    /// The client address (default 127.0.0.1).
     pub client_ip: Option<IpAddr>,
+    /// The body, for `body_json` matchers.
     pub body: Option<Vec<u8>>,
 }
 
@@ -76,18 +80,23 @@ impl ExplainRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     #[error("invalid method {0:?}")]
+    /// The method is not a valid token.
     Method(String),
     #[error("invalid URL {0:?}: give http://host/path or /path")]
+    /// The URL is neither absolute nor a path.
     Url(String),
     #[error("invalid header {0:?}")]
+    /// A header name or value is invalid.
     Header(String),
     #[error("the path climbs above / (the proxy answers 400)")]
+    /// The path climbs above `/`.
     Path,
 }
 
 /// The decision trace.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
+    /// The request as routing saw it.
     pub request: RequestSummary,
     /// Each route tried in file order, up to the one that matched.
     pub routes: Vec<RouteTrial>,
@@ -95,6 +104,7 @@ pub struct Trace {
     pub route: String,
     /// `to`, `experiment`, `canary`, `respond`, `redirect`, or `no_route`.
     pub action: &'static str,
+    /// The experiment or canary step, on a split route.
     pub split: Option<SplitTrace>,
     /// The upstream the request would go to.
     pub upstream: Option<String>,
@@ -105,10 +115,15 @@ pub struct Trace {
 /// The request as routing saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestSummary {
+    /// The method.
     pub method: String,
+    /// The Host, lowercased, port removed.
     pub host: String,
+    /// The normalized path.
     pub path: String,
+    /// The raw query, without `?`.
     pub query: Option<String>,
+    /// The client address.
     pub client_ip: IpAddr,
     /// Whether the body was inspected (within `inspect_body_bytes`).
     pub body_inspected: bool,
@@ -117,7 +132,9 @@ pub struct RequestSummary {
 /// One route tried.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteTrial {
+    /// The route's name.
     pub name: String,
+    /// Whether it matched (the last route tried, if any did).
     pub matched: bool,
     /// The first predicate that failed.
     pub failed: Option<String>,

@@ -65,16 +65,36 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub enum CertError {
     /// The certificate file cannot be read or holds no certificate.
     #[error("cannot read certificate {path}: {reason}")]
-    Cert { path: String, reason: String },
+    Cert {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The key file cannot be read or holds no usable private key.
     #[error("cannot read private key {path}: {reason}")]
-    Key { path: String, reason: String },
+    Key {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The private key is not the certificate's.
     #[error("certificate {cert} does not match private key {key}")]
-    Mismatch { cert: String, key: String },
+    Mismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+    },
     /// The certificate's validity has ended.
     #[error("certificate {path} expired on {not_after}")]
-    Expired { path: String, not_after: String },
+    Expired {
+        /// The file.
+        path: String,
+        /// When it expired.
+        not_after: String,
+    },
 }
 
 impl CertError {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 /// A rule file with `n` routes over host, path templates and headers: a
 /// third host + path template, a third `path_prefix`, a third header-only.
-pub fn rules(n: usize) -> String {
+pub(crate) fn rules(n: usize) -> String {
     let mut s = String::from(
         "listen:\n  - bind: \"127.0.0.1:0\"\nupstreams:\n  a: { endpoints: [\"127.0.0.1:9001\"] }\n  b: { endpoints: [\"127.0.0.1:9002\"] }\nroutes:\n",
     );

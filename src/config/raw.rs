@@ -15,18 +15,27 @@ pub use serde_saphyr::Spanned;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
+    /// Public listeners.
     #[serde(default)]
     pub listen: Vec<Spanned<Listen>>,
+    /// The admin listener (default 127.0.0.1:9901).
     pub admin: Option<Spanned<Admin>>,
+    /// Peers (CIDRs or addresses) whose X-Forwarded-For is believed.
     pub trusted_proxies: Option<Spanned<OneOrMany<String>>>,
+    /// Where canary state is kept across restarts.
     pub state_file: Option<Spanned<String>>,
+    /// Named groups of endpoints.
     #[serde(default)]
     pub upstreams: SpannedMap<Upstream>,
+    /// Routing rules, tried in order.
     #[serde(default)]
     pub routes: Vec<Spanned<Route>>,
+    /// What serves requests no route matched.
     pub fallback: Option<Spanned<Fallback>>,
+    /// Named A/B experiments.
     #[serde(default)]
     pub experiments: SpannedMap<Experiment>,
+    /// Connection and request limits.
     pub limits: Option<Spanned<Limits>>,
 }
 
@@ -34,7 +43,9 @@ pub struct File {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
+    /// `IP:PORT` to listen on.
     pub bind: Spanned<String>,
+    /// TLS termination.
     pub tls: Option<Spanned<ListenTls>>,
 }
 
@@ -42,7 +53,9 @@ pub struct Listen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenTls {
+    /// Certificates chosen by SNI; the first is the default.
     pub certificates: Vec<Spanned<CertificatePair>>,
+    /// Protocols offered by ALPN (`h2`, `http/1.1`).
     pub alpn: Option<Vec<Spanned<String>>>,
 }
 
@@ -50,7 +63,9 @@ pub struct ListenTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
+    /// The certificate chain (PEM, leaf first).
     pub cert: Spanned<String>,
+    /// The private key (PEM).
     pub key: Spanned<String>,
 }
 
@@ -58,7 +73,9 @@ pub struct CertificatePair {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
+    /// `IP:PORT` to listen on.
     pub bind: Option<Spanned<String>>,
+    /// A file holding the bearer token POSTs need.
     pub token_file: Option<Spanned<String>>,
 }
 
@@ -66,14 +83,23 @@ pub struct Admin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
+    /// `host:port`, `http://host:port` or `https://host:port`.
     pub endpoints: Vec<Spanned<String>>,
+    /// `round_robin` (default), `least_request` or `random`.
     pub balance: Option<Spanned<String>>,
+    /// How long a connection may take to open (default 2s).
     pub connect_timeout: Option<Spanned<String>>,
+    /// How long response headers may take (default 30s).
     pub request_timeout: Option<Spanned<String>>,
+    /// Extra attempts on another endpoint (default 1).
     pub retries: Option<Spanned<u32>>,
+    /// `http1` (default) or `h2`.
     pub protocol: Option<Spanned<String>>,
+    /// TLS toward `https://` endpoints.
     pub tls: Option<Spanned<UpstreamTls>>,
+    /// Active health checks.
     pub health_check: Option<Spanned<HealthCheck>>,
+    /// Passive ejection of failing endpoints.
     pub outlier: Option<Spanned<Outlier>>,
 }
 
@@ -81,7 +107,9 @@ pub struct Upstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
+    /// The CA bundle verifying the endpoints (default: Mozilla roots).
     pub ca: Option<Spanned<String>>,
+    /// The name verified and sent as SNI (default: the endpoint host).
     pub server_name: Option<Spanned<String>>,
 }
 
@@ -89,10 +117,15 @@ pub struct UpstreamTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
+    /// The path probed with `GET`.
     pub path: Spanned<String>,
+    /// Time between probes of one endpoint (default 5s).
     pub interval: Option<Spanned<String>>,
+    /// How long a probe may take (default 1s).
     pub timeout: Option<Spanned<String>>,
+    /// Failures in a row that make an endpoint unhealthy (default 3).
     pub unhealthy_after: Option<Spanned<u32>>,
+    /// Passes in a row that make it healthy again (default 2).
     pub healthy_after: Option<Spanned<u32>>,
 }
 
@@ -100,7 +133,9 @@ pub struct HealthCheck {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
+    /// Upstream faults in a row that eject an endpoint.
     pub consecutive_failures: Spanned<u32>,
+    /// How long the first ejection lasts.
     pub eject_for: Spanned<String>,
 }
 
@@ -108,18 +143,30 @@ pub struct Outlier {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// The unique name (metrics, admin API, forcing).
     pub name: Spanned<String>,
+    /// Which requests the route takes (default: all).
     #[serde(rename = "match")]
     pub matcher: Option<Box<Spanned<Match>>>,
+    /// The upstream requests go to.
     pub to: Option<Box<Spanned<String>>>,
+    /// An experiment splitting the route's requests.
     pub experiment: Option<Box<Spanned<ExperimentRef>>>,
+    /// A canary release between two upstreams.
     pub canary: Option<Box<Spanned<Canary>>>,
+    /// A fixed answer.
     pub respond: Option<Box<Spanned<Respond>>>,
+    /// A redirect answer.
     pub redirect: Option<Box<Spanned<Redirect>>>,
+    /// A path prefix removed before forwarding.
     pub strip_prefix: Option<Box<Spanned<String>>>,
+    /// Edits of the upstream request's headers.
     pub request_headers: Option<Box<Spanned<HeaderOps>>>,
+    /// Edits of the response's headers.
     pub response_headers: Option<Box<Spanned<HeaderOps>>>,
+    /// Overrides the upstream's `request_timeout`.
     pub timeout: Option<Box<Spanned<String>>>,
+    /// A copy of a share of the requests to another upstream.
     pub mirror: Option<Box<Spanned<Mirror>>>,
 }
 
@@ -127,18 +174,31 @@ pub struct Route {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
+    /// Host names or `*.suffix` wildcards.
     pub host: Option<Box<Spanned<OneOrMany<String>>>>,
+    /// A path template (`/users/{id}`, `/static/{*rest}`).
     pub path: Option<Box<Spanned<String>>>,
+    /// A segment-aware path prefix.
     pub path_prefix: Option<Box<Spanned<String>>>,
+    /// A regex found in the path.
     pub path_regex: Option<Box<Spanned<String>>>,
+    /// Methods.
     pub method: Option<Box<Spanned<OneOrMany<String>>>>,
+    /// Tests on headers.
     pub header: Option<Box<Spanned<OneOrMany<ValueTest>>>>,
+    /// Tests on decoded query parameters.
     pub query: Option<Box<Spanned<OneOrMany<ValueTest>>>>,
+    /// Tests on cookies.
     pub cookie: Option<Box<Spanned<OneOrMany<ValueTest>>>>,
+    /// CIDRs the client address is in.
     pub client_ip: Option<Box<Spanned<OneOrMany<String>>>>,
+    /// Tests on the JSON body at RFC 6901 pointers.
     pub body_json: Option<Box<Spanned<OneOrMany<ValueTest>>>>,
+    /// Every mapping holds.
     pub all: Option<Vec<Spanned<Match>>>,
+    /// At least one mapping holds.
     pub any: Option<Vec<Spanned<Match>>>,
+    /// The mapping does not hold.
     pub not: Option<Box<Spanned<Match>>>,
 }
 
@@ -147,20 +207,34 @@ pub struct Match {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValueTest {
+    /// The header, query parameter or cookie tested.
     pub name: Option<Spanned<String>>,
+    /// The RFC 6901 pointer (`body_json`).
     pub pointer: Option<Spanned<String>>,
+    /// The value equals this.
     pub equals: Option<Spanned<Scalar>>,
+    /// The value starts with this.
     pub prefix: Option<Spanned<String>>,
+    /// The value ends with this.
     pub suffix: Option<Spanned<String>>,
+    /// The value contains this.
     pub contains: Option<Spanned<String>>,
+    /// The regex finds a match in the value.
     pub regex: Option<Spanned<String>>,
+    /// The value is one of these.
     #[serde(rename = "in")]
     pub in_: Option<Spanned<Vec<Scalar>>>,
+    /// The value is present (or absent).
     pub present: Option<Spanned<bool>>,
+    /// Compare without case.
     pub ignore_case: Option<Spanned<bool>>,
+    /// The number is greater than this.
     pub gt: Option<Spanned<f64>>,
+    /// The number is at least this.
     pub gte: Option<Spanned<f64>>,
+    /// The number is less than this.
     pub lt: Option<Spanned<f64>>,
+    /// The number is at most this.
     pub lte: Option<Spanned<f64>>,
 }
 
@@ -169,9 +243,13 @@ pub struct ValueTest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
+    /// `true` / `false`.
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A floating-point number.
     Float(f64),
+    /// Text.
     Str(String),
 }
 
@@ -191,7 +269,9 @@ impl Scalar {
 /// definition named after the route.
 #[derive(Debug)]
 pub enum ExperimentRef {
+    /// The name of a top-level experiment.
     Named(String),
+    /// A definition named after the route.
     Inline(Box<Experiment>),
 }
 
@@ -219,15 +299,24 @@ impl<'de> Deserialize<'de> for ExperimentRef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
+    /// Where the sticky id comes from (`header:NAME`, `cookie:NAME`, `query:NAME`, `ip`).
     pub sticky_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A cookie minted when no id is present.
     pub issue_cookie: Option<Spanned<String>>,
+    /// The hash seed (default: the name).
     pub seed: Option<Spanned<String>>,
+    /// GrowthBook hash version, 1 or 2 (default 2).
     pub hash_version: Option<Spanned<u32>>,
+    /// Share of eligible users enrolled, 0–1 (default 1).
     pub coverage: Option<Spanned<f64>>,
+    /// `[name, start, end]`: enrolled only inside this slice.
     pub namespace: Option<Spanned<(String, f64, f64)>>,
+    /// Targeting: who is eligible (default: everyone).
     #[serde(rename = "match")]
     pub matcher: Option<Spanned<Match>>,
+    /// Honour `x-pointsman-force` / `pm_force`.
     pub allow_force: Option<Spanned<bool>>,
+    /// The arms, in order.
     pub variants: Spanned<Vec<Spanned<Variant>>>,
 }
 
@@ -235,8 +324,11 @@ pub struct Experiment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Variant {
+    /// The unique name (metrics, admin API, forcing).
     pub name: Spanned<String>,
+    /// The relative weight.
     pub weight: Spanned<f64>,
+    /// The upstream of this variant (default: the route's `to`).
     pub to: Option<Spanned<String>>,
 }
 
@@ -244,14 +336,23 @@ pub struct Variant {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
+    /// The stable upstream.
     pub stable: Spanned<String>,
+    /// The canary upstream.
     pub canary: Spanned<String>,
+    /// A fixed percent on the canary.
     pub weight: Option<Spanned<f64>>,
+    /// A progression of weights.
     pub steps: Option<Spanned<Vec<Spanned<CanaryStep>>>>,
+    /// Automatic rollback thresholds.
     pub guard: Option<Spanned<Guard>>,
+    /// `rollback` (default) or `pause`.
     pub on_breach: Option<Spanned<String>>,
+    /// Where the sticky id comes from (`header:NAME`, `cookie:NAME`, `query:NAME`, `ip`).
     pub sticky_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A cookie minted when no id is present.
     pub issue_cookie: Option<Spanned<String>>,
+    /// Honour `x-pointsman-force` / `pm_force`.
     pub allow_force: Option<Spanned<bool>>,
 }
 
@@ -259,7 +360,9 @@ pub struct Canary {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryStep {
+    /// The relative weight.
     pub weight: Spanned<f64>,
+    /// How long the step lasts (every step but the last).
     pub hold: Option<Spanned<String>>,
 }
 
@@ -267,10 +370,15 @@ pub struct CanaryStep {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
+    /// The window judged (default 1m).
     pub window: Option<Spanned<String>>,
+    /// Fewer canary requests in the window are not judged (default 100).
     pub min_requests: Option<Spanned<u64>>,
+    /// Highest canary error rate.
     pub max_error_rate: Option<Spanned<f64>>,
+    /// Highest canary error rate above stable's.
     pub max_error_rate_increase: Option<Spanned<f64>>,
+    /// Highest canary p99 latency.
     pub max_p99_latency: Option<Spanned<String>>,
 }
 
@@ -278,8 +386,11 @@ pub struct Guard {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Respond {
+    /// The status code.
     pub status: Spanned<u16>,
+    /// The body.
     pub body: Option<String>,
+    /// Extra headers.
     #[serde(default)]
     pub headers: SpannedMap<Scalar>,
 }
@@ -288,7 +399,9 @@ pub struct Respond {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
+    /// The target.
     pub to: Spanned<String>,
+    /// A 3xx status (default 302).
     pub status: Option<Spanned<u16>>,
 }
 
@@ -296,10 +409,13 @@ pub struct Redirect {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
+    /// Headers replaced (or added).
     #[serde(default)]
     pub set: SpannedMap<Scalar>,
+    /// Headers appended.
     #[serde(default)]
     pub add: SpannedMap<Scalar>,
+    /// Headers removed.
     #[serde(default)]
     pub remove: Vec<Spanned<String>>,
 }
@@ -308,7 +424,9 @@ pub struct HeaderOps {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
+    /// The target.
     pub to: Spanned<String>,
+    /// Share of the route's requests, 0–100 (default 100).
     pub percent: Option<Spanned<f64>>,
 }
 
@@ -316,8 +434,11 @@ pub struct Mirror {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fallback {
+    /// The upstream of this variant (default: the route's `to`).
     pub to: Option<Spanned<String>>,
+    /// A fixed answer.
     pub respond: Option<Spanned<Respond>>,
+    /// Also serve requests whose upstream is down (502/503).
     pub failover: Option<Spanned<bool>>,
 }
 
@@ -325,19 +446,30 @@ pub struct Fallback {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// Request line + headers; 431 beyond (default 65536).
     pub max_header_bytes: Option<Spanned<u64>>,
+    /// Header count; 431 beyond (default 100).
     pub max_headers: Option<Spanned<u64>>,
+    /// Body bytes read for `body_json` (default 65536).
     pub inspect_body_bytes: Option<Spanned<u64>>,
+    /// Time for a request head to arrive (default 10s).
     pub header_read_timeout: Option<Spanned<String>>,
+    /// Time a connection may sit idle (default 60s).
     pub idle_timeout: Option<Spanned<String>>,
+    /// Open client connections at most (default 10000).
     pub max_connections: Option<Spanned<u64>>,
+    /// Request body bytes at most, 0 = unlimited (default 0).
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Time in-flight requests get on shutdown (default 30s).
     pub drain_timeout: Option<Spanned<String>>,
 }
 
 /// A single value or a list of them (`host: a` or `host: [a, b]`).
 #[derive(Debug, Clone)]
-pub struct OneOrMany<T>(pub Vec<T>);
+pub struct OneOrMany<T>(
+    /// The values.
+    pub Vec<T>,
+);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -371,7 +503,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 
 /// A mapping whose keys keep their positions, in file order.
 #[derive(Debug)]
-pub struct SpannedMap<V>(pub Vec<(Spanned<String>, Spanned<V>)>);
+pub struct SpannedMap<V>(
+    /// Keys and values in file order.
+    pub Vec<(Spanned<String>, Spanned<V>)>,
+);
 
 impl<V> Default for SpannedMap<V> {
     fn default() -> Self {

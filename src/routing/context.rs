@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 /// What a request carries, as the matchers read it.
 #[derive(Debug)]
 pub struct RequestContext<'a> {
+    /// The method.
     pub method: &'a Method,
     /// Host or :authority, lowercased, port removed ("" when absent).
     pub host: Cow<'a, str>,
@@ -23,6 +24,7 @@ pub struct RequestContext<'a> {
     pub path: &'a str,
     /// The raw query string, without `?`.
     pub query: Option<&'a str>,
+    /// The request headers.
     pub headers: &'a HeaderMap,
     /// The client address (SPEC 5: peer, or from X-Forwarded-For when trusted).
     pub client_ip: IpAddr,
@@ -163,8 +165,10 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("path climbs above /")]
+    /// `..` climbs above `/`.
     AboveRoot,
     #[error("path is not origin-form")]
+    /// The path is not a valid origin-form path.
     Invalid,
 }
 

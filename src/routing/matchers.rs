@@ -34,18 +34,24 @@ pub fn build_regex(pattern: &str, ignore_case: bool) -> Result<Regex, regex::Err
 /// 24 bytes (issue 6).
 #[derive(Debug, Clone)]
 pub enum TextOp {
+    /// The value equals this.
     Equals(Box<str>),
+    /// The value starts with this.
     Prefix(Box<str>),
+    /// The value ends with this.
     Suffix(Box<str>),
+    /// The value contains this.
     Contains(Box<str>),
     /// Finds a match anywhere (anchor it with `^…$` to test the whole value).
     Regex(Box<Regex>),
+    /// The value is one of these.
     In(Box<[Box<str>]>),
 }
 
 /// A text test with its case handling.
 #[derive(Debug, Clone)]
 pub struct TextTest {
+    /// The comparison.
     pub op: TextOp,
     /// For a regex this is already compiled in.
     pub ignore_case: bool,
@@ -114,7 +120,9 @@ impl fmt::Display for TextTest {
 /// any of the (possibly repeated) values passes.
 #[derive(Debug, Clone)]
 pub enum ValueTest {
+    /// The value is present (or absent).
     Present(bool),
+    /// A text test on any one of the values.
     Text(TextTest),
 }
 
@@ -154,9 +162,13 @@ pub enum JsonTest {
     Text(TextTest),
     /// A numeric range: every bound given must hold; non-numbers fail.
     Range {
+        /// Greater than.
         gt: Option<f64>,
+        /// At least.
         gte: Option<f64>,
+        /// Less than.
         lt: Option<f64>,
+        /// At most.
         lte: Option<f64>,
     },
 }
@@ -250,14 +262,23 @@ fn scalar_json(s: &Scalar) -> String {
 /// whose data is larger than 24 bytes are boxed.
 #[derive(Debug, Clone)]
 pub enum Leaf {
+    /// `host`.
     Host(HostMatch),
+    /// `path`.
     Path(PathTemplate),
+    /// `path_prefix`.
     PathPrefix(PathPrefix),
+    /// `path_regex`.
     PathRegex(Box<Regex>),
+    /// `method`.
     Method(Box<[Method]>),
+    /// `header`: the name and its test.
     Header(Box<(HeaderName, ValueTest)>),
+    /// `query`: the name and its test.
     Query(Box<(Box<str>, ValueTest)>),
+    /// `cookie`: the name and its test.
     Cookie(Box<(Box<str>, ValueTest)>),
+    /// `client_ip`.
     ClientIp(Box<[IpNet]>),
     /// An RFC 6901 pointer and its test.
     BodyJson(Box<(Box<str>, JsonTest)>),

@@ -51,18 +51,23 @@ pub enum Purpose {
 pub struct SplitTrace {
     /// `experiment` or `canary`.
     pub kind: &'static str,
+    /// The experiment's or canary route's name.
     pub name: String,
+    /// The sticky id used, if any.
     pub sticky_id: Option<String>,
     /// `header:x-user-id`, `cookie:pm_uid`, ...
     pub sticky_source: Option<String>,
     /// The id was minted for this request (a `Set-Cookie` is sent).
     pub minted: bool,
+    /// The id's hash bucket in `[0, 1)`.
     pub bucket: Option<f64>,
     /// The variant's range `[start, end)` (experiments, when hashed).
     pub range: Option<(f64, f64)>,
     /// The canary weight in percent at decision time.
     pub weight: Option<f64>,
+    /// The variant or arm chosen.
     pub variant: Option<String>,
+    /// Forced by `x-pointsman-force` / `pm_force`.
     pub forced: bool,
     /// Why the request was not enrolled: targeting, namespace, coverage, no_id.
     pub excluded: Option<&'static str>,

@@ -49,12 +49,16 @@ pub enum StickySource {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StickySourceError {
     #[error("invalid sticky_on source {0:?}: use header:NAME, cookie:NAME, query:NAME or ip")]
+    /// Not `header:`, `cookie:`, `query:` or `ip`.
     Unknown(String),
     #[error("sticky_on source {0:?} needs a name after the colon")]
+    /// No name after the colon.
     EmptyName(String),
     #[error("invalid header name in sticky_on source {0:?}")]
+    /// Not a valid header name.
     BadHeaderName(String),
     #[error("invalid cookie name {0:?}")]
+    /// Not a valid cookie name.
     BadCookieName(String),
 }
 
