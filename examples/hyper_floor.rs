@@ -15,6 +15,7 @@
 //! ```
 
 use bytes::Bytes;
+use crossbeam_queue::SegQueue;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -22,7 +23,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use crossbeam_queue::SegQueue;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 

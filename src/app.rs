@@ -171,7 +171,8 @@ impl Started {
             .await
             .map_err(|e| RunError::Runtime(e.to_string()))?;
         // The last canary changes are in the state file before exit.
-        admin.reloader.live().runtime().canaries().flush();
+        let canaries = admin.reloader.live().runtime().canaries().clone();
+        let _ = tokio::task::spawn_blocking(move || canaries.flush()).await;
         tracing::info!("drained; bye");
         Ok(())
     }

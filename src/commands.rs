@@ -10,7 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `assign`: `ID VARIANT BUCKET` per id, or observed vs configured shares.
-pub(crate) fn assign(config: &Config, name: &str, sample: Option<usize>, ids: &[String]) -> ExitCode {
+pub(crate) fn assign(
+    config: &Config,
+    name: &str,
+    sample: Option<usize>,
+    ids: &[String],
+) -> ExitCode {
     let Some(exp) = config.experiment(name) else {
         let known: Vec<&str> = config.experiments.iter().map(|e| &*e.name).collect();
         eprintln!(

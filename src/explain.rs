@@ -147,35 +147,12 @@ pub fn explain(
     weights: &dyn CanaryWeights,
     req: &ExplainRequest,
 ) -> Result<Trace, ExplainError> {
-    let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| ExplainError::Method(req.method.clone()))?;
-    let mut headers = HeaderMap::new();
-    for (n, v) in &req.headers {
-        let name = HeaderName::from_bytes(n.trim().as_bytes())
-            .map_err(|_| ExplainError::Header(n.clone()))?;
-        let value = HeaderValue::from_str(v.trim()).map_err(|_| ExplainError::Header(n.clone()))?;
-        headers.append(name, value);
-    }
-    let uri: http::Uri = req
-        .url
-        .parse()
-        .map_err(|_| ExplainError::Url(req.url.clone()))?;
-    let host_header = headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // As on the wire: an absolute URL's authority wins over Host.
-    let raw_host = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or(host_header)
-        .unwrap_or_default();
-    if uri.authority().is_some()
-        && !headers.contains_key(http::header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&raw_host)
-    {
-        headers.insert(http::header::HOST, v);
-    }
+    let Described {
+        method,
+        headers,
+        uri,
+        raw_host,
+    } = describe(req)?;
     let path = normalize_path(uri.path()).map_err(|_| ExplainError::Path)?;
     let client_ip = req.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let limit = config.settings.limits.inspect_body_bytes;
@@ -249,6 +226,53 @@ pub fn explain(
     };
     trace.split = decision.split.and_then(|d| d.trace);
     Ok(trace)
+}
+
+/// A described request as it would arrive.
+struct Described {
+    method: Method,
+    headers: HeaderMap,
+    uri: http::Uri,
+    /// The Host as received: an absolute URL's authority, else `Host`.
+    raw_host: String,
+}
+
+fn describe(req: &ExplainRequest) -> Result<Described, ExplainError> {
+    let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ExplainError::Method(req.method.clone()))?;
+    let mut headers = HeaderMap::new();
+    for (n, v) in &req.headers {
+        let name = HeaderName::from_bytes(n.trim().as_bytes())
+            .map_err(|_| ExplainError::Header(n.clone()))?;
+        let value = HeaderValue::from_str(v.trim()).map_err(|_| ExplainError::Header(n.clone()))?;
+        headers.append(name, value);
+    }
+    let uri: http::Uri = req
+        .url
+        .parse()
+        .map_err(|_| ExplainError::Url(req.url.clone()))?;
+    let host_header = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // As on the wire: an absolute URL's authority wins over Host.
+    let raw_host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or(host_header)
+        .unwrap_or_default();
+    if uri.authority().is_some()
+        && !headers.contains_key(http::header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&raw_host)
+    {
+        headers.insert(http::header::HOST, v);
+    }
+    Ok(Described {
+        method,
+        headers,
+        uri,
+        raw_host,
+    })
 }
 
 impl Trace {

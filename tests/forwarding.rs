@@ -481,3 +481,32 @@ async fn upstream_connections_are_reused_only_after_a_complete_response() {
         "the abandoned connection was closed, a new one reused"
     );
 }
+
+/// Re-house fix: a request whose HTTP/2 stream the client resets (hyper
+/// drops its future) no longer counts as in flight, so its connection still
+/// idles out (before, the count was never restored and the connection
+/// stayed open for good).
+#[tokio::test]
+async fn a_reset_h2_stream_leaves_nothing_in_flight() {
+    let slow = upstream(Mode::Delay(Duration::from_secs(10))).await;
+    let rules = fallback_to(&slow)
+        .limit("idle_timeout", "300ms")
+        .limit("header_read_timeout", "5s");
+    let p = start(rules).await;
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/slow", p.addr))
+        .body(())
+        .unwrap();
+    let (response, _stream) = h2.send_request(req, true).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // RST_STREAM(CANCEL): the proxy drops the request mid-flight.
+    drop(response);
+    drop(_stream);
+    let t = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    println!("connection closed by the proxy after {:?}", t.elapsed());
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    drop(h2);
+}

@@ -611,3 +611,48 @@ fn metrics_are_recorded_with_the_access_log_off() {
     assert_eq!(value(&samples, "pointsman_requests_total", &want), 3.0);
     assert!(!p.log_text().contains("\"access\"") && !p.log_text().contains(" access:"));
 }
+
+/// An upstream that answers every request with a head promising 1000 bytes,
+/// sends 3, and closes: a reset mid-response.
+fn cut_short() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc");
+        }
+    });
+    addr
+}
+
+/// Re-house fix: a reset mid-response counts in
+/// `pointsman_upstream_errors_total{kind="reset"}` whether or not the access
+/// log is on (it was counted only by the access log's body wrapper).
+#[test]
+fn mid_response_reset_is_counted_with_the_access_log_off() {
+    let cut = cut_short();
+    let rules = format!(
+        "listen: [{{ bind: \"{{LISTEN}}\" }}]\nadmin: {{ bind: \"{{ADMIN}}\" }}\n\
+         upstreams:\n  cut: {{ endpoints: [\"{cut}\"] }}\nroutes:\n  - {{ name: all, to: cut }}\n"
+    );
+    let p = Binary::start_with(&rules, &["--access-log", "off"]);
+    for _ in 0..2 {
+        // The client sees a short body and a closed connection.
+        let _ = raw_blocking(p.addr, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+    }
+    let reset = || {
+        value(
+            &p.metrics(),
+            "pointsman_upstream_errors_total",
+            &[("upstream", "cut"), ("kind", "reset")],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reset() < 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(reset(), 2.0);
+}

@@ -94,6 +94,24 @@ pub(super) fn finish(
     Response::from_parts(parts, Logged { inner: body, log }.boxed())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Re-house fix: the fallback is named by a flag, not a route name
+    /// allocated per request.
+    #[test]
+    fn the_fallback_label_is_static() {
+        let served = Served {
+            via_fallback: true,
+            ..Served::default()
+        };
+        assert!(served.route.is_none());
+        assert_eq!(served.route_label(), ROUTE_FALLBACK);
+        assert_eq!(Served::default().route_label(), ROUTE_NONE);
+    }
+}
+
 /// The access log record, written when the response body is done.
 #[derive(Debug)]
 pub(super) struct AccessLog {

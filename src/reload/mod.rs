@@ -185,11 +185,21 @@ impl Reloader {
     /// make a new generation.
     pub async fn reload(&self, trigger: Trigger) -> Result<Arc<ConfigStatus>, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
+        match self.prepare(trigger).await {
+            Ok(None) => Err(ReloadError::Unchanged),
+            Ok(Some(next)) => Ok(self.apply(next, trigger)),
+            Err(errors) => Err(self.refuse(errors, trigger)),
+        }
+    }
+
+    /// Reads, compiles and links the config off the request path (`None`:
+    /// a file change that left the content as it is).
+    async fn prepare(&self, trigger: Trigger) -> Result<Option<Prepared>, Vec<Diagnostic>> {
         let path = self.path.clone();
         let active_sha = self.status().sha256.clone();
         let live = self.live.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = (|| {
+        tokio::task::spawn_blocking(move || {
+            let prepared = (|| {
                 let loaded = config::load(&path)?;
                 if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
                     return Ok(None);
@@ -198,22 +208,20 @@ impl Reloader {
                 for w in &compiled.warnings {
                     tracing::warn!(target: "reload", "{w}");
                 }
-                let files: Vec<PathBuf> = loaded.files.paths().map(PathBuf::from).collect();
-                let sources = loaded.source_names();
-                let pending = Bound::of(&compiled.config.settings);
-                let snapshot = live.runtime().link(compiled.config);
-                Ok(Some((
-                    snapshot,
-                    pending,
-                    sources,
-                    loaded.sha256.clone(),
-                    files,
-                )))
+                Ok(Some(Prepared {
+                    bound: Bound::of(&compiled.config.settings),
+                    snapshot: live.runtime().link(compiled.config),
+                    started: Started {
+                        sources: loaded.source_names(),
+                        sha256: loaded.sha256.clone(),
+                        files: loaded.files.paths().map(PathBuf::from).collect(),
+                    },
+                }))
             })();
             // The parse tree was allocated and freed on this thread, whether
             // the result is used, unchanged or rejected: give its pages back.
             crate::allocator::release_free_memory();
-            outcome
+            prepared
         })
         .await
         .unwrap_or_else(|e| {
@@ -221,68 +229,72 @@ impl Reloader {
                 &self.path.display().to_string(),
                 format!("reload task failed: {e}"),
             )])
-        });
-        let now = rfc3339(SystemTime::now());
-        match outcome {
-            Ok(None) => Err(ReloadError::Unchanged),
-            Ok(Some((snapshot, bound, sources, sha256, files))) => {
-                // Compared with what is bound, so undoing the change clears it.
-                let pending_restart = bound != self.bound;
-                if pending_restart {
-                    tracing::warn!(
-                        "listener `bind` or `admin` settings differ from the running ones: \
-                         they take effect after a restart"
-                    );
-                }
-                self.live.store(snapshot);
-                self.files.store(Arc::new(files));
-                // The old snapshot is freed by now, unless a request still
-                // holds it.
-                crate::allocator::release_free_memory();
-                let old = self.status();
-                let status = ConfigStatus {
-                    generation: old.generation + 1,
-                    sha256,
-                    loaded_at: now.clone(),
-                    sources,
-                    last_reload: Some(LastReload {
-                        result: "success",
-                        at: now,
-                        error: None,
-                    }),
-                    pending_restart,
-                };
-                tracing::info!(
-                    generation = status.generation,
-                    sha256 = %status.sha256,
-                    ?trigger,
-                    "config reloaded"
-                );
-                if let Some(m) = self.live.runtime().metrics() {
-                    let active = self.live.snapshot();
-                    crate::runtime::scrape::after_reload(m, Some(&active), status.generation);
-                }
-                let status = Arc::new(status);
-                self.status.store(status.clone());
-                Ok(status)
-            }
-            Err(errors) => {
-                for e in &errors {
-                    tracing::error!(target: "reload", ?trigger, "{e}");
-                }
-                let first = errors.first().map(|d| d.to_string());
-                let mut status = (*self.status()).clone();
-                status.last_reload = Some(LastReload {
-                    result: "failure",
-                    at: now,
-                    error: first,
-                });
-                self.status.store(Arc::new(status));
-                if let Some(m) = self.live.runtime().metrics() {
-                    crate::runtime::scrape::after_reload(m, None, 0);
-                }
-                Err(ReloadError::Invalid(errors))
-            }
-        }
+        })
     }
+
+    /// Swaps the new snapshot in and records the new generation.
+    fn apply(&self, next: Prepared, trigger: Trigger) -> Arc<ConfigStatus> {
+        // Compared with what is bound, so undoing the change clears it.
+        let pending_restart = next.bound != self.bound;
+        if pending_restart {
+            tracing::warn!(
+                "listener `bind` or `admin` settings differ from the running ones: \
+                 they take effect after a restart"
+            );
+        }
+        self.live.store(next.snapshot);
+        self.files.store(Arc::new(next.started.files));
+        // The old snapshot is freed by now, unless a request still holds it.
+        crate::allocator::release_free_memory();
+        let now = rfc3339(SystemTime::now());
+        let status = Arc::new(ConfigStatus {
+            generation: self.status().generation + 1,
+            sha256: next.started.sha256,
+            loaded_at: now.clone(),
+            sources: next.started.sources,
+            last_reload: Some(LastReload {
+                result: "success",
+                at: now,
+                error: None,
+            }),
+            pending_restart,
+        });
+        tracing::info!(
+            generation = status.generation,
+            sha256 = %status.sha256,
+            ?trigger,
+            "config reloaded"
+        );
+        if let Some(m) = self.live.runtime().metrics() {
+            let active = self.live.snapshot();
+            crate::runtime::scrape::after_reload(m, Some(&active), status.generation);
+        }
+        self.status.store(status.clone());
+        status
+    }
+
+    /// Keeps the old config serving and records why the new one was refused.
+    fn refuse(&self, errors: Vec<Diagnostic>, trigger: Trigger) -> ReloadError {
+        for e in &errors {
+            tracing::error!(target: "reload", ?trigger, "{e}");
+        }
+        let mut status = (*self.status()).clone();
+        status.last_reload = Some(LastReload {
+            result: "failure",
+            at: rfc3339(SystemTime::now()),
+            error: errors.first().map(|d| d.to_string()),
+        });
+        self.status.store(Arc::new(status));
+        if let Some(m) = self.live.runtime().metrics() {
+            crate::runtime::scrape::after_reload(m, None, 0);
+        }
+        ReloadError::Invalid(errors)
+    }
+}
+
+/// A compiled and linked config, ready to swap in.
+struct Prepared {
+    snapshot: crate::runtime::Snapshot,
+    bound: Bound,
+    started: Started,
 }

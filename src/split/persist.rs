@@ -237,6 +237,28 @@ mod tests {
         assert!(leftovers.is_empty());
     }
 
+    /// Re-house fix: saving never writes the file on the caller's thread
+    /// (the serving runtime), even when the write itself blocks: here the
+    /// temporary file is a FIFO no one reads yet, so `open` blocks.
+    #[test]
+    fn save_returns_while_the_write_is_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.json");
+        let tmp = dir
+            .path()
+            .join(format!("canary.json.tmp.{}", std::process::id()));
+        let made = std::process::Command::new("mkfifo").arg(&tmp).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let store = StateStore::open(&path).unwrap();
+        let t = std::time::Instant::now();
+        store.save("shop", entry(State::Paused));
+        assert!(t.elapsed() < std::time::Duration::from_millis(200));
+        // The writer waits on the FIFO; reading it lets the write through.
+        let written = std::fs::read_to_string(&tmp).unwrap();
+        assert!(written.contains("\"paused\""), "{written}");
+        store.flush();
+    }
+
     #[test]
     fn an_invalid_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
