@@ -7,6 +7,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use pointsman::compile::{Action, compile_text};
 use pointsman::routing::RequestContext;
+use pointsman::split::experiment::Mode;
 use pointsman::split::{Purpose, decide_canary, decide_experiment};
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -77,13 +78,21 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("experiment/{name}"), |b| {
             b.iter(|| {
                 let ctx = RequestContext::new(&method, "h", "/exp", None, headers, ip, None);
-                black_box(decide_experiment(default, &exp, &ctx, false, Purpose::Serve).upstream)
+                black_box(
+                    decide_experiment(default, &exp, Mode::Running, &ctx, false, Purpose::Serve)
+                        .decision
+                        .upstream,
+                )
             })
         });
         g.bench_function(format!("canary/{name}"), |b| {
             b.iter(|| {
                 let ctx = RequestContext::new(&method, "h", "/", None, headers, ip, None);
-                black_box(decide_canary(canary, 30.0, &ctx, false, Purpose::Serve).upstream)
+                black_box(
+                    decide_canary(canary, 30.0, &ctx, false, Purpose::Serve)
+                        .decision
+                        .upstream,
+                )
             })
         });
     }

@@ -86,9 +86,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     metrics.set_generation(1);
     let runtime = Runtime::new(Some(metrics));
     if let Some(path) = &config.settings.state_file {
-        runtime
-            .canaries()
-            .use_state_file(path, tokio::time::Instant::now());
+        runtime.use_state_file(path);
     }
     let live = Live::new(runtime.link(config), runtime.clone());
     let server = Server::bind(live.clone())
@@ -149,6 +147,7 @@ impl Started {
             move |req| admin::handle(state.clone(), req),
         ));
         spawn_sighup(admin.reloader.clone());
+        spawn_sigusr1(admin.reloader.live().runtime().clone());
         // Watches are in place before /readyz turns 200; dropped on return.
         let _watcher = reload::watch::spawn(admin.reloader.clone())
             .map_err(|e| tracing::warn!("{e}; reload with SIGHUP or POST /reload"))
@@ -170,9 +169,9 @@ impl Started {
             .serve(shutdown)
             .await
             .map_err(|e| RunError::Runtime(e.to_string()))?;
-        // The last canary changes are in the state file before exit.
-        let canaries = admin.reloader.live().runtime().canaries().clone();
-        let _ = tokio::task::spawn_blocking(move || canaries.flush()).await;
+        // The last state changes and exposures are written before exit.
+        let runtime = admin.reloader.live().runtime().clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.flush()).await;
         tracing::info!("drained; bye");
         Ok(())
     }
@@ -203,6 +202,22 @@ fn spawn_sighup(reloader: Arc<Reloader>) {
         };
         while hup.recv().await.is_some() {
             let _ = reloader.reload(Trigger::Signal).await;
+        }
+    });
+}
+
+/// SIGUSR1 reopens the exposure log (after logrotate moved it).
+fn spawn_sigusr1(runtime: Arc<Runtime>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1");
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the exposure log");
+            runtime.exposures().reopen();
         }
     });
 }

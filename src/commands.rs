@@ -1,25 +1,31 @@
 //! The `assign`, `diff` and `demo` commands' output.
 
 use pointsman::app::Bound;
-use pointsman::compile::{Action, Config, Route};
+use pointsman::compile::Config;
 use pointsman::split::canary::def::arm_for_bucket;
 use pointsman::split::sticky::mint_id;
-use pointsman::split::{Arm, Experiment};
-use std::collections::BTreeMap;
+use pointsman::split::{Arm, CanaryDef, Experiment};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// `assign`: `ID VARIANT BUCKET` per id, or observed vs configured shares.
+/// `assign`: `ID VARIANT BUCKET` per id, or observed vs configured shares,
+/// for an experiment or a canary route (`stable` / `canary` at its
+/// starting weight).
 pub(crate) fn assign(
     config: &Config,
     name: &str,
     sample: Option<usize>,
     ids: &[String],
 ) -> ExitCode {
+    if let Some(canary) = config.canary(name) {
+        assign_canary(canary, sample, ids);
+        return ExitCode::SUCCESS;
+    }
     let Some(exp) = config.experiment(name) else {
-        let known: Vec<&str> = config.experiments.iter().map(|e| &*e.name).collect();
+        let mut known: Vec<&str> = config.experiments.iter().map(|e| &*e.name).collect();
+        known.extend(config.canaries.iter().map(|c| &*c.route));
         eprintln!(
-            "error: unknown experiment {name:?} (defined: {})",
+            "error: unknown experiment {name:?} (experiments and canary routes: {})",
             known.join(", ")
         );
         return ExitCode::from(2);
@@ -53,6 +59,31 @@ pub(crate) fn assign(
     ExitCode::SUCCESS
 }
 
+fn assign_canary(c: &CanaryDef, sample: Option<usize>, ids: &[String]) {
+    let weight = c.initial_weight();
+    let arm = |id: &str| arm_for_bucket(c.bucket(id), weight);
+    match sample {
+        Some(n) => {
+            let on = (0..n).filter(|_| arm(&mint_id()) == Arm::Canary).count();
+            let share = if n == 0 { 0.0 } else { on as f64 / n as f64 };
+            println!("{:<16} {:>9} {:>11}", "variant", "observed", "configured");
+            println!(
+                "{:<16} {:>9.4} {:>11.4}",
+                "stable",
+                1.0 - share,
+                1.0 - weight / 100.0
+            );
+            println!("{:<16} {:>9.4} {:>11.4}", "canary", share, weight / 100.0);
+            println!("{n} random ids at the starting weight ({weight}%)");
+        }
+        None => {
+            for id in ids {
+                println!("{id} {} {:.4}", arm(id).as_str(), c.bucket(id));
+            }
+        }
+    }
+}
+
 fn assign_line(exp: &Experiment, id: &str) -> String {
     let variant = exp
         .place(id)
@@ -62,122 +93,15 @@ fn assign_line(exp: &Experiment, id: &str) -> String {
     format!("{id} {variant} {:.4}", exp.bucket(id))
 }
 
-/// `diff`: routes added, removed and changed; for every experiment and
-/// canary in both configs, who would change assignment.
-pub(crate) fn diff(old: &Config, new: &Config, sample: usize) -> ExitCode {
-    let describe =
-        |s: &Config, r: &Route| format!("{} -> {}", r.matcher.summary(), action_text(s, r));
-    let old_routes: BTreeMap<&str, String> = old
-        .routes
-        .routes()
-        .iter()
-        .map(|r| (&*r.name, describe(old, r)))
-        .collect();
-    let new_routes: BTreeMap<&str, String> = new
-        .routes
-        .routes()
-        .iter()
-        .map(|r| (&*r.name, describe(new, r)))
-        .collect();
-    println!("routes:");
-    let mut any = false;
-    for (name, text) in &new_routes {
-        match old_routes.get(name) {
-            None => println!("  + {name}: {text}"),
-            Some(before) if before != text => println!("  ~ {name}: {before}  =>  {text}"),
-            _ => continue,
-        }
-        any = true;
-    }
-    for name in old_routes.keys().filter(|n| !new_routes.contains_key(*n)) {
-        println!("  - {name}");
-        any = true;
-    }
-    if !any {
-        println!("  (no changes)");
-    }
-    let ids: Vec<String> = (0..sample).map(|_| mint_id()).collect();
-    for exp in &new.experiments {
-        let Some(before) = old.experiments.iter().find(|e| e.name == exp.name) else {
-            continue;
-        };
-        let variant = |e: &Experiment, id: &str| {
-            e.place(id)
-                .ok()
-                .and_then(|i| e.variants.get(i))
-                .map_or_else(|| "-".to_string(), |v| v.name.to_string())
-        };
-        let moves = count_moves(&ids, |id| (variant(before, id), variant(exp, id)));
-        print_moves("experiment", &exp.name, sample, &moves);
-    }
-    for c in &new.canaries {
-        let Some(before) = old.canary(&c.route) else {
-            continue;
-        };
-        let (wb, wa) = (before.initial_weight(), c.initial_weight());
-        let arm = |w: f64, id: &str| -> String {
-            let a: Arm = arm_for_bucket(c.bucket(id), w);
-            a.as_str().to_string()
-        };
-        let moves = count_moves(&ids, |id| (arm(wb, id), arm(wa, id)));
-        print_moves("canary", &c.route, sample, &moves);
-    }
-    ExitCode::SUCCESS
-}
-
-fn count_moves(
-    ids: &[String],
-    f: impl Fn(&str) -> (String, String),
-) -> BTreeMap<(String, String), usize> {
-    let mut moves = BTreeMap::new();
-    for id in ids {
-        let (a, b) = f(id);
-        if a != b {
-            *moves.entry((a, b)).or_insert(0) += 1;
-        }
-    }
-    moves
-}
-
-fn print_moves(kind: &str, name: &str, sample: usize, moves: &BTreeMap<(String, String), usize>) {
-    let total: usize = moves.values().sum();
-    let pct = |n: usize| {
-        if sample == 0 {
-            0.0
-        } else {
-            100.0 * n as f64 / sample as f64
-        }
-    };
-    println!(
-        "{kind} {name}: {:.2}% of users change assignment ({sample} sampled ids)",
-        pct(total)
-    );
-    for ((from, to), n) in moves {
-        println!("  {from} -> {to}: {:.2}%", pct(*n));
-    }
-}
-
-fn action_text(s: &Config, r: &Route) -> String {
-    let name = |id: usize| {
-        s.upstreams
-            .get(id)
-            .map_or("?".to_string(), |u| u.name.to_string())
-    };
-    match &r.action {
-        Action::Forward(u) => format!("to {}", name(*u)),
-        Action::Experiment {
-            default,
-            experiment,
-        } => {
-            format!("to {} experiment {}", name(*default), experiment.name)
-        }
-        Action::Canary(c) => format!("canary {} / {}", name(c.stable), name(c.canary)),
-        Action::Respond(x) => format!("respond {}", x.status.as_u16()),
-        Action::Redirect(x) => format!(
-            "redirect {} {}",
-            x.status.as_u16(),
-            x.location.to_str().unwrap_or("")
-        ),
+/// `diff`: what changes between two configs; with `exit_code`, exits 1
+/// when anything differs.
+pub(crate) fn diff(old: &Config, new: &Config, sample: usize, exit_code: bool) -> ExitCode {
+    let d = pointsman::diff::ConfigDiff::new(old, new, sample);
+    print!("{d}");
+    if exit_code && d.differs() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

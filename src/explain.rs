@@ -7,7 +7,7 @@
 use crate::compile::{Config, FallbackAction};
 use crate::pipeline::decide::decide;
 use crate::routing::{RequestContext, normalize_path};
-use crate::runtime::CanaryWeights;
+use crate::runtime::SplitState;
 use crate::split::{Purpose, SplitTrace};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
@@ -140,11 +140,11 @@ pub struct RouteTrial {
     pub failed: Option<String>,
 }
 
-/// Explains a request against a config, with canary weights from
-/// `weights`. Contacts no upstream and counts no assignment.
+/// Explains a request against a config, with canary weights and kill
+/// switches from `state`. Contacts no upstream and counts no assignment.
 pub fn explain(
     config: &Config,
-    weights: &dyn CanaryWeights,
+    state: &dyn SplitState,
     req: &ExplainRequest,
 ) -> Result<Trace, ExplainError> {
     let Described {
@@ -189,7 +189,7 @@ pub fn explain(
             failed: t.failed,
         })
         .collect();
-    let decision = decide(config, weights, &ctx, false, Purpose::Explain);
+    let (decision, _) = decide(config, state, &ctx, false, Purpose::Explain);
     let upstream_name = |id: usize| config.upstreams.get(id).map(|u| u.name.to_string());
     let mut trace = Trace {
         request,
@@ -303,11 +303,14 @@ impl Trace {
         }
         let _ = writeln!(out, "route: {} ({})", self.route, self.action);
         if let Some(s) = &self.split {
-            let id = match (&s.sticky_id, &s.sticky_source) {
-                (Some(id), Some(src)) => {
+            let id = match (&s.sticky_id, &s.sticky_source, s.excluded) {
+                (Some(id), Some(src), _) => {
                     let minted = if s.minted { ", minted" } else { "" };
                     format!("sticky id {id:?} from {src}{minted}")
                 }
+                // Targeting is judged before any id is looked for.
+                (_, _, Some("targeting")) => "targeting did not match".to_string(),
+                (_, _, Some("stopped")) => "stopped by the kill switch".to_string(),
                 _ => "no sticky id".to_string(),
             };
             let bucket = s

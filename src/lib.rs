@@ -22,6 +22,7 @@ pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod demo;
+pub mod diff;
 pub mod explain;
 pub mod forward;
 pub mod metrics;

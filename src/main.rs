@@ -6,7 +6,7 @@ use pointsman::compile::Compiled;
 use pointsman::config::Diagnostic;
 use pointsman::explain::{self, ExplainRequest};
 use pointsman::reload;
-use pointsman::runtime::StartingWeights;
+use pointsman::runtime::StartingState;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,6 +83,9 @@ enum Command {
         against: PathBuf,
         #[arg(long, default_value_t = 100_000)]
         sample: usize,
+        /// Exit 1 when anything differs (as `git diff --exit-code`).
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Run the proxy on routes/demo.yaml with two built-in upstreams.
     Demo {
@@ -145,8 +148,9 @@ fn main() -> ExitCode {
             config,
             against,
             sample,
+            exit_code,
         } => match (load_config(&config), load_config(&against)) {
-            (Some(old), Some(new)) => commands::diff(&old.config, &new.config, sample),
+            (Some(old), Some(new)) => commands::diff(&old.config, &new.config, sample, exit_code),
             _ => ExitCode::from(EXIT_CONFIG),
         },
         Command::Demo { access_log } => {
@@ -213,7 +217,7 @@ fn explain_cmd(
         client_ip,
         body: data.map(String::into_bytes),
     };
-    match explain::explain(&compiled.config, &StartingWeights, &req) {
+    match explain::explain(&compiled.config, &StartingState, &req) {
         Ok(trace) if json => {
             match serde_json::to_string_pretty(&trace) {
                 Ok(s) => println!("{s}"),

@@ -15,6 +15,7 @@ use pointsman::config::Diagnostics;
 use pointsman::config::raw::{self, Spanned};
 use pointsman::split::canary::CanaryDef;
 use pointsman::split::canary::def::arm_for_bucket;
+use pointsman::split::experiment::Mode;
 use pointsman::split::sticky::SimpleRequest;
 use pointsman::split::{Arm, Experiment, hash};
 use proptest::prelude::*;
@@ -153,9 +154,9 @@ proptest! {
     fn same_id_same_variant(id in "\\PC{1,24}", weights in prop::collection::vec(0.1f64..10.0, 1..5), version in 1u32..=2) {
         let e = experiment(&format!("hash_version: {version}\nsticky_on: [header:x-id]\n{}", variants_yaml(&weights)));
         let req = SimpleRequest::default().header("x-id", &id);
-        let first = e.assign(&req, true, None).variant();
+        let first = e.assign(&req, true, None, Mode::Running).variant();
         prop_assert!(first.is_some());
-        prop_assert_eq!(e.assign(&req, true, None).variant(), first);
+        prop_assert_eq!(e.assign(&req, true, None, Mode::Running).variant(), first);
         prop_assert_eq!(e.place(&id).ok(), first);
     }
 

@@ -66,6 +66,10 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
         }
         (&Method::GET, ["canaries"]) => json_response(StatusCode::OK, &canaries_json(&snapshot())),
         (&Method::POST, ["canaries", name, action]) => canary_action(&snapshot(), name, action),
+        (&Method::POST, ["experiments", name, action]) => {
+            let variant = query_param(req.uri().query(), "variant");
+            experiment_action(&snapshot(), name, action, variant.as_deref())
+        }
         (&Method::POST, ["explain"]) => explain(&snapshot(), req.body()),
         (
             _,
@@ -174,12 +178,68 @@ fn experiments_json(snapshot: &Snapshot) -> Value {
         .config
         .experiments
         .iter()
-        .filter_map(|e| {
-            let stats = snapshot.tally(e.index)?.stats(e);
-            serde_json::to_value(stats).ok()
-        })
+        .filter_map(|e| experiment_entry(snapshot, e))
         .collect();
     json!({ "experiments": list })
+}
+
+/// One experiment's `/experiments` entry: its tally's stats and the kill
+/// switch's state.
+fn experiment_entry(snapshot: &Snapshot, e: &crate::split::Experiment) -> Option<Value> {
+    let live = snapshot.experiment_state(e.index)?;
+    let mut v = serde_json::to_value(live.tally.stats(e)).ok()?;
+    let mode = live.mode();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("state".into(), json!(mode.as_str()));
+        if let crate::split::experiment::Mode::Released(i) = mode {
+            o.insert(
+                "released_variant".into(),
+                json!(e.variants.get(i).map(|x| &*x.name)),
+            );
+        }
+    }
+    Some(v)
+}
+
+fn experiment_action(
+    snapshot: &Snapshot,
+    name: &str,
+    action: &str,
+    variant: Option<&str>,
+) -> AdminResponse {
+    use crate::runtime::ExperimentActionError as E;
+    let Some(e) = snapshot.config.experiment(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no experiment named {name}"),
+        );
+    };
+    let Some(live) = snapshot.experiment_state(e.index) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no experiment named {name}"),
+        );
+    };
+    let result = action
+        .parse::<crate::runtime::ExperimentAction>()
+        .and_then(|a| live.act(e, a, variant));
+    match result {
+        Ok(_) => match experiment_entry(snapshot, e) {
+            Some(entry) => json_response(StatusCode::OK, &entry),
+            None => empty(StatusCode::INTERNAL_SERVER_ERROR),
+        },
+        Err(err @ (E::UnknownAction(_) | E::UnknownVariant { .. })) => {
+            error(StatusCode::NOT_FOUND, &err.to_string())
+        }
+        Err(err @ E::NotApplicable { .. }) => error(StatusCode::CONFLICT, &err.to_string()),
+    }
+}
+
+/// The decoded value of query parameter `name`.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    crate::routing::context::query_values(query?, name)
+        .next()
+        .map(|v| v.into_owned())
 }
 
 fn canaries_json(snapshot: &Snapshot) -> Value {

@@ -165,6 +165,7 @@ pub fn compile_canary(
         &mut err,
     );
     let allow_force = raw.allow_force.as_ref().is_some_and(|f| f.value);
+    let expose_variant = raw.expose_variant.as_ref().is_some_and(|f| f.value);
     if error_count(diags) > errors_before {
         return None;
     }
@@ -197,6 +198,10 @@ pub fn compile_canary(
     .finish();
     Some(CanaryDef {
         index: 0,
+        upstream_names: [
+            raw.stable.value.as_str().into(),
+            raw.canary.value.as_str().into(),
+        ],
         arm_labels: arm_labels(route),
         route: route.into(),
         stable,
@@ -206,6 +211,7 @@ pub fn compile_canary(
         on_breach,
         sticky,
         allow_force,
+        expose_variant,
         identity,
     })
 }

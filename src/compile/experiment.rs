@@ -155,6 +155,7 @@ pub fn compile_experiment(
     let ranges = hash::get_bucket_ranges(variants.len(), coverage, Some(&weights));
     let seed: Arc<str> = raw.seed.as_ref().map_or(name, |s| s.value.as_str()).into();
     let allow_force = raw.allow_force.as_ref().is_some_and(|f| f.value);
+    let expose_variant = raw.expose_variant.as_ref().is_some_and(|f| f.value);
 
     let sources: Vec<String> = sticky.sources.iter().map(ToString::to_string).collect();
     let (ns_name, ns_start, ns_end) = namespace
@@ -191,6 +192,7 @@ pub fn compile_experiment(
         namespace,
         targeting,
         allow_force,
+        expose_variant,
         sticky,
         variants,
         ranges,
@@ -201,6 +203,7 @@ pub fn compile_experiment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::split::experiment::Mode;
     use crate::split::sticky::SimpleRequest;
     use crate::split::tally::Tally;
     use crate::split::{Exclusion, Outcome};
@@ -213,9 +216,9 @@ mod tests {
         targeting: bool,
         forced: Option<&str>,
     ) -> crate::split::Assignment<'a> {
-        let a = e.assign(req, targeting, forced);
+        let a = e.assign(req, targeting, forced, Mode::Running);
         if let Outcome::Enrolled(i) = a.outcome {
-            tally.record(i);
+            tally.record(i, false, std::time::Duration::ZERO);
         }
         a
     }
@@ -327,12 +330,12 @@ mod tests {
         let e = ok("sticky_on: [header:x-user-id]\nvariants:\n  - { name: a, weight: 1 }\n");
         let none = SimpleRequest::default();
         assert_eq!(
-            e.assign(&none, true, None).outcome,
+            e.assign(&none, true, None, Mode::Running).outcome,
             Outcome::Excluded(Exclusion::NoId)
         );
         let req = SimpleRequest::default().header("x-user-id", "u");
         assert_eq!(
-            e.assign(&req, false, None).outcome,
+            e.assign(&req, false, None, Mode::Running).outcome,
             Outcome::Excluded(Exclusion::Targeting)
         );
         let e = ok("coverage: 0\nvariants:\n  - { name: a, weight: 1 }\n");
@@ -364,9 +367,28 @@ mod tests {
         assert_eq!(tally.assignments().iter().sum::<u64>(), 1);
         // An unknown variant is not a force.
         assert_ne!(
-            e.assign(&none, false, Some("zz")).outcome,
+            e.assign(&none, false, Some("zz"), Mode::Running).outcome,
             Outcome::Forced(0)
         );
+    }
+
+    #[test]
+    fn the_kill_switch_stops_and_releases() {
+        let e = ok(
+            "sticky_on: [header:x-u]\nvariants:\n  - { name: a, weight: 1 }\n  - { name: b, weight: 1 }\n",
+        );
+        let req = SimpleRequest::default().header("x-u", "someone");
+        let stopped = e.assign(&req, true, None, Mode::Stopped);
+        assert_eq!(stopped.outcome, Outcome::Excluded(Exclusion::Stopped));
+        assert_eq!(stopped.variant(), None);
+        let released = e.assign(&req, true, None, Mode::Released(1));
+        assert_eq!(released.outcome, Outcome::Released(1));
+        // Only the eligible: targeting still decides.
+        let ineligible = e.assign(&req, false, None, Mode::Released(1));
+        assert_eq!(ineligible.outcome, Outcome::Excluded(Exclusion::Targeting));
+        // Resumed, the user is back in their own variant.
+        let own = e.assign(&req, true, None, Mode::Running).variant();
+        assert_eq!(own, e.place("someone").ok());
     }
 
     #[test]
@@ -374,7 +396,7 @@ mod tests {
         let e = ok("variants:\n  - { name: a, weight: 1 }\n  - { name: b, weight: 1 }\n");
         let req = SimpleRequest::default();
         assert_eq!(
-            e.assign(&req, false, Some("b")).outcome,
+            e.assign(&req, false, Some("b"), Mode::Running).outcome,
             Outcome::Excluded(Exclusion::Targeting)
         );
     }

@@ -26,7 +26,7 @@ pub use config::{
     Action, Config, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect, Respond,
     Route,
 };
-pub use settings::{AdminSettings, Limits, Listener, ListenerTls, Settings};
+pub use settings::{AdminSettings, ExposureTarget, Limits, Listener, ListenerTls, Settings};
 
 use crate::config::raw::{self, Spanned};
 use crate::config::{Diagnostic, Diagnostics, Loaded, Severity, Source, parse_duration};
@@ -171,12 +171,13 @@ impl<'a> Builder<'a> {
         self.loaded.sources.iter()
     }
 
-    /// `admin`, `fallback`, `limits`, `trusted_proxies`, `state_file`: one file only.
+    /// `admin`, `fallback`, `limits`, `trusted_proxies`, `state_file`,
+    /// `exposure_log`: one file only.
     fn singletons(&mut self) {
         let mut seen: HashMap<&'static str, Arc<str>> = HashMap::new();
         for src in self.files() {
             let d = &src.doc;
-            let present: [(&'static str, Option<Location>); 5] = [
+            let present: [(&'static str, Option<Location>); 6] = [
                 ("admin", d.admin.as_ref().map(|s| s.referenced)),
                 ("fallback", d.fallback.as_ref().map(|s| s.referenced)),
                 ("limits", d.limits.as_ref().map(|s| s.referenced)),
@@ -185,6 +186,10 @@ impl<'a> Builder<'a> {
                     d.trusted_proxies.as_ref().map(|s| s.referenced),
                 ),
                 ("state_file", d.state_file.as_ref().map(|s| s.referenced)),
+                (
+                    "exposure_log",
+                    d.exposure_log.as_ref().map(|s| s.referenced),
+                ),
             ];
             for (key, at) in present {
                 let Some(at) = at else { continue };

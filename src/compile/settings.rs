@@ -21,10 +21,21 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// Where canary state is kept across restarts.
+    /// Where canary and experiment state is kept across restarts.
     pub state_file: Option<PathBuf>,
+    /// Where first exposures are logged (SPEC 3.1).
+    pub exposure_log: Option<ExposureTarget>,
     /// Request and connection limits.
     pub limits: Limits,
+}
+
+/// Where exposure lines go (the `exposure_log` setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposureTarget {
+    /// The file, appended to; `None` for standard output.
+    pub path: Option<PathBuf>,
+    /// Log `sha256(seed + id)` instead of the id.
+    pub hash_ids: bool,
 }
 
 /// A public listener.
@@ -144,6 +155,20 @@ impl Builder<'_> {
             }
             if let Some(sf) = &src.doc.state_file {
                 s.state_file = Some(src.resolve(&sf.value));
+            }
+            if let Some(e) = &src.doc.exposure_log {
+                let path = &e.value.path;
+                if path.value.is_empty() {
+                    self.diags.error(
+                        f,
+                        path.referenced,
+                        "exposure_log path may not be empty: give a file or `stdout`",
+                    );
+                }
+                s.exposure_log = Some(ExposureTarget {
+                    path: (path.value != "stdout").then(|| src.resolve(&path.value)),
+                    hash_ids: e.value.hash_ids.as_ref().is_some_and(|h| h.value),
+                });
             }
             if let Some(l) = &src.doc.limits {
                 s.limits = self.limits(f, &l.value);

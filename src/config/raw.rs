@@ -24,6 +24,8 @@ pub struct File {
     pub trusted_proxies: Option<Spanned<OneOrMany<String>>>,
     /// Where canary state is kept across restarts.
     pub state_file: Option<Spanned<String>>,
+    /// One JSON line per first exposure, for the warehouse.
+    pub exposure_log: Option<Spanned<ExposureLog>>,
     /// Named groups of endpoints.
     #[serde(default)]
     pub upstreams: SpannedMap<Upstream>,
@@ -37,6 +39,16 @@ pub struct File {
     pub experiments: SpannedMap<Experiment>,
     /// Connection and request limits.
     pub limits: Option<Spanned<Limits>>,
+}
+
+/// The exposure log (SPEC 3.1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposureLog {
+    /// A file (appended to) or `stdout`.
+    pub path: Spanned<String>,
+    /// Log `sha256(seed + id)` instead of the id.
+    pub hash_ids: Option<Spanned<bool>>,
 }
 
 /// A public listener.
@@ -316,6 +328,8 @@ pub struct Experiment {
     pub matcher: Option<Spanned<Match>>,
     /// Honour `x-pointsman-force` / `pm_force`.
     pub allow_force: Option<Spanned<bool>>,
+    /// Tell the client its variant in a response header.
+    pub expose_variant: Option<Spanned<bool>>,
     /// The arms, in order.
     pub variants: Spanned<Vec<Spanned<Variant>>>,
 }
@@ -354,6 +368,8 @@ pub struct Canary {
     pub issue_cookie: Option<Spanned<String>>,
     /// Honour `x-pointsman-force` / `pm_force`.
     pub allow_force: Option<Spanned<bool>>,
+    /// Tell the client its arm in a response header.
+    pub expose_variant: Option<Spanned<bool>>,
 }
 
 /// One step of a progressive canary.

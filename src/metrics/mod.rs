@@ -55,6 +55,9 @@ pub struct Metrics {
     config_generation: IntGauge,
     connections: IntGaugeVec,
     mirror: IntCounterVec,
+    experiment_users: IntGaugeVec,
+    exposures_logged: IntCounter,
+    exposures_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -145,6 +148,21 @@ impl Metrics {
             &["route", "upstream", "result"],
         )?;
 
+        let experiment_users = gauge_vec(
+            &registry,
+            EXPERIMENT_USERS,
+            "Distinct users enrolled in an experiment variant.",
+            &["experiment", "variant"],
+        )?;
+        let exposures_logged =
+            IntCounter::new(EXPOSURES_LOGGED_TOTAL, "Exposure log lines written.")?;
+        registry.register(Box::new(exposures_logged.clone()))?;
+        let exposures_dropped = IntCounter::new(
+            EXPOSURES_DROPPED_TOTAL,
+            "Exposure log lines dropped (queue full or write failed).",
+        )?;
+        registry.register(Box::new(exposures_dropped.clone()))?;
+
         Ok(Arc::new(Metrics {
             registry,
             requests,
@@ -159,6 +177,9 @@ impl Metrics {
             config_generation,
             connections,
             mirror,
+            experiment_users,
+            exposures_logged,
+            exposures_dropped,
         }))
     }
 
@@ -298,12 +319,31 @@ impl Metrics {
         });
     }
 
-    /// Drops assignment series of experiments that are not in the new config.
+    /// Drops assignment and user series of experiments that are not in the
+    /// new config.
     pub fn retain_experiments(&self, live: &[&str]) {
         let names: HashSet<&str> = live.iter().copied().collect();
         retain_vec(&self.experiment_assignments, |l| {
             names.contains(label(l, "experiment"))
         });
+        retain_vec(&self.experiment_users, |l| {
+            names.contains(label(l, "experiment"))
+        });
+    }
+
+    /// Sets the distinct users of one experiment variant.
+    pub fn set_experiment_users(&self, experiment: &str, variant: &str, users: u64) {
+        self.experiment_users
+            .with_label_values(&[experiment, variant])
+            .set(i64::try_from(users).unwrap_or(i64::MAX));
+    }
+
+    /// The exposure log's counters: (lines written, lines dropped).
+    pub fn exposure_counters(&self) -> (IntCounter, IntCounter) {
+        (
+            self.exposures_logged.clone(),
+            self.exposures_dropped.clone(),
+        )
     }
 
     /// Drops weight, state and transition series of canaries that are not in

@@ -25,6 +25,13 @@ pub const CONNECTIONS_ACTIVE: &str = "pointsman_connections_active";
 /// Counter `{route, upstream, result}`, result ∈ `sent`, `failed`, `skipped`.
 pub const MIRROR_REQUESTS_TOTAL: &str = "pointsman_mirror_requests_total";
 
+/// Gauge `{experiment, variant}`: distinct users enrolled (SPEC 3).
+pub const EXPERIMENT_USERS: &str = "pointsman_experiment_users";
+/// Counter: exposure log lines written.
+pub const EXPOSURES_LOGGED_TOTAL: &str = "pointsman_exposures_logged_total";
+/// Counter: exposure log lines dropped (queue full, write failed).
+pub const EXPOSURES_DROPPED_TOTAL: &str = "pointsman_exposures_dropped_total";
+
 /// Every metric name the proxy exports (histograms without their
 /// `_bucket`/`_sum`/`_count` suffixes).
 pub const ALL: &[&str] = &[
@@ -40,6 +47,9 @@ pub const ALL: &[&str] = &[
     CONFIG_GENERATION,
     CONNECTIONS_ACTIVE,
     MIRROR_REQUESTS_TOTAL,
+    EXPERIMENT_USERS,
+    EXPOSURES_LOGGED_TOTAL,
+    EXPOSURES_DROPPED_TOTAL,
 ];
 
 /// The names in [`ALL`] that are histograms.

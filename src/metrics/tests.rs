@@ -118,6 +118,10 @@ fn every_name_is_exported_once_with_spec_labels() {
     m.set_generation(3);
     let _c = m.listener("0.0.0.0:8080").open();
     m.mirror("api", "shadow").sent();
+    m.set_experiment_users("checkout", "b", 3);
+    let (logged, dropped) = m.exposure_counters();
+    logged.inc();
+    dropped.inc();
     let text = m.render();
     let samples = parse(&text);
     let expect: &[(&str, &[&str])] = &[
@@ -132,6 +136,9 @@ fn every_name_is_exported_once_with_spec_labels() {
         (CONFIG_GENERATION, &[]),
         (CONNECTIONS_ACTIVE, &["listener"]),
         (MIRROR_REQUESTS_TOTAL, &["route", "upstream", "result"]),
+        (EXPERIMENT_USERS, &["experiment", "variant"]),
+        (EXPOSURES_LOGGED_TOTAL, &[]),
+        (EXPOSURES_DROPPED_TOTAL, &[]),
     ];
     for (name, labels) in expect {
         let found: Vec<_> = samples.iter().filter(|s| s.name == *name).collect();
@@ -171,13 +178,16 @@ fn every_name_is_exported_once_with_spec_labels() {
         (CONFIG_GENERATION, "gauge"),
         (CONNECTIONS_ACTIVE, "gauge"),
         (MIRROR_REQUESTS_TOTAL, "counter"),
+        (EXPERIMENT_USERS, "gauge"),
+        (EXPOSURES_LOGGED_TOTAL, "counter"),
+        (EXPOSURES_DROPPED_TOTAL, "counter"),
     ] {
         assert!(
             text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 12);
+    assert_eq!(ALL.len(), 15);
 }
 
 #[test]

@@ -4,8 +4,9 @@
 
 use crate::compile::{Action, Config, Route};
 use crate::routing::RequestContext;
-use crate::runtime::CanaryWeights;
-use crate::split::{Purpose, SplitDecision, decide_canary, decide_experiment};
+use crate::runtime::SplitState;
+use crate::split::sticky::StickyId;
+use crate::split::{Purpose, Split, SplitDecision, decide_canary, decide_experiment};
 use crate::upstream::def::UpstreamId;
 
 /// What routing and splitting decided for one request.
@@ -37,37 +38,47 @@ impl Decision {
     }
 }
 
-/// Routes the request (first match in file order) and decides its split.
-/// `tls`: the listener is TLS (a minted cookie gets `Secure`).
-pub fn decide(
+/// Routes the request (first match in file order) and decides its split,
+/// reading canary weights and kill switches from `state`. `tls`: the
+/// listener is TLS (a minted cookie gets `Secure`). Also returns the sticky
+/// id a split used, borrowed from the request.
+pub fn decide<'a>(
     config: &Config,
-    weights: &dyn CanaryWeights,
-    ctx: &RequestContext<'_>,
+    state: &dyn SplitState,
+    ctx: &'a RequestContext<'_>,
     tls: bool,
     purpose: Purpose,
-) -> Decision {
+) -> (Decision, Option<StickyId<'a>>) {
     let Some((i, route)) = config.routes.select(ctx) else {
-        return Decision {
+        let none = Decision {
             route: None,
             split: None,
         };
+        return (none, None);
     };
-    let split = match &route.action {
+    let split: Option<Split<'a>> = match &route.action {
         Action::Experiment {
             default,
             experiment,
-        } => Some(decide_experiment(*default, experiment, ctx, tls, purpose)),
-        Action::Canary(c) => Some(decide_canary(
-            c,
-            weights.canary_weight(c),
-            ctx,
-            tls,
-            purpose,
-        )),
+        } => {
+            let mode = state.experiment_mode(experiment);
+            Some(decide_experiment(
+                *default, experiment, mode, ctx, tls, purpose,
+            ))
+        }
+        Action::Canary(c) => {
+            let weight = state.canary_weight(c);
+            Some(decide_canary(c, weight, ctx, tls, purpose))
+        }
         _ => None,
     };
-    Decision {
+    let (split, sticky) = match split {
+        Some(s) => (Some(s.decision), s.sticky),
+        None => (None, None),
+    };
+    let decision = Decision {
         route: Some(i),
         split,
-    }
+    };
+    (decision, sticky)
 }

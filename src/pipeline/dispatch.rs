@@ -76,13 +76,17 @@ fn note_split(
 ) {
     served.variant = split.and_then(|d| d.variant.clone());
     served.set_cookie = split.and_then(|d| d.set_cookie.clone());
+    served.expose = split
+        .filter(|d| d.expose)
+        .and_then(|d| d.variant_header.clone());
     let arm = match (&route.action, split) {
         (Action::Canary(c), Some(d)) => {
             served.canary = d.arm.map(|arm| (c.index, arm));
             usize::from(d.arm == Some(Arm::Canary))
         }
         (Action::Experiment { experiment, .. }, Some(d)) => {
-            served.exposure = d.enrolled.map(|v| (experiment.index, v));
+            served.exposure = d.exposure.map(|x| (experiment.index, x.index));
+            served.released = d.released.then_some(experiment.index);
             d.variant
                 .as_ref()
                 .and_then(|v| {

@@ -105,7 +105,9 @@ async fn run(
             admitted.client_ip,
             body.held().map(|b| b.as_ref()),
         );
-        decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve)
+        let (decision, sticky) = decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
+        record::expose(snapshot, &decision, sticky.as_ref(), request_id);
+        decision
     };
     let trusted = &config.settings.trusted_proxies;
     prepare::head(

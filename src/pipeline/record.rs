@@ -2,10 +2,15 @@
 //! guard's window are recorded whether or not the access log is on; the
 //! access line is written when the response body is done.
 
+use super::decide::Decision;
+use super::prepare::X_POINTSMAN_VARIANT;
+use crate::compile::Action;
 use crate::forward::{BoxError, ProxyBody, headers};
 use crate::metrics::{ROUTE_FALLBACK, ROUTE_NONE, RequestSeries};
 use crate::runtime::Snapshot;
+use crate::runtime::exposure::ExposureRecord;
 use crate::split::Arm;
+use crate::split::sticky::StickyId;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body::{Body, Frame, SizeHint};
@@ -33,6 +38,10 @@ pub(super) struct Served {
     pub(super) canary: Option<(usize, Arm)>,
     /// The experiment (by index) and variant enrolled: an exposure.
     pub(super) exposure: Option<(usize, usize)>,
+    /// The experiment (by index) whose kill switch released the variant.
+    pub(super) released: Option<usize>,
+    /// `x-pointsman-variant` for the response (`expose_variant`).
+    pub(super) expose: Option<HeaderValue>,
     /// The request series to count the answer in (`None`: the snapshot's
     /// `route="none"` series).
     pub(super) series: Option<Arc<RequestSeries>>,
@@ -75,7 +84,13 @@ pub(super) fn finish(
     if let Some((e, v)) = served.exposure
         && let Some(t) = snapshot.tally(e)
     {
-        t.record(v);
+        t.record(v, status.is_server_error(), elapsed);
+    }
+    if let Some(t) = served.released.and_then(|e| snapshot.tally(e)) {
+        t.record_released();
+    }
+    if let Some(v) = served.expose.take() {
+        resp.headers_mut().insert(X_POINTSMAN_VARIANT, v);
     }
     if let Some(series) = served.series.as_ref().or(snapshot.metrics().none.as_ref()) {
         series.observe(status.as_u16(), elapsed);
@@ -92,6 +107,67 @@ pub(super) fn finish(
     log.served = served;
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, Logged { inner: body, log }.boxed())
+}
+
+/// Notes an assignment by hash as soon as it is decided (while the sticky
+/// id is borrowed from the request): the user counted, and for a first
+/// exposure a line queued for the exposure log.
+pub(super) fn expose(
+    snapshot: &Snapshot,
+    decision: &Decision,
+    sticky: Option<&StickyId<'_>>,
+    request_id: &HeaderValue,
+) {
+    let config = &snapshot.config;
+    let (Some(route), Some(split), Some(id)) = (decision.route(config), &decision.split, sticky)
+    else {
+        return;
+    };
+    let Some(x) = split.exposure else { return };
+    let (first, seed) = match &route.action {
+        Action::Experiment { experiment, .. } => (
+            snapshot
+                .tally(experiment.index)
+                .is_some_and(|t| t.enroll(x.index, &id.value)),
+            &experiment.seed,
+        ),
+        Action::Canary(c) => (
+            snapshot
+                .canary(c.index)
+                .is_some_and(|k| k.first_seen(x.index, &id.value)),
+            &c.route,
+        ),
+        _ => return,
+    };
+    let log = snapshot.exposures();
+    if !first || !log.enabled() {
+        return;
+    }
+    let (Some(variant), Some(name)) = (split.variant.clone(), exposure_name(&route.action)) else {
+        return;
+    };
+    log.push(ExposureRecord {
+        at: std::time::SystemTime::now(),
+        experiment: name,
+        variant,
+        user: id.value.to_string(),
+        source: id.source.to_string(),
+        seed: seed.clone(),
+        hash_version: x.hash_version,
+        bucket: x.bucket,
+        route: route.name.clone(),
+        request_id: request_id.clone(),
+    });
+}
+
+/// The `experiment_id` of an exposure: the experiment, or the canary's
+/// route.
+fn exposure_name(action: &Action) -> Option<Arc<str>> {
+    match action {
+        Action::Experiment { experiment, .. } => Some(experiment.name.clone()),
+        Action::Canary(c) => Some(c.route.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

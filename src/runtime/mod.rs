@@ -5,32 +5,28 @@
 //! reload is compile (off the request path) + link + one swap, and
 //! unchanged upstreams, canaries and experiments keep their state across it.
 
+pub mod experiments;
+pub mod exposure;
 pub mod handles;
 pub mod live;
 mod registry;
 pub mod scrape;
 pub mod snapshot;
 
+pub use experiments::{ExperimentAction, ExperimentActionError, ExperimentState};
+pub use exposure::ExposureLog;
 pub use live::Live;
-pub use snapshot::{CanaryWeights, Snapshot, StartingWeights};
+pub use snapshot::{Snapshot, SplitState, StartingState};
 
 use crate::compile::Config;
 use crate::metrics::Metrics;
-use crate::split::identity::Identity;
-use crate::split::{CanaryRegistry, Experiment, Tally};
+use crate::split::persist::StateStore;
+use crate::split::{CanaryRegistry, Experiment};
 use crate::upstream::Upstream;
 use crate::upstream::def::UpstreamDef;
+use arc_swap::ArcSwapOption;
 use registry::Registry;
 use std::sync::Arc;
-
-/// Live state of one experiment definition.
-#[derive(Debug)]
-pub struct ExperimentState {
-    /// The definition's identity: the state is reused while it holds.
-    identity: Identity,
-    /// Exposures counted.
-    pub tally: Tally,
-}
 
 /// The long-lived state snapshots are linked to.
 #[derive(Debug)]
@@ -38,18 +34,51 @@ pub struct Runtime {
     upstreams: Registry<Upstream>,
     canaries: Arc<CanaryRegistry>,
     experiments: Registry<ExperimentState>,
+    exposures: Arc<ExposureLog>,
+    /// The `state_file`, once [`Runtime::use_state_file`] ran.
+    store: ArcSwapOption<StateStore>,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Runtime {
     /// A runtime recording into `metrics` (`None`: nothing is recorded).
     pub fn new(metrics: Option<Arc<Metrics>>) -> Arc<Runtime> {
+        let counters = metrics.as_ref().map(|m| m.exposure_counters());
         Arc::new(Runtime {
             upstreams: Registry::default(),
             canaries: Arc::new(CanaryRegistry::new()),
             experiments: Registry::default(),
+            exposures: Arc::new(ExposureLog::new(counters)),
+            store: ArcSwapOption::empty(),
             metrics,
         })
+    }
+
+    /// Keeps canary and experiment state in `path` from now on (SPEC 4):
+    /// reads it, gives every live canary and experiment whose definition is
+    /// unchanged its saved state, and writes the file. An unreadable or
+    /// invalid file is logged and replaced.
+    pub fn use_state_file(&self, path: &std::path::Path) {
+        let store = Arc::new(StateStore::open(path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; canaries and experiments start afresh");
+            StateStore::empty(path)
+        }));
+        self.store.store(Some(store.clone()));
+        self.canaries.use_store(store, tokio::time::Instant::now());
+    }
+
+    /// Waits until the `state_file` and the exposure log hold every change
+    /// made so far (at exit).
+    pub fn flush(&self) {
+        if let Some(store) = self.store.load_full() {
+            store.flush();
+        }
+        self.exposures.flush(std::time::Duration::from_secs(2));
+    }
+
+    /// The exposure log.
+    pub fn exposures(&self) -> &Arc<ExposureLog> {
+        &self.exposures
     }
 
     /// The canary registry (for the step driver and the `state_file`).
@@ -83,6 +112,9 @@ impl Runtime {
             .iter()
             .map(|e| self.experiment(e))
             .collect();
+        // SPEC 3.1: every linked config (start-up, reload) reopens the log.
+        self.exposures
+            .configure(config.settings.exposure_log.clone());
         let metrics = self
             .metrics
             .as_deref()
@@ -94,6 +126,7 @@ impl Runtime {
             canaries,
             experiments,
             metrics,
+            exposures: self.exposures.clone(),
         }
     }
 
@@ -112,14 +145,14 @@ impl Runtime {
     }
 
     fn experiment(&self, e: &Experiment) -> Arc<ExperimentState> {
-        let (state, _) = self.experiments.get_or_make(
+        let (state, new) = self.experiments.get_or_make(
             &e.name,
             |s| s.identity == *e.identity() && s.tally.fits(e.variants.len()),
-            || ExperimentState {
-                identity: *e.identity(),
-                tally: Tally::new(e.variants.len()),
-            },
+            || ExperimentState::new(e),
         );
+        if new {
+            state.use_store(e, self.store.load_full());
+        }
         state
     }
 }

@@ -20,9 +20,12 @@ pub fn refresh(metrics: &Metrics, snapshot: &Snapshot) {
     }
     let config = &snapshot.config;
     for e in &config.experiments {
-        let counts = snapshot.tally(e.index).map(|t| t.assignments());
-        for (v, n) in e.variants.iter().zip(counts.unwrap_or_default()) {
+        let Some(t) = snapshot.tally(e.index) else {
+            continue;
+        };
+        for ((v, n), u) in e.variants.iter().zip(t.assignments()).zip(t.users()) {
             metrics.sync_experiment_assignments(&e.name, &v.name, n);
+            metrics.set_experiment_users(&e.name, &v.name, u);
         }
     }
     for c in snapshot.canaries() {

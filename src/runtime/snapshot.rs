@@ -4,10 +4,12 @@
 //! finish; a reload swaps in a new one whole.
 
 use super::ExperimentState;
+use super::exposure::ExposureLog;
 use super::handles::{RouteMetrics, SnapshotMetrics};
 use crate::compile::Config;
 use crate::split::canary::CanaryDef;
-use crate::split::{Canary, Tally};
+use crate::split::experiment::Mode;
+use crate::split::{Canary, Experiment, Tally};
 use crate::upstream::Upstream;
 use crate::upstream::def::UpstreamId;
 use std::sync::Arc;
@@ -21,30 +23,44 @@ pub struct Snapshot {
     pub(super) canaries: Box<[Canary]>,
     pub(super) experiments: Box<[Arc<ExperimentState>]>,
     pub(super) metrics: SnapshotMetrics,
+    pub(super) exposures: std::sync::Arc<ExposureLog>,
 }
 
-/// Where a split reads a canary's current weight: the live state when
-/// serving, the definition's starting weight for `explain` on a config
-/// that is not running.
-pub trait CanaryWeights {
+/// What a split reads of the live state: a canary's current weight, an
+/// experiment's kill switch. The live snapshot when serving; the starting
+/// state for `explain` on a config that is not running.
+pub trait SplitState {
     /// The current percent on the canary of `def`.
     fn canary_weight(&self, def: &CanaryDef) -> f64;
+    /// What the kill switch says about `exp`.
+    fn experiment_mode(&self, exp: &Experiment) -> Mode;
 }
 
-/// Canaries as they start: every weight is the definition's first.
+/// Canaries and experiments as they start: every weight the definition's
+/// first, every experiment running.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StartingWeights;
+pub struct StartingState;
 
-impl CanaryWeights for StartingWeights {
+impl SplitState for StartingState {
     fn canary_weight(&self, def: &CanaryDef) -> f64 {
         def.initial_weight()
     }
+
+    fn experiment_mode(&self, _: &Experiment) -> Mode {
+        Mode::Running
+    }
 }
 
-impl CanaryWeights for Snapshot {
+impl SplitState for Snapshot {
     fn canary_weight(&self, def: &CanaryDef) -> f64 {
         self.canary(def.index)
             .map_or_else(|| def.initial_weight(), Canary::weight)
+    }
+
+    fn experiment_mode(&self, exp: &Experiment) -> Mode {
+        self.experiments
+            .get(exp.index)
+            .map_or(Mode::Running, |s| s.mode())
     }
 }
 
@@ -77,6 +93,16 @@ impl Snapshot {
     /// The tally of experiment `index` (an `Experiment::index`).
     pub fn tally(&self, index: usize) -> Option<&Tally> {
         self.experiments.get(index).map(|e| &e.tally)
+    }
+
+    /// The live state of experiment `index`.
+    pub fn experiment_state(&self, index: usize) -> Option<&ExperimentState> {
+        self.experiments.get(index).map(|e| &**e)
+    }
+
+    /// The exposure log.
+    pub fn exposures(&self) -> &ExposureLog {
+        &self.exposures
     }
 
     /// The metric handles of route `i`.

@@ -3,9 +3,9 @@
 //! Shared by the request path and `explain`, so both decide alike.
 
 use super::canary::{ArmReason, CanaryDef};
-use super::experiment::{Experiment, Outcome};
+use super::experiment::{Experiment, Mode, Outcome};
 use super::force::forced_variant;
-use super::sticky::StickyLookup;
+use super::sticky::{StickyId, StickyLookup};
 use super::window::Arm;
 use crate::routing::RequestContext;
 use crate::routing::context::{cookie_values, query_values};
@@ -24,17 +24,43 @@ pub struct SplitDecision {
     /// The variant name (`stable`/`canary` for canaries); `None` when not
     /// enrolled.
     pub variant: Option<Arc<str>>,
-    /// `NAME=VARIANT` for the upstream request.
+    /// `NAME=VARIANT` for the upstream request (and for the response with
+    /// `expose_variant`).
     pub variant_header: Option<HeaderValue>,
+    /// Whether the response carries the variant (`expose_variant`).
+    pub expose: bool,
     /// `Set-Cookie` for a minted sticky id.
     pub set_cookie: Option<HeaderValue>,
     /// The canary arm, for the guard's observations.
     pub arm: Option<Arm>,
-    /// The experiment variant enrolled by hash: an exposure to count
-    /// (forced and excluded requests are not counted).
-    pub enrolled: Option<usize>,
+    /// Assigned by hash: an exposure to count and, the first time for this
+    /// user, to log (forced, excluded and released requests are not).
+    pub exposure: Option<Exposure>,
+    /// The kill switch released this request's variant (counted apart).
+    pub released: bool,
     /// What `explain` prints; built for [`Purpose::Explain`] only.
     pub trace: Option<SplitTrace>,
+}
+
+/// An assignment by hash, as the exposure log records it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exposure {
+    /// The experiment variant's index, or the canary arm's (0 stable, 1
+    /// canary).
+    pub index: usize,
+    /// The sticky id's bucket.
+    pub bucket: f64,
+    /// The GrowthBook hash version used (2 for canaries).
+    pub hash_version: u32,
+}
+
+/// A split decision with the sticky id it used, borrowed from the request.
+#[derive(Debug)]
+pub struct Split<'a> {
+    /// The decision.
+    pub decision: SplitDecision,
+    /// The sticky id (minted, found, or none).
+    pub sticky: Option<StickyId<'a>>,
 }
 
 /// Who asks for a decision.
@@ -73,21 +99,22 @@ pub struct SplitTrace {
     pub excluded: Option<&'static str>,
 }
 
-/// Decides an experiment route.
-pub fn decide_experiment(
+/// Decides an experiment route under the kill switch's `mode`.
+pub fn decide_experiment<'a>(
     default: UpstreamId,
     exp: &Experiment,
-    ctx: &RequestContext<'_>,
+    mode: Mode,
+    ctx: &'a RequestContext<'_>,
     tls: bool,
     purpose: Purpose,
-) -> SplitDecision {
+) -> Split<'a> {
     let targeting = exp.targeting.as_ref().is_none_or(|t| t.matches(ctx));
     let forced = if exp.allow_force {
         forced_variant(ctx, &exp.name)
     } else {
         None
     };
-    let a = exp.assign(ctx, targeting, forced.as_deref());
+    let a = exp.assign(ctx, targeting, forced.as_deref(), mode);
     let chosen = a.variant().and_then(|i| exp.variants.get(i));
     let upstream = chosen.and_then(|v| v.upstream).unwrap_or(default);
     let variant = chosen.map(|v| v.name.clone());
@@ -107,31 +134,41 @@ pub fn decide_experiment(
             _ => None,
         },
     });
-    let enrolled = match a.outcome {
-        Outcome::Enrolled(i) => Some(i),
+    let exposure = match (a.outcome, a.bucket) {
+        (Outcome::Enrolled(index), Some(bucket)) => Some(Exposure {
+            index,
+            bucket,
+            hash_version: exp.hash_version.number(),
+        }),
         _ => None,
     };
-    SplitDecision {
+    let decision = SplitDecision {
         upstream,
         variant_header: chosen.and_then(|v| v.header.clone()),
+        expose: exp.expose_variant && chosen.is_some(),
         set_cookie: a
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
         arm: None,
-        enrolled,
+        exposure,
+        released: matches!(a.outcome, Outcome::Released(_)),
         trace,
         variant,
+    };
+    Split {
+        decision,
+        sticky: a.sticky,
     }
 }
 
 /// Decides a canary route at `weight` percent.
-pub fn decide_canary(
+pub fn decide_canary<'a>(
     canary: &CanaryDef,
     weight: f64,
-    ctx: &RequestContext<'_>,
+    ctx: &'a RequestContext<'_>,
     tls: bool,
     purpose: Purpose,
-) -> SplitDecision {
+) -> Split<'a> {
     let name = &canary.route;
     let forced = if canary.allow_force {
         forced_variant(ctx, name)
@@ -140,14 +177,24 @@ pub fn decide_canary(
     };
     let d = canary.decide(ctx, forced.as_deref(), weight);
     let (variant, variant_header) = canary.arm_label(d.arm).clone();
-    SplitDecision {
+    let exposure = match (d.reason, d.bucket) {
+        (ArmReason::Hashed, Some(bucket)) => Some(Exposure {
+            index: d.arm as usize,
+            bucket,
+            hash_version: 2,
+        }),
+        _ => None,
+    };
+    let decision = SplitDecision {
         upstream: d.upstream,
         variant_header,
+        expose: canary.expose_variant,
         set_cookie: d
             .set_cookie(tls)
             .and_then(|c| HeaderValue::from_str(&c).ok()),
         arm: Some(d.arm),
-        enrolled: None,
+        exposure,
+        released: false,
         trace: (purpose == Purpose::Explain).then(|| SplitTrace {
             kind: "canary",
             name: name.to_string(),
@@ -162,6 +209,10 @@ pub fn decide_canary(
             excluded: (d.reason == ArmReason::NoId).then_some("no_id"),
         }),
         variant: Some(variant),
+    };
+    Split {
+        decision,
+        sticky: d.sticky,
     }
 }
 

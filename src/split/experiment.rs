@@ -30,6 +30,9 @@ pub struct Experiment {
     pub targeting: Option<Expr>,
     /// Whether `x-pointsman-force` / `pm_force` are honoured.
     pub allow_force: bool,
+    /// Whether the response tells the client its variant
+    /// (`x-pointsman-variant`).
+    pub expose_variant: bool,
     /// Where the sticky id comes from.
     pub sticky: StickyConfig,
     /// Variants in file order, weights normalized to sum to 1.
@@ -66,6 +69,8 @@ pub enum Exclusion {
     Coverage,
     /// No sticky id was present and none was minted.
     NoId,
+    /// The kill switch stopped the experiment.
+    Stopped,
 }
 
 impl Exclusion {
@@ -76,6 +81,7 @@ impl Exclusion {
             Exclusion::Namespace => "namespace",
             Exclusion::Coverage => "coverage",
             Exclusion::NoId => "no_id",
+            Exclusion::Stopped => "stopped",
         }
     }
 }
@@ -87,6 +93,9 @@ pub enum Outcome {
     Enrolled(usize),
     /// Forced by `x-pointsman-force` / `pm_force`; not counted.
     Forced(usize),
+    /// The kill switch released this variant to everybody eligible;
+    /// counted apart.
+    Released(usize),
     /// Goes to the route's `to`, carries no `x-pointsman-variant`.
     Excluded(Exclusion),
 }
@@ -108,7 +117,7 @@ impl Assignment<'_> {
     /// The variant index, enrolled or forced.
     pub fn variant(&self) -> Option<usize> {
         match self.outcome {
-            Outcome::Enrolled(i) | Outcome::Forced(i) => Some(i),
+            Outcome::Enrolled(i) | Outcome::Forced(i) | Outcome::Released(i) => Some(i),
             Outcome::Excluded(_) => None,
         }
     }
@@ -117,6 +126,29 @@ impl Assignment<'_> {
     /// request (`tls`: the listener is TLS, adds `Secure`).
     pub fn set_cookie(&self, tls: bool) -> Option<String> {
         minted_cookie(self.sticky.as_ref(), tls)
+    }
+}
+
+/// What the kill switch says about an experiment (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The configured split.
+    #[default]
+    Running,
+    /// Nobody is enrolled: every request goes to the route's `to`.
+    Stopped,
+    /// Everybody eligible gets this variant.
+    Released(usize),
+}
+
+impl Mode {
+    /// `running`, `stopped` or `released`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Running => "running",
+            Mode::Stopped => "stopped",
+            Mode::Released(_) => "released",
+        }
     }
 }
 
@@ -135,14 +167,17 @@ impl Experiment {
     /// [`Experiment::targeting`] (true when there is none). `forced`: the
     /// variant named for this experiment by [`super::forced_variant`]; it
     /// is ignored without `allow_force` or when no variant has that name.
+    /// `mode`: the kill switch (a stopped experiment enrolls nobody, a
+    /// released one gives every eligible request its variant).
     ///
-    /// An id is minted only when targeting passed and the request is not
-    /// forced; send [`Assignment::set_cookie`] then.
+    /// An id is minted only when targeting passed, the experiment runs and
+    /// the request is not forced; send [`Assignment::set_cookie`] then.
     pub fn assign<'a>(
         &self,
         req: &'a dyn StickyLookup,
         targeting_passed: bool,
         forced: Option<&str>,
+        mode: Mode,
     ) -> Assignment<'a> {
         if self.allow_force
             && let Some(i) = forced.and_then(|f| self.variant_index(f))
@@ -162,6 +197,18 @@ impl Experiment {
         };
         if !targeting_passed {
             return excluded(Exclusion::Targeting, None, None);
+        }
+        match mode {
+            Mode::Running => {}
+            Mode::Stopped => return excluded(Exclusion::Stopped, None, None),
+            Mode::Released(i) => {
+                return Assignment {
+                    outcome: Outcome::Released(i),
+                    sticky: self.sticky.lookup(req),
+                    bucket: None,
+                    range: None,
+                };
+            }
         }
         let Some(id) = self.sticky.lookup_or_mint(req) else {
             return excluded(Exclusion::NoId, None, None);

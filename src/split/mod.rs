@@ -19,10 +19,12 @@ pub mod experiment;
 pub mod force;
 pub mod hash;
 pub mod identity;
+pub mod latency;
 pub mod persist;
 pub mod stats;
 pub mod sticky;
 pub mod tally;
+pub mod users;
 pub mod window;
 
 pub use experiment::{Assignment, Exclusion, Experiment, Outcome, Variant};
@@ -34,6 +36,8 @@ pub use canary::{
     Action as CanaryAction, ActionError, ArmReason, Canary, CanaryDecision, CanaryDef,
     CanaryRegistry, CanaryView, State as CanaryState,
 };
-pub use decide::{Purpose, SplitDecision, SplitTrace, decide_canary, decide_experiment};
+pub use decide::{
+    Exposure, Purpose, Split, SplitDecision, SplitTrace, decide_canary, decide_experiment,
+};
 pub use identity::Identity;
 pub use window::{Arm, WindowStats};

@@ -1,6 +1,7 @@
-//! The canary `state_file` (SPEC 4): each canary's state, step, time
-//! entered and weight, keyed by route name with the definition identity,
-//! so a restart does not undo a rollback or a promotion.
+//! The `state_file` (SPEC 4, 8): each canary's state, step, time entered
+//! and weight, and each experiment's kill-switch state, keyed by name with
+//! the definition identity, so a restart does not undo a rollback, a
+//! promotion or a stopped experiment.
 //!
 //! The file is JSON, rewritten whole on every change: written to a
 //! temporary file next to it, then renamed over it, so a crash leaves
@@ -54,12 +55,27 @@ pub struct Entry {
     pub weight: f64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct FileBody {
-    canaries: BTreeMap<String, Entry>,
+/// One experiment's persisted kill-switch state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentEntry {
+    /// Hex identity of the definition; a changed definition runs afresh.
+    pub definition: String,
+    /// `running`, `stopped` or `released`.
+    pub state: String,
+    /// The released variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
-type Entries = Arc<ArcSwap<BTreeMap<String, Entry>>>;
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct FileBody {
+    #[serde(default)]
+    canaries: BTreeMap<String, Entry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    experiments: BTreeMap<String, ExperimentEntry>,
+}
+
+type Entries = Arc<ArcSwap<FileBody>>;
 
 enum WriterMsg {
     /// The entries changed: write them.
@@ -80,15 +96,13 @@ impl StateStore {
     /// Opens `path`, reading the canaries it holds; a missing file is empty.
     pub fn open(path: &Path) -> Result<Self, StateFileError> {
         let entries = match std::fs::read(path) {
-            Ok(bytes) => {
-                serde_json::from_slice::<FileBody>(&bytes)
-                    .map_err(|source| StateFileError::Parse {
-                        path: path.to_path_buf(),
-                        source,
-                    })?
-                    .canaries
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Ok(bytes) => serde_json::from_slice::<FileBody>(&bytes).map_err(|source| {
+                StateFileError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileBody::default(),
             Err(source) => {
                 return Err(StateFileError::Read {
                     path: path.to_path_buf(),
@@ -101,10 +115,10 @@ impl StateStore {
 
     /// An empty store that writes to `path` (its content is ignored).
     pub fn empty(path: &Path) -> Self {
-        Self::with_entries(path, BTreeMap::new())
+        Self::with_entries(path, FileBody::default())
     }
 
-    fn with_entries(path: &Path, entries: BTreeMap<String, Entry>) -> Self {
+    fn with_entries(path: &Path, entries: FileBody) -> Self {
         let entries: Entries = Arc::new(ArcSwap::from_pointee(entries));
         let (writer, rx) = mpsc::channel();
         let (path2, entries2) = (path.to_path_buf(), entries.clone());
@@ -129,19 +143,40 @@ impl StateStore {
     /// The persisted entry of `route`, when its definition is `identity`.
     pub fn entry(&self, route: &str, identity: &Identity) -> Option<Entry> {
         let entries = self.entries.load();
-        let e = entries.get(route)?;
+        let e = entries.canaries.get(route)?;
         (e.definition == identity.hex()).then(|| e.clone())
     }
 
     /// Records `route`'s entry; the writer thread rewrites the file soon.
     /// Write failures are logged: serving goes on with the state in memory.
     pub fn save(&self, route: &str, entry: Entry) {
-        if self.entries.load().get(route) == Some(&entry) {
+        if self.entries.load().canaries.get(route) == Some(&entry) {
             return;
         }
         self.entries.rcu(|cur| {
             let mut next = (**cur).clone();
-            next.insert(route.to_owned(), entry.clone());
+            next.canaries.insert(route.to_owned(), entry.clone());
+            next
+        });
+        let _ = self.writer.send(WriterMsg::Changed);
+    }
+
+    /// The persisted kill-switch state of experiment `name`, when its
+    /// definition is `identity`.
+    pub fn experiment(&self, name: &str, identity: &Identity) -> Option<ExperimentEntry> {
+        let entries = self.entries.load();
+        let e = entries.experiments.get(name)?;
+        (e.definition == identity.hex()).then(|| e.clone())
+    }
+
+    /// Records experiment `name`'s kill-switch state.
+    pub fn save_experiment(&self, name: &str, entry: ExperimentEntry) {
+        if self.entries.load().experiments.get(name) == Some(&entry) {
+            return;
+        }
+        self.entries.rcu(|cur| {
+            let mut next = (**cur).clone();
+            next.experiments.insert(name.to_owned(), entry.clone());
             next
         });
         let _ = self.writer.send(WriterMsg::Changed);
@@ -181,11 +216,8 @@ fn write_loop(path: &Path, entries: &Entries, rx: &mpsc::Receiver<WriterMsg>) {
     }
 }
 
-fn write(path: &Path, entries: &BTreeMap<String, Entry>) -> std::io::Result<()> {
-    let body = FileBody {
-        canaries: entries.clone(),
-    };
-    let mut text = serde_json::to_vec_pretty(&body).map_err(std::io::Error::other)?;
+fn write(path: &Path, body: &FileBody) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(body).map_err(std::io::Error::other)?;
     text.push(b'\n');
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

@@ -10,6 +10,7 @@
 //! tolerates. Latencies go into log-linear buckets (8 per power of two of
 //! microseconds), so the p99 is an upper bound at most 12.5% high.
 
+use super::latency::Histogram;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,7 +18,6 @@ use tokio::time::Instant;
 
 /// Slots per window.
 pub const SLOTS: usize = 10;
-const LAT_BUCKETS: usize = 208;
 
 /// Which upstream served a canary route's request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -63,7 +63,7 @@ impl WindowStats {
 struct ArmCounters {
     requests: AtomicU64,
     errors: AtomicU64,
-    latency: Box<[AtomicU64]>,
+    latency: Histogram,
 }
 
 impl ArmCounters {
@@ -71,16 +71,14 @@ impl ArmCounters {
         ArmCounters {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            latency: (0..LAT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            latency: Histogram::new(),
         }
     }
 
     fn zero(&self) {
         self.requests.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
-        for b in self.latency.iter() {
-            b.store(0, Ordering::Relaxed);
-        }
+        self.latency.zero();
     }
 }
 
@@ -164,9 +162,7 @@ impl Window {
         if error {
             c.errors.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(b) = c.latency.get(latency_bucket(latency)) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
+        c.latency.record(latency);
     }
 
     /// Starts the window afresh at `now` (step change, operator action).
@@ -187,7 +183,7 @@ impl Window {
             .saturating_sub(SLOTS as u64 - 1)
             .max(self.start.load(Ordering::Acquire));
         let (mut requests, mut errors) = (0u64, 0u64);
-        let mut hist = [0u64; LAT_BUCKETS];
+        let mut hist = Histogram::snapshot_zero();
         for slot in self.slots.iter() {
             let epoch = slot.epoch.load(Ordering::Acquire);
             if epoch == 0 || epoch - 1 < first || epoch - 1 > period {
@@ -196,23 +192,9 @@ impl Window {
             let c = &slot.arms[arm as usize];
             requests += c.requests.load(Ordering::Relaxed);
             errors += c.errors.load(Ordering::Relaxed);
-            for (h, b) in hist.iter_mut().zip(c.latency.iter()) {
-                *h += b.load(Ordering::Relaxed);
-            }
+            c.latency.add_to(&mut hist);
         }
-        let total: u64 = hist.iter().sum();
-        let p99_ms = (total > 0).then(|| {
-            let rank = (total * 99).div_ceil(100);
-            let mut seen = 0;
-            let idx = hist
-                .iter()
-                .position(|&n| {
-                    seen += n;
-                    seen >= rank
-                })
-                .unwrap_or(LAT_BUCKETS - 1);
-            bucket_upper_micros(idx) as f64 / 1000.0
-        });
+        let p99_ms = Histogram::quantile_ms(&hist, 0.99);
         WindowStats {
             requests,
             errors,
@@ -222,42 +204,9 @@ impl Window {
     }
 }
 
-/// Log-linear bucket of a latency: exact below 8 µs, then 8 per octave.
-fn latency_bucket(latency: Duration) -> usize {
-    let v = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-    if v < 8 {
-        return v as usize;
-    }
-    let e = 63 - u64::from(v.leading_zeros());
-    let sub = (v >> (e - 3)) & 7;
-    (((e - 2) * 8 + sub) as usize).min(LAT_BUCKETS - 1)
-}
-
-/// Exclusive upper bound, in µs, of a latency bucket.
-fn bucket_upper_micros(i: usize) -> u64 {
-    if i < 8 {
-        return i as u64 + 1;
-    }
-    let e = (i / 8 + 2) as u64;
-    let sub = (i % 8) as u64;
-    (9 + sub) << (e - 3)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_are_contiguous_and_tight() {
-        for v in [0u64, 7, 8, 15, 16, 17, 1000, 123_456, 10_000_000] {
-            let i = latency_bucket(Duration::from_micros(v));
-            assert!(bucket_upper_micros(i) > v, "{v}");
-            if i > 0 {
-                assert!(bucket_upper_micros(i - 1) <= v, "{v}");
-            }
-            assert!(bucket_upper_micros(i) as f64 <= (v as f64 * 1.125).max(v as f64 + 1.0));
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn window_slides_and_restarts() {

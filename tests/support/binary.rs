@@ -84,19 +84,29 @@ impl Launch {
                 (Some(t), p)
             }
         };
-        let (addr, admin) = (local(free_port()), local(free_port()));
-        let text = rules
-            .replace("{LISTEN}", &addr.to_string())
-            .replace("{ADMIN}", &admin.to_string());
         for (name, content) in &self.files {
             std::fs::write(dir.join(name), content).expect("write file");
         }
         let config = dir.join("routes.yaml");
-        std::fs::write(&config, text).expect("write rules");
-        let mut b = self.spawn(&config, addr, admin, &dir);
-        b.dir = made;
-        b.wait_ready();
-        b
+        // A free port can be taken by another test (or another process)
+        // between our probe and the proxy's bind: try fresh ports then.
+        for attempt in 1.. {
+            let (addr, admin) = (local(free_port()), local(free_port()));
+            let text = rules
+                .replace("{LISTEN}", &addr.to_string())
+                .replace("{ADMIN}", &admin.to_string());
+            std::fs::write(&config, text).expect("write rules");
+            let mut b = self.spawn(&config, addr, admin, &dir);
+            match b.wait_ready() {
+                Ok(()) => {
+                    b.dir = made;
+                    return b;
+                }
+                Err(log) if attempt < 5 && log.contains("cannot bind") => continue,
+                Err(log) => panic!("pointsman did not start: {log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Runs on `config` (a file or folder the caller wrote), which listens
@@ -105,7 +115,9 @@ impl Launch {
         let t = tempfile::tempdir().expect("tempdir");
         let mut b = self.spawn(config, local(listen), local(admin), t.path());
         b.dir = Some(t);
-        b.wait_ready();
+        if let Err(log) = b.wait_ready() {
+            panic!("pointsman did not start: {log}");
+        }
         b
     }
 
@@ -247,18 +259,20 @@ impl Binary {
         }
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits for `/readyz`; `Err` with the log when the process exited or
+    /// never became ready.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("pointsman exited with {status}: {}", self.log_text());
+                return Err(format!("exited with {status}: {}", self.log_text()));
             }
             if send_blocking(self.admin, "GET", "/readyz", &[], "").is_ok_and(|r| r.status == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("pointsman not ready: {}", self.log_text());
+        Err(format!("not ready: {}", self.log_text()))
     }
 }
 

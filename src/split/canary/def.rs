@@ -30,6 +30,8 @@ pub struct CanaryDef {
     pub stable: UpstreamId,
     /// The canary upstream.
     pub canary: UpstreamId,
+    /// The stable and canary upstreams' names, as written.
+    pub upstream_names: [Arc<str>; 2],
     /// Fixed weight or steps.
     pub plan: Plan,
     /// Automatic rollback thresholds.
@@ -40,6 +42,8 @@ pub struct CanaryDef {
     pub sticky: StickyConfig,
     /// Whether `x-pointsman-force` may pick the arm.
     pub allow_force: bool,
+    /// Whether the response tells the client its arm.
+    pub expose_variant: bool,
     /// Identity of what decides who is on the canary (SPEC 4): route,
     /// upstream names, sticky settings and the weights.
     pub identity: Identity,
@@ -299,8 +303,34 @@ impl CanaryDef {
         hash::hash_with(HashVersion::V2, &self.route, id)
     }
 
+    /// What differs from `other` among the settings that decide who is on
+    /// the canary (what changes its identity), by key.
+    pub fn identity_changed(&self, other: &CanaryDef) -> Vec<&'static str> {
+        let weights = |d: &CanaryDef| match &d.plan {
+            Plan::Fixed(w) => vec![*w],
+            Plan::Steps(s) => s.iter().map(|s| s.weight).collect(),
+        };
+        let mut changed = Vec::new();
+        if self.upstream_names[0] != other.upstream_names[0] {
+            changed.push("stable");
+        }
+        if self.upstream_names[1] != other.upstream_names[1] {
+            changed.push("canary");
+        }
+        if self.sticky != other.sticky {
+            changed.push("sticky_on/issue_cookie");
+        }
+        if weights(self) != weights(other)
+            || matches!(self.plan, Plan::Fixed(_)) != matches!(other.plan, Plan::Fixed(_))
+        {
+            changed.push("weights");
+        }
+        changed
+    }
+
     /// What differs from `other` among the settings that do not decide who
-    /// is on the canary (guard, holds, `on_breach`, `allow_force`), by key.
+    /// is on the canary (guard, holds, `on_breach`, `allow_force`,
+    /// `expose_variant`), by key.
     pub fn settings_changed(&self, other: &CanaryDef) -> Vec<&'static str> {
         let holds = |d: &CanaryDef| match &d.plan {
             Plan::Fixed(_) => Vec::new(),
@@ -318,6 +348,9 @@ impl CanaryDef {
         }
         if self.allow_force != other.allow_force {
             changed.push("allow_force");
+        }
+        if self.expose_variant != other.expose_variant {
+            changed.push("expose_variant");
         }
         changed
     }

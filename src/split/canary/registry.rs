@@ -46,6 +46,7 @@ impl CanaryRegistry {
                 runtime.adopt(def.clone(), now);
                 return Canary::from_parts(def, runtime);
             }
+            warn_restart(&cur, &def);
             let runtime = Arc::new(CanaryRuntime::new(def.clone(), now));
             let store = self.store.load_full();
             if let Some(store) = &store
@@ -76,6 +77,12 @@ impl CanaryRegistry {
             tracing::warn!("{e}; canaries start afresh");
             StateStore::empty(path)
         }));
+        self.use_store(store, now);
+    }
+
+    /// Keeps canary state in `store` from now on (see
+    /// [`CanaryRegistry::use_state_file`]).
+    pub fn use_store(&self, store: Arc<StateStore>, now: Instant) {
         self.store.store(Some(store.clone()));
         for runtime in self.live() {
             let def = runtime.def();
@@ -118,5 +125,21 @@ impl CanaryRegistry {
                 registry.tick(Instant::now());
             }
         })
+    }
+}
+
+/// SPEC 4: a changed definition starts afresh; say so, and what changed.
+fn warn_restart(live: &HashMap<RegistryKey, Weak<CanaryRuntime>>, def: &CanaryDef) {
+    let previous = live
+        .iter()
+        .filter(|((route, identity), _)| *route == def.route && *identity != def.identity)
+        .find_map(|(_, w)| w.upgrade());
+    if let Some(old) = previous {
+        let changed = old.def().identity_changed(def);
+        tracing::warn!(
+            canary = &*def.route,
+            changed = %changed.join(", "),
+            "canary definition changed: it starts afresh"
+        );
     }
 }

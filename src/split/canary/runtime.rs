@@ -11,6 +11,7 @@
 use super::def::{Action, ActionError, CanaryDecision, CanaryDef, GuardDef, OnBreach, Plan, State};
 use crate::split::persist::{Entry, StateStore};
 use crate::split::sticky::StickyLookup;
+use crate::split::users::DistinctIds;
 use crate::split::window::{Arm, Window, WindowStats};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
@@ -62,6 +63,8 @@ pub(super) struct CanaryRuntime {
     transitions: [AtomicU64; 5],
     /// The `state_file`, when configured: written on every change.
     store: ArcSwapOption<StateStore>,
+    /// Users seen per arm, for the exposure log's first exposures.
+    users: DistinctIds,
 }
 
 /// A canary route's definition with a handle to its runtime state.
@@ -146,6 +149,14 @@ impl Canary {
         self.runtime.view(now)
     }
 
+    /// Records that user `id` was on `arm` (0 stable, 1 canary): true the
+    /// first time (a first exposure, SPEC 3.1).
+    pub fn first_seen(&self, arm: usize, id: &str) -> bool {
+        self.runtime
+            .users
+            .insert(u8::try_from(arm).unwrap_or(u8::MAX), id)
+    }
+
     /// Whether two handles share one runtime state.
     pub fn same_state(&self, other: &Canary) -> bool {
         Arc::ptr_eq(&self.runtime, &other.runtime)
@@ -162,6 +173,7 @@ impl CanaryRuntime {
             window,
             transitions: Default::default(),
             store: ArcSwapOption::empty(),
+            users: DistinctIds::new(),
             def: ArcSwap::new(def),
         }
     }
