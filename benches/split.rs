@@ -1,7 +1,8 @@
 //! What sticky assignment adds to a request: `decide_experiment` and
 //! `decide_canary` on a prepared `RequestContext`, next to the cost of
 //! building the context alone. Sticky ids from a header, from a cookie, and
-//! minted (random id plus `Set-Cookie`).
+//! minted (random id plus `Set-Cookie`). Also the distinct-user set every
+//! enrolled request goes through (`users/*`).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
@@ -96,6 +97,22 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The distinct-user set every enrolled request goes through: a user
+    // seen before (the common case), and a new one.
+    let users = pointsman::split::users::DistinctIds::new();
+    for i in 0..100_000 {
+        users.insert(0, &format!("seen-{i}"));
+    }
+    g.bench_function("users/seen", |b| {
+        b.iter(|| black_box(users.insert(0, black_box("seen-4242"))))
+    });
+    let mut n = 0u64;
+    g.bench_function("users/new", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(users.insert(1, &n.to_string()))
+        })
+    });
     g.finish();
 }
 

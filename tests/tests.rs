@@ -9,6 +9,7 @@
 
 mod support;
 
+mod analytics;
 mod check_warnings;
 mod cli;
 mod config_check;
