@@ -305,13 +305,18 @@ async fn a_dead_upstream_is_unavailable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let p = start(
-        Rules::new()
-            .upstream_with("dead", &[dead], "protocol: h2")
-            .route("name: grpc, match: { path_prefix: /test.Echo }, to: dead"),
-    )
-    .await;
-    let mut c = grpc::client(p.addr, "grpc.test").await;
+    let rules = Rules::new()
+        .upstream_with("dead", &[dead], "protocol: h2")
+        .route("name: grpc, match: { path_prefix: /test.Echo }, to: dead");
+    // Served with metrics, to see what the failure is counted as.
+    let metrics = pointsman::metrics::Metrics::new().unwrap();
+    let runtime = pointsman::runtime::Runtime::new(Some(metrics.clone()));
+    let live = pointsman::runtime::Live::new(runtime.link(rules.config()), runtime);
+    let server = pointsman::server::Server::bind(live).unwrap();
+    let addr = server.local_addrs().unwrap()[0];
+    tokio::spawn(server.serve(std::future::pending()));
+
+    let mut c = grpc::client(addr, "grpc.test").await;
     let s = grpc::unary(&mut c, Msg::text("anyone?"), &[])
         .await
         .unwrap_err();
@@ -321,6 +326,12 @@ async fn a_dead_upstream_is_unavailable() {
         s.metadata().get("x-pointsman-error").unwrap(),
         "upstream_connect"
     );
+    // 200 on the wire, counted as the 502 it stands for (so a canary's
+    // guard sees the failure).
+    let samples = support::prom::parse(&metrics.render());
+    let want = [("route", "grpc"), ("upstream", "dead"), ("code", "502")];
+    let counted = support::prom::value(&samples, "pointsman_requests_total", &want);
+    assert_eq!(counted, 1.0);
 
     // No route: UNIMPLEMENTED, with the token.
     c.ready().await.unwrap();
