@@ -4,6 +4,8 @@
 //! - `unary_and_streaming_calls_pass_with_trailers_intact`: all four kinds
 //!   of call over h2c; bidirectional streaming in lockstep (each answer
 //!   before the next request: nothing waits for a whole stream).
+//! - `a_closed_upstream_connection_is_replaced`: calls share one h2
+//!   connection per endpoint; one the upstream closed is opened anew.
 //! - `a_4_mib_message_passes_both_ways`
 //! - `an_error_status_keeps_its_details_and_custom_trailers`: trailers-only
 //!   and after messages.
@@ -75,8 +77,24 @@ async fn unary_and_streaming_calls_pass_with_trailers_intact() {
     drop(tx);
     assert!(answers.message().await.unwrap().is_none());
     // The client saw grpc-status 0 in the trailers of every call (tonic
-    // fails a call whose trailers are missing); all went to the upstream.
+    // fails a call whose trailers are missing); all went to the upstream,
+    // on one shared connection.
     assert_eq!(up.calls(), 4);
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_closed_upstream_connection_is_replaced() {
+    let up = grpc::one_call_per_connection("v1").await;
+    let p = proxy_to(up.addr).await;
+    let mut c = grpc::client(p.addr, "grpc.test").await;
+    for i in 0..3 {
+        let r = grpc::unary(&mut c, Msg::text(&i.to_string()), &[]).await;
+        assert_eq!(r.unwrap().get_ref().text, format!("v1:{i}"));
+        // Let the GOAWAY and the close arrive before the next call.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up.connections(), 3);
 }
 
 #[tokio::test]

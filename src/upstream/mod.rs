@@ -336,8 +336,12 @@ impl Upstream {
         let in_flight = InFlight(ep.in_flight.clone());
         let exchange = async {
             let mut req = req;
+            // Once the shared connection handed a request back, the next
+            // attempt opens a new one (so this loop runs at most twice).
+            let mut reuse = true;
             loop {
-                let (mut tx, reused) = match ep.h2.get() {
+                let shared = if reuse { ep.h2.get() } else { None };
+                let (mut tx, reused) = match shared {
                     Some(tx) => (tx, true),
                     // Boxed for the same reason as in `send_h1`.
                     None => {
@@ -350,7 +354,10 @@ impl Upstream {
                 match tx.try_send_request(req).await {
                     Ok(response) => return Ok(response),
                     Err(mut e) => match e.take_message() {
-                        Some(back) if reused => req = back,
+                        Some(back) if reused => {
+                            req = back;
+                            reuse = false;
+                        }
                         _ => return Err(classify(endpoint.clone(), e.into_error())),
                     },
                 }

@@ -18,6 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub struct GrpcUpstream {
     pub addr: SocketAddr,
     pub name: &'static str,
     pub seen: Arc<Mutex<Vec<Wire>>>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl GrpcUpstream {
@@ -96,11 +99,20 @@ impl GrpcUpstream {
     pub fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 /// An h2c (prior knowledge) gRPC upstream named `name`.
 pub async fn upstream(name: &'static str) -> GrpcUpstream {
-    serve_upstream(name, None).await
+    serve_upstream(name, None, false).await
+}
+
+/// [`upstream`] that closes each connection (GOAWAY, then close) once its
+/// first call is answered.
+pub async fn one_call_per_connection(name: &'static str) -> GrpcUpstream {
+    serve_upstream(name, None, true).await
 }
 
 /// A gRPC upstream over TLS (ALPN `h2`) with certificate `cert_pem` and key
@@ -116,50 +128,71 @@ pub async fn tls_upstream(name: &'static str, cert_pem: &str, key_pem: &str) -> 
         .with_single_cert(chain, key)
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    serve_upstream(
-        name,
-        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-    )
-    .await
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve_upstream(name, Some(acceptor), false).await
 }
 
 async fn serve_upstream(
     name: &'static str,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    one_call: bool,
 ) -> GrpcUpstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = GrpcUpstream {
         addr: listener.local_addr().unwrap(),
         name,
         seen: Arc::default(),
+        connections: Arc::default(),
     };
     let u = up.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            u.connections.fetch_add(1, Ordering::SeqCst);
             let (u, tls) = (u.clone(), tls.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let u = u.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(u, req).await) }
-                });
-                let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                match tls {
+                let io: Io = match tls {
                     Some(acceptor) => {
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
                         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                         assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "ALPN chose h2");
-                        let _ = h2.serve_connection(TokioIo::new(tls), svc).await;
+                        Box::new(tls)
                     }
-                    None => {
-                        let _ = h2.serve_connection(TokioIo::new(tcp), svc).await;
-                    }
-                }
+                    None => Box::new(tcp),
+                };
+                serve_h2(u, io, one_call).await;
             });
         }
     });
     up
+}
+
+/// Serves one connection; with `one_call`, shuts it down gracefully
+/// (GOAWAY, then close) once the first call has been answered.
+async fn serve_h2(u: GrpcUpstream, io: Io, one_call: bool) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+    let svc = hyper::service::service_fn(move |req| {
+        let (u, done_tx) = (u.clone(), done_tx.clone());
+        async move {
+            let answer = route(u, req).await;
+            if let Some(tx) = done_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            Ok::<_, std::convert::Infallible>(answer)
+        }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        Ok(()) = done_rx, if one_call => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 type Codec = ProstCodec<Msg, Msg>;
