@@ -296,7 +296,11 @@ async fn h2_upstream_gets_requests() {
     .await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(body, "ok");
-    assert_eq!(up.last().uri, format!("http://{}/svc", up.addr));
+    // Issue 13 (RFC 9113 8.3.1): the client's Host is the :authority, and
+    // no separate host field is sent.
+    let seen = up.last();
+    assert_eq!(seen.uri, format!("http://{}/svc", p.addr));
+    assert!(seen.headers.get("host").is_none(), "{:?}", seen.headers);
 }
 
 #[tokio::test]

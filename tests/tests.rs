@@ -14,6 +14,7 @@ mod check_warnings;
 mod cli;
 mod config_check;
 mod forwarding;
+mod grpc;
 mod metrics_dashboard;
 mod observability;
 mod reload;

@@ -41,12 +41,13 @@ use tokio_rustls::client::TlsStream;
 
 // === certificates ===
 
-struct Ca {
-    pem: String,
+/// A test CA (shared with the gRPC tests).
+pub struct Ca {
+    pub pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca() -> Ca {
+pub fn ca() -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
@@ -60,9 +61,10 @@ fn ca() -> Ca {
     }
 }
 
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
+/// A certificate the CA signed, and its key.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
     der: CertificateDer<'static>,
 }
 
@@ -82,7 +84,7 @@ fn leaf_valid(ca: &Ca, names: &[&str], from_days: i64, to_days: i64) -> Leaf {
     }
 }
 
-fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
+pub fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
     leaf_valid(ca, names, -1, 365)
 }
 

@@ -1,6 +1,7 @@
 //! Forwarding failures and the answers they become (SPEC 6).
 
 use super::body::{ProxyBody, full};
+use super::grpc;
 use super::headers::X_POINTSMAN_ERROR;
 use crate::upstream::SendError;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -99,6 +100,23 @@ impl ForwardError {
         }
         resp
     }
+
+    /// The answer to a gRPC call (SPEC 5): trailers-only, HTTP 200, with the
+    /// `grpc-status` that stands for [`Self::status`], `grpc-message` the
+    /// token (the reason phrase for rows without one) and `x-pointsman-error`
+    /// as on any answer. `None` for statuses without a gRPC form.
+    pub fn to_grpc_response(&self) -> Option<Response<ProxyBody>> {
+        let status = self.status();
+        let code = grpc::code_for(status)?;
+        let token = self.token();
+        let message = token.or(status.canonical_reason()).unwrap_or("");
+        let mut resp = grpc::trailers_only(code, message);
+        if let Some(token) = token {
+            resp.headers_mut()
+                .insert(X_POINTSMAN_ERROR, HeaderValue::from_static(token));
+        }
+        Some(resp)
+    }
 }
 
 impl From<SendError> for ForwardError {
@@ -113,5 +131,56 @@ impl From<SendError> for ForwardError {
             SendError::ClientBody => ForwardError::ClientBody,
             SendError::NoEndpoints => ForwardError::NoHealthyUpstream(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a gRPC call the proxy fails gets a trailers-only 200.
+    #[test]
+    fn grpc_answers_are_trailers_only() {
+        let cases = [
+            (
+                ForwardError::UpstreamConnect(String::new()),
+                "14",
+                "upstream_connect",
+            ),
+            (
+                ForwardError::UpstreamReset(String::new()),
+                "14",
+                "upstream_reset",
+            ),
+            (
+                ForwardError::NoHealthyUpstream(String::new()),
+                "14",
+                "no_healthy_upstream",
+            ),
+            (
+                ForwardError::UpstreamTimeout(String::new()),
+                "4",
+                "upstream_timeout",
+            ),
+            (ForwardError::NoRoute, "12", "no_route"),
+            (ForwardError::BodyTooLarge, "8", "body_too_large"),
+        ];
+        for (e, code, token) in cases {
+            let resp = e.to_grpc_response().unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{e}");
+            let h = resp.headers();
+            assert_eq!(h["grpc-status"], code, "{e}");
+            assert_eq!(h["grpc-message"], token);
+            assert_eq!(h["x-pointsman-error"], token);
+        }
+        let resp = ForwardError::HeadersTooLarge.to_grpc_response().unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "Request Header Fields Too Large"
+        );
+        assert!(resp.headers().get("x-pointsman-error").is_none());
+        assert!(ForwardError::BadRequest("x").to_grpc_response().is_none());
+        assert!(ForwardError::Misdirected.to_grpc_response().is_none());
     }
 }

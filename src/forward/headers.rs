@@ -17,13 +17,19 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 const PREFIX: &str = "x-pointsman-";
 const FORCE: &str = "x-pointsman-force";
 
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade`
-/// plus an `Upgrade` header), e.g. WebSocket.
+/// plus an `Upgrade` header), e.g. WebSocket. `Upgrade: h2c` is not one:
+/// such a request is served as HTTP/1.1 (SPEC 5), its `Upgrade` and
+/// `HTTP2-Settings` removed like any hop-by-hop header.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"))
+        && connection_has(headers, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -36,11 +42,12 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Removes hop-by-hop headers: every header `Connection` names, then
-/// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding
-/// and Upgrade. With `upgrade`, `Upgrade` is kept and `Connection` becomes
-/// exactly `upgrade`. With `keep_te_trailers`, a `te: trailers` survives (for
-/// h2 upstreams, gRPC). `Host` is never removed, whatever Connection names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers: bool) {
+/// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
+/// HTTP2-Settings and Upgrade. With `upgrade`, `Upgrade` is kept and
+/// `Connection` becomes exactly `upgrade`. With `keep_te_trailers`, a `te:
+/// trailers` survives (for h2 upstreams, gRPC) and the answer tells whether
+/// it did. `Host` is never removed, whatever Connection names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers: bool) -> bool {
     // One scan of the keys finds which fixed hop-by-hop names are present,
     // so only those are removed: a `remove` of an absent name still hashes
     // it, and most messages carry none or only `Connection: keep-alive`.
@@ -53,7 +60,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
         }
     }
     if present == 0 && !upgrade {
-        return;
+        return false;
     }
     if present & CONNECTION_BIT != 0 && !connection_names_only_itself(headers) {
         // Names the fixed list already removes (and `close`) need no lookup.
@@ -93,6 +100,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    te_trailers
 }
 
 /// Whether `Connection` only says `keep-alive` or `close` (what nearly
@@ -104,22 +112,24 @@ fn connection_names_only_itself(headers: &HeaderMap) -> bool {
     })
 }
 
-/// The fixed hop-by-hop headers (RFC 9110 7.6.1), `Upgrade` aside.
+/// The fixed hop-by-hop headers (RFC 9110 7.6.1, and RFC 7540 3.2.1's
+/// `HTTP2-Settings` of an `Upgrade: h2c`), `Upgrade` aside.
 /// A `static`, not a `const`: each use of a `const` array of `HeaderName`s
 /// builds and drops a fresh copy.
-static HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    HTTP2_SETTINGS,
 ];
 /// Bits of `present` in [`strip_hop_by_hop`]: one per [`HOP_BY_HOP`] entry,
 /// then `Upgrade`.
 const CONNECTION_BIT: u8 = 1 << 0;
 const TE_BIT: u8 = 1 << 3;
-const UPGRADE_BIT: u8 = 1 << 6;
+const UPGRADE_BIT: u8 = 1 << 7;
 
 /// Removes client-sent `x-pointsman-*` headers other than `x-pointsman-force`.
 pub fn strip_internal(headers: &mut HeaderMap) {
@@ -259,6 +269,45 @@ pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
     }
 }
 
+/// Joins several `Cookie` fields into one line with `; ` (RFC 9113 8.2.3),
+/// for an HTTP/2 request on its way to an HTTP/1.1 upstream, which may read
+/// only one. Allocates only when there is more than one field.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Made of valid field values and `; `: always a valid value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// The trailer fields a gRPC response ends with.
+const GRPC_TRAILERS: HeaderValue =
+    HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin");
+
+/// Declares the response's trailers for an HTTP/1.1 client that accepts
+/// them (`TE: trailers`): a chunked HTTP/1.1 message carries only the
+/// trailer fields its `Trailer` header names. `declared` is the upstream's
+/// own `Trailer` (removed as hop-by-hop meanwhile); a gRPC response also
+/// declares gRPC's status trailers, which HTTP/2 upstreams never announce.
+pub fn declare_trailers(headers: &mut HeaderMap, declared: Option<HeaderValue>, grpc: bool) {
+    if let Some(v) = declared {
+        headers.append(header::TRAILER, v);
+    }
+    if grpc {
+        headers.append(header::TRAILER, GRPC_TRAILERS);
+    }
+}
+
 /// The request id: the client's when usable (1–200 visible ASCII bytes),
 /// else 32 random hex digits.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -385,8 +434,76 @@ mod tests {
     #[test]
     fn te_trailers_kept_for_h2() {
         let mut h = map(&[("te", "trailers")]);
-        strip_hop_by_hop(&mut h, false, true);
+        assert!(strip_hop_by_hop(&mut h, false, true));
         assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = map(&[("te", "gzip")]);
+        assert!(!strip_hop_by_hop(&mut h, false, true));
+        assert!(h.get("te").is_none());
+        let mut h = map(&[("te", "trailers")]);
+        assert!(!strip_hop_by_hop(&mut h, false, false));
+        assert!(h.get("te").is_none());
+    }
+
+    /// Issue 13: an `Upgrade: h2c` request is served as HTTP/1.1, and
+    /// neither `Upgrade` nor `HTTP2-Settings` goes on, named by
+    /// `Connection` or not.
+    #[test]
+    fn h2c_upgrade_is_no_upgrade_and_its_headers_go() {
+        let h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        assert!(!is_upgrade(&h));
+        let mut stripped = h.clone();
+        strip_hop_by_hop(&mut stripped, false, false);
+        assert!(stripped.is_empty(), "{stripped:?}");
+
+        let mut h = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "H2C"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-kept", "1"),
+        ]);
+        assert!(!is_upgrade(&h));
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(names(&h), ["x-kept"]);
+
+        let ws = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&ws));
+    }
+
+    /// Issue 13: HTTP/2 cookie crumbs reach an HTTP/1.1 upstream as one line.
+    #[test]
+    fn cookie_crumbs_are_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2; c=3"), ("cookie", "d=4")]);
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3; d=4"]);
+
+        let mut one = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1; b=2");
+        let mut none = HeaderMap::new();
+        join_cookies(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn trailers_are_declared_for_http1_clients() {
+        let mut h = HeaderMap::new();
+        declare_trailers(&mut h, Some(HeaderValue::from_static("x-sum")), true);
+        let all: Vec<_> = h.get_all("trailer").iter().collect();
+        assert_eq!(
+            all,
+            [
+                "x-sum",
+                "grpc-status, grpc-message, grpc-status-details-bin"
+            ]
+        );
+        let mut h = HeaderMap::new();
+        declare_trailers(&mut h, None, false);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! What forwarding needs whatever the wire (SPEC 5 and 6): request and
 //! response bodies ([`body`]), header rewriting ([`headers`]), the path
-//! sent upstream, failures and the answers they become ([`error`]), and
-//! upgraded tunnels ([`tunnel`]).
+//! sent upstream, failures and the answers they become ([`error`]), gRPC
+//! calls and their error answers ([`grpc`]), and upgraded tunnels
+//! ([`tunnel`]).
 
 pub mod body;
 pub mod error;
+pub mod grpc;
 pub mod headers;
 pub mod tunnel;
 

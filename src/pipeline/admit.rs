@@ -78,12 +78,19 @@ pub fn path(uri: &Uri) -> Result<Cow<'_, str>, ForwardError> {
 
 /// The request body as routing needs it: read (up to
 /// `inspect_body_bytes`) when a matcher inspects bodies, else streamed.
+/// A gRPC call's body is never read ahead: it is a stream of
+/// length-prefixed messages (never JSON to `body_json`), and a streaming
+/// call's client may send nothing before the first answer.
 /// A body held in full over `max_body_bytes` is a 413; a body that the
 /// client broke while it was read is a 400.
-pub async fn body(config: &Config, body: ProxyBody) -> Result<RequestBody, ForwardError> {
+pub async fn body(
+    config: &Config,
+    body: ProxyBody,
+    grpc: bool,
+) -> Result<RequestBody, ForwardError> {
     let limits = &config.settings.limits;
     let body = RequestBody::streaming(body);
-    let body = if config.needs_body {
+    let body = if config.needs_body && !grpc {
         body.inspect(limits.inspect_body_bytes).await
     } else {
         body

@@ -8,15 +8,16 @@ use super::record::Served;
 use super::{Outgoing, mirror, prepare};
 use crate::compile::{Action, FallbackAction, ForwardOptions, Redirect, Respond, Route};
 use crate::forward::tunnel::{PendingUpgrade, tunnel};
-use crate::forward::{ForwardError, ProxyBody, RequestBody, full, headers};
+use crate::forward::{ForwardError, ProxyBody, full, grpc, headers};
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
 use crate::upstream::def::UpstreamId;
 use crate::upstream::{SendError, Sent, Upstream};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Answers a decided request.
 pub(super) async fn dispatch(
@@ -46,12 +47,9 @@ pub(super) async fn dispatch(
     note_split(route, split, metrics, served);
     let out = mirror::maybe(snapshot, route, metrics, out, request_id).await;
     let failover = match (&config.fallback, out.body.held()) {
-        (Some(f), Some(held)) if f.failover && out.upgrade.is_none() => Some(Outgoing {
-            parts: out.parts.clone(),
-            body: RequestBody::Held(held.clone()),
-            path: out.path,
-            upgrade: None,
-        }),
+        (Some(f), Some(held)) if f.failover && out.upgrade.is_none() => {
+            Some(out.copy_with(held.clone()))
+        }
         _ => None,
     };
     match send(snapshot, upstream, out, Some(&route.forward), served).await {
@@ -140,10 +138,17 @@ async fn send(
         return Err(ForwardError::NoHealthyUpstream("unknown upstream".into()));
     };
     served.upstream = Some(upstream.def.name.clone());
-    let parts = prepare::for_upstream(out.parts, out.path, opts)?;
-    let timeout = opts
+    // An HTTP/1.1 client that accepts trailers gets them declared.
+    let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
+    let mut parts = prepare::for_upstream(out.parts, out.path, opts)?;
+    prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
+    let mut timeout = opts
         .and_then(|o| o.timeout)
         .unwrap_or(upstream.def.request_timeout);
+    if let Some(deadline) = out.deadline {
+        // A gRPC deadline shorter than the route's timeout wins (SPEC 5).
+        timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+    }
     let max = snapshot.config.settings.limits.max_body_bytes;
     let sent = match out.body.held().cloned() {
         Some(held) => {
@@ -156,24 +161,35 @@ async fn send(
         }
     };
     served.endpoint = sent.endpoint.clone();
-    answer(upstream, sent, opts, out.upgrade)
+    answer(upstream, sent, opts, out.upgrade, declare_trailers)
 }
 
 /// The client's response: hop-by-hop headers removed, the route's response
-/// header edits applied; a 101 joins the two sides when the client asked
-/// for the upgrade (an unrequested 101 is a 502).
+/// header edits applied, its trailers declared when the client is an
+/// HTTP/1.1 one that accepts them (`declare_trailers`); a 101 joins the
+/// two sides when the client asked for the upgrade (an unrequested 101 is
+/// a 502).
 fn answer(
     upstream: &Upstream,
     sent: Sent,
     opts: Option<&ForwardOptions>,
     client_upgrade: Option<PendingUpgrade>,
+    declare_trailers: bool,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let Sent {
         response, upgrade, ..
     } = sent;
     let (mut parts, body) = response.into_parts();
     let tunnelled = upgrade.is_some() && client_upgrade.is_some();
+    let declared = match declare_trailers {
+        true => parts.headers.get(header::TRAILER).cloned(),
+        false => None,
+    };
     headers::strip_hop_by_hop(&mut parts.headers, tunnelled, false);
+    if declare_trailers {
+        let grpc = grpc::is_grpc(&parts.headers);
+        headers::declare_trailers(&mut parts.headers, declared, grpc);
+    }
     if let Some(o) = opts {
         headers::apply_ops(&mut parts.headers, &o.response_headers);
     }

@@ -2,7 +2,7 @@
 //! sent to another upstream in a task of its own; the answer is thrown away
 //! and never delays or changes the real response.
 
-use super::Outgoing;
+use super::{Outgoing, prepare};
 use crate::compile::Route;
 use crate::forward::{full, headers, upstream_path};
 use crate::metrics::MirrorCounters;
@@ -40,6 +40,7 @@ pub(super) async fn maybe<'p>(
         (Some(held), Some(up)) => {
             let mut copy = out.parts.clone();
             headers::apply_ops(&mut copy.headers, &route.forward.request_headers);
+            prepare::for_protocol(&mut copy, up.def.protocol, out.te_trailers);
             let path = upstream_path(out.path, None, route.forward.strip_prefix.as_deref());
             let timeout = up.def.request_timeout;
             spawn(up.clone(), copy, held.clone(), path, timeout, counters);

@@ -20,10 +20,11 @@ mod record;
 
 use crate::forward::RequestBody;
 use crate::forward::tunnel::PendingUpgrade;
-use crate::forward::{ForwardError, ProxyBody, headers};
+use crate::forward::{ForwardError, ProxyBody, grpc, headers};
 use crate::routing::RequestContext;
 use crate::runtime::Snapshot;
 use crate::split::Purpose;
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use record::{AccessLog, Served};
@@ -56,6 +57,26 @@ pub(super) struct Outgoing<'p> {
     pub(super) body: RequestBody,
     pub(super) path: &'p str,
     pub(super) upgrade: Option<PendingUpgrade>,
+    /// The client sent `te: trailers` (kept toward h2 upstreams only; an
+    /// HTTP/1.1 client that sent it gets the response's trailers).
+    pub(super) te_trailers: bool,
+    /// A gRPC call's deadline (`grpc-timeout`), when it has one.
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Outgoing<'_> {
+    /// Another `Outgoing` for the same request with a held `body` (the
+    /// failover's copy).
+    fn copy_with(&self, body: Bytes) -> Self {
+        Outgoing {
+            parts: self.parts.clone(),
+            body: RequestBody::Held(body),
+            path: self.path,
+            upgrade: None,
+            te_trailers: self.te_trailers,
+            deadline: self.deadline,
+        }
+    }
 }
 
 /// Runs one request through the pipeline on `snapshot`. `upgrade` is the
@@ -71,14 +92,25 @@ pub async fn serve(
     let request_id = headers::request_id(req.headers());
     let log = AccessLog::begin(&req, start);
     let mut served = Served::default();
-    let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served).await {
+    let grpc = grpc::is_grpc(req.headers());
+    let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served, grpc).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
-            e.to_response(served.route.as_deref())
+            error_response(&e, grpc, &mut served)
         }
     };
     record::finish(snapshot, resp, served, request_id, log, start)
+}
+
+/// The proxy's own answer to a failed request: a gRPC call gets the
+/// trailers-only form, counted under the status it stands for.
+fn error_response(e: &ForwardError, grpc: bool, served: &mut Served) -> Response<ProxyBody> {
+    if grpc && let Some(resp) = e.to_grpc_response() {
+        served.status = Some(e.status());
+        return resp;
+    }
+    e.to_response(served.route.as_deref())
 }
 
 async fn run(
@@ -88,13 +120,19 @@ async fn run(
     conn: &ConnInfo,
     request_id: &HeaderValue,
     served: &mut Served,
+    grpc: bool,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let config = &snapshot.config;
     let admitted = admit::admit(config, &req, conn)?;
     let uri = req.uri().clone();
     let path = admit::path(&uri)?;
     let (mut parts, body) = req.into_parts();
-    let body = admit::body(config, body).await?;
+    // A call's deadline counts from its arrival.
+    let deadline = match grpc {
+        true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
+        false => None,
+    };
+    let body = admit::body(config, body, grpc).await?;
     let decision = {
         let ctx = RequestContext::new(
             &parts.method,
@@ -110,7 +148,7 @@ async fn run(
         decision
     };
     let trusted = &config.settings.trusted_proxies;
-    prepare::head(
+    let te_trailers = prepare::head(
         &mut parts,
         &admitted,
         trusted,
@@ -123,6 +161,8 @@ async fn run(
         body,
         path: &path,
         upgrade,
+        te_trailers,
+        deadline,
     };
     dispatch::dispatch(snapshot, decision, out, request_id, served).await
 }

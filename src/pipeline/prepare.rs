@@ -6,16 +6,19 @@ use super::admit::Admitted;
 use crate::compile::ForwardOptions;
 use crate::forward::{ForwardError, headers, upstream_path};
 use crate::split::SplitDecision;
+use crate::upstream::def::Protocol;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Uri, header};
+use http::{HeaderName, HeaderValue, Uri, Version, header};
 use ipnet::IpNet;
 
 /// The variant header sent upstream (SPEC 3).
 pub const X_POINTSMAN_VARIANT: HeaderName = HeaderName::from_static("x-pointsman-variant");
 
 /// Removes hop-by-hop and client-sent internal headers, keeps the Host as
-/// received, and adds the forwarding headers and the request id.
+/// received, and adds the forwarding headers and the request id. A `te:
+/// trailers` is kept for now (it goes to h2 upstreams only, see
+/// [`for_protocol`]); the answer tells whether the client sent it.
 pub fn head(
     parts: &mut Parts,
     admitted: &Admitted,
@@ -23,8 +26,8 @@ pub fn head(
     conn: &ConnInfo,
     request_id: &HeaderValue,
     upgrade: bool,
-) {
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade, false);
+) -> bool {
+    let te_trailers = headers::strip_hop_by_hop(&mut parts.headers, upgrade, true);
     headers::strip_internal(&mut parts.headers);
     if let Some(v) = &admitted.host
         && parts.uri.authority().is_some()
@@ -44,12 +47,29 @@ pub fn head(
     parts
         .headers
         .insert(headers::X_REQUEST_ID, request_id.clone());
+    te_trailers
 }
 
 /// Tells the upstream which variant a split chose.
 pub fn variant(parts: &mut Parts, split: Option<&SplitDecision>) {
     if let Some(v) = split.and_then(|d| d.variant_header.clone()) {
         parts.headers.insert(X_POINTSMAN_VARIANT, v);
+    }
+}
+
+/// What the upstream's protocol asks of the head (SPEC 5): `te: trailers`
+/// (present when `te_trailers`) goes to h2 upstreams only, and an HTTP/2
+/// request's `cookie` fields reach an HTTP/1.1 upstream as one line. (The
+/// Host becomes `:authority` where the request is put on the h2 wire.)
+pub fn for_protocol(parts: &mut Parts, protocol: Protocol, te_trailers: bool) {
+    if protocol == Protocol::H2 {
+        return;
+    }
+    if te_trailers {
+        parts.headers.remove(header::TE);
+    }
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
     }
 }
 

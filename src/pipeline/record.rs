@@ -45,6 +45,10 @@ pub(super) struct Served {
     /// The request series to count the answer in (`None`: the snapshot's
     /// `route="none"` series).
     pub(super) series: Option<Arc<RequestSeries>>,
+    /// The status to count and log when the answer's own differs: a gRPC
+    /// call the proxy failed is answered 200 (trailers-only) but counted,
+    /// in metrics and the canary guard, as the 502/503/504 it stands for.
+    pub(super) status: Option<StatusCode>,
 }
 
 impl Served {
@@ -72,7 +76,7 @@ pub(super) fn finish(
     if let Some(cookie) = served.set_cookie.take() {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    let status = resp.status();
+    let status = served.status.unwrap_or(resp.status());
     let elapsed = start.elapsed();
     if let Some((i, arm)) = served.canary
         && let Some(c) = snapshot.canary(i)

@@ -1,15 +1,17 @@
 //! Connections toward endpoints: the TCP + rustls connector, opening an
-//! HTTP/1.1 connection, and telling apart why an attempt failed.
+//! HTTP/1.1 or h2 connection, and telling apart why an attempt failed.
 
 use super::SendError;
 use super::def::{Protocol, UpstreamDef};
+use super::h2::H2Sender;
 use super::pool::Sender;
-use crate::forward::body::{ClientBodyError, ProxyBody};
-use hyper_util::client::legacy::Client;
+use crate::forward::body::ClientBodyError;
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// The connector toward upstreams: TCP, with rustls on top for `https://`
 /// endpoints (plain `http://` passes through).
@@ -57,49 +59,13 @@ pub(crate) fn connector(def: &UpstreamDef) -> Connector {
     }
 }
 
-/// The pooled h2 client of an upstream (`protocol: h2`).
-pub(crate) fn h2_client(connector: Connector) -> Client<Connector, ProxyBody> {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .http2_only(true);
-    builder.build(connector)
-}
-
 /// Opens a new HTTP/1.1 connection (TCP, TLS for `https://`) to `url`.
 pub(crate) async fn open_h1(
     connector: &Connector,
     url: &str,
     endpoint: &Arc<str>,
 ) -> Result<Sender, SendError> {
-    use tower_service::Service;
-    let uri = http::Uri::try_from(url).map_err(|e| SendError::Connect {
-        endpoint: endpoint.clone(),
-        source: e.into(),
-    })?;
-    let mut connector = connector.clone();
-    let connected = async {
-        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-        connector.call(uri).await
-    }
-    .await;
-    let io = match connected {
-        Ok(io) => io,
-        Err(e) if is_tls_error(&*e) => {
-            return Err(SendError::Tls {
-                endpoint: endpoint.clone(),
-                source: e,
-            });
-        }
-        Err(e) => {
-            return Err(SendError::Connect {
-                endpoint: endpoint.clone(),
-                source: e,
-            });
-        }
-    };
+    let io = dial(connector, url, endpoint).await?;
     let (tx, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(io)
         .await
@@ -115,35 +81,67 @@ pub(crate) async fn open_h1(
     Ok(tx)
 }
 
-/// Why an HTTP/1.1 exchange failed after the connection was made.
-pub(crate) fn classify_h1(endpoint: Arc<str>, e: hyper::Error) -> SendError {
+/// Opens a new h2 connection to `url`: prior knowledge on clear text, ALPN
+/// `h2` on TLS (the connector of an h2 upstream offers nothing else).
+pub(crate) async fn open_h2(
+    connector: &Connector,
+    url: &str,
+    endpoint: &Arc<str>,
+) -> Result<H2Sender, SendError> {
+    let io = dial(connector, url, endpoint).await?;
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(|e| SendError::Connect {
+            endpoint: endpoint.clone(),
+            source: e.into(),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream h2 connection closed");
+        }
+    });
+    Ok(tx)
+}
+
+/// Opens the transport to `url`: TCP within the connect timeout, then TLS
+/// for `https://` (a certificate that does not verify is a TLS error).
+async fn dial(
+    connector: &Connector,
+    url: &str,
+    endpoint: &Arc<str>,
+) -> Result<MaybeHttpsStream<TokioIo<TcpStream>>, SendError> {
+    use tower_service::Service;
+    let uri = http::Uri::try_from(url).map_err(|e| SendError::Connect {
+        endpoint: endpoint.clone(),
+        source: e.into(),
+    })?;
+    let mut connector = connector.clone();
+    let connected = async {
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+        connector.call(uri).await
+    }
+    .await;
+    match connected {
+        Ok(io) => Ok(io),
+        Err(e) if is_tls_error(&*e) => Err(SendError::Tls {
+            endpoint: endpoint.clone(),
+            source: e,
+        }),
+        Err(e) => Err(SendError::Connect {
+            endpoint: endpoint.clone(),
+            source: e,
+        }),
+    }
+}
+
+/// Why an exchange failed after the connection was made (HTTP/1.1 or h2).
+pub(crate) fn classify(endpoint: Arc<str>, e: hyper::Error) -> SendError {
     body_fault(&e).unwrap_or_else(|| SendError::Reset {
         endpoint,
         source: e.into(),
     })
-}
-
-/// Why an h2 exchange failed.
-pub(crate) fn classify_h2(endpoint: Arc<str>, e: hyper_util::client::legacy::Error) -> SendError {
-    if let Some(fault) = body_fault(&e) {
-        return fault;
-    }
-    if e.is_connect() && is_tls_error(&e) {
-        SendError::Tls {
-            endpoint,
-            source: e.into(),
-        }
-    } else if e.is_connect() {
-        SendError::Connect {
-            endpoint,
-            source: e.into(),
-        }
-    } else {
-        SendError::Reset {
-            endpoint,
-            source: e.into(),
-        }
-    }
 }
 
 /// A failure caused by the request body rather than the upstream: over

@@ -9,6 +9,7 @@
 
 mod connect;
 pub mod def;
+mod h2;
 mod pool;
 
 pub use connect::POOL_IDLE_TIMEOUT;
@@ -16,12 +17,12 @@ pub use connect::POOL_IDLE_TIMEOUT;
 use crate::forward::body::{BoxError, ProxyBody, full};
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
 use crate::metrics::UpstreamErrors;
-use connect::{Connector, classify_h1, classify_h2};
+use connect::{Connector, classify};
 use def::{Balance, Protocol, UpstreamDef};
+use h2::H2Slot;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 use pool::{EndpointPool, PooledBody};
 use std::pin::Pin;
@@ -36,9 +37,6 @@ pub struct Upstream {
     pub def: UpstreamDef,
     endpoints: Box<[EndpointState]>,
     next: AtomicUsize,
-    /// The pooled client for `protocol: h2`; HTTP/1.1 uses per-endpoint
-    /// pools.
-    client: Option<Client<Connector, ProxyBody>>,
     connector: Connector,
     /// `pointsman_upstream_errors_total` of this upstream, once linked to
     /// the process's metrics.
@@ -59,7 +57,7 @@ impl std::fmt::Debug for Upstream {
 struct EndpointState {
     /// `host:port`, shared by every request's access-log record.
     label: Arc<str>,
-    /// `scheme://host:port/`, dialled for new HTTP/1.1 connections.
+    /// `scheme://host:port/`, dialled for new connections.
     url: String,
     /// `host:port`, the authority of every request URI toward it.
     base: Option<http::uri::Authority>,
@@ -69,7 +67,10 @@ struct EndpointState {
     /// without the scheme's default port).
     host: Option<HeaderValue>,
     in_flight: Arc<AtomicUsize>,
+    /// Idle HTTP/1.1 connections (`protocol: http1`).
     pool: Arc<EndpointPool>,
+    /// The shared connection (`protocol: h2`).
+    h2: H2Slot,
 }
 
 /// Counts one request in flight on an endpoint until dropped.
@@ -169,11 +170,10 @@ impl std::fmt::Debug for Sent {
 
 impl Upstream {
     /// Creates the runtime state for a definition: one connector, pooled
-    /// HTTP/1.1 connections per endpoint or one h2 client. Opens nothing
-    /// until a request needs it.
+    /// HTTP/1.1 connections or one shared h2 connection per endpoint.
+    /// Opens nothing until a request needs it.
     pub fn new(def: UpstreamDef) -> Self {
         let connector = connect::connector(&def);
-        let client = (def.protocol == Protocol::H2).then(|| connect::h2_client(connector.clone()));
         let endpoints = def
             .endpoints
             .iter()
@@ -195,6 +195,7 @@ impl Upstream {
                     label: Arc::from(e.authority.as_str()),
                     in_flight: Arc::new(AtomicUsize::new(0)),
                     pool: EndpointPool::new(POOL_IDLE_TIMEOUT),
+                    h2: H2Slot::new(POOL_IDLE_TIMEOUT),
                 }
             })
             .collect();
@@ -202,7 +203,6 @@ impl Upstream {
             def,
             endpoints,
             next: AtomicUsize::new(0),
-            client,
             connector,
             errors: OnceLock::new(),
         }
@@ -296,7 +296,7 @@ impl Upstream {
     async fn exchange(
         &self,
         idx: usize,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
         let Some(ep) = self.endpoints.get(idx) else {
@@ -309,33 +309,64 @@ impl Upstream {
                 source: "invalid endpoint address".into(),
             });
         };
-        let Some(client) = &self.client else {
-            return self.send_h1(ep, base, req, timeout).await;
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(if ep.tls {
-            http::uri::Scheme::HTTPS
-        } else {
-            http::uri::Scheme::HTTP
-        });
-        parts.authority = Some(base);
-        parts.path_and_query = req.uri().path_and_query().cloned();
-        match Uri::from_parts(parts) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => {
-                return Err(SendError::Connect {
-                    endpoint,
-                    source: e.into(),
-                });
-            }
+        match self.def.protocol {
+            Protocol::Http1 => self.send_h1(ep, base, req, timeout).await,
+            Protocol::H2 => self.send_h2(ep, base, req, timeout).await,
         }
-        *req.version_mut() = Version::HTTP_2;
+    }
+
+    /// [`Self::send_to`] over h2: on the endpoint's shared connection, else
+    /// a new one. A request that the shared connection hands back unsent
+    /// (it closed meanwhile) goes out on a new connection.
+    async fn send_h2(
+        &self,
+        ep: &EndpointState,
+        base: http::uri::Authority,
+        mut req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Sent, SendError> {
+        let endpoint = ep.label.clone();
+        if let Err(e) = h2::to_h2(&mut req, ep.tls, base) {
+            return Err(SendError::Connect {
+                endpoint,
+                source: e.into(),
+            });
+        }
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(ep.in_flight.clone());
-        match tokio::time::timeout(timeout, client.request(req)).await {
+        let exchange = async {
+            let mut req = req;
+            // Once the shared connection handed a request back, the next
+            // attempt opens a new one (so this loop runs at most twice).
+            let mut reuse = true;
+            loop {
+                let shared = if reuse { ep.h2.get() } else { None };
+                let (mut tx, reused) = match shared {
+                    Some(tx) => (tx, true),
+                    // Boxed for the same reason as in `send_h1`.
+                    None => {
+                        let tx =
+                            Box::pin(connect::open_h2(&self.connector, &ep.url, &endpoint)).await?;
+                        ep.h2.set(&tx);
+                        (tx, false)
+                    }
+                };
+                match tx.try_send_request(req).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut e) => match e.take_message() {
+                        Some(back) if reused => {
+                            req = back;
+                            reuse = false;
+                        }
+                        _ => return Err(classify(endpoint.clone(), e.into_error())),
+                    },
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(SendError::Timeout { endpoint, timeout }),
+            Ok(Err(e)) => Err(e),
             Ok(Ok(response)) => Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight)),
-            Ok(Err(e)) => Err(classify_h2(endpoint, e)),
         }
     }
 
@@ -385,7 +416,7 @@ impl Upstream {
                     Ok(response) => return Ok((response, tx)),
                     Err(mut e) => match e.take_message() {
                         Some(back) if reused => req = back,
-                        _ => return Err(classify_h1(endpoint.clone(), e.into_error())),
+                        _ => return Err(classify(endpoint.clone(), e.into_error())),
                     },
                 }
             }

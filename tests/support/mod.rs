@@ -3,11 +3,12 @@
 //! in-process and a hyper client for it, here; test upstreams in
 //! [`upstream`]; the real binary and CLI runs in [`binary`]; `pointsman
 //! check` in [`check`]; a raw HTTP/1.1 client in [`http`]; Prometheus
-//! exposition parsing in [`prom`].
+//! exposition parsing in [`prom`]; a real gRPC stack in [`grpc`].
 #![allow(dead_code)]
 
 pub mod binary;
 pub mod check;
+pub mod grpc;
 pub mod http;
 pub mod prom;
 pub mod upstream;
@@ -34,6 +35,7 @@ use tokio::net::TcpStream;
 /// the entries of a YAML flow mapping (`name: a, to: up`).
 #[derive(Debug, Clone)]
 pub struct Rules {
+    listen: Option<String>,
     upstreams: String,
     routes: String,
     fallback: Option<String>,
@@ -46,6 +48,7 @@ impl Default for Rules {
     /// limits (`header_read_timeout: 300ms`, `drain_timeout: 1s`).
     fn default() -> Self {
         Rules {
+            listen: None,
             upstreams: String::new(),
             routes: String::new(),
             fallback: None,
@@ -72,8 +75,15 @@ impl Rules {
 
     /// [`Rules::upstream`] with more settings (`request_timeout: 200ms`,
     /// which override the test defaults).
-    pub fn upstream_with(mut self, name: &str, addrs: &[SocketAddr], extra: &str) -> Rules {
-        let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    pub fn upstream_with(self, name: &str, addrs: &[SocketAddr], extra: &str) -> Rules {
+        let eps: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        self.upstream_at(name, &eps, extra)
+    }
+
+    /// [`Rules::upstream_with`] over endpoints as written in a rule file
+    /// (`https://127.0.0.1:8443`).
+    pub fn upstream_at(mut self, name: &str, endpoints: &[String], extra: &str) -> Rules {
+        let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
         let mut fields = vec![format!("endpoints: [{}]", eps.join(", "))];
         for (k, v) in [("connect_timeout", "500ms"), ("request_timeout", "5s")] {
             if !extra.contains(k) {
@@ -106,6 +116,17 @@ impl Rules {
         self
     }
 
+    /// The one listener on TLS with the certificate and key files at
+    /// (absolute) `cert` and `key`, ALPN `h2` and `http/1.1`.
+    pub fn tls(mut self, cert: &std::path::Path, key: &std::path::Path) -> Rules {
+        self.listen = Some(format!(
+            "listen:\n  - bind: \"127.0.0.1:0\"\n    tls:\n      certificates: [{{ cert: \"{}\", key: \"{}\" }}]\n      alpn: [h2, http/1.1]\n",
+            cert.display(),
+            key.display()
+        ));
+        self
+    }
+
     /// A top-level line, e.g. `trusted_proxies: [127.0.0.0/8]`.
     pub fn top(mut self, line: &str) -> Rules {
         let _ = writeln!(self.top, "{line}");
@@ -114,8 +135,11 @@ impl Rules {
 
     /// The rule file.
     pub fn text(&self) -> String {
-        let mut t =
-            String::from("listen:\n  - bind: \"127.0.0.1:0\"\nadmin: { bind: \"127.0.0.1:0\" }\n");
+        let mut t = self
+            .listen
+            .clone()
+            .unwrap_or_else(|| "listen:\n  - bind: \"127.0.0.1:0\"\n".into());
+        t.push_str("admin: { bind: \"127.0.0.1:0\" }\n");
         t.push_str(&self.top);
         if !self.upstreams.is_empty() {
             let _ = write!(t, "upstreams:\n{}", self.upstreams);
