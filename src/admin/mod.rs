@@ -65,10 +65,16 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
             json_response(StatusCode::OK, &experiments_json(&snapshot()))
         }
         (&Method::GET, ["canaries"]) => json_response(StatusCode::OK, &canaries_json(&snapshot())),
-        (&Method::POST, ["canaries", name, action]) => canary_action(&snapshot(), name, action),
+        (&Method::POST, ["canaries", name, action]) => {
+            let resp = canary_action(&snapshot(), name, action);
+            durable(&state).await;
+            resp
+        }
         (&Method::POST, ["experiments", name, action]) => {
             let variant = query_param(req.uri().query(), "variant");
-            experiment_action(&snapshot(), name, action, variant.as_deref())
+            let resp = experiment_action(&snapshot(), name, action, variant.as_deref());
+            durable(&state).await;
+            resp
         }
         (&Method::POST, ["explain"]) => explain(&snapshot(), req.body()),
         (
@@ -80,6 +86,13 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// Waits (off the serving threads) until an operator's action is in the
+/// `state_file`, so a 200 means it survives a crash right after.
+async fn durable(state: &AdminState) {
+    let runtime = state.reloader.live().runtime().clone();
+    let _ = tokio::task::spawn_blocking(move || runtime.flush_state()).await;
 }
 
 fn readyz(state: &AdminState) -> AdminResponse {

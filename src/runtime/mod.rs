@@ -70,10 +70,16 @@ impl Runtime {
     /// Waits until the `state_file` and the exposure log hold every change
     /// made so far (at exit).
     pub fn flush(&self) {
+        self.flush_state();
+        self.exposures.flush(std::time::Duration::from_secs(2));
+    }
+
+    /// Waits until the `state_file` holds every change made so far (after
+    /// an operator action). Blocks: call it off the serving threads.
+    pub fn flush_state(&self) {
         if let Some(store) = self.store.load_full() {
             store.flush();
         }
-        self.exposures.flush(std::time::Duration::from_secs(2));
     }
 
     /// The exposure log.
