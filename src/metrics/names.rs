@@ -24,6 +24,10 @@ pub const CONFIG_GENERATION: &str = "pointsman_config_generation";
 pub const CONNECTIONS_ACTIVE: &str = "pointsman_connections_active";
 /// Counter `{route, upstream, result}`, result ∈ `sent`, `failed`, `skipped`.
 pub const MIRROR_REQUESTS_TOTAL: &str = "pointsman_mirror_requests_total";
+/// Counter `{upstream, endpoint}`: passive ejections (SPEC 6.1).
+pub const UPSTREAM_EJECTIONS_TOTAL: &str = "pointsman_upstream_ejections_total";
+/// Counter `{upstream, endpoint, result}`, result ∈ [`HEALTH_CHECK_RESULTS`].
+pub const HEALTH_CHECKS_TOTAL: &str = "pointsman_health_checks_total";
 
 /// Every metric name the proxy exports (histograms without their
 /// `_bucket`/`_sum`/`_count` suffixes).
@@ -40,6 +44,8 @@ pub const ALL: &[&str] = &[
     CONFIG_GENERATION,
     CONNECTIONS_ACTIVE,
     MIRROR_REQUESTS_TOTAL,
+    UPSTREAM_EJECTIONS_TOTAL,
+    HEALTH_CHECKS_TOTAL,
 ];
 
 /// The names in [`ALL`] that are histograms.
@@ -73,6 +79,9 @@ pub(super) const DURATION_BUCKETS_NS: [u64; 15] = [
     10_000_000_000,
     30_000_000_000,
 ];
+
+/// Values of the `result` label of [`HEALTH_CHECKS_TOTAL`].
+pub const HEALTH_CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
 
 /// Values of the `kind` label of [`UPSTREAM_ERRORS_TOTAL`].
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "no_healthy"];

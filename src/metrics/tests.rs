@@ -118,6 +118,9 @@ fn every_name_is_exported_once_with_spec_labels() {
     m.set_generation(3);
     let _c = m.listener("0.0.0.0:8080").open();
     m.mirror("api", "shadow").sent();
+    let ep = m.endpoint_counters("backend", "10.0.0.1:80");
+    ep.ejected();
+    ep.checked(true);
     let text = m.render();
     let samples = parse(&text);
     let expect: &[(&str, &[&str])] = &[
@@ -132,6 +135,8 @@ fn every_name_is_exported_once_with_spec_labels() {
         (CONFIG_GENERATION, &[]),
         (CONNECTIONS_ACTIVE, &["listener"]),
         (MIRROR_REQUESTS_TOTAL, &["route", "upstream", "result"]),
+        (UPSTREAM_EJECTIONS_TOTAL, &["upstream", "endpoint"]),
+        (HEALTH_CHECKS_TOTAL, &["upstream", "endpoint", "result"]),
     ];
     for (name, labels) in expect {
         let found: Vec<_> = samples.iter().filter(|s| s.name == *name).collect();
@@ -171,13 +176,15 @@ fn every_name_is_exported_once_with_spec_labels() {
         (CONFIG_GENERATION, "gauge"),
         (CONNECTIONS_ACTIVE, "gauge"),
         (MIRROR_REQUESTS_TOTAL, "counter"),
+        (UPSTREAM_EJECTIONS_TOTAL, "counter"),
+        (HEALTH_CHECKS_TOTAL, "counter"),
     ] {
         assert!(
             text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 12);
+    assert_eq!(ALL.len(), 14);
 }
 
 #[test]
@@ -341,6 +348,8 @@ fn retain_upstreams_experiments_and_canaries() {
     m.upstream_errors("b").reset();
     m.endpoint_health("a", "10.0.0.1:80").set(true);
     m.endpoint_health("a", "10.0.0.2:80").set(false);
+    m.endpoint_counters("a", "10.0.0.1:80").ejected();
+    m.endpoint_counters("a", "10.0.0.2:80").checked(false);
     m.experiment_assignments("x", "control").inc();
     m.experiment_assignments("y", "control").inc();
     m.set_canary("c1", 5.0, "static");
@@ -361,10 +370,13 @@ fn retain_upstreams_experiments_and_canaries() {
         v
     };
     assert_eq!(distinct(UPSTREAM_ERRORS_TOTAL, "upstream"), ["a"]);
-    assert_eq!(
-        distinct(UPSTREAM_ENDPOINT_HEALTHY, "endpoint"),
-        ["10.0.0.1:80"]
-    );
+    for name in [
+        UPSTREAM_ENDPOINT_HEALTHY,
+        UPSTREAM_EJECTIONS_TOTAL,
+        HEALTH_CHECKS_TOTAL,
+    ] {
+        assert_eq!(distinct(name, "endpoint"), ["10.0.0.1:80"], "{name}");
+    }
     assert_eq!(distinct(EXPERIMENT_ASSIGNMENTS_TOTAL, "experiment"), ["x"]);
     assert_eq!(distinct(CANARY_WEIGHT_PERCENT, "canary"), ["c1"]);
     assert_eq!(distinct(CANARY_STATE, "canary"), ["c1"]);
