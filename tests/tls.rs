@@ -41,12 +41,12 @@ use tokio_rustls::client::TlsStream;
 
 // === certificates ===
 
-struct Ca {
-    pem: String,
+pub struct Ca {
+    pub pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca() -> Ca {
+pub fn ca() -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
@@ -60,7 +60,7 @@ fn ca() -> Ca {
     }
 }
 
-struct Leaf {
+pub struct Leaf {
     cert_pem: String,
     key_pem: String,
     der: CertificateDer<'static>,
@@ -82,7 +82,7 @@ fn leaf_valid(ca: &Ca, names: &[&str], from_days: i64, to_days: i64) -> Leaf {
     }
 }
 
-fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
+pub fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
     leaf_valid(ca, names, -1, 365)
 }
 
@@ -572,7 +572,7 @@ async fn certificate_file_rotation_is_picked_up_by_the_running_binary() {
 
 /// An HTTPS upstream (both HTTP/1.1 and h2 by ALPN) answering "secure";
 /// counts the TCP connections it accepted.
-async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
+pub async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
     let chain = vec![l.der.clone()];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(l.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(pointsman::tls::provider())

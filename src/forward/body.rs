@@ -189,9 +189,7 @@ impl Body for Lent {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or(self.hint, Body::size_hint)
+        self.body.as_ref().map_or(self.hint, Body::size_hint)
     }
 }
 
@@ -320,7 +318,11 @@ mod tests {
     }
 
     async fn text(body: ProxyBody) -> String {
-        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
