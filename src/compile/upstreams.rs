@@ -122,6 +122,12 @@ impl Builder<'_> {
                 h.path.referenced,
                 "health_check path must start with `/`",
             );
+        } else if let Err(e) = http::uri::PathAndQuery::try_from(h.path.value.as_str()) {
+            self.diags.error(
+                f,
+                h.path.referenced,
+                format!("invalid health_check path `{}`: {e}", h.path.value),
+            );
         }
         HealthCheck {
             path: h.path.value.clone(),
@@ -421,6 +427,10 @@ mod tests {
             (
                 "health_check: { path: h }",
                 "health_check path must start with `/`",
+            ),
+            (
+                "health_check: { path: \"/a b\" }",
+                "invalid health_check path `/a b`: invalid uri character",
             ),
         ];
         for (extra, want) in cases {

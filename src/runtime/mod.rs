@@ -120,12 +120,21 @@ impl Runtime {
     }
 
     fn upstream(&self, def: &UpstreamDef) -> Arc<Upstream> {
+        let before = self.upstreams.live(&def.name);
         let (upstream, new) =
             self.upstreams
                 .get_or_make(&def.name, |u| u.def == *def, || Upstream::new(def.clone()));
         if !new {
             // The same runtime, its health, ejections and checks.
             return upstream;
+        }
+        if before.is_some() {
+            tracing::info!(
+                target: "upstream",
+                upstream = %def.name,
+                reason = "its definition changed",
+                "upstream starts afresh: new pools, every endpoint healthy until checked, no ejection"
+            );
         }
         if let Some(m) = &self.metrics {
             let name = &def.name;
