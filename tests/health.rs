@@ -680,6 +680,7 @@ async fn malformed_chunked_bodies_cannot_roll_a_canary_back() {
         "5\r\nhello\r\nXYZ\r\n0\r\n\r\n",
         "5\r\nhelloXX0\r\n\r\n",
         "-5\r\nhello\r\n0\r\n\r\n",
+        "5\nhello\n0\n\n",
         &long_ext,
     ];
     for i in 0..10 {
