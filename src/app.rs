@@ -84,7 +84,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     let metrics =
         Metrics::new().map_err(|e| RunError::Runtime(format!("cannot create metrics: {e}")))?;
     metrics.set_generation(1);
-    let runtime = Runtime::new(Some(metrics));
+    let runtime = Runtime::serving(Some(metrics));
     if let Some(path) = &config.settings.state_file {
         runtime.use_state_file(path);
     }

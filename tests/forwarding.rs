@@ -146,7 +146,11 @@ async fn get_is_retried_on_another_endpoint_post_is_not() {
     let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!((bad.hits(), good.hits()), (1, 1));
-    // Two picks so far (first try, retry): the POST lands on `bad` again.
+    // The retry did not move the rotation (SPEC 6): the next first attempt
+    // goes to `good`, the one after to `bad` again.
+    let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!((bad.hits(), good.hits()), (1, 2));
     let post = Request::post(format!("http://{}/", p.addr))
         .body(Full::new(Bytes::from_static(b"pay")))
         .unwrap();
@@ -155,7 +159,7 @@ async fn get_is_retried_on_another_endpoint_post_is_not() {
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
     assert_eq!(resp.headers["x-pointsman-error"], "upstream_reset");
     assert_eq!(bad.hits(), 2, "the POST reached the upstream exactly once");
-    assert_eq!(good.hits(), 1, "the POST was not retried");
+    assert_eq!(good.hits(), 2, "the POST was not retried");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod cli;
 mod config_check;
 mod forwarding;
 mod grpc;
+mod health;
 mod metrics_dashboard;
 mod observability;
 mod reload;

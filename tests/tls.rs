@@ -574,7 +574,7 @@ async fn certificate_file_rotation_is_picked_up_by_the_running_binary() {
 
 /// An HTTPS upstream (both HTTP/1.1 and h2 by ALPN) answering "secure";
 /// counts the TCP connections it accepted.
-async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
+pub async fn https_upstream(l: &Leaf, accepted: Arc<AtomicUsize>) -> SocketAddr {
     let chain = vec![l.der.clone()];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(l.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(pointsman::tls::provider())

@@ -1,5 +1,5 @@
 //! The admin API (SPEC 8): health, readiness, config, reload, routes,
-//! experiments, canaries, explain and metrics, on `admin.bind`
+//! experiments, canaries, upstreams, explain and metrics, on `admin.bind`
 //! (127.0.0.1:9901 by default). With `admin.token_file`, POSTs need
 //! `Authorization: Bearer <token>` (401 without, 403 when wrong). The
 //! server hands requests over with their bodies read
@@ -65,6 +65,9 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
             json_response(StatusCode::OK, &experiments_json(&snapshot()))
         }
         (&Method::GET, ["canaries"]) => json_response(StatusCode::OK, &canaries_json(&snapshot())),
+        (&Method::GET, ["upstreams"]) => {
+            json_response(StatusCode::OK, &upstreams_json(&snapshot()))
+        }
         (&Method::POST, ["canaries", name, action]) => {
             let resp = canary_action(&snapshot(), name, action);
             durable(&state).await;
@@ -79,7 +82,10 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
         (&Method::POST, ["explain"]) => explain(&snapshot(), req.body()),
         (
             _,
-            ["healthz" | "readyz" | "metrics" | "config" | "routes" | "experiments" | "canaries"],
+            [
+                "healthz" | "readyz" | "metrics" | "config" | "routes" | "experiments" | "canaries"
+                | "upstreams",
+            ],
         )
         | (_, ["reload" | "explain"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -263,6 +269,17 @@ fn canaries_json(snapshot: &Snapshot) -> Value {
         .filter_map(|c| serde_json::to_value(c.view(now)).ok())
         .collect();
     json!({ "canaries": list })
+}
+
+/// Per upstream, in config order: balance, protocol, and each endpoint's
+/// health, ejection, in-flight requests, last check and last failure.
+fn upstreams_json(snapshot: &Snapshot) -> Value {
+    let list: Vec<Value> = snapshot
+        .upstreams()
+        .iter()
+        .filter_map(|u| serde_json::to_value(u.view()).ok())
+        .collect();
+    json!({ "upstreams": list })
 }
 
 fn canary_action(snapshot: &Snapshot, name: &str, action: &str) -> AdminResponse {

@@ -91,27 +91,11 @@ impl Builder<'_> {
         let connect_timeout = self.duration(f, u.connect_timeout.as_ref(), Duration::from_secs(2));
         let request_timeout = self.duration(f, u.request_timeout.as_ref(), Duration::from_secs(30));
         let tls = u.tls.as_ref().map(|t| self.upstream_tls(src, &t.value));
-        let health_check = u.health_check.as_ref().map(|h| {
-            let h = &h.value;
-            if !h.path.value.starts_with('/') {
-                self.diags.error(
-                    f,
-                    h.path.referenced,
-                    "health_check path must start with `/`",
-                );
-            }
-            HealthCheck {
-                path: h.path.value.clone(),
-                interval: self.duration(f, h.interval.as_ref(), Duration::from_secs(5)),
-                timeout: self.duration(f, h.timeout.as_ref(), Duration::from_secs(1)),
-                unhealthy_after: h.unhealthy_after.as_ref().map_or(3, |v| v.value.max(1)),
-                healthy_after: h.healthy_after.as_ref().map_or(2, |v| v.value.max(1)),
-            }
-        });
-        let outlier = u.outlier.as_ref().map(|o| Outlier {
-            consecutive_failures: o.value.consecutive_failures.value.max(1),
-            eject_for: self.duration(f, Some(&o.value.eject_for), Duration::from_secs(30)),
-        });
+        let health_check = u
+            .health_check
+            .as_ref()
+            .map(|h| self.health_check(f, &h.value));
+        let outlier = u.outlier.as_ref().map(|o| self.outlier(f, &o.value));
         if self.diags.items().len() > errors_before {
             return None;
         }
@@ -127,6 +111,125 @@ impl Builder<'_> {
             health_check,
             outlier,
         })
+    }
+
+    /// An upstream's `health_check` with SPEC 2's defaults (`interval: 5s`,
+    /// `timeout: 1s`, `unhealthy_after: 3`, `healthy_after: 2`).
+    fn health_check(&mut self, f: &Arc<str>, h: &raw::HealthCheck) -> HealthCheck {
+        if !h.path.value.starts_with('/') {
+            self.diags.error(
+                f,
+                h.path.referenced,
+                "health_check path must start with `/`",
+            );
+        } else if let Err(e) = http::uri::PathAndQuery::try_from(h.path.value.as_str()) {
+            self.diags.error(
+                f,
+                h.path.referenced,
+                format!("invalid health_check path `{}`: {e}", h.path.value),
+            );
+        }
+        HealthCheck {
+            path: h.path.value.clone(),
+            interval: self.positive_duration(
+                f,
+                "interval",
+                h.interval.as_ref(),
+                Duration::from_secs(5),
+            ),
+            timeout: self.positive_duration(
+                f,
+                "timeout",
+                h.timeout.as_ref(),
+                Duration::from_secs(1),
+            ),
+            unhealthy_after: self.count(
+                f,
+                "unhealthy_after",
+                h.unhealthy_after.as_ref(),
+                3,
+                1..=u32::MAX,
+            ),
+            healthy_after: self.count(
+                f,
+                "healthy_after",
+                h.healthy_after.as_ref(),
+                2,
+                1..=u32::MAX,
+            ),
+        }
+    }
+
+    /// An upstream's `outlier` with SPEC 2's defaults
+    /// (`consecutive_failures: 5`, `eject_for: 30s`,
+    /// `max_ejected_percent: 50`).
+    fn outlier(&mut self, f: &Arc<str>, o: &raw::Outlier) -> Outlier {
+        Outlier {
+            consecutive_failures: self.count(
+                f,
+                "consecutive_failures",
+                o.consecutive_failures.as_ref(),
+                5,
+                1..=u32::MAX,
+            ),
+            eject_for: self.positive_duration(
+                f,
+                "eject_for",
+                o.eject_for.as_ref(),
+                Duration::from_secs(30),
+            ),
+            max_ejected_percent: self.count(
+                f,
+                "max_ejected_percent",
+                o.max_ejected_percent.as_ref(),
+                50,
+                0..=100,
+            ),
+        }
+    }
+
+    /// A duration that must be above zero (a zero interval would spin).
+    fn positive_duration(
+        &mut self,
+        f: &Arc<str>,
+        key: &str,
+        d: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        let v = self.duration(f, d, default);
+        match d {
+            Some(s) if v.is_zero() => {
+                self.diags
+                    .error(f, s.referenced, format!("`{key}` must be longer than zero"));
+                default
+            }
+            _ => v,
+        }
+    }
+
+    /// A count within `range` (else an error naming the range), or
+    /// `default` when absent.
+    fn count(
+        &mut self,
+        f: &Arc<str>,
+        key: &str,
+        v: Option<&Spanned<u32>>,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> u32 {
+        match v {
+            None => default,
+            Some(s) if range.contains(&s.value) => s.value,
+            Some(s) => {
+                let msg = if *range.end() == u32::MAX {
+                    format!("`{key}` must be at least {}", range.start())
+                } else {
+                    format!("`{key}` must be from {} to {}", range.start(), range.end())
+                };
+                self.diags.error(f, s.referenced, msg);
+                default
+            }
+        }
     }
 
     /// An upstream's `tls`: the CA bundle is parsed now; `server_name` must
@@ -245,4 +348,96 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         tls,
         authority: rest.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::def::{HealthCheck, Outlier};
+    use std::time::Duration;
+
+    fn upstream(extra: &str) -> Result<crate::upstream::def::UpstreamDef, Vec<String>> {
+        let text = format!(
+            "upstreams:\n  web: {{ endpoints: [\"127.0.0.1:9001\"], {extra} }}\n\
+             routes:\n  - {{ name: a, to: web }}\n"
+        );
+        match super::super::compile_text("t.yaml", &text) {
+            Ok(c) => Ok(c.config.upstreams[0].clone()),
+            Err(e) => Err(e.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    #[test]
+    fn health_check_and_outlier_take_the_spec_defaults() {
+        let u = upstream("health_check: { path: /healthz }, outlier: {}").unwrap();
+        assert_eq!(
+            u.health_check,
+            Some(HealthCheck {
+                path: "/healthz".into(),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                unhealthy_after: 3,
+                healthy_after: 2,
+            })
+        );
+        assert_eq!(
+            u.outlier,
+            Some(Outlier {
+                consecutive_failures: 5,
+                eject_for: Duration::from_secs(30),
+                max_ejected_percent: 50,
+            })
+        );
+        let u = upstream(
+            "outlier: { consecutive_failures: 2, eject_for: 1s, max_ejected_percent: 100 }",
+        )
+        .unwrap();
+        assert_eq!(
+            u.outlier,
+            Some(Outlier {
+                consecutive_failures: 2,
+                eject_for: Duration::from_secs(1),
+                max_ejected_percent: 100,
+            })
+        );
+    }
+
+    #[test]
+    fn nonsense_thresholds_are_errors_at_their_place() {
+        let cases = [
+            (
+                "health_check: { path: /h, unhealthy_after: 0 }",
+                "`unhealthy_after` must be at least 1",
+            ),
+            (
+                "health_check: { path: /h, healthy_after: 0 }",
+                "`healthy_after` must be at least 1",
+            ),
+            (
+                "health_check: { path: /h, interval: 0s }",
+                "`interval` must be longer than zero",
+            ),
+            (
+                "outlier: { consecutive_failures: 0 }",
+                "`consecutive_failures` must be at least 1",
+            ),
+            (
+                "outlier: { max_ejected_percent: 101 }",
+                "`max_ejected_percent` must be from 0 to 100",
+            ),
+            (
+                "health_check: { path: h }",
+                "health_check path must start with `/`",
+            ),
+            (
+                "health_check: { path: \"/a b\" }",
+                "invalid health_check path `/a b`: invalid uri character",
+            ),
+        ];
+        for (extra, want) in cases {
+            let errors = upstream(extra).unwrap_err();
+            assert_eq!(errors.len(), 1, "{extra}: {errors:?}");
+            assert!(errors[0].starts_with("t.yaml:2:"), "{errors:?}");
+            assert!(errors[0].ends_with(want), "{extra}: {errors:?}");
+        }
+    }
 }

@@ -145,10 +145,13 @@ pub struct HealthCheck {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
-    /// Upstream faults in a row that eject an endpoint.
-    pub consecutive_failures: Spanned<u32>,
-    /// How long the first ejection lasts.
-    pub eject_for: Spanned<String>,
+    /// Upstream faults in a row that eject an endpoint (default 5).
+    pub consecutive_failures: Option<Spanned<u32>>,
+    /// How long the first ejection lasts (default 30s).
+    pub eject_for: Option<Spanned<String>>,
+    /// The most endpoints ejected at once, in percent (default 50; one
+    /// may always be).
+    pub max_ejected_percent: Option<Spanned<u32>>,
 }
 
 /// One routing rule.

@@ -8,10 +8,12 @@
 //! apart from an upstream failure wherever it surfaces.
 
 use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -66,12 +68,7 @@ impl RequestBody {
         if body.is_end_stream() {
             RequestBody::Held(Bytes::new())
         } else {
-            RequestBody::Stream(Prefixed {
-                prefix: VecDeque::new(),
-                prefix_len: 0,
-                failed: None,
-                rest: body,
-            })
+            RequestBody::Stream(Prefixed::new(body))
         }
     }
 
@@ -100,6 +97,31 @@ impl RequestBody {
         }
     }
 
+    /// Lends a streamed body to the next send, so that it can be taken
+    /// back if that send never reads it (`None` for a held body: it can be
+    /// sent again anyway).
+    pub fn lend(&mut self) -> Option<Unread> {
+        let RequestBody::Stream(_) = self else {
+            return None;
+        };
+        let RequestBody::Stream(stream) = std::mem::replace(self, RequestBody::Held(Bytes::new()))
+        else {
+            return None;
+        };
+        let body = stream.boxed();
+        let lent = Lent {
+            end: body.is_end_stream(),
+            hint: body.size_hint(),
+            slot: Arc::new(ArrayQueue::new(1)),
+            body: None,
+        };
+        // A new queue of one has room.
+        let _ = lent.slot.push(body);
+        let unread = Unread(lent.slot.clone());
+        *self = RequestBody::Stream(Prefixed::new(lent.boxed()));
+        Some(unread)
+    }
+
     /// The body for one send; a stream is capped at `max` bytes (0 = no
     /// cap).
     pub fn into_proxy_body(self, max: u64) -> ProxyBody {
@@ -110,6 +132,64 @@ impl RequestBody {
             }
             RequestBody::Stream(s) => s.boxed(),
         }
+    }
+}
+
+/// A streamed body lent to one send: until the send reads it, it can be
+/// taken back (SPEC 6: a streamed body of a request that failed to
+/// connect, or found no healthy endpoint, was never read and fails over to
+/// the fallback).
+pub struct Unread(Arc<ArrayQueue<ProxyBody>>);
+
+impl std::fmt::Debug for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unread")
+            .field("unread", &!self.0.is_empty())
+            .finish()
+    }
+}
+
+impl Unread {
+    /// The body, if the send never started reading it.
+    pub fn take_back(self) -> Option<ProxyBody> {
+        self.0.pop()
+    }
+}
+
+/// The lent side of an [`Unread`]: takes the body on its first read and
+/// answers `is_end_stream` and `size_hint` as the body did when lent.
+struct Lent {
+    slot: Arc<ArrayQueue<ProxyBody>>,
+    body: Option<ProxyBody>,
+    end: bool,
+    hint: SizeHint,
+}
+
+impl Body for Lent {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.body.is_none() {
+            this.body = this.slot.pop();
+        }
+        match &mut this.body {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            // Taken back while still being sent: never end it as if whole.
+            None => Poll::Ready(Some(Err("the request body was taken back".into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().map_or(self.end, Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.as_ref().map_or(self.hint, Body::size_hint)
     }
 }
 
@@ -134,6 +214,15 @@ impl std::fmt::Debug for Prefixed {
 }
 
 impl Prefixed {
+    fn new(rest: ProxyBody) -> Self {
+        Prefixed {
+            prefix: VecDeque::new(),
+            prefix_len: 0,
+            failed: None,
+            rest,
+        }
+    }
+
     async fn inspect(mut self, limit: usize) -> RequestBody {
         let read = async {
             while self.prefix_len <= limit {
@@ -201,5 +290,67 @@ impl Body for Prefixed {
             hint.set_upper(upper.saturating_add(n));
         }
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streamed body of ready chunks, with no length known up front.
+    struct Chunks(VecDeque<&'static str>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let next = self.get_mut().0.pop_front();
+            Poll::Ready(next.map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))))
+        }
+    }
+
+    fn stream() -> RequestBody {
+        RequestBody::streaming(Chunks(["ab", "cd"].into()).boxed())
+    }
+
+    async fn text(body: ProxyBody) -> String {
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_lent_body_comes_back_whole_if_never_read() {
+        let mut body = stream();
+        let unread = body.lend().expect("a stream is lent");
+        // The send failed before reading: the lent side is dropped unread.
+        drop(body.into_proxy_body(0));
+        let back = unread.take_back().expect("never read");
+        assert_eq!(text(back).await, "abcd");
+    }
+
+    #[tokio::test]
+    async fn a_lent_body_once_read_is_not_taken_back() {
+        let mut body = stream();
+        let unread = body.lend().expect("a stream is lent");
+        let mut sent = body.into_proxy_body(0);
+        let first = sent.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"ab")));
+        assert!(unread.take_back().is_none());
+        assert_eq!(text(sent).await, "cd");
+    }
+
+    #[test]
+    fn a_held_body_is_not_lent() {
+        let mut body = RequestBody::Held(Bytes::from_static(b"x"));
+        assert!(body.lend().is_none());
+        assert_eq!(body.held(), Some(&Bytes::from_static(b"x")));
     }
 }

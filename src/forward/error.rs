@@ -129,7 +129,7 @@ impl From<SendError> for ForwardError {
             SendError::Timeout { .. } => ForwardError::UpstreamTimeout(e.to_string()),
             SendError::BodyTooLarge => ForwardError::BodyTooLarge,
             SendError::ClientBody => ForwardError::ClientBody,
-            SendError::NoEndpoints => ForwardError::NoHealthyUpstream(e.to_string()),
+            SendError::NoHealthy { .. } => ForwardError::NoHealthyUpstream(e.to_string()),
         }
     }
 }

@@ -42,6 +42,29 @@ impl EndpointHealth {
     }
 }
 
+/// The counters of one endpoint: passive ejections and active checks.
+#[derive(Debug, Clone)]
+pub struct EndpointCounters {
+    pub(super) ejections: IntCounter,
+    pub(super) checks_pass: IntCounter,
+    pub(super) checks_fail: IntCounter,
+}
+
+impl EndpointCounters {
+    /// The endpoint was ejected.
+    pub fn ejected(&self) {
+        self.ejections.inc();
+    }
+    /// A health check passed (`true`) or failed.
+    pub fn checked(&self, pass: bool) {
+        if pass {
+            self.checks_pass.inc();
+        } else {
+            self.checks_fail.inc();
+        }
+    }
+}
+
 /// Mirror counters of one route and mirror upstream.
 #[derive(Debug, Clone)]
 pub struct MirrorCounters {

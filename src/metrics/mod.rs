@@ -24,7 +24,8 @@ mod names;
 mod series;
 
 pub use handles::{
-    ConnectionGuard, EndpointHealth, ListenerConnections, MirrorCounters, UpstreamErrors,
+    ConnectionGuard, EndpointCounters, EndpointHealth, ListenerConnections, MirrorCounters,
+    UpstreamErrors,
 };
 pub use names::*;
 pub use series::{RequestSeries, SeriesTarget};
@@ -46,6 +47,8 @@ pub struct Metrics {
     requests: Arc<RequestTable>,
     upstream_errors: IntCounterVec,
     endpoint_healthy: IntGaugeVec,
+    ejections: IntCounterVec,
+    health_checks: IntCounterVec,
     experiment_assignments: IntCounterVec,
     canary_weight: GaugeVec,
     canary_state: IntGaugeVec,
@@ -100,6 +103,18 @@ impl Metrics {
             UPSTREAM_ENDPOINT_HEALTHY,
             "1 if the endpoint is healthy and not ejected, else 0.",
             &["upstream", "endpoint"],
+        )?;
+        let ejections = counter_vec(
+            &registry,
+            UPSTREAM_EJECTIONS_TOTAL,
+            "Endpoints ejected after consecutive upstream faults (outlier).",
+            &["upstream", "endpoint"],
+        )?;
+        let health_checks = counter_vec(
+            &registry,
+            HEALTH_CHECKS_TOTAL,
+            "Active health checks by result (pass, fail).",
+            &["upstream", "endpoint", "result"],
         )?;
         let experiment_assignments = counter_vec(
             &registry,
@@ -168,6 +183,8 @@ impl Metrics {
             requests,
             upstream_errors,
             endpoint_healthy,
+            ejections,
+            health_checks,
             experiment_assignments,
             canary_weight,
             canary_state,
@@ -224,6 +241,20 @@ impl Metrics {
             self.endpoint_healthy
                 .with_label_values(&[upstream, endpoint]),
         )
+    }
+
+    /// The ejection and health-check counters of one endpoint; call when
+    /// an upstream runtime is made.
+    pub fn endpoint_counters(&self, upstream: &str, endpoint: &str) -> EndpointCounters {
+        let [checks_pass, checks_fail] = HEALTH_CHECK_RESULTS.map(|result| {
+            self.health_checks
+                .with_label_values(&[upstream, endpoint, result])
+        });
+        EndpointCounters {
+            ejections: self.ejections.with_label_values(&[upstream, endpoint]),
+            checks_pass,
+            checks_fail,
+        }
     }
 
     /// The assignment counter of one experiment variant; call at compile time
@@ -303,7 +334,8 @@ impl Metrics {
         });
     }
 
-    /// Drops error and endpoint-health series of upstreams and endpoints that
+    /// Drops error, endpoint-health, ejection and health-check series of
+    /// upstreams and endpoints that
     /// are not in the new config: `live` lists each (upstream, endpoints).
     pub fn retain_upstreams(&self, live: &[(&str, Vec<&str>)]) {
         let names: HashSet<&str> = live.iter().map(|(u, _)| *u).collect();
@@ -314,9 +346,11 @@ impl Metrics {
         retain_vec(&self.upstream_errors, |l| {
             names.contains(label(l, "upstream"))
         });
-        retain_vec(&self.endpoint_healthy, |l| {
-            endpoints.contains(&(label(l, "upstream"), label(l, "endpoint")))
-        });
+        let live =
+            |l: &[LabelPair]| endpoints.contains(&(label(l, "upstream"), label(l, "endpoint")));
+        retain_vec(&self.endpoint_healthy, live);
+        retain_vec(&self.ejections, live);
+        retain_vec(&self.health_checks, live);
     }
 
     /// Drops assignment and user series of experiments that are not in the

@@ -24,6 +24,10 @@ pub const CONFIG_GENERATION: &str = "pointsman_config_generation";
 pub const CONNECTIONS_ACTIVE: &str = "pointsman_connections_active";
 /// Counter `{route, upstream, result}`, result ∈ `sent`, `failed`, `skipped`.
 pub const MIRROR_REQUESTS_TOTAL: &str = "pointsman_mirror_requests_total";
+/// Counter `{upstream, endpoint}`: passive ejections (SPEC 6.1).
+pub const UPSTREAM_EJECTIONS_TOTAL: &str = "pointsman_upstream_ejections_total";
+/// Counter `{upstream, endpoint, result}`, result ∈ [`HEALTH_CHECK_RESULTS`].
+pub const HEALTH_CHECKS_TOTAL: &str = "pointsman_health_checks_total";
 
 /// Gauge `{experiment, variant}`: distinct users enrolled (SPEC 3).
 pub const EXPERIMENT_USERS: &str = "pointsman_experiment_users";
@@ -50,6 +54,8 @@ pub const ALL: &[&str] = &[
     EXPERIMENT_USERS,
     EXPOSURES_LOGGED_TOTAL,
     EXPOSURES_DROPPED_TOTAL,
+    UPSTREAM_EJECTIONS_TOTAL,
+    HEALTH_CHECKS_TOTAL,
 ];
 
 /// The names in [`ALL`] that are histograms.
@@ -83,6 +89,9 @@ pub(super) const DURATION_BUCKETS_NS: [u64; 15] = [
     10_000_000_000,
     30_000_000_000,
 ];
+
+/// Values of the `result` label of [`HEALTH_CHECKS_TOTAL`].
+pub const HEALTH_CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
 
 /// Values of the `kind` label of [`UPSTREAM_ERRORS_TOTAL`].
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "no_healthy"];

@@ -122,6 +122,9 @@ fn every_name_is_exported_once_with_spec_labels() {
     let (logged, dropped) = m.exposure_counters();
     logged.inc();
     dropped.inc();
+    let ep = m.endpoint_counters("backend", "10.0.0.1:80");
+    ep.ejected();
+    ep.checked(true);
     let text = m.render();
     let samples = parse(&text);
     let expect: &[(&str, &[&str])] = &[
@@ -139,6 +142,8 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPERIMENT_USERS, &["experiment", "variant"]),
         (EXPOSURES_LOGGED_TOTAL, &[]),
         (EXPOSURES_DROPPED_TOTAL, &[]),
+        (UPSTREAM_EJECTIONS_TOTAL, &["upstream", "endpoint"]),
+        (HEALTH_CHECKS_TOTAL, &["upstream", "endpoint", "result"]),
     ];
     for (name, labels) in expect {
         let found: Vec<_> = samples.iter().filter(|s| s.name == *name).collect();
@@ -181,13 +186,15 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPERIMENT_USERS, "gauge"),
         (EXPOSURES_LOGGED_TOTAL, "counter"),
         (EXPOSURES_DROPPED_TOTAL, "counter"),
+        (UPSTREAM_EJECTIONS_TOTAL, "counter"),
+        (HEALTH_CHECKS_TOTAL, "counter"),
     ] {
         assert!(
             text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 15);
+    assert_eq!(ALL.len(), 17);
 }
 
 #[test]
@@ -351,6 +358,8 @@ fn retain_upstreams_experiments_and_canaries() {
     m.upstream_errors("b").reset();
     m.endpoint_health("a", "10.0.0.1:80").set(true);
     m.endpoint_health("a", "10.0.0.2:80").set(false);
+    m.endpoint_counters("a", "10.0.0.1:80").ejected();
+    m.endpoint_counters("a", "10.0.0.2:80").checked(false);
     m.experiment_assignments("x", "control").inc();
     m.experiment_assignments("y", "control").inc();
     m.set_canary("c1", 5.0, "static");
@@ -371,10 +380,13 @@ fn retain_upstreams_experiments_and_canaries() {
         v
     };
     assert_eq!(distinct(UPSTREAM_ERRORS_TOTAL, "upstream"), ["a"]);
-    assert_eq!(
-        distinct(UPSTREAM_ENDPOINT_HEALTHY, "endpoint"),
-        ["10.0.0.1:80"]
-    );
+    for name in [
+        UPSTREAM_ENDPOINT_HEALTHY,
+        UPSTREAM_EJECTIONS_TOTAL,
+        HEALTH_CHECKS_TOTAL,
+    ] {
+        assert_eq!(distinct(name, "endpoint"), ["10.0.0.1:80"], "{name}");
+    }
     assert_eq!(distinct(EXPERIMENT_ASSIGNMENTS_TOTAL, "experiment"), ["x"]);
     assert_eq!(distinct(CANARY_WEIGHT_PERCENT, "canary"), ["c1"]);
     assert_eq!(distinct(CANARY_STATE, "canary"), ["c1"]);

@@ -7,8 +7,9 @@ use super::decide::Decision;
 use super::record::Served;
 use super::{Outgoing, mirror, prepare};
 use crate::compile::{Action, FallbackAction, ForwardOptions, Redirect, Respond, Route};
+use crate::forward::body::Unread;
 use crate::forward::tunnel::{PendingUpgrade, tunnel};
-use crate::forward::{ForwardError, ProxyBody, full, grpc, headers};
+use crate::forward::{ForwardError, ProxyBody, RequestBody, full, grpc, headers};
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
@@ -45,15 +46,10 @@ pub(super) async fn dispatch(
     let split = decision.split.as_ref();
     prepare::variant(&mut out.parts, split);
     note_split(route, split, metrics, served);
-    let out = mirror::maybe(snapshot, route, metrics, out, request_id).await;
-    let failover = match (&config.fallback, out.body.held()) {
-        (Some(f), Some(held)) if f.failover && out.upgrade.is_none() => {
-            Some(out.copy_with(held.clone()))
-        }
-        _ => None,
-    };
+    let mut out = mirror::maybe(snapshot, route, metrics, out, request_id).await;
+    let spare = Spare::keep(snapshot, &mut out);
     match send(snapshot, upstream, out, Some(&route.forward), served).await {
-        Err(e) if e.fails_over() => match failover {
+        Err(e) if e.fails_over() => match spare.and_then(Spare::outgoing) {
             Some(out) => {
                 tracing::debug!(route = %route.name, error = %e, "failing over to the fallback");
                 fallback(snapshot, out, served, Some(e)).await
@@ -61,6 +57,64 @@ pub(super) async fn dispatch(
             None => Err(e),
         },
         result => result,
+    }
+}
+
+/// What a failover to the fallback needs (SPEC 6): the head before the
+/// route's edits, and the body if it can still be sent: a held body
+/// always, a streamed one only if the failed send never read it.
+struct Spare<'p> {
+    parts: http::request::Parts,
+    path: &'p str,
+    body: SpareBody,
+    te_trailers: bool,
+    deadline: Option<std::time::Instant>,
+}
+
+enum SpareBody {
+    Held(Bytes),
+    Unread(Unread),
+}
+
+impl<'p> Spare<'p> {
+    /// Keeps what a failover needs when `fallback.failover` is on (never
+    /// for an upgrade), lending a streamed body to the first send.
+    fn keep(snapshot: &Snapshot, out: &mut Outgoing<'p>) -> Option<Spare<'p>> {
+        let on = snapshot
+            .config
+            .fallback
+            .as_ref()
+            .is_some_and(|f| f.failover);
+        if !on || out.upgrade.is_some() {
+            return None;
+        }
+        let body = match out.body.held() {
+            Some(held) => SpareBody::Held(held.clone()),
+            None => SpareBody::Unread(out.body.lend()?),
+        };
+        Some(Spare {
+            parts: out.parts.clone(),
+            path: out.path,
+            te_trailers: out.te_trailers,
+            deadline: out.deadline,
+            body,
+        })
+    }
+
+    /// The request for the fallback, if its body can still be sent.
+    fn outgoing(self) -> Option<Outgoing<'p>> {
+        let body = match self.body {
+            SpareBody::Held(b) => RequestBody::Held(b),
+            SpareBody::Unread(u) => RequestBody::streaming(u.take_back()?),
+        };
+        Some(Outgoing {
+            parts: self.parts,
+            body,
+            path: self.path,
+            upgrade: None,
+            te_trailers: self.te_trailers,
+            deadline: self.deadline,
+        })
     }
 }
 

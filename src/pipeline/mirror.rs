@@ -65,7 +65,7 @@ fn spawn(
 ) {
     tokio::spawn(async move {
         let pq = upstream_path(&path, parts.uri.query(), None);
-        let sent = match (PathAndQuery::try_from(pq), upstream.pick(None)) {
+        let sent = match (PathAndQuery::try_from(pq), upstream.pick()) {
             (Ok(pq), Some(idx)) => {
                 parts.uri = Uri::from(pq);
                 let req = Request::from_parts(parts, full(body));

@@ -24,7 +24,6 @@ use crate::forward::{ForwardError, ProxyBody, grpc, headers};
 use crate::routing::RequestContext;
 use crate::runtime::Snapshot;
 use crate::split::Purpose;
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use record::{AccessLog, Served};
@@ -62,21 +61,6 @@ pub(super) struct Outgoing<'p> {
     pub(super) te_trailers: bool,
     /// A gRPC call's deadline (`grpc-timeout`), when it has one.
     pub(super) deadline: Option<Instant>,
-}
-
-impl Outgoing<'_> {
-    /// Another `Outgoing` for the same request with a held `body` (the
-    /// failover's copy).
-    fn copy_with(&self, body: Bytes) -> Self {
-        Outgoing {
-            parts: self.parts.clone(),
-            body: RequestBody::Held(body),
-            path: self.path,
-            upgrade: None,
-            te_trailers: self.te_trailers,
-            deadline: self.deadline,
-        }
-    }
 }
 
 /// Runs one request through the pipeline on `snapshot`. `upgrade` is the

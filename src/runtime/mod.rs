@@ -38,20 +38,40 @@ pub struct Runtime {
     /// The `state_file`, once [`Runtime::use_state_file`] ran.
     store: ArcSwapOption<StateStore>,
     metrics: Option<Arc<Metrics>>,
+    /// Where active health checks run: set only for a runtime that serves
+    /// (`run`, `demo`).
+    checks: Option<tokio::runtime::Handle>,
 }
 
 impl Runtime {
-    /// A runtime recording into `metrics` (`None`: nothing is recorded).
+    /// A runtime recording into `metrics` (`None`: nothing is recorded),
+    /// with no active health checks (benchmarks, tools).
     pub fn new(metrics: Option<Arc<Metrics>>) -> Arc<Runtime> {
+        Arc::new(Self::build(metrics, None))
+    }
+
+    fn build(metrics: Option<Arc<Metrics>>, checks: Option<tokio::runtime::Handle>) -> Runtime {
         let counters = metrics.as_ref().map(|m| m.exposure_counters());
-        Arc::new(Runtime {
+        Runtime {
             upstreams: Registry::default(),
             canaries: Arc::new(CanaryRegistry::new()),
             experiments: Registry::default(),
             exposures: Arc::new(ExposureLog::new(counters)),
             store: ArcSwapOption::empty(),
             metrics,
-        })
+            checks,
+        }
+    }
+
+    /// A runtime that serves: as [`Runtime::new`], and every upstream with
+    /// `health_check` gets its active checks on the current tokio runtime
+    /// (for as long as a snapshot uses it). Outside a tokio runtime no
+    /// check runs (and a warning says so).
+    pub fn serving(metrics: Option<Arc<Metrics>>) -> Arc<Runtime> {
+        let checks = tokio::runtime::Handle::try_current()
+            .map_err(|e| tracing::warn!("no active health checks: {e}"))
+            .ok();
+        Arc::new(Self::build(metrics, checks))
     }
 
     /// Keeps canary and experiment state in `path` from now on (SPEC 4):
@@ -137,15 +157,30 @@ impl Runtime {
     }
 
     fn upstream(&self, def: &UpstreamDef) -> Arc<Upstream> {
+        let before = self.upstreams.live(&def.name);
         let (upstream, new) =
             self.upstreams
                 .get_or_make(&def.name, |u| u.def == *def, || Upstream::new(def.clone()));
-        if new && let Some(m) = &self.metrics {
-            upstream.count_errors_in(m.upstream_errors(&def.name));
-            // Endpoints count as healthy until a check says otherwise.
-            for e in &def.endpoints {
-                m.endpoint_health(&def.name, &e.authority).set(true);
-            }
+        if !new {
+            // The same runtime, its health, ejections and checks.
+            return upstream;
+        }
+        if before.is_some() {
+            tracing::info!(
+                target: "upstream",
+                upstream = %def.name,
+                reason = "its definition changed",
+                "upstream starts afresh: new pools, every endpoint healthy until checked, no ejection"
+            );
+        }
+        if let Some(m) = &self.metrics {
+            let name = &def.name;
+            upstream.record_into(m.upstream_errors(name), |endpoint| {
+                m.endpoint_counters(name, endpoint)
+            });
+        }
+        if let Some(rt) = &self.checks {
+            upstream.start_health_checks(rt);
         }
         upstream
     }

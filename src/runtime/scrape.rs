@@ -1,7 +1,8 @@
 //! Scrape-time and reload-time bookkeeping of the metrics registry: values
 //! kept by other components (experiment exposures, canary weight, state and
-//! transitions) are copied in by [`refresh`]; [`after_reload`] counts a
-//! reload and drops the series of whatever left the config.
+//! transitions, whether each endpoint is serving) are copied in by
+//! [`refresh`]; [`after_reload`] counts a reload and drops the series of
+//! whatever left the config.
 
 use super::snapshot::Snapshot;
 use crate::metrics::Metrics;
@@ -11,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// the same difference.
 static REFRESHING: AtomicBool = AtomicBool::new(false);
 
-/// Copies experiment exposures and canary weight, state and transitions
-/// of `snapshot` into `metrics`; call before rendering.
+/// Copies experiment exposures, canary weight, state and transitions, and
+/// endpoint health (healthy and not ejected, at this moment) of `snapshot`
+/// into `metrics`; call before rendering.
 pub fn refresh(metrics: &Metrics, snapshot: &Snapshot) {
     if REFRESHING.swap(true, Ordering::Acquire) {
         // Another scrape is copying the same values right now.
@@ -33,6 +35,13 @@ pub fn refresh(metrics: &Metrics, snapshot: &Snapshot) {
         metrics.set_canary(name, c.weight(), c.state().as_str());
         for (to, n) in c.transitions() {
             metrics.sync_canary_transitions(name, to.as_str(), n);
+        }
+    }
+    for (u, def) in snapshot.upstreams().iter().zip(&config.upstreams) {
+        for (i, e) in def.endpoints.iter().enumerate() {
+            metrics
+                .endpoint_health(&def.name, &e.authority)
+                .set(u.serving(i));
         }
     }
     REFRESHING.store(false, Ordering::Release);

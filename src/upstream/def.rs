@@ -123,4 +123,7 @@ pub struct Outlier {
     pub consecutive_failures: u32,
     /// The base ejection time (times the ejections in a row, up to 10×).
     pub eject_for: Duration,
+    /// The most endpoints ejected at once, in percent of the endpoints
+    /// (rounded down; one may always be).
+    pub max_ejected_percent: u32,
 }

@@ -1,42 +1,59 @@
-//! Upstream runtimes: endpoints, balancing, connection pools and sending
-//! with the retry rules of SPEC 6. One [`Upstream`] per definition lives as
-//! long as a snapshot uses it; the runtime hands the same one to every
-//! config whose definition is unchanged, so pools survive reloads.
+//! Upstream runtimes: endpoints, balancing ([`balance`]), connection pools
+//! and sending with the retry rules of SPEC 6, endpoint health and passive
+//! ejection ([`health`]), active health checks ([`check`]) and the admin
+//! view ([`view`]). One [`Upstream`] per definition lives as long as a
+//! snapshot uses it; the runtime hands the same one to every config whose
+//! definition is unchanged, so pools, health and ejection state (and the
+//! checks) survive reloads.
 //!
 //! This is one of the two places (with the server) that speak hyper: a
 //! response comes back as a [`ProxyBody`] and, for a 101, a
 //! [`PendingUpgrade`].
 
+mod balance;
+mod check;
 mod connect;
 pub mod def;
 mod h2;
+mod health;
 mod pool;
+pub mod view;
 
 pub use connect::POOL_IDLE_TIMEOUT;
 
 use crate::forward::body::{BoxError, ProxyBody, full};
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
-use crate::metrics::UpstreamErrors;
+use crate::metrics::{EndpointCounters, UpstreamErrors};
+use balance::Tried;
 use connect::{Connector, classify};
-use def::{Balance, Protocol, UpstreamDef};
+use def::{Outlier, Protocol, UpstreamDef};
 use h2::H2Slot;
+use health::{EndpointMetrics, FaultKind, LogLimit, Vitals, now_ms};
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use pool::{EndpointPool, PooledBody};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// An upstream with its runtime state (pools, balancer, in-flight counts).
+/// An upstream with its runtime state (pools, balancer, in-flight counts,
+/// health and ejection).
 pub struct Upstream {
     /// The definition it was built from.
     pub def: UpstreamDef,
     endpoints: Box<[EndpointState]>,
+    /// The round-robin position of first attempts.
     next: AtomicUsize,
+    /// Set while one failure decides an ejection (so two cannot both pass
+    /// `max_ejected_percent`); a failure that finds it set leaves the
+    /// decision to the next one.
+    ejecting: AtomicBool,
+    /// The warn lines of `no_healthy` answers.
+    no_healthy_log: LogLimit,
     connector: Connector,
     /// `pointsman_upstream_errors_total` of this upstream, once linked to
     /// the process's metrics.
@@ -55,8 +72,9 @@ impl std::fmt::Debug for Upstream {
 /// Runtime state of one endpoint.
 #[derive(Debug)]
 struct EndpointState {
-    /// `host:port`, shared by every request's access-log record.
-    label: Arc<str>,
+    /// Its label (`host:port`, shared by every request's access-log
+    /// record), in-flight count, health and ejection.
+    vitals: Arc<Vitals>,
     /// `scheme://host:port/`, dialled for new connections.
     url: String,
     /// `host:port`, the authority of every request URI toward it.
@@ -66,7 +84,6 @@ struct EndpointState {
     /// The Host header sent when the request has none (the authority,
     /// without the scheme's default port).
     host: Option<HeaderValue>,
-    in_flight: Arc<AtomicUsize>,
     /// Idle HTTP/1.1 connections (`protocol: http1`).
     pool: Arc<EndpointPool>,
     /// The shared connection (`protocol: h2`).
@@ -75,11 +92,18 @@ struct EndpointState {
 
 /// Counts one request in flight on an endpoint until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight(Arc<Vitals>);
+
+impl InFlight {
+    fn new(vitals: &Arc<Vitals>) -> Self {
+        vitals.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(vitals.clone())
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -129,9 +153,13 @@ pub enum SendError {
     /// fault, not the upstream's.
     #[error("the client's request body failed")]
     ClientBody,
-    /// The upstream has no endpoints.
-    #[error("upstream has no endpoints")]
-    NoEndpoints,
+    /// Every endpoint of the upstream is unhealthy or ejected (or it has
+    /// none).
+    #[error("every endpoint of upstream {upstream} is unhealthy or ejected")]
+    NoHealthy {
+        /// The upstream.
+        upstream: Arc<str>,
+    },
 }
 
 impl SendError {
@@ -145,6 +173,39 @@ impl SendError {
                 | SendError::Reset { .. }
                 | SendError::Timeout { .. }
         )
+    }
+
+    /// The kind of an endpoint's fault, for logs and the admin API.
+    fn fault_kind(&self) -> Option<FaultKind> {
+        Some(match self {
+            SendError::Connect { .. } | SendError::Tls { .. } => FaultKind::Connect,
+            SendError::Timeout { .. } => FaultKind::Timeout,
+            SendError::Reset { .. } => FaultKind::Reset,
+            _ => return None,
+        })
+    }
+
+    /// Why, without the endpoint: the cause and its sources, joined by
+    /// `: ` (what a log line's `reason` and the admin API show).
+    pub fn reason(&self) -> String {
+        use std::error::Error;
+        let mut text = match self {
+            SendError::Connect { .. } => String::from("connect failed"),
+            SendError::Tls { .. } => String::from("TLS handshake failed"),
+            SendError::Reset { .. } => String::from("closed or reset before response headers"),
+            other => return other.to_string(),
+        };
+        let mut source = self.source();
+        while let Some(s) = source {
+            let part = s.to_string();
+            // hyper repeats its cause in its own text; keep what is new.
+            if !text.ends_with(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = s.source();
+        }
+        text
     }
 }
 
@@ -170,10 +231,11 @@ impl std::fmt::Debug for Sent {
 
 impl Upstream {
     /// Creates the runtime state for a definition: one connector, pooled
-    /// HTTP/1.1 connections or one shared h2 connection per endpoint.
-    /// Opens nothing until a request needs it.
+    /// HTTP/1.1 connections or one shared h2 connection per endpoint. Opens nothing
+    /// until a request needs it.
     pub fn new(def: UpstreamDef) -> Self {
         let connector = connect::connector(&def);
+        let name = def.name.clone();
         let endpoints = def
             .endpoints
             .iter()
@@ -192,8 +254,7 @@ impl Upstream {
                     host,
                     tls: e.tls,
                     url: format!("{scheme}://{}/", e.authority),
-                    label: Arc::from(e.authority.as_str()),
-                    in_flight: Arc::new(AtomicUsize::new(0)),
+                    vitals: Arc::new(Vitals::new(name.clone(), Arc::from(e.authority.as_str()))),
                     pool: EndpointPool::new(POOL_IDLE_TIMEOUT),
                     h2: H2Slot::new(POOL_IDLE_TIMEOUT),
                 }
@@ -203,6 +264,8 @@ impl Upstream {
             def,
             endpoints,
             next: AtomicUsize::new(0),
+            ejecting: AtomicBool::new(false),
+            no_healthy_log: LogLimit::default(),
             connector,
             errors: OnceLock::new(),
         }
@@ -213,9 +276,18 @@ impl Upstream {
         &self.def.name
     }
 
-    /// Counts this upstream's failures in `errors` from now on (set once,
-    /// when first linked to the process's metrics).
-    pub fn count_errors_in(&self, errors: UpstreamErrors) {
+    /// Records into the process's metrics from now on (set once, when
+    /// first linked): this upstream's failures in `errors`, and each
+    /// endpoint's ejections and health checks in `endpoint(host:port)`'s
+    /// counters.
+    pub fn record_into(&self, errors: UpstreamErrors, endpoint: impl Fn(&str) -> EndpointCounters) {
+        for ep in &self.endpoints {
+            let v = &ep.vitals;
+            let _ = v.metrics.set(EndpointMetrics {
+                errors: errors.clone(),
+                counters: endpoint(&v.label),
+            });
+        }
         let _ = self.errors.set(errors);
     }
 
@@ -229,7 +301,7 @@ impl Upstream {
             SendError::Connect { .. } | SendError::Tls { .. } => errors.connect(),
             SendError::Timeout { .. } => errors.timeout(),
             SendError::Reset { .. } => errors.reset(),
-            SendError::NoEndpoints => errors.no_healthy(),
+            SendError::NoHealthy { .. } => errors.no_healthy(),
             SendError::BodyTooLarge | SendError::ClientBody => {}
         }
     }
@@ -238,43 +310,122 @@ impl Upstream {
     pub fn in_flight(&self) -> Vec<usize> {
         self.endpoints
             .iter()
-            .map(|e| e.in_flight.load(Ordering::Relaxed))
+            .map(|e| e.vitals.in_flight.load(Ordering::Relaxed))
             .collect()
     }
 
-    /// Picks an endpoint index by the balance policy, avoiding `avoid` when
-    /// another endpoint exists.
-    pub fn pick(&self, avoid: Option<usize>) -> Option<usize> {
-        let n = self.endpoints.len();
-        if n == 0 {
-            return None;
+    /// Whether endpoint `idx` may take requests now: healthy and not
+    /// ejected (what `pointsman_upstream_endpoint_healthy` shows).
+    pub fn serving(&self, idx: usize) -> bool {
+        let now = now_ms();
+        self.endpoints
+            .get(idx)
+            .is_some_and(|e| e.vitals.available(now))
+    }
+
+    /// Picks an endpoint for a request's first attempt among the healthy,
+    /// non-ejected ones (moving the round-robin position). `None`: none is
+    /// left.
+    pub fn pick(&self) -> Option<usize> {
+        self.pick_after(&Tried::default())
+    }
+
+    /// [`Self::pick`] for a retry: another endpoint than those `tried`,
+    /// the round-robin position untouched.
+    fn pick_after(&self, tried: &Tried) -> Option<usize> {
+        let eps = Available {
+            endpoints: &self.endpoints,
+            now: now_ms(),
+        };
+        balance::pick(self.def.balance, &eps, &self.next, tried)
+    }
+
+    /// Counts and logs a request no endpoint can take.
+    fn no_healthy(&self) -> SendError {
+        let e = SendError::NoHealthy {
+            upstream: self.def.name.clone(),
+        };
+        self.count_error(&e);
+        if let Some(left_out) = self.no_healthy_log.admit(now_ms()) {
+            tracing::warn!(
+                target: "upstream",
+                upstream = %self.def.name,
+                kind = "no_healthy",
+                reason = "every endpoint is unhealthy or ejected",
+                left_out,
+                "upstream failure"
+            );
         }
-        if n == 1 {
-            return Some(0);
-        }
-        let i = match self.def.balance {
-            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
-            Balance::Random => rand::random_range(0..n),
-            Balance::LeastRequest => {
-                // Scan from a rotating start so ties spread evenly.
-                let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                let mut best = start;
-                let mut best_load = usize::MAX;
-                for k in 0..n {
-                    let j = (start + k) % n;
-                    if Some(j) == avoid {
-                        continue;
-                    }
-                    let load = self.endpoints[j].in_flight.load(Ordering::Relaxed);
-                    if load < best_load {
-                        best = j;
-                        best_load = load;
-                    }
+        e
+    }
+
+    /// Notes how an attempt on endpoint `idx` ended: an answer below 500
+    /// resets its faults in a row; a 5xx answer or an upstream failure
+    /// adds one (and may eject it). Client faults change nothing.
+    fn note_outcome(&self, idx: usize, result: &Result<Sent, SendError>) {
+        let Some(ep) = self.endpoints.get(idx) else {
+            return;
+        };
+        let v = &ep.vitals;
+        let faults = match result {
+            Ok(sent) if sent.response.status().is_server_error() => {
+                v.answered_5xx(sent.response.status().as_u16())
+            }
+            Ok(_) => {
+                v.answered();
+                return;
+            }
+            Err(e) => {
+                self.count_error(e);
+                match e.fault_kind() {
+                    Some(kind) => v.failed(kind, e.reason()),
+                    None => return,
                 }
-                best
             }
         };
-        Some(if Some(i) == avoid { (i + 1) % n } else { i })
+        if let Some(o) = &self.def.outlier
+            && faults >= o.consecutive_failures
+        {
+            self.eject(idx, o, result);
+        }
+    }
+
+    /// Ejects endpoint `idx` unless it is already ejected or
+    /// `max_ejected_percent` of the endpoints are.
+    fn eject(&self, idx: usize, o: &Outlier, last: &Result<Sent, SendError>) {
+        if self.ejecting.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let now = now_ms();
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.vitals.ejected(now))
+            .count();
+        let limit = health::max_ejectable(self.endpoints.len(), o.max_ejected_percent);
+        if let Some(ep) = self.endpoints.get(idx)
+            && !ep.vitals.ejected(now)
+        {
+            if ejected < limit {
+                let last = match last {
+                    Ok(sent) => format!("answered {}", sent.response.status().as_u16()),
+                    Err(e) => format!(
+                        "{}: {}",
+                        e.fault_kind().map_or("", FaultKind::as_str),
+                        e.reason()
+                    ),
+                };
+                ep.vitals.eject(o, now, &last);
+            } else {
+                tracing::debug!(
+                    target: "upstream",
+                    upstream = %self.def.name,
+                    endpoint = %ep.vitals.label,
+                    "not ejected: max_ejected_percent of the endpoints are ejected"
+                );
+            }
+        }
+        self.ejecting.store(false, Ordering::Release);
     }
 
     /// Sends one request to endpoint `idx` (the request's URI holds the
@@ -287,9 +438,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Sent, SendError> {
         let result = self.exchange(idx, req, timeout).await;
-        if let Err(e) = &result {
-            self.count_error(e);
-        }
+        self.note_outcome(idx, &result);
         result
     }
 
@@ -300,9 +449,11 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Sent, SendError> {
         let Some(ep) = self.endpoints.get(idx) else {
-            return Err(SendError::NoEndpoints);
+            return Err(SendError::NoHealthy {
+                upstream: self.def.name.clone(),
+            });
         };
-        let endpoint = ep.label.clone();
+        let endpoint = ep.vitals.label.clone();
         let Some(base) = ep.base.clone() else {
             return Err(SendError::Connect {
                 endpoint,
@@ -325,15 +476,14 @@ impl Upstream {
         mut req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
-        let endpoint = ep.label.clone();
+        let endpoint = ep.vitals.label.clone();
         if let Err(e) = h2::to_h2(&mut req, ep.tls, base) {
             return Err(SendError::Connect {
                 endpoint,
                 source: e.into(),
             });
         }
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight(ep.in_flight.clone());
+        let in_flight = InFlight::new(&ep.vitals);
         let exchange = async {
             let mut req = req;
             // Once the shared connection handed a request back, the next
@@ -380,7 +530,7 @@ impl Upstream {
         mut req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
-        let endpoint = ep.label.clone();
+        let endpoint = ep.vitals.label.clone();
         // Origin form (authority form for CONNECT), Host when absent.
         let uri = if req.method() == Method::CONNECT {
             Uri::from(base)
@@ -397,8 +547,7 @@ impl Upstream {
         {
             req.headers_mut().insert(http::header::HOST, host.clone());
         }
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight(ep.in_flight.clone());
+        let in_flight = InFlight::new(&ep.vitals);
         let exchange = async {
             let mut req = req;
             loop {
@@ -456,13 +605,11 @@ impl Upstream {
                 endpoint,
             };
         }
-        let errors = self.errors.get().cloned();
         Sent {
             response: response.map(|inner| {
                 UpstreamBody {
                     inner,
-                    errors,
-                    _in_flight: in_flight,
+                    in_flight: Some(in_flight),
                 }
                 .boxed()
             }),
@@ -474,59 +621,82 @@ impl Upstream {
     /// Sends a request with the retry rules of SPEC 6. `held` is `Some`
     /// when the body is held in full (or absent: `Some(empty)`) and so can
     /// be sent again; a streamed body (`None` here, passed in `req`) is
-    /// sent once.
+    /// sent once. Retries go to another endpoint (a single endpoint is not
+    /// retried) without moving the round-robin position.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
         held: Option<&bytes::Bytes>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
-        let Some(mut idx) = self.pick(None) else {
-            let e = SendError::NoEndpoints;
-            self.count_error(&e);
-            return Err(e);
+        let Some(mut idx) = self.pick() else {
+            return Err(self.no_healthy());
         };
         let Some(held) = held else {
             return self.send_to(idx, req, timeout).await;
         };
         let idempotent = is_idempotent(req.method());
         let (parts, _) = req.into_parts();
+        let mut tried = Tried::default();
         let mut attempts_left = self.def.retries;
         loop {
+            tried.add(idx);
             let attempt = Request::from_parts(parts.clone(), full(held.clone()));
-            match self.send_to(idx, attempt, timeout).await {
+            let e = match self.send_to(idx, attempt, timeout).await {
                 Ok(sent) => return Ok(sent),
-                Err(e) => {
-                    let retryable = match &e {
-                        SendError::Connect { .. } => true,
-                        SendError::Tls { .. } => self.endpoints.len() > 1,
-                        SendError::Reset { .. } => idempotent,
-                        _ => false,
-                    };
-                    if !retryable || attempts_left == 0 {
-                        return Err(e);
-                    }
-                    attempts_left -= 1;
-                    tracing::debug!(upstream = %self.def.name, error = %e, "retrying");
-                    match self.pick(Some(idx)) {
-                        Some(next) => idx = next,
-                        None => return Err(e),
-                    }
-                }
+                Err(e) => e,
+            };
+            let retryable = match &e {
+                SendError::Connect { .. } | SendError::Tls { .. } => true,
+                SendError::Reset { .. } => idempotent,
+                _ => false,
+            };
+            if !retryable || attempts_left == 0 {
+                return Err(e);
             }
+            let Some(next) = self.pick_after(&tried) else {
+                return Err(e);
+            };
+            attempts_left -= 1;
+            tracing::debug!(upstream = %self.def.name, error = %e, "retrying on another endpoint");
+            idx = next;
         }
     }
 }
 
+/// The endpoints as the balancer sees them at one moment.
+struct Available<'a> {
+    endpoints: &'a [EndpointState],
+    now: u64,
+}
+
+impl balance::Endpoints for Available<'_> {
+    fn count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn available(&self, i: usize) -> bool {
+        self.endpoints
+            .get(i)
+            .is_some_and(|e| e.vitals.available(self.now))
+    }
+
+    fn load(&self, i: usize) -> usize {
+        self.endpoints
+            .get(i)
+            .map_or(usize::MAX, |e| e.vitals.in_flight.load(Ordering::Relaxed))
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A response body from an endpoint: counts a reset mid-response
-    /// (`kind="reset"`, SPEC 9) whether or not anything else watches, and
-    /// holds the endpoint's in-flight count until it is done.
+    /// A response body from an endpoint: counts and logs a reset
+    /// mid-response (`kind="reset"`, SPEC 9) whether or not anything else
+    /// watches, and holds the endpoint's in-flight count until it is done.
     struct UpstreamBody {
         #[pin]
         inner: PooledBody,
-        errors: Option<UpstreamErrors>,
-        _in_flight: InFlight,
+        // Taken at the first error: one reset is counted once.
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -541,9 +711,13 @@ impl Body for UpstreamBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(errors) = this.errors.take() {
-                    errors.reset();
+                if let Some(InFlight(v)) = this.in_flight.as_ref() {
+                    if let Some(m) = v.metrics.get() {
+                        m.errors.reset();
+                    }
+                    v.reset_mid_response(format!("reset mid-response: {e}"));
                 }
+                *this.in_flight = None;
                 Poll::Ready(Some(Err(e.into())))
             }
             other => other.map(|f| f.map(|r| r.map_err(BoxError::from))),

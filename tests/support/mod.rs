@@ -179,10 +179,10 @@ pub struct Running {
     pub stop: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Compiles `rules`, links them to a fresh runtime and serves on
-/// 127.0.0.1:0.
+/// Compiles `rules`, links them to a fresh serving runtime (active health
+/// checks run, as in `pointsman run`) and serves on 127.0.0.1:0.
 pub async fn start(rules: Rules) -> Running {
-    let runtime = Runtime::new(None);
+    let runtime = Runtime::serving(None);
     let live = Live::new(runtime.link(rules.config()), runtime);
     let server = Server::bind(live.clone()).unwrap();
     let addr = server.local_addrs().unwrap()[0];

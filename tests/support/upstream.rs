@@ -297,3 +297,137 @@ pub async fn tagged(name: &'static str) -> SocketAddr {
     });
     addr
 }
+
+// === switchable upstreams (health checks) ===
+
+/// How a [`Switch`] upstream behaves at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// 200 for `/healthz` and for requests (body: the name).
+    Ok = 0,
+    /// `/healthz` answers 503; requests still get 200.
+    FailsHealthz = 1,
+    /// Every request, `/healthz` included, gets 500.
+    Answers500 = 2,
+    /// Every connection is closed before an answer.
+    Closes = 3,
+    /// Connections are accepted and never answered.
+    Blackhole = 4,
+    /// Nothing listens: connections are refused.
+    Refuses = 5,
+}
+
+/// An HTTP/1.1 upstream whose behaviour can be switched while it runs, and
+/// that counts health probes and other requests apart.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    /// `GET /healthz` received (any answer).
+    pub probes: Arc<AtomicUsize>,
+    /// Other requests received.
+    pub requests: Arc<AtomicUsize>,
+    /// The `user-agent` of the last probe.
+    pub probe_agent: Arc<Mutex<Option<String>>>,
+    accept: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Switch {
+    /// Starts one in `Health::Ok` on a fresh port.
+    pub async fn start(name: &'static str) -> Switch {
+        let (listener, addr) = bind().await;
+        let s = Switch {
+            addr,
+            name,
+            mode: Arc::default(),
+            probes: Arc::default(),
+            requests: Arc::default(),
+            probe_agent: Arc::default(),
+            accept: Arc::default(),
+        };
+        s.listen(listener);
+        s
+    }
+
+    fn mode(&self) -> Health {
+        match self.mode.load(Ordering::SeqCst) {
+            0 => Health::Ok,
+            1 => Health::FailsHealthz,
+            2 => Health::Answers500,
+            3 => Health::Closes,
+            4 => Health::Blackhole,
+            _ => Health::Refuses,
+        }
+    }
+
+    /// Switches to `mode` (stopping or restarting the listener as needed).
+    pub async fn set(&self, mode: Health) {
+        let was = self.mode();
+        self.mode.store(mode as u8, Ordering::SeqCst);
+        if mode == Health::Refuses && was != Health::Refuses {
+            if let Some(task) = self.accept.lock().unwrap().take() {
+                task.abort();
+            }
+            // The aborted task drops the listener at its next poll.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        } else if was == Health::Refuses && mode != Health::Refuses {
+            let listener = TcpListener::bind(self.addr).await.expect("rebind");
+            self.listen(listener);
+        }
+    }
+
+    pub fn probes(&self) -> usize {
+        self.probes.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn listen(&self, listener: TcpListener) {
+        let s = self.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let s = s.clone();
+                        async move { s.answer(req).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        *self.accept.lock().unwrap() = Some(task);
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, String> {
+        let probe = req.uri().path() == "/healthz";
+        if probe {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            let agent = req.headers().get(header::USER_AGENT);
+            *self.probe_agent.lock().unwrap() =
+                agent.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        } else {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+        }
+        let status = match self.mode() {
+            Health::Ok => 200,
+            Health::FailsHealthz if probe => 503,
+            Health::FailsHealthz => 200,
+            Health::Answers500 => 500,
+            // An error from the service: hyper closes without answering.
+            Health::Closes | Health::Refuses => return Err("closed".into()),
+            Health::Blackhole => std::future::pending().await,
+        };
+        let _ = req.into_body().collect().await;
+        Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(self.name.as_bytes())))
+            .expect("answer"))
+    }
+}
