@@ -108,31 +108,18 @@ impl ExperimentState {
         action: ExperimentAction,
         variant: Option<&str>,
     ) -> Result<Mode, ExperimentActionError> {
+        let next = next_mode(self.mode(), e, action, variant)?;
+        self.apply(e, next, "operator action");
+        Ok(next)
+    }
+
+    /// Takes `mode` (an operator's action here or on another replica of the
+    /// fleet), logging `reason` when it changes anything.
+    pub fn apply(&self, e: &Experiment, next: Mode, reason: &str) {
         let cur = self.mode();
-        let refuse = |action| ExperimentActionError::NotApplicable {
-            experiment: e.name.to_string(),
-            action,
-            state: cur.as_str(),
-        };
-        let next = match action {
-            ExperimentAction::Stop if cur == Mode::Stopped => return Err(refuse("stop")),
-            ExperimentAction::Stop => Mode::Stopped,
-            ExperimentAction::Resume if cur == Mode::Running => return Err(refuse("resume")),
-            ExperimentAction::Resume => Mode::Running,
-            ExperimentAction::Release => {
-                let name = variant.unwrap_or("");
-                let Some(i) = e.variant_index(name) else {
-                    return Err(ExperimentActionError::UnknownVariant {
-                        experiment: e.name.to_string(),
-                        variant: name.to_owned(),
-                    });
-                };
-                if cur == Mode::Released(i) {
-                    return Err(refuse("release"));
-                }
-                Mode::Released(i)
-            }
-        };
+        if cur == next {
+            return;
+        }
         self.set(next);
         let variant = match next {
             Mode::Released(i) => e.variants.get(i).map(|v| v.name.to_string()),
@@ -143,13 +130,49 @@ impl ExperimentState {
             from = cur.as_str(),
             to = next.as_str(),
             variant = variant.as_deref().unwrap_or(""),
-            reason = "operator action",
+            %reason,
             "experiment kill switch"
         );
         self.persist(e);
-        Ok(next)
     }
+}
 
+/// What a kill-switch action makes of mode `cur`; `Err` when it does not
+/// apply (409) or names no variant of `e` (404).
+pub fn next_mode(
+    cur: Mode,
+    e: &Experiment,
+    action: ExperimentAction,
+    variant: Option<&str>,
+) -> Result<Mode, ExperimentActionError> {
+    let refuse = |action| ExperimentActionError::NotApplicable {
+        experiment: e.name.to_string(),
+        action,
+        state: cur.as_str(),
+    };
+    let next = match action {
+        ExperimentAction::Stop if cur == Mode::Stopped => return Err(refuse("stop")),
+        ExperimentAction::Stop => Mode::Stopped,
+        ExperimentAction::Resume if cur == Mode::Running => return Err(refuse("resume")),
+        ExperimentAction::Resume => Mode::Running,
+        ExperimentAction::Release => {
+            let name = variant.unwrap_or("");
+            let Some(i) = e.variant_index(name) else {
+                return Err(ExperimentActionError::UnknownVariant {
+                    experiment: e.name.to_string(),
+                    variant: name.to_owned(),
+                });
+            };
+            if cur == Mode::Released(i) {
+                return Err(refuse("release"));
+            }
+            Mode::Released(i)
+        }
+    };
+    Ok(next)
+}
+
+impl ExperimentState {
     /// Uses `store` from now on: takes over the state saved there for this
     /// definition, then writes the current one.
     pub(super) fn use_store(&self, e: &Experiment, store: Option<Arc<StateStore>>) {

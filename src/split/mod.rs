@@ -30,11 +30,11 @@ pub mod window;
 pub use experiment::{Assignment, Exclusion, Experiment, Outcome, Variant};
 pub use force::{FORCE_HEADER, FORCE_QUERY, forced_variant, parse_force};
 pub use sticky::{StickyConfig, StickyId, StickyLookup, StickySource};
-pub use tally::{ExperimentStats, Tally, VariantStats};
+pub use tally::{ExperimentStats, Tally, TallyCounts, VariantStats};
 
 pub use canary::{
     Action as CanaryAction, ActionError, ArmReason, Canary, CanaryDecision, CanaryDef,
-    CanaryRegistry, CanaryView, State as CanaryState,
+    CanaryRegistry, CanaryView, SharedControl, State as CanaryState,
 };
 pub use decide::{
     Exposure, Purpose, Split, SplitDecision, SplitTrace, decide_canary, decide_experiment,

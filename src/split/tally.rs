@@ -8,7 +8,7 @@
 //! not raise it however unevenly they send requests.
 
 use super::experiment::Experiment;
-use super::latency::Histogram;
+use super::latency::{Histogram, LAT_BUCKETS};
 use super::stats::{SRM_THRESHOLD, chi_square_sf, srm_p_value};
 use super::users::DistinctIds;
 use serde::Serialize;
@@ -156,52 +156,119 @@ impl Tally {
     /// Variants, shares, counts, guardrails and the SRM test on users, for
     /// `/experiments`.
     pub fn stats(&self, exp: &Experiment) -> ExperimentStats {
-        let users = self.users();
+        self.counts().stats(exp)
+    }
+
+    /// The counts as of now (summable across replicas, fleet mode).
+    pub fn counts(&self) -> TallyCounts {
+        TallyCounts {
+            variants: self
+                .variants
+                .iter()
+                .map(|v| {
+                    let mut latency = [0; LAT_BUCKETS];
+                    v.latency.add_to(&mut latency);
+                    VariantCounts {
+                        users: v.users.load(Ordering::Relaxed),
+                        requests: v.requests.load(Ordering::Relaxed),
+                        errors: v.errors.load(Ordering::Relaxed),
+                        latency: latency.to_vec(),
+                    }
+                })
+                .collect(),
+            released: self.released.load(Ordering::Relaxed),
+            saturated: self.users.saturated(),
+        }
+    }
+}
+
+/// An experiment's counts at one moment: what a replica publishes to its
+/// fleet, and what the fleet's figures are computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TallyCounts {
+    /// Per variant, in configuration order.
+    pub variants: Vec<VariantCounts>,
+    /// Requests the kill switch released.
+    pub released: u64,
+    /// Whether a replica's distinct-id set is past its size.
+    pub saturated: bool,
+}
+
+/// One variant's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct VariantCounts {
+    /// Distinct users.
+    pub users: u64,
+    /// Enrolled requests answered.
+    pub requests: u64,
+    /// Of those, 5xx.
+    pub errors: u64,
+    /// Latency histogram counts.
+    pub latency: Vec<u64>,
+}
+
+impl TallyCounts {
+    /// Adds another replica's counts (of the same definition).
+    pub fn add(&mut self, other: &TallyCounts) {
+        if self.variants.len() < other.variants.len() {
+            self.variants
+                .resize(other.variants.len(), VariantCounts::default());
+        }
+        for (a, b) in self.variants.iter_mut().zip(&other.variants) {
+            a.users += b.users;
+            a.requests += b.requests;
+            a.errors += b.errors;
+            if a.latency.len() < b.latency.len() {
+                a.latency.resize(b.latency.len(), 0);
+            }
+            for (x, y) in a.latency.iter_mut().zip(&b.latency) {
+                *x += y;
+            }
+        }
+        self.released += other.released;
+        self.saturated |= other.saturated;
+    }
+
+    /// Variants, shares, counts, guardrails and the SRM test on users.
+    pub fn stats(&self, exp: &Experiment) -> ExperimentStats {
+        let users: Vec<u64> = self.variants.iter().map(|v| v.users).collect();
         let total_users: u64 = users.iter().sum();
         let p_value = srm_p_value(&users, &exp.shares());
-        let errors: Vec<(u64, u64)> = self
-            .variants
-            .iter()
-            .map(|v| {
-                (
-                    v.errors.load(Ordering::Relaxed),
-                    v.requests.load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        let first = errors.first().copied();
+        let first = self.variants.first().map(|v| (v.errors, v.requests));
         let variants = exp
             .variants
             .iter()
-            .zip(self.variants.iter())
-            .zip(&errors)
+            .zip(&self.variants)
             .enumerate()
-            .map(|(i, ((v, t), &(errs, reqs)))| {
-                let u = t.users.load(Ordering::Relaxed);
+            .map(|(i, (v, t))| {
+                let mut latency = [0; LAT_BUCKETS];
+                for (a, b) in latency.iter_mut().zip(&t.latency) {
+                    *a = *b;
+                }
                 VariantStats {
                     name: v.name.to_string(),
                     share: v.weight,
-                    assignments: reqs,
-                    users: u,
-                    observed_share: (total_users > 0).then(|| u as f64 / total_users as f64),
-                    requests: reqs,
-                    errors_5xx: errs,
-                    error_rate: (reqs > 0).then(|| errs as f64 / reqs as f64),
-                    p50_ms: t.latency.quantile(0.5),
-                    p99_ms: t.latency.quantile(0.99),
+                    assignments: t.requests,
+                    users: t.users,
+                    observed_share: (total_users > 0).then(|| t.users as f64 / total_users as f64),
+                    requests: t.requests,
+                    errors_5xx: t.errors,
+                    error_rate: (t.requests > 0).then(|| t.errors as f64 / t.requests as f64),
+                    p50_ms: Histogram::quantile_ms(&latency, 0.5),
+                    p99_ms: Histogram::quantile_ms(&latency, 0.99),
                     vs_first: first
                         .filter(|_| i > 0)
-                        .and_then(|base| guardrail((errs, reqs), base)),
+                        .and_then(|base| guardrail((t.errors, t.requests), base)),
                 }
             })
             .collect();
         ExperimentStats {
             name: exp.name.to_string(),
             variants,
-            total: errors.iter().map(|(_, r)| r).sum(),
+            total: self.variants.iter().map(|v| v.requests).sum(),
             users: total_users,
-            users_saturated: self.users.saturated(),
-            released_requests: self.released.load(Ordering::Relaxed),
+            users_saturated: self.saturated,
+            released_requests: self.released,
             p_value,
             srm: p_value.is_some_and(|p| p < SRM_THRESHOLD),
         }

@@ -52,6 +52,49 @@ pub struct WindowStats {
     pub p99_ms: Option<f64>,
 }
 
+/// One arm's window counts: requests, errors and the latency histogram
+/// (summable across replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmCounts {
+    /// Requests.
+    pub requests: u64,
+    /// 5xx answers and upstream failures.
+    pub errors: u64,
+    /// Latency histogram counts ([`Histogram`] buckets).
+    pub latency: [u64; super::latency::LAT_BUCKETS],
+}
+
+impl Default for ArmCounts {
+    fn default() -> Self {
+        ArmCounts {
+            requests: 0,
+            errors: 0,
+            latency: [0; super::latency::LAT_BUCKETS],
+        }
+    }
+}
+
+impl ArmCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &ArmCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The statistics these counts give.
+    pub fn stats(&self) -> WindowStats {
+        WindowStats {
+            requests: self.requests,
+            errors: self.errors,
+            error_rate: (self.requests > 0).then(|| self.errors as f64 / self.requests as f64),
+            p99_ms: Histogram::quantile_ms(&self.latency, 0.99),
+        }
+    }
+}
+
 impl WindowStats {
     /// The p99 as a duration.
     pub fn p99(&self) -> Option<Duration> {
@@ -176,31 +219,30 @@ impl Window {
         }
     }
 
-    /// Statistics of `arm` over the window ending at `now`.
-    pub fn stats(&self, now: Instant, arm: Arm) -> WindowStats {
+    /// The counts of `arm` over the window ending at `now`, to add to other
+    /// replicas' (fleet mode).
+    pub fn counts(&self, now: Instant, arm: Arm) -> ArmCounts {
         let period = self.period(now);
         let first = period
             .saturating_sub(SLOTS as u64 - 1)
             .max(self.start.load(Ordering::Acquire));
-        let (mut requests, mut errors) = (0u64, 0u64);
-        let mut hist = Histogram::snapshot_zero();
+        let mut out = ArmCounts::default();
         for slot in self.slots.iter() {
             let epoch = slot.epoch.load(Ordering::Acquire);
             if epoch == 0 || epoch - 1 < first || epoch - 1 > period {
                 continue;
             }
             let c = &slot.arms[arm as usize];
-            requests += c.requests.load(Ordering::Relaxed);
-            errors += c.errors.load(Ordering::Relaxed);
-            c.latency.add_to(&mut hist);
+            out.requests += c.requests.load(Ordering::Relaxed);
+            out.errors += c.errors.load(Ordering::Relaxed);
+            c.latency.add_to(&mut out.latency);
         }
-        let p99_ms = Histogram::quantile_ms(&hist, 0.99);
-        WindowStats {
-            requests,
-            errors,
-            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
-            p99_ms,
-        }
+        out
+    }
+
+    /// Statistics of `arm` over the window ending at `now`.
+    pub fn stats(&self, now: Instant, arm: Arm) -> WindowStats {
+        self.counts(now, arm).stats()
     }
 }
 

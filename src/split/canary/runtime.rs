@@ -12,13 +12,28 @@ use super::def::{Action, ActionError, CanaryDecision, CanaryDef, GuardDef, OnBre
 use crate::split::persist::{Entry, StateStore};
 use crate::split::sticky::StickyLookup;
 use crate::split::users::DistinctIds;
-use crate::split::window::{Arm, Window, WindowStats};
+use crate::split::window::{Arm, ArmCounts, Window, WindowStats};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// A canary's control as a fleet shares it (SPEC 11): the wall-clock time
+/// the state or step was entered, so every replica advances at the same
+/// moment.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SharedControl {
+    /// The state.
+    pub state: State,
+    /// The step (0 for a fixed weight).
+    pub step: usize,
+    /// When the state or step was entered, Unix milliseconds.
+    pub entered_ms: u64,
+    /// Percent on the canary.
+    pub weight: f64,
+}
 
 /// `/canaries` entry.
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +172,89 @@ impl Canary {
             .insert(u8::try_from(arm).unwrap_or(u8::MAX), id)
     }
 
+    /// This replica's control, with the wall-clock time it was entered.
+    pub fn shared(&self, now: Instant) -> SharedControl {
+        let c = self.runtime.control.load();
+        SharedControl {
+            state: c.state,
+            step: c.step,
+            entered_ms: wall_ms(now, c.entered),
+            weight: c.weight,
+        }
+    }
+
+    /// Takes a control another replica of the fleet made (logged, not
+    /// counted here); the window restarts when it differs.
+    pub fn adopt_shared(&self, shared: &SharedControl, now: Instant) {
+        let next = control_of(shared, now);
+        let _ = self.runtime.update::<()>(now, Made::Elsewhere, |c| {
+            let same = c.state == next.state && c.step == next.step && c.weight == next.weight;
+            Ok((!same).then(|| (next.clone(), "from the fleet".to_string())))
+        });
+    }
+
+    /// Makes a control this replica won for the fleet (logged and counted
+    /// here).
+    pub fn commit_shared(&self, shared: &SharedControl, reason: &str, now: Instant) {
+        let next = control_of(shared, now);
+        let _ = self.runtime.update::<()>(now, Made::Here, |_| {
+            Ok(Some((next.clone(), reason.to_string())))
+        });
+    }
+
+    /// The next step of `shared` when its hold has passed (wall clock).
+    pub fn due_step(
+        &self,
+        shared: &SharedControl,
+        now: Instant,
+    ) -> Option<(SharedControl, String)> {
+        let def = self.runtime.def();
+        let (next, reason) = advance(&def, &control_of(shared, now), now)?;
+        Some((shared_of(&next, now), reason))
+    }
+
+    /// What the guard does to `shared` given these window counts (summed
+    /// over the fleet), if it acts.
+    pub fn judged(
+        &self,
+        shared: &SharedControl,
+        canary: &WindowStats,
+        stable: &WindowStats,
+        now: Instant,
+    ) -> Option<(SharedControl, String)> {
+        let def = self.runtime.def();
+        let reason = judge(&def, shared.state, canary, stable)?;
+        let next = on_breach(&def, &control_of(shared, now), now)?;
+        Some((shared_of(&next, now), format!("guard breached: {reason}")))
+    }
+
+    /// What an operator action does to `shared`; `Err` (409) when it does
+    /// not apply.
+    pub fn acted(
+        &self,
+        shared: &SharedControl,
+        action: Action,
+        now: Instant,
+    ) -> Result<SharedControl, ActionError> {
+        let def = self.runtime.def();
+        let next = on_action(&def, &control_of(shared, now), action, now)?;
+        Ok(shared_of(&next, now))
+    }
+
+    /// Judges the guard on this replica's own window (when the fleet's
+    /// store cannot be reached): true when it acted.
+    pub fn judge_locally(&self, now: Instant) -> bool {
+        self.runtime.judge_guard(now)
+    }
+
+    /// This replica's window counts (stable, canary) for the fleet's sums.
+    pub fn window_counts(&self, now: Instant) -> [ArmCounts; 2] {
+        [
+            self.runtime.window.counts(now, Arm::Stable),
+            self.runtime.window.counts(now, Arm::Canary),
+        ]
+    }
+
     /// Whether two handles share one runtime state.
     pub fn same_state(&self, other: &Canary) -> bool {
         Arc::ptr_eq(&self.runtime, &other.runtime)
@@ -219,12 +317,7 @@ impl CanaryRuntime {
             return;
         };
         let c = self.control.load();
-        let wall = std::time::SystemTime::now()
-            .checked_sub(now.saturating_duration_since(c.entered))
-            .unwrap_or(std::time::UNIX_EPOCH);
-        let entered_unix_ms = wall
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let entered_unix_ms = wall_ms(now, c.entered);
         let def = self.def.load();
         store.save(
             &def.route,
@@ -264,10 +357,12 @@ impl CanaryRuntime {
     }
 
     /// Swaps the control state with `f`'s answer (retrying on a race), then
-    /// publishes the weight, restarts the window, logs and counts.
+    /// publishes the weight, restarts the window, logs and counts (a change
+    /// another replica of the fleet made is logged, not counted here).
     fn update<E>(
         &self,
         now: Instant,
+        made: Made,
         f: impl Fn(&Control) -> Result<Option<(Control, String)>, E>,
     ) -> Result<bool, E> {
         loop {
@@ -286,7 +381,9 @@ impl CanaryRuntime {
             let def = self.def.load();
             let route = &*def.route;
             if next.state != cur.state {
-                self.transitions[next.state as usize].fetch_add(1, Ordering::Relaxed);
+                if made == Made::Here {
+                    self.transitions[next.state as usize].fetch_add(1, Ordering::Relaxed);
+                }
                 if matches!(next.state, State::RolledBack | State::Paused) {
                     tracing::warn!(canary = route, from = %cur.state, to = %next.state, weight = next.weight, %reason, "canary state change");
                 } else {
@@ -303,69 +400,29 @@ impl CanaryRuntime {
     pub(super) fn tick(&self, now: Instant) {
         let def = self.def.load_full();
         // Advance as many steps as have elapsed.
-        while let Ok(true) = self.update::<()>(now, |c| Ok(advance(&def, c, now))) {}
-        let Some(guard) = &def.guard else {
-            return;
-        };
-        let state = self.control.load().state;
-        if !matches!(state, State::Static | State::Progressing) {
-            return;
-        }
+        while let Ok(true) = self.update::<()>(now, Made::Here, |c| Ok(advance(&def, c, now))) {}
+        self.judge_guard(now);
+    }
+
+    /// Judges the guard on this replica's window; on a breach, applies
+    /// `on_breach`. True when it did.
+    pub(super) fn judge_guard(&self, now: Instant) -> bool {
+        let def = self.def.load_full();
         let canary = self.window.stats(now, Arm::Canary);
         let stable = self.window.stats(now, Arm::Stable);
-        let Some(reason) = breach(guard, &canary, &stable) else {
-            return;
+        let Some(reason) = judge(&def, self.control.load().state, &canary, &stable) else {
+            return false;
         };
-        let _ = self.update::<()>(now, |c| {
-            if !matches!(c.state, State::Static | State::Progressing) {
-                return Ok(None);
-            }
-            let next = match def.on_breach {
-                OnBreach::Rollback => Control {
-                    state: State::RolledBack,
-                    weight: 0.0,
-                    entered: now,
-                    ..c.clone()
-                },
-                OnBreach::Pause => Control {
-                    state: State::Paused,
-                    entered: now,
-                    ..c.clone()
-                },
-            };
-            Ok(Some((next, format!("guard breached: {reason}"))))
+        let done = self.update::<()>(now, Made::Here, |c| {
+            Ok(on_breach(&def, c, now).map(|next| (next, format!("guard breached: {reason}"))))
         });
+        done == Ok(true)
     }
 
     fn act(&self, action: Action, now: Instant) -> Result<(), ActionError> {
         let def = self.def.load_full();
-        self.update(now, |c| {
-            let refuse = || ActionError {
-                canary: def.route.to_string(),
-                action,
-                state: c.state,
-            };
-            let next = match (action, c.state) {
-                (Action::Pause, State::Static | State::Progressing) => Control {
-                    state: State::Paused,
-                    entered: now,
-                    ..c.clone()
-                },
-                (Action::Resume, State::Paused | State::RolledBack) => resume(&def, c, now),
-                (Action::Promote, s) if s != State::Promoted => Control {
-                    state: State::Promoted,
-                    weight: 100.0,
-                    entered: now,
-                    ..c.clone()
-                },
-                (Action::Rollback, s) if s != State::RolledBack => Control {
-                    state: State::RolledBack,
-                    weight: 0.0,
-                    entered: now,
-                    ..c.clone()
-                },
-                _ => return Err(refuse()),
-            };
+        self.update(now, Made::Here, |c| {
+            let next = on_action(&def, c, action, now)?;
             Ok(Some((next, format!("operator {action}"))))
         })
         .map(|_| ())
@@ -394,6 +451,38 @@ impl CanaryRuntime {
             stable: self.window.stats(now, Arm::Stable),
             canary: self.window.stats(now, Arm::Canary),
         }
+    }
+}
+
+/// `entered` as Unix milliseconds, read against `now`.
+fn wall_ms(now: Instant, entered: Instant) -> u64 {
+    let wall = std::time::SystemTime::now()
+        .checked_sub(now.saturating_duration_since(entered))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    wall.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The local control of a shared one (its wall clock read against `now`).
+fn control_of(s: &SharedControl, now: Instant) -> Control {
+    let since = std::time::UNIX_EPOCH + Duration::from_millis(s.entered_ms);
+    let ago = std::time::SystemTime::now()
+        .duration_since(since)
+        .unwrap_or_default();
+    Control {
+        state: s.state,
+        step: s.step,
+        entered: now.checked_sub(ago).unwrap_or(now),
+        weight: s.weight.clamp(0.0, 100.0),
+    }
+}
+
+fn shared_of(c: &Control, now: Instant) -> SharedControl {
+    SharedControl {
+        state: c.state,
+        step: c.step,
+        entered_ms: wall_ms(now, c.entered),
+        weight: c.weight,
     }
 }
 
@@ -462,6 +551,84 @@ fn resume(def: &CanaryDef, c: &Control, now: Instant) -> Control {
         },
         Plan::Steps(steps) => at_step(steps, c.step, now),
     }
+}
+
+/// Who made a change: this replica, or another of its fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Here,
+    Elsewhere,
+}
+
+/// What an operator action does to `c`; `Err` (409) when it does not apply.
+fn on_action(
+    def: &CanaryDef,
+    c: &Control,
+    action: Action,
+    now: Instant,
+) -> Result<Control, ActionError> {
+    let refuse = || ActionError {
+        canary: def.route.to_string(),
+        action,
+        state: c.state,
+    };
+    Ok(match (action, c.state) {
+        (Action::Pause, State::Static | State::Progressing) => Control {
+            state: State::Paused,
+            entered: now,
+            ..c.clone()
+        },
+        (Action::Resume, State::Paused | State::RolledBack) => resume(def, c, now),
+        (Action::Promote, s) if s != State::Promoted => Control {
+            state: State::Promoted,
+            weight: 100.0,
+            entered: now,
+            ..c.clone()
+        },
+        (Action::Rollback, s) if s != State::RolledBack => Control {
+            state: State::RolledBack,
+            weight: 0.0,
+            entered: now,
+            ..c.clone()
+        },
+        _ => return Err(refuse()),
+    })
+}
+
+/// What `on_breach` does to `c` (`None` when the guard does not judge its
+/// state).
+fn on_breach(def: &CanaryDef, c: &Control, now: Instant) -> Option<Control> {
+    if !matches!(c.state, State::Static | State::Progressing) {
+        return None;
+    }
+    Some(match def.on_breach {
+        OnBreach::Rollback => Control {
+            state: State::RolledBack,
+            weight: 0.0,
+            entered: now,
+            ..c.clone()
+        },
+        OnBreach::Pause => Control {
+            state: State::Paused,
+            entered: now,
+            ..c.clone()
+        },
+    })
+}
+
+/// Why the guard would act on a canary in `state` with these window
+/// stats, if it would.
+fn judge(
+    def: &CanaryDef,
+    state: State,
+    canary: &WindowStats,
+    stable: &WindowStats,
+) -> Option<String> {
+    let guard = def.guard.as_ref()?;
+    if !matches!(state, State::Static | State::Progressing) {
+        return None;
+    }
+    breach(guard, canary, stable)
 }
 
 /// The first broken threshold, when the canary has enough requests.
