@@ -5,6 +5,7 @@
 use crate::admin::{self, AdminState};
 use crate::compile::Config;
 use crate::config::Diagnostic;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::reload::{self, Reloader, Trigger};
 use crate::runtime::{Live, Runtime};
@@ -81,6 +82,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     warn_unpersisted_canaries(&config);
     let token = read_admin_token(&config)?;
     let admin_addr = config.settings.admin.addr;
+    let fleet_settings = config.settings.fleet.clone();
     let metrics =
         Metrics::new().map_err(|e| RunError::Runtime(format!("cannot create metrics: {e}")))?;
     metrics.set_generation(1);
@@ -100,13 +102,27 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     let admin_local = admin_listener
         .local_addr()
         .map_err(|e| RunError::Runtime(e.to_string()))?;
+    // In fleet mode the fleet's sync task advances steps and judges
+    // guards; otherwise this process does, on its own.
+    let fleet = match &fleet_settings {
+        Some(settings) => {
+            let fleet = Fleet::start(settings, live.clone(), runtime.metrics().map(|m| &**m))
+                .map_err(RunError::Runtime)?;
+            fleet.wait_first_sync(Duration::from_secs(3)).await;
+            Some(fleet)
+        }
+        None => {
+            runtime.canaries().spawn_driver(Duration::from_millis(250));
+            None
+        }
+    };
     let reloader = Reloader::new(opts.config.clone(), live, started);
-    runtime.canaries().spawn_driver(Duration::from_millis(250));
     let admin = Arc::new(AdminState {
         reloader,
         ready: Default::default(),
         draining: Default::default(),
         token,
+        fleet,
     });
     Ok(Started {
         bound: Bound {
@@ -177,9 +193,10 @@ impl Started {
     }
 }
 
-/// SPEC 4: without `state_file`, canary state does not survive a restart.
+/// SPEC 4: without `state_file` (or `fleet`), canary state does not
+/// survive a restart.
 fn warn_unpersisted_canaries(config: &Config) {
-    if config.settings.state_file.is_some() {
+    if config.settings.state_file.is_some() || config.settings.fleet.is_some() {
         return;
     }
     for c in &config.canaries {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod diff;
 pub mod explain;
+pub mod fleet;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;

@@ -21,14 +21,34 @@ fn spec_example() -> String {
 fn the_spec_example_passes_check() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("spec.yaml");
-    std::fs::write(&f, spec_example()).unwrap();
-    // `check` reads the certificates the example names.
+    let example = spec_example();
+    std::fs::write(&f, &example).unwrap();
+    // `check` reads the certificates and the password file the example names.
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     let shop = rcgen::generate_simple_self_signed(vec!["shop.example.com".into()]).unwrap();
     std::fs::write(certs.join("shop.pem"), shop.cert.pem()).unwrap();
     std::fs::write(certs.join("shop.key"), shop.signing_key.serialize_pem()).unwrap();
     std::fs::write(certs.join("ca.pem"), shop.cert.pem()).unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/redis-password"), "s3cret\n").unwrap();
+    // The example shows every optional key, `state_file` and `fleet` both,
+    // which SPEC 11 makes alternatives: that, and only that, is refused.
+    let (code, out, _) = run_cli(&["check", "--config", f.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(
+        errors[0].contains("`fleet` and `state_file` are alternatives"),
+        "{out}"
+    );
+    // With one of the two, it passes.
+    let without_state_file: String = example
+        .lines()
+        .filter(|l| !l.starts_with("state_file:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&f, without_state_file).unwrap();
     let (code, out, _) = run_cli(&["check", "--config", f.to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}");
     assert!(

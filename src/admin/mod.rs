@@ -6,6 +6,7 @@
 //! ([`crate::server::plain`]).
 
 use crate::compile::Action;
+use crate::fleet::{Fleet, FleetActionError};
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::runtime::Snapshot;
 use bytes::Bytes;
@@ -24,6 +25,9 @@ pub struct AdminState {
     pub draining: AtomicBool,
     /// The bearer token POSTs need, if any.
     pub token: Option<String>,
+    /// The fleet this replica belongs to (SPEC 11): operator actions act
+    /// on it, and `/experiments` and `/canaries` show its figures.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -32,6 +36,7 @@ impl std::fmt::Debug for AdminState {
             .field("ready", &self.ready)
             .field("draining", &self.draining)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("fleet", &self.fleet.as_ref().map(|f| f.status()))
             .finish_non_exhaustive()
     }
 }
@@ -54,6 +59,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let snapshot = || state.reloader.live().snapshot();
+    let fleet = state.fleet.as_deref();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => readyz(&state),
@@ -62,20 +68,22 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
         (&Method::POST, ["reload"]) => reload(&state).await,
         (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &routes_json(&snapshot())),
         (&Method::GET, ["experiments"]) => {
-            json_response(StatusCode::OK, &experiments_json(&snapshot()))
+            json_response(StatusCode::OK, &experiments_json(&snapshot(), fleet))
         }
-        (&Method::GET, ["canaries"]) => json_response(StatusCode::OK, &canaries_json(&snapshot())),
+        (&Method::GET, ["canaries"]) => {
+            json_response(StatusCode::OK, &canaries_json(&snapshot(), fleet))
+        }
         (&Method::GET, ["upstreams"]) => {
             json_response(StatusCode::OK, &upstreams_json(&snapshot()))
         }
         (&Method::POST, ["canaries", name, action]) => {
-            let resp = canary_action(&snapshot(), name, action);
+            let resp = canary_action(snapshot(), fleet, name, action).await;
             durable(&state).await;
             resp
         }
         (&Method::POST, ["experiments", name, action]) => {
             let variant = query_param(req.uri().query(), "variant");
-            let resp = experiment_action(&snapshot(), name, action, variant.as_deref());
+            let resp = experiment_action(snapshot(), fleet, name, action, variant).await;
             durable(&state).await;
             resp
         }
@@ -192,23 +200,39 @@ fn routes_json(snapshot: &Snapshot) -> Value {
     json!({ "routes": routes })
 }
 
-fn experiments_json(snapshot: &Snapshot) -> Value {
+fn experiments_json(snapshot: &Snapshot, fleet: Option<&Fleet>) -> Value {
     let list: Vec<Value> = snapshot
         .config
         .experiments
         .iter()
-        .filter_map(|e| experiment_entry(snapshot, e))
+        .filter_map(|e| experiment_entry(snapshot, fleet, e))
         .collect();
-    json!({ "experiments": list })
+    let mut v = json!({ "experiments": list });
+    with_fleet_status(&mut v, fleet);
+    v
 }
 
 /// One experiment's `/experiments` entry: its tally's stats and the kill
-/// switch's state.
-fn experiment_entry(snapshot: &Snapshot, e: &crate::split::Experiment) -> Option<Value> {
+/// switch's state. In fleet mode the figures are the fleet's (as of the
+/// last sync), with this replica's own under `replica`.
+fn experiment_entry(
+    snapshot: &Snapshot,
+    fleet: Option<&Fleet>,
+    e: &crate::split::Experiment,
+) -> Option<Value> {
     let live = snapshot.experiment_state(e.index)?;
-    let mut v = serde_json::to_value(live.tally.stats(e)).ok()?;
+    let own = live.tally.stats(e);
+    let figures = fleet.and_then(|f| f.experiment_figures(e));
+    let mut v = match &figures {
+        Some(f) => serde_json::to_value(f.counts.stats(e)).ok()?,
+        None => serde_json::to_value(&own).ok()?,
+    };
     let mode = live.mode();
     if let Some(o) = v.as_object_mut() {
+        if let Some(f) = &figures {
+            o.insert("replicas".into(), json!(f.replicas));
+            o.insert("replica".into(), serde_json::to_value(&own).ok()?);
+        }
         o.insert("state".into(), json!(mode.as_str()));
         if let crate::split::experiment::Mode::Released(i) = mode {
             o.insert(
@@ -220,13 +244,13 @@ fn experiment_entry(snapshot: &Snapshot, e: &crate::split::Experiment) -> Option
     Some(v)
 }
 
-fn experiment_action(
-    snapshot: &Snapshot,
+async fn experiment_action(
+    snapshot: Arc<Snapshot>,
+    fleet: Option<&Fleet>,
     name: &str,
     action: &str,
-    variant: Option<&str>,
+    variant: Option<String>,
 ) -> AdminResponse {
-    use crate::runtime::ExperimentActionError as E;
     let Some(e) = snapshot.config.experiment(name) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -239,18 +263,51 @@ fn experiment_action(
             &format!("no experiment named {name}"),
         );
     };
-    let result = action
-        .parse::<crate::runtime::ExperimentAction>()
-        .and_then(|a| live.act(e, a, variant));
+    let action = match action.parse::<crate::runtime::ExperimentAction>() {
+        Ok(a) => a,
+        Err(err) => return error(StatusCode::NOT_FOUND, &err.to_string()),
+    };
+    let result = match fleet {
+        Some(f) => {
+            f.act_on_experiment(snapshot.clone(), e.clone(), action, variant)
+                .await
+        }
+        None => live
+            .act(e, action, variant.as_deref())
+            .map(|_| ())
+            .map_err(FleetActionError::from),
+    };
     match result {
-        Ok(_) => match experiment_entry(snapshot, e) {
+        Ok(()) => match experiment_entry(&snapshot, fleet, e) {
             Some(entry) => json_response(StatusCode::OK, &entry),
             None => empty(StatusCode::INTERNAL_SERVER_ERROR),
         },
-        Err(err @ (E::UnknownAction(_) | E::UnknownVariant { .. })) => {
-            error(StatusCode::NOT_FOUND, &err.to_string())
+        Err(err) => action_error(&err),
+    }
+}
+
+/// 404 for an unknown experiment action or variant, 409 for an action the
+/// state refuses, 503 when the fleet's store is needed and away.
+fn action_error(err: &FleetActionError) -> AdminResponse {
+    use crate::runtime::ExperimentActionError as E;
+    let status = match err {
+        FleetActionError::Experiment(E::UnknownAction(_) | E::UnknownVariant { .. }) => {
+            StatusCode::NOT_FOUND
         }
-        Err(err @ E::NotApplicable { .. }) => error(StatusCode::CONFLICT, &err.to_string()),
+        FleetActionError::Experiment(E::NotApplicable { .. }) | FleetActionError::Canary(_) => {
+            StatusCode::CONFLICT
+        }
+        FleetActionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &err.to_string())
+}
+
+/// Adds `fleet: {name, replica, connected, sync_interval_ms}` in fleet mode.
+fn with_fleet_status(v: &mut Value, fleet: Option<&Fleet>) {
+    if let (Some(f), Some(o)) = (fleet, v.as_object_mut())
+        && let Ok(status) = serde_json::to_value(f.status())
+    {
+        o.insert("fleet".into(), status);
     }
 }
 
@@ -261,14 +318,34 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|v| v.into_owned())
 }
 
-fn canaries_json(snapshot: &Snapshot) -> Value {
-    let now = tokio::time::Instant::now();
+fn canaries_json(snapshot: &Snapshot, fleet: Option<&Fleet>) -> Value {
     let list: Vec<Value> = snapshot
         .canaries()
         .iter()
-        .filter_map(|c| serde_json::to_value(c.view(now)).ok())
+        .filter_map(|c| canary_entry(c, fleet))
         .collect();
-    json!({ "canaries": list })
+    let mut v = json!({ "canaries": list });
+    with_fleet_status(&mut v, fleet);
+    v
+}
+
+/// One canary's `/canaries` entry. In fleet mode the guard window is the
+/// fleet's sum (as of the last sync), with this replica's own under
+/// `replica`.
+fn canary_entry(c: &crate::split::Canary, fleet: Option<&Fleet>) -> Option<Value> {
+    let view = c.view(tokio::time::Instant::now());
+    let mut v = serde_json::to_value(&view).ok()?;
+    if let (Some(f), Some(o)) = (fleet.and_then(|f| f.canary_figures(c)), v.as_object_mut()) {
+        o.insert("stable".into(), serde_json::to_value(f.stable).ok()?);
+        o.insert("canary".into(), serde_json::to_value(f.canary).ok()?);
+        o.insert("replicas".into(), json!(f.replicas));
+        o.insert("revision".into(), json!(f.revision));
+        o.insert(
+            "replica".into(),
+            json!({ "stable": view.stable, "canary": view.canary }),
+        );
+    }
+    Some(v)
 }
 
 /// Per upstream, in config order: balance, protocol, and each endpoint's
@@ -282,7 +359,12 @@ fn upstreams_json(snapshot: &Snapshot) -> Value {
     json!({ "upstreams": list })
 }
 
-fn canary_action(snapshot: &Snapshot, name: &str, action: &str) -> AdminResponse {
+async fn canary_action(
+    snapshot: Arc<Snapshot>,
+    fleet: Option<&Fleet>,
+    name: &str,
+    action: &str,
+) -> AdminResponse {
     let Some(canary) = snapshot.canary_named(name) else {
         return error(StatusCode::NOT_FOUND, &format!("no canary named {name}"));
     };
@@ -292,9 +374,19 @@ fn canary_action(snapshot: &Snapshot, name: &str, action: &str) -> AdminResponse
             &format!("unknown action {action}: use pause, resume, promote or rollback"),
         );
     };
-    match canary.act(action, tokio::time::Instant::now()) {
-        Ok(view) => json_response(StatusCode::OK, &view),
-        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+    let result = match fleet {
+        Some(f) => f.act_on_canary(canary.clone(), action).await,
+        None => canary
+            .act(action, tokio::time::Instant::now())
+            .map(|_| ())
+            .map_err(FleetActionError::from),
+    };
+    match result {
+        Ok(()) => match canary_entry(canary, fleet) {
+            Some(entry) => json_response(StatusCode::OK, &entry),
+            None => empty(StatusCode::INTERNAL_SERVER_ERROR),
+        },
+        Err(err) => action_error(&err),
     }
 }
 

@@ -26,7 +26,9 @@ pub use config::{
     Action, Config, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect, Respond,
     Route,
 };
-pub use settings::{AdminSettings, ExposureTarget, Limits, Listener, ListenerTls, Settings};
+pub use settings::{
+    AdminSettings, ExposureTarget, FleetSettings, Limits, Listener, ListenerTls, Settings,
+};
 
 use crate::config::raw::{self, Spanned};
 use crate::config::{Diagnostic, Diagnostics, Loaded, Severity, Source, parse_duration};
@@ -72,6 +74,7 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<Diagnostic>> {
     let fallback = b.fallback();
     let settings = b.settings();
     b.warn_unused_upstreams();
+    b.fleet_excludes_state_file();
     if b.diags.has_errors() {
         // Warnings after errors mislead (an upstream looks unused because
         // the route naming it failed), so only errors are returned.
@@ -177,7 +180,7 @@ impl<'a> Builder<'a> {
         let mut seen: HashMap<&'static str, Arc<str>> = HashMap::new();
         for src in self.files() {
             let d = &src.doc;
-            let present: [(&'static str, Option<Location>); 6] = [
+            let present: [(&'static str, Option<Location>); 7] = [
                 ("admin", d.admin.as_ref().map(|s| s.referenced)),
                 ("fallback", d.fallback.as_ref().map(|s| s.referenced)),
                 ("limits", d.limits.as_ref().map(|s| s.referenced)),
@@ -190,6 +193,7 @@ impl<'a> Builder<'a> {
                     "exposure_log",
                     d.exposure_log.as_ref().map(|s| s.referenced),
                 ),
+                ("fleet", d.fleet.as_ref().map(|s| s.referenced)),
             ];
             for (key, at) in present {
                 let Some(at) = at else { continue };
@@ -205,6 +209,21 @@ impl<'a> Builder<'a> {
                     seen.insert(key, src.name.clone());
                 }
             }
+        }
+    }
+
+    /// SPEC 11: `fleet` and `state_file` are alternatives.
+    fn fleet_excludes_state_file(&mut self) {
+        let fleet = self
+            .files()
+            .find_map(|s| s.doc.fleet.as_ref().map(|f| (s, f)));
+        let state = self.files().find_map(|s| s.doc.state_file.as_ref());
+        if let (Some((src, fl)), Some(_)) = (fleet, state) {
+            self.diags.error(
+                &src.name,
+                fl.referenced,
+                "`fleet` and `state_file` are alternatives: with fleet mode, state lives in Redis; remove `state_file`",
+            );
         }
     }
 

@@ -25,8 +25,42 @@ pub struct Settings {
     pub state_file: Option<PathBuf>,
     /// Where first exposures are logged (SPEC 3.1).
     pub exposure_log: Option<ExposureTarget>,
+    /// Fleet mode (SPEC 11).
+    pub fleet: Option<FleetSettings>,
     /// Request and connection limits.
     pub limits: Limits,
+}
+
+/// Fleet mode (the `fleet` setting, SPEC 11).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// The Redis URL (`redis://` or `rediss://`).
+    pub url: String,
+    /// The password from `password_file`, trimmed.
+    pub password: Option<String>,
+    /// The fleet's name.
+    pub name: String,
+    /// How often a replica syncs.
+    pub sync_interval: Duration,
+}
+
+impl std::fmt::Debug for FleetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSettings")
+            .field("url", &redact(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("name", &self.name)
+            .field("sync_interval", &self.sync_interval)
+            .finish()
+    }
+}
+
+/// `url` without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// Where exposure lines go (the `exposure_log` setting).
@@ -156,6 +190,9 @@ impl Builder<'_> {
             if let Some(sf) = &src.doc.state_file {
                 s.state_file = Some(src.resolve(&sf.value));
             }
+            if let Some(fl) = &src.doc.fleet {
+                s.fleet = self.fleet(src, fl);
+            }
             if let Some(e) = &src.doc.exposure_log {
                 let path = &e.value.path;
                 if path.value.is_empty() {
@@ -175,6 +212,77 @@ impl Builder<'_> {
             }
         }
         s
+    }
+
+    /// `fleet`: a `redis://` or `rediss://` URL with a host, a readable
+    /// password file, a name, a positive sync interval.
+    fn fleet(&mut self, src: &Source, fl: &Spanned<raw::Fleet>) -> Option<FleetSettings> {
+        let f = &src.name;
+        let v = &fl.value;
+        let errors = self.diags.items().len();
+        let url = &v.redis;
+        match url.value.split_once("://") {
+            Some(("redis" | "rediss", rest)) if !rest.is_empty() && !rest.starts_with('/') => {
+                if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.value.as_str())
+                {
+                    self.diags.error(
+                        f,
+                        url.referenced,
+                        format!("invalid fleet redis URL `{}`: {e}", redact(&url.value)),
+                    );
+                }
+            }
+            _ => self.diags.error(
+                f,
+                url.referenced,
+                format!(
+                    "invalid fleet redis URL `{}`: use redis://host:port/db or rediss://host:port/db",
+                    redact(&url.value)
+                ),
+            ),
+        }
+        let password = v.password_file.as_ref().and_then(|p| {
+            let path = src.resolve(&p.value);
+            match self.loaded.files.get(&path).map(String::from_utf8_lossy) {
+                Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+                Ok(_) => {
+                    self.diags.error(
+                        f,
+                        p.referenced,
+                        format!("password file {} is empty", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.diags.error(
+                        f,
+                        p.referenced,
+                        format!("cannot read password file {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        });
+        if v.name.value.is_empty() || v.name.value.contains([':', ' ', '{', '}']) {
+            self.diags.error(
+                f,
+                v.name.referenced,
+                "fleet name must be non-empty, without spaces, `:` or braces",
+            );
+        }
+        let sync_interval = self.duration(f, v.sync_interval.as_ref(), Duration::from_secs(1));
+        if let Some(si) = &v.sync_interval
+            && sync_interval.is_zero()
+        {
+            self.diags
+                .error(f, si.referenced, "sync_interval must be more than 0");
+        }
+        (self.diags.items().len() == errors).then(|| FleetSettings {
+            url: url.value.clone(),
+            password,
+            name: v.name.value.clone(),
+            sync_interval,
+        })
     }
 
     fn listener(&mut self, src: &Source, l: &Spanned<raw::Listen>) -> Option<Listener> {

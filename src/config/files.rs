@@ -1,5 +1,5 @@
-//! Files a rule file names (certificates, keys, CA bundles): read with the
-//! rule files, so compiling is pure and `check` sees exactly what `run`
+//! Files a rule file names (certificates, keys, CA bundles, the fleet's
+//! password file): read with the rule files, so compiling is pure and `check` sees exactly what `run`
 //! would load. Their content is part of the config hash (SPEC 7), and the
 //! watcher watches them.
 
@@ -57,8 +57,8 @@ impl Files {
     }
 }
 
-/// Certificate, key and CA files named by parsed rule files, resolved
-/// against the file naming them.
+/// Certificate, key, CA and password files named by parsed rule files,
+/// resolved against the file naming them.
 fn referenced(sources: &[Source]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for src in sources {
@@ -74,6 +74,14 @@ fn referenced(sources: &[Source]) -> Vec<PathBuf> {
             if let Some(ca) = u.value.tls.as_ref().and_then(|t| t.value.ca.as_ref()) {
                 files.push(src.resolve(&ca.value));
             }
+        }
+        if let Some(p) = src
+            .doc
+            .fleet
+            .as_ref()
+            .and_then(|f| f.value.password_file.as_ref())
+        {
+            files.push(src.resolve(&p.value));
         }
     }
     files

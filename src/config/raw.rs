@@ -26,6 +26,8 @@ pub struct File {
     pub state_file: Option<Spanned<String>>,
     /// One JSON line per first exposure, for the warehouse.
     pub exposure_log: Option<Spanned<ExposureLog>>,
+    /// Replicas that share canary and experiment state through Redis.
+    pub fleet: Option<Spanned<Fleet>>,
     /// Named groups of endpoints.
     #[serde(default)]
     pub upstreams: SpannedMap<Upstream>,
@@ -39,6 +41,21 @@ pub struct File {
     pub experiments: SpannedMap<Experiment>,
     /// Connection and request limits.
     pub limits: Option<Spanned<Limits>>,
+}
+
+/// Fleet mode (SPEC 11): replicas with the same `name` share state through
+/// one Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// `redis://host:port/db` or `rediss://` (TLS); credentials may be in it.
+    pub redis: Spanned<String>,
+    /// A file holding the Redis password (surrounding whitespace trimmed).
+    pub password_file: Option<Spanned<String>>,
+    /// The fleet's name: replicas with the same name form one fleet.
+    pub name: Spanned<String>,
+    /// How often a replica syncs with the store (default 1s).
+    pub sync_interval: Option<Spanned<String>>,
 }
 
 /// The exposure log (SPEC 3.1).

@@ -410,6 +410,17 @@ impl Metrics {
         sync_counter(&c, total);
     }
 
+    /// Registers `pointsman_fleet_connected` (fleet mode only: a single
+    /// replica has no store to be connected to); starts at 0.
+    pub fn fleet_connected(&self) -> prometheus::Result<IntGauge> {
+        let g = IntGauge::new(
+            FLEET_CONNECTED,
+            "1 while the fleet's shared store answers, else 0.",
+        )?;
+        self.registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
     /// Every metric in the Prometheus text format (for `GET /metrics`).
     pub fn render(&self) -> String {
         let families = self.registry.gather();

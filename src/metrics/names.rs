@@ -36,6 +36,9 @@ pub const EXPOSURES_LOGGED_TOTAL: &str = "pointsman_exposures_logged_total";
 /// Counter: exposure log lines dropped (queue full, write failed).
 pub const EXPOSURES_DROPPED_TOTAL: &str = "pointsman_exposures_dropped_total";
 
+/// Gauge: 1 while the fleet's shared store answers (fleet mode only).
+pub const FLEET_CONNECTED: &str = "pointsman_fleet_connected";
+
 /// Every metric name the proxy exports (histograms without their
 /// `_bucket`/`_sum`/`_count` suffixes).
 pub const ALL: &[&str] = &[
@@ -56,6 +59,7 @@ pub const ALL: &[&str] = &[
     EXPOSURES_DROPPED_TOTAL,
     UPSTREAM_EJECTIONS_TOTAL,
     HEALTH_CHECKS_TOTAL,
+    FLEET_CONNECTED,
 ];
 
 /// The names in [`ALL`] that are histograms.

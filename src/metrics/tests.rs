@@ -125,6 +125,7 @@ fn every_name_is_exported_once_with_spec_labels() {
     let ep = m.endpoint_counters("backend", "10.0.0.1:80");
     ep.ejected();
     ep.checked(true);
+    let _fleet = m.fleet_connected().unwrap();
     let text = m.render();
     let samples = parse(&text);
     let expect: &[(&str, &[&str])] = &[
@@ -144,6 +145,7 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPOSURES_DROPPED_TOTAL, &[]),
         (UPSTREAM_EJECTIONS_TOTAL, &["upstream", "endpoint"]),
         (HEALTH_CHECKS_TOTAL, &["upstream", "endpoint", "result"]),
+        (FLEET_CONNECTED, &[]),
     ];
     for (name, labels) in expect {
         let found: Vec<_> = samples.iter().filter(|s| s.name == *name).collect();
@@ -188,13 +190,14 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPOSURES_DROPPED_TOTAL, "counter"),
         (UPSTREAM_EJECTIONS_TOTAL, "counter"),
         (HEALTH_CHECKS_TOTAL, "counter"),
+        (FLEET_CONNECTED, "gauge"),
     ] {
         assert!(
             text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 17);
+    assert_eq!(ALL.len(), 18);
 }
 
 #[test]

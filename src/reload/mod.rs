@@ -7,7 +7,7 @@
 pub mod watch;
 
 use crate::clock::rfc3339;
-use crate::compile::{self, AdminSettings, Compiled, Settings};
+use crate::compile::{self, AdminSettings, Compiled, FleetSettings, Settings};
 use crate::config::{self, Diagnostic};
 use crate::runtime::Live;
 use arc_swap::ArcSwap;
@@ -73,6 +73,8 @@ struct Bound {
     /// Address and, for TLS listeners, the ALPN list (fixed at bind).
     listeners: Vec<(SocketAddr, Option<Vec<String>>)>,
     admin: AdminSettings,
+    /// The fleet joined at start (SPEC 11).
+    fleet: Option<FleetSettings>,
 }
 
 impl Bound {
@@ -84,6 +86,7 @@ impl Bound {
                 .map(|l| (l.addr, l.tls.as_ref().map(|t| t.alpn.clone())))
                 .collect(),
             admin: settings.admin.clone(),
+            fleet: settings.fleet.clone(),
         }
     }
 }
@@ -238,7 +241,7 @@ impl Reloader {
         let pending_restart = next.bound != self.bound;
         if pending_restart {
             tracing::warn!(
-                "listener `bind` or `admin` settings differ from the running ones: \
+                "listener `bind`, `admin` or `fleet` settings differ from the running ones: \
                  they take effect after a restart"
             );
         }

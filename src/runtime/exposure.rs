@@ -242,7 +242,7 @@ fn format_line(r: &ExposureRecord, hash_ids: bool, replica: &str) -> String {
 }
 
 /// This replica's name: `$HOSTNAME`, else the kernel's host name.
-fn replica_name() -> String {
+pub fn replica_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

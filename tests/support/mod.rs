@@ -11,6 +11,7 @@ pub mod check;
 pub mod grpc;
 pub mod http;
 pub mod prom;
+pub mod redis;
 pub mod upstream;
 
 #[allow(unused_imports)]
