@@ -14,7 +14,7 @@ pub use def::{
     Step, UnknownAction,
 };
 pub use registry::CanaryRegistry;
-pub use runtime::{Canary, CanaryView};
+pub use runtime::{Canary, CanaryView, GuardView, StepView};
 
 #[cfg(test)]
 mod tests;
