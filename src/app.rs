@@ -102,6 +102,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
         .map_err(|e| RunError::Runtime(e.to_string()))?;
     let reloader = Reloader::new(opts.config.clone(), live, started);
     runtime.canaries().spawn_driver(Duration::from_millis(250));
+    crate::runtime::timelines::spawn_sampler(reloader.live());
     let admin = Arc::new(AdminState {
         reloader,
         ready: Default::default(),
