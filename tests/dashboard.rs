@@ -100,7 +100,11 @@ fn traffic(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> std::thread::Jo
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let user = format!("user-{}", n % 300);
-            let path = if n.is_multiple_of(2) { "/shop" } else { "/checkout" };
+            let path = if n.is_multiple_of(2) {
+                "/shop"
+            } else {
+                "/checkout"
+            };
             let _ = send_blocking(addr, "GET", path, &[("x-user-id", &user)], "");
             n += 1;
             std::thread::sleep(Duration::from_millis(15));
