@@ -188,7 +188,7 @@ function renderTokenState() {
 
 const CHART_W = 300;
 const CHART_H = 90;
-const PAD_L = 34;
+const PAD_L = 12;
 const PAD_B = 14;
 
 function chart(title, at, arms, pick, fmt, windowMs, now) {
@@ -215,7 +215,8 @@ function chart(title, at, arms, pick, fmt, windowMs, now) {
     return t;
   };
   g.append(
-    label(PAD_L - 3, 10, max > 0 ? fmt(top) : ''),
+    // The scale's top, inside the plot (long labels never clip).
+    label(PAD_L + 3, 12, max > 0 ? fmt(top) : '', 'start'),
     label(PAD_L - 3, 4 + h, '0'),
     label(PAD_L, CHART_H - 2, `-${Math.round(windowMs / 60000)}m`, 'start'),
     label(CHART_W, CHART_H - 2, 'now'),
@@ -382,6 +383,10 @@ function renderCanaries(list, seriesByName, seriesMeta) {
     p.head.replaceChildren(
       el('h3', {}, c.name),
       el('span', { class: `badge state-${c.state}`, 'data-field': 'state' }, c.state.replace('_', ' ')),
+      canaryUpstreams.has(c.name)
+        ? el('span', { class: 'muted small' },
+          `stable ${canaryUpstreams.get(c.name).stable} · canary ${canaryUpstreams.get(c.name).canary}`)
+        : null,
     );
     const bar = el('div', { class: 'weight-bar', title: `${c.weight}% on the canary` }, el('div', { class: 'weight-fill' }));
     bar.firstChild.style.width = `${Math.max(0, Math.min(100, c.weight))}%`;
@@ -583,8 +588,13 @@ function actionText(a) {
   return JSON.stringify(a);
 }
 
+// Route name → its canary's upstreams, from /routes.
+const canaryUpstreams = new Map();
+
 function renderRoutes(data) {
   const routes = data.routes || [];
+  canaryUpstreams.clear();
+  for (const r of routes) if (r.action && r.action.canary) canaryUpstreams.set(r.name, r.action.canary);
   $('route-list').replaceChildren(el('table', { class: 'routes' },
     el('thead', {}, el('tr', {}, ['#', 'route', 'match', 'action'].map((h) => el('th', {}, h)))),
     el('tbody', {}, routes.map((r, i) => el('tr', {},
