@@ -12,6 +12,7 @@
 use crate::support::binary::Binary;
 use crate::support::http::send_blocking;
 use crate::support::upstream::{in_background, tagged};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -90,7 +91,11 @@ fn skip_or_fail(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("dashboard browser test cannot run in CI: {why}");
     }
-    eprintln!("\n*** SKIPPED the dashboard browser test: {why} ***\n");
+    // Straight to stderr: the test harness hides eprintln! of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED the dashboard browser test: {why} ***\n"
+    );
 }
 
 /// Sends requests to the canary and the experiment from 300 users until
