@@ -2,7 +2,8 @@
 // against a running `pointsman run`). Checks what SPEC 8.1 promises: the
 // page shows the canary and the experiment, the pause button pauses the
 // canary once the admin token is entered, nothing is fetched from anywhere
-// but the admin address, it fits a phone-width screen; saves a screenshot.
+// but the admin address, it fits a phone-width screen, the experiment kill
+// switch asks for a confirmation; saves a screenshot.
 //
 // Environment: ADMIN_URL (http://127.0.0.1:PORT), ADMIN_TOKEN, CANARY,
 // EXPERIMENT, SCREENSHOT (PNG path), USER_DATA_DIR (fresh folder), and
@@ -128,6 +129,18 @@ try {
   const authorized = await page.evaluate(() => sessionStorage.getItem('pointsman.admin-token'));
   check(authorized === token, 'the token is kept in sessionStorage');
 
+  // The kill switch: stop asks for a confirmation, then uses the kept token.
+  await experimentCard.locator('button[data-action="stop"]').click();
+  await page.locator('#ask-title', { hasText: `stop experiment ${experiment}?` }).waitFor({ timeout: 5_000 });
+  check(await page.locator('#ask-label').isHidden(), 'a confirmation, not a token prompt, once the token is kept');
+  await page.locator('#ask-ok').click();
+  await dialog.waitFor({ state: 'hidden', timeout: 5_000 });
+  await page.locator('#notice', { hasText: `stop experiment ${experiment}: done` }).waitFor({ timeout: 5_000 });
+  const experiments = await (await fetch(`${admin}/experiments`)).json();
+  const stopped = experiments.experiments.find((e) => e.name === experiment);
+  check(stopped && stopped.state === 'stopped', `GET /experiments says ${experiment} is stopped`);
+  await experimentCard.locator('[data-field="state"]', { hasText: 'stopped' }).waitFor({ timeout: 5_000 });
+
   // A few refreshes, then the picture.
   await page.waitForTimeout(2_500);
   await page.screenshot({ path: screenshot, fullPage: true });
@@ -136,7 +149,11 @@ try {
   check(offsite.length === 0, `no request off ${origin} (${offsite.join(', ') || 'none'})`);
   check(problems.length === 0, `no script errors or CSP violations (${problems.join('; ') || 'none'})`);
   const posts = requests.filter((r) => r.startsWith('POST '));
-  check(posts.every((r) => r.includes(`/canaries/${canary}/pause`)), `the page posted only the click's action (${posts.length} POSTs)`);
+  const clicked = [`/canaries/${canary}/pause`, `/experiments/${experiment}/stop`];
+  check(
+    posts.length === 4 && posts.every((r) => clicked.some((c) => r.endsWith(c))),
+    `the page posted only what was clicked (${posts.length} POSTs: 3 pause, 1 stop)`,
+  );
   step(`${requests.length} requests, all to ${origin}`);
 } finally {
   await context.close();
