@@ -117,6 +117,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
         }
     };
     let reloader = Reloader::new(opts.config.clone(), live, started);
+    crate::runtime::timelines::spawn_sampler(reloader.live());
     let admin = Arc::new(AdminState {
         reloader,
         ready: Default::default(),

@@ -129,6 +129,10 @@ pub(crate) fn print_demo_banner(config: &Path, bound: &Bound) {
     for l in &bound.listeners {
         println!("proxy on http://{l}   admin on http://{}", bound.admin);
     }
+    println!(
+        "dashboard: http://{}/ (open it in a browser: routes, canary, experiment, upstreams)",
+        bound.admin
+    );
     println!("rules: {} (edit it: the proxy reloads)", config.display());
     println!("try:");
     for line in pointsman::demo::TRY {

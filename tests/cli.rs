@@ -267,8 +267,20 @@ fn demo_serves_its_built_in_rules() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let beta = send_blocking(proxy, "GET", "/", &[("x-beta", "1")], "").ok();
+    let admin = "127.0.0.1:9901".parse().unwrap();
+    let page = send_blocking(admin, "GET", "/", &[], "").ok();
     let _ = child.kill();
     let _ = child.wait();
+    let mut banner = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut banner);
+    // Issue 16: the demo says where its dashboard is, and serves it there.
+    assert!(
+        banner.contains("dashboard: http://127.0.0.1:9901/"),
+        "{banner}"
+    );
+    let page = page.expect("the dashboard answers on 127.0.0.1:9901");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>Pointsman</title>"));
     let answer = answer.expect("the demo answers on 127.0.0.1:8080");
     assert_eq!(answer.status, 200);
     assert!(

@@ -1,9 +1,12 @@
 //! The admin API (SPEC 8): health, readiness, config, reload, routes,
-//! experiments, canaries, upstreams, explain and metrics, on `admin.bind`
+//! experiments, canaries, upstreams, series, explain and metrics, and the
+//! dashboard ([`dashboard`], SPEC 8.1) at `/`, on `admin.bind`
 //! (127.0.0.1:9901 by default). With `admin.token_file`, POSTs need
 //! `Authorization: Bearer <token>` (401 without, 403 when wrong). The
 //! server hands requests over with their bodies read
 //! ([`crate::server::plain`]).
+
+pub mod dashboard;
 
 use crate::compile::Action;
 use crate::fleet::{Fleet, FleetActionError};
@@ -61,6 +64,9 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
     let snapshot = || state.reloader.live().snapshot();
     let fleet = state.fleet.as_deref();
     match (&method, segments.as_slice()) {
+        (&Method::GET, [""]) => dashboard::page(),
+        (&Method::GET, [asset]) if dashboard::is_asset(asset) => dashboard::asset(asset),
+        (&Method::GET, ["series"]) => compact_json(&series_json(&snapshot())),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => readyz(&state),
         (&Method::GET, ["metrics"]) => metrics(&state),
@@ -92,7 +98,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminRespons
             _,
             [
                 "healthz" | "readyz" | "metrics" | "config" | "routes" | "experiments" | "canaries"
-                | "upstreams",
+                | "upstreams" | "series" | "",
             ],
         )
         | (_, ["reload" | "explain"]) => {
@@ -359,6 +365,57 @@ fn upstreams_json(snapshot: &Snapshot) -> Value {
     json!({ "upstreams": list })
 }
 
+/// `GET /series`: the dashboard's charts, per canary and experiment the
+/// last 15 minutes of each arm (requests, 5xx answers, error rate, p99) in
+/// points of [`timeline::BUCKET`], oldest first.
+fn series_json(snapshot: &Snapshot) -> Value {
+    use crate::split::timeline::{self, Series};
+    let now = crate::runtime::timelines::unix_ms(std::time::SystemTime::now());
+    let span = timeline::BUCKET.as_millis() as u64 * timeline::BUCKETS as u64;
+    let since = now.saturating_sub(span);
+    let entry = |name: &str, arms: Vec<&str>, s: Series| {
+        let arms: Vec<Value> = arms
+            .into_iter()
+            .zip(&s.arms)
+            .map(|(arm, points)| {
+                json!({
+                    "name": arm,
+                    "requests": points.iter().map(|p| p.requests).collect::<Vec<_>>(),
+                    "errors": points.iter().map(|p| p.errors).collect::<Vec<_>>(),
+                    "error_rate": points
+                        .iter()
+                        .map(|p| (p.requests > 0).then(|| p.errors as f64 / p.requests as f64))
+                        .collect::<Vec<_>>(),
+                    "p99_ms": points.iter().map(|p| p.p99_ms).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "name": name, "at": s.at, "arms": arms })
+    };
+    let canaries: Vec<Value> = snapshot
+        .canaries()
+        .iter()
+        .map(|c| entry(&c.def().route, vec!["stable", "canary"], c.series(since)))
+        .collect();
+    let experiments: Vec<Value> = snapshot
+        .config
+        .experiments
+        .iter()
+        .filter_map(|e| {
+            let tally = snapshot.tally(e.index)?;
+            let arms = e.variants.iter().map(|v| &*v.name).collect();
+            Some(entry(&e.name, arms, tally.series(since)))
+        })
+        .collect();
+    json!({
+        "now": now,
+        "bucket_ms": timeline::BUCKET.as_millis() as u64,
+        "buckets": timeline::BUCKETS,
+        "canaries": canaries,
+        "experiments": experiments,
+    })
+}
+
 async fn canary_action(
     snapshot: Arc<Snapshot>,
     fleet: Option<&Fleet>,
@@ -406,6 +463,18 @@ fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) ->
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from(body))
+        .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+/// JSON without indentation: for answers read by the dashboard rather
+/// than by people (long arrays of numbers).
+fn compact_json(value: &Value) -> AdminResponse {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
         .body(Bytes::from(body))
         .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
 }

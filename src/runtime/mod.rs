@@ -12,6 +12,7 @@ pub mod live;
 mod registry;
 pub mod scrape;
 pub mod snapshot;
+pub mod timelines;
 
 pub use experiments::{ExperimentAction, ExperimentActionError, ExperimentState};
 pub use exposure::ExposureLog;

@@ -12,6 +12,8 @@
 //!   and `explain`.
 //! - [`tally`], [`stats`]: what experiments count, and the SRM test.
 //! - [`identity`]: canonical definition identities.
+//! - [`timeline`]: the dashboard's last 15 minutes per arm, sampled from
+//!   the counters above.
 
 pub mod canary;
 pub mod decide;
@@ -24,6 +26,7 @@ pub mod persist;
 pub mod stats;
 pub mod sticky;
 pub mod tally;
+pub mod timeline;
 pub mod users;
 pub mod window;
 

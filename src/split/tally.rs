@@ -10,6 +10,7 @@
 use super::experiment::Experiment;
 use super::latency::{Histogram, LAT_BUCKETS};
 use super::stats::{SRM_THRESHOLD, chi_square_sf, srm_p_value};
+use super::timeline::{Series, Timeline};
 use super::users::DistinctIds;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,9 @@ pub struct Tally {
     variants: Box<[VariantTally]>,
     users: DistinctIds,
     released: AtomicU64,
+    /// The dashboard's last 15 minutes per variant, sampled from the
+    /// counts above (never written by the request path).
+    timeline: Timeline,
 }
 
 #[derive(Debug, Default)]
@@ -102,7 +106,31 @@ impl Tally {
             variants: (0..variants).map(|_| VariantTally::default()).collect(),
             users: DistinctIds::new(),
             released: AtomicU64::new(0),
+            timeline: Timeline::new(variants),
         }
+    }
+
+    /// Takes one point of the timeline at `at_ms` (Unix ms): each
+    /// variant's requests, 5xx answers and p99 since the previous one.
+    pub fn sample(&self, at_ms: u64) {
+        self.timeline.sample(at_ms, |i| {
+            let mut hist = Histogram::snapshot_zero();
+            let Some(v) = self.variants.get(i) else {
+                return (0, 0, hist);
+            };
+            v.latency.add_to(&mut hist);
+            (
+                v.requests.load(Ordering::Relaxed),
+                v.errors.load(Ordering::Relaxed),
+                hist,
+            )
+        });
+    }
+
+    /// The timeline's points after `since_ms` (Unix ms), per variant in
+    /// variant order.
+    pub fn series(&self, since_ms: u64) -> Series {
+        self.timeline.read(since_ms)
     }
 
     /// Whether this tally fits an experiment with `variants` variants.

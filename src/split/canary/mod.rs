@@ -14,7 +14,7 @@ pub use def::{
     Step, UnknownAction,
 };
 pub use registry::CanaryRegistry;
-pub use runtime::{Canary, CanaryView, SharedControl};
+pub use runtime::{Canary, CanaryView, GuardView, SharedControl, StepView};
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@
 use super::def::{Action, ActionError, CanaryDecision, CanaryDef, GuardDef, OnBreach, Plan, State};
 use crate::split::persist::{Entry, StateStore};
 use crate::split::sticky::StickyLookup;
+use crate::split::timeline::{Series, Timeline, Totals};
 use crate::split::users::DistinctIds;
 use crate::split::window::{Arm, ArmCounts, Window, WindowStats};
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -54,6 +55,54 @@ pub struct CanaryView {
     pub stable: WindowStats,
     /// The guard window's canary arm.
     pub canary: WindowStats,
+    /// The step ladder: each step's weight and hold (empty for a fixed
+    /// weight); `step` is the index of the current one.
+    pub ladder: Vec<StepView>,
+    /// The guard's thresholds, if it has a guard.
+    pub guard: Option<GuardView>,
+}
+
+/// One step of a canary's ladder, as `/canaries` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepView {
+    /// Percent on the canary at this step.
+    pub weight: f64,
+    /// How long the step is held (`None` on the last step).
+    pub hold_ms: Option<u64>,
+}
+
+/// A canary's guard, as `/canaries` shows it: a breach is a value above a
+/// threshold once the canary arm has `min_requests` in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GuardView {
+    /// The window judged, ms.
+    pub window_ms: u64,
+    /// Fewer canary requests in the window are not judged.
+    pub min_requests: u64,
+    /// Highest canary error rate.
+    pub max_error_rate: Option<f64>,
+    /// Highest canary error rate above stable's.
+    pub max_error_rate_increase: Option<f64>,
+    /// Highest canary p99 latency, ms.
+    pub max_p99_ms: Option<f64>,
+    /// `rollback` or `pause`.
+    pub on_breach: &'static str,
+}
+
+impl GuardView {
+    fn new(g: &GuardDef, on_breach: OnBreach) -> Self {
+        GuardView {
+            window_ms: u64::try_from(g.window.as_millis()).unwrap_or(u64::MAX),
+            min_requests: g.min_requests,
+            max_error_rate: g.max_error_rate,
+            max_error_rate_increase: g.max_error_rate_increase,
+            max_p99_ms: g.max_p99_latency.map(|d| d.as_secs_f64() * 1000.0),
+            on_breach: match on_breach {
+                OnBreach::Rollback => "rollback",
+                OnBreach::Pause => "pause",
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +129,11 @@ pub(super) struct CanaryRuntime {
     store: ArcSwapOption<StateStore>,
     /// Users seen per arm, for the exposure log's first exposures.
     users: DistinctIds,
+    /// Every request recorded, per arm (stable, canary): what the
+    /// timeline samples (the window forgets).
+    totals: [Totals; 2],
+    /// The dashboard's last 15 minutes per arm.
+    timeline: Timeline,
 }
 
 /// A canary route's definition with a handle to its runtime state.
@@ -127,6 +181,25 @@ impl Canary {
     /// [`Canary::record`] at a given time.
     pub fn record_at(&self, now: Instant, arm: Arm, error: bool, latency: Duration) {
         self.runtime.window.record(now, arm, error, latency);
+        self.runtime.totals[arm as usize].record(error, latency);
+    }
+
+    /// Takes one point of the timeline at `at_ms` (Unix ms): each arm's
+    /// requests, errors and p99 since the previous one.
+    pub fn sample(&self, at_ms: u64) {
+        let totals = &self.runtime.totals;
+        self.runtime.timeline.sample(at_ms, |i| {
+            totals.get(i).map_or(
+                (0, 0, crate::split::latency::Histogram::snapshot_zero()),
+                Totals::read,
+            )
+        });
+    }
+
+    /// The timeline's points after `since_ms` (Unix ms): arms stable,
+    /// canary.
+    pub fn series(&self, since_ms: u64) -> Series {
+        self.runtime.timeline.read(since_ms)
     }
 
     /// The current percent on the canary.
@@ -272,6 +345,8 @@ impl CanaryRuntime {
             transitions: Default::default(),
             store: ArcSwapOption::empty(),
             users: DistinctIds::new(),
+            totals: Default::default(),
+            timeline: Timeline::new(2),
             def: ArcSwap::new(def),
         }
     }
@@ -450,6 +525,19 @@ impl CanaryRuntime {
             hold_remaining_ms: hold_remaining.map(|d| d.as_millis() as u64),
             stable: self.window.stats(now, Arm::Stable),
             canary: self.window.stats(now, Arm::Canary),
+            ladder: match &def.plan {
+                Plan::Fixed(_) => Vec::new(),
+                Plan::Steps(steps) => steps
+                    .iter()
+                    .map(|s| StepView {
+                        weight: s.weight,
+                        hold_ms: s
+                            .hold
+                            .map(|h| u64::try_from(h.as_millis()).unwrap_or(u64::MAX)),
+                    })
+                    .collect(),
+            },
+            guard: def.guard.as_ref().map(|g| GuardView::new(g, def.on_breach)),
         }
     }
 }

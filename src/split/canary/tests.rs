@@ -367,3 +367,36 @@ async fn decisions_hash_force_and_mint() {
         (Arm::Stable, ArmReason::NoId, 1)
     );
 }
+
+/// Issue 16: the timeline keeps what the window forgets (an operator
+/// action restarts the window, not the history), and `/canaries` carries
+/// the ladder and the guard for the dashboard.
+#[tokio::test(start_paused = true)]
+async fn the_timeline_outlives_window_restarts_and_the_view_has_the_ladder() {
+    let now = Instant::now();
+    let c = Canary::detached(def(&format!("{STEPS}{GUARD}")), now);
+    for i in 0..10 {
+        c.record_at(now, Arm::Canary, i < 2, Duration::from_millis(20));
+    }
+    c.record_at(now, Arm::Stable, false, Duration::from_millis(5));
+    c.act(Action::Pause, now).unwrap();
+    assert_eq!(c.view(now).canary.requests, 0, "the window restarted");
+    c.sample(10_000);
+    let s = c.series(0);
+    assert_eq!(s.at, vec![10_000]);
+    assert_eq!((s.arms[0][0].requests, s.arms[0][0].errors), (1, 0));
+    assert_eq!((s.arms[1][0].requests, s.arms[1][0].errors), (10, 2));
+    assert!(s.arms[1][0].p99_ms.unwrap() >= 20.0);
+
+    let v = c.view(now);
+    let ladder: Vec<(f64, Option<u64>)> = v.ladder.iter().map(|s| (s.weight, s.hold_ms)).collect();
+    assert_eq!(
+        ladder,
+        [(5.0, Some(600_000)), (50.0, Some(600_000)), (100.0, None)]
+    );
+    let g = v.guard.unwrap();
+    assert_eq!((g.window_ms, g.min_requests), (60_000, 10));
+    assert_eq!((g.max_error_rate, g.on_breach), (Some(0.1), "rollback"));
+    let fixed = Canary::detached(def("weight: 5\n"), now).view(now);
+    assert!(fixed.ladder.is_empty() && fixed.guard.is_none());
+}
