@@ -278,6 +278,46 @@ fn issue16_the_page_and_series_are_served_by_the_admin_api() {
         );
     }
 
+    // Another site's page cannot act, even with the token; the dashboard's
+    // own origin can.
+    let bearer = format!("Bearer {TOKEN}");
+    let host = proxy.admin.to_string();
+    let from = |origin: &str| {
+        proxy
+            .admin(
+                "POST",
+                "/canaries/shop/pause",
+                &[
+                    ("authorization", &bearer),
+                    ("host", &host),
+                    ("origin", origin),
+                ],
+                "",
+            )
+            .status
+    };
+    assert_eq!(from("http://evil.example"), 403);
+    assert_eq!(from("null"), 403);
+    assert_eq!(from(&format!("http://{}", proxy.admin)), 200);
+    let resumed = proxy.admin(
+        "POST",
+        "/canaries/shop/resume",
+        &[("authorization", &bearer), ("sec-fetch-site", "cross-site")],
+        "",
+    );
+    assert_eq!(resumed.status, 403);
+    assert_eq!(
+        proxy
+            .admin(
+                "POST",
+                "/canaries/shop/resume",
+                &[("authorization", &bearer)],
+                ""
+            )
+            .status,
+        200
+    );
+
     // The ladder and the guard are in /canaries for the page to draw.
     let canaries = proxy.admin("GET", "/canaries", &[], "").json();
     let c = &canaries["canaries"][0];

@@ -55,7 +55,7 @@ type AdminResponse = Response<Bytes>;
 pub async fn handle(state: Arc<AdminState>, req: Request<Bytes>) -> AdminResponse {
     let method = req.method().clone();
     if method == Method::POST
-        && let Some(resp) = authorize(&state, &req)
+        && let Some(resp) = cross_origin(&req).or_else(|| authorize(&state, &req))
     {
         return resp;
     }
@@ -149,6 +149,32 @@ async fn reload(state: &AdminState) -> AdminResponse {
         ),
         Err(ReloadError::Unchanged) => json_response(StatusCode::OK, &*state.reloader.status()),
     }
+}
+
+/// 403 for a POST a browser sent from another site's page (its `Origin` is
+/// not this admin address, or `Sec-Fetch-Site` says `cross-site`): without
+/// `token_file`, any page the operator opens could otherwise roll a canary
+/// back. Clients that send no `Origin` (curl, the CLI, scripts) pass.
+fn cross_origin(req: &Request<Bytes>) -> Option<AdminResponse> {
+    let headers = req.headers();
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let foreign = headers.get(header::ORIGIN).is_some_and(|origin| {
+        let host = headers.get(header::HOST).map(|h| h.as_bytes());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, h)| h.as_bytes());
+        !matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    });
+    (cross_site || foreign).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "cross-origin POST refused: admin actions are taken from this address's own dashboard, curl or the CLI",
+        )
+    })
 }
 
 /// 401 without (or with a malformed) bearer token, 403 with a wrong one.
