@@ -34,3 +34,4 @@ pub mod server;
 pub mod split;
 pub mod tls;
 pub mod upstream;
+pub mod version;

@@ -32,6 +32,9 @@ pub const EXPOSURES_LOGGED_TOTAL: &str = "pointsman_exposures_logged_total";
 /// Counter: exposure log lines dropped (queue full, write failed).
 pub const EXPOSURES_DROPPED_TOTAL: &str = "pointsman_exposures_dropped_total";
 
+/// Gauge `{version, commit}`, always 1: what binary is running.
+pub const BUILD_INFO: &str = "pointsman_build_info";
+
 /// Every metric name the proxy exports (histograms without their
 /// `_bucket`/`_sum`/`_count` suffixes).
 pub const ALL: &[&str] = &[
@@ -50,6 +53,7 @@ pub const ALL: &[&str] = &[
     EXPERIMENT_USERS,
     EXPOSURES_LOGGED_TOTAL,
     EXPOSURES_DROPPED_TOTAL,
+    BUILD_INFO,
 ];
 
 /// The names in [`ALL`] that are histograms.

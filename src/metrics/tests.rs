@@ -139,6 +139,7 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPERIMENT_USERS, &["experiment", "variant"]),
         (EXPOSURES_LOGGED_TOTAL, &[]),
         (EXPOSURES_DROPPED_TOTAL, &[]),
+        (BUILD_INFO, &["version", "commit"]),
     ];
     for (name, labels) in expect {
         let found: Vec<_> = samples.iter().filter(|s| s.name == *name).collect();
@@ -181,13 +182,20 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPERIMENT_USERS, "gauge"),
         (EXPOSURES_LOGGED_TOTAL, "counter"),
         (EXPOSURES_DROPPED_TOTAL, "counter"),
+        (BUILD_INFO, "gauge"),
     ] {
         assert!(
             text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 15);
+    assert_eq!(ALL.len(), 16);
+    let info = format!(
+        "{BUILD_INFO}{{commit=\"{}\",version=\"{}\"}} 1",
+        crate::version::COMMIT,
+        crate::version::VERSION
+    );
+    assert!(text.lines().any(|l| l == info), "{info} in\n{text}");
 }
 
 #[test]
