@@ -11,6 +11,8 @@ pub mod diagnostic;
 pub mod duration;
 pub mod files;
 pub mod raw;
+pub mod schema;
+mod spanned;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use duration::parse_duration;
