@@ -474,12 +474,14 @@ impl Upstream {
     /// Sends a request with the retry rules of SPEC 6. `held` is `Some`
     /// when the body is held in full (or absent: `Some(empty)`) and so can
     /// be sent again; a streamed body (`None` here, passed in `req`) is
-    /// sent once.
+    /// sent once. `attempts` counts each exchange tried (the access log's
+    /// `attempts`, SPEC 10), whether the send ends well or not.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
         held: Option<&bytes::Bytes>,
         timeout: Duration,
+        attempts: &mut u32,
     ) -> Result<Sent, SendError> {
         let Some(mut idx) = self.pick(None) else {
             let e = SendError::NoEndpoints;
@@ -487,12 +489,14 @@ impl Upstream {
             return Err(e);
         };
         let Some(held) = held else {
+            *attempts += 1;
             return self.send_to(idx, req, timeout).await;
         };
         let idempotent = is_idempotent(req.method());
         let (parts, _) = req.into_parts();
         let mut attempts_left = self.def.retries;
         loop {
+            *attempts += 1;
             let attempt = Request::from_parts(parts.clone(), full(held.clone()));
             match self.send_to(idx, attempt, timeout).await {
                 Ok(sent) => return Ok(sent),
