@@ -343,7 +343,7 @@ pub struct Experiment {
     /// The hash seed (default: the name).
     pub seed: Option<Spanned<String>>,
     /// GrowthBook hash version, 1 or 2 (default 2).
-    #[schemars(extend("enum" = [1, 2, null]))]
+    #[schemars(extend("enum" = [1, 2, "1", "2", null]))]
     pub hash_version: Option<Spanned<u32>>,
     /// Share of eligible users enrolled, 0–1 (default 1).
     pub coverage: Option<Spanned<f64>>,

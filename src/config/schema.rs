@@ -5,10 +5,16 @@
 //! types, and the values of keys that take one of a fixed set of words.
 //! What needs the whole config (an upstream that exists, a duration that
 //! parses, weights that add up) is `pointsman check`'s to say.
+//!
+//! The YAML layer reads scalars by their text, and the schema says so
+//! ([`like_the_loader`]): a text key takes any scalar (`name: 5` is the
+//! name "5"), and a number or boolean key also takes its quoted form
+//! (`retries: "2"`), so that every file the loader accepts validates.
 
 use super::raw;
 use schemars::Schema;
 use schemars::generate::SchemaSettings;
+use serde_json::{Map, Value, json};
 
 /// Where the published schema lives in the repository: the examples'
 /// `# yaml-language-server: $schema=` lines point at it.
@@ -18,6 +24,9 @@ pub const PUBLISHED_PATH: &str = "schema/pointsman.schema.json";
 pub fn rule_file() -> Schema {
     let generator = SchemaSettings::draft2020_12().into_generator();
     let mut schema = generator.into_root_schema_for::<raw::File>();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.values_mut().for_each(like_the_loader);
+    }
     schema.insert("title".into(), "Pointsman rule file".into());
     schema.insert(
         "description".into(),
@@ -35,4 +44,65 @@ pub fn rule_file_json() -> String {
     let mut text = serde_json::to_string_pretty(&rule_file()).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// An unsigned integer as quoted text.
+const UNSIGNED_TEXT: &str = "^[0-9]+$";
+/// A number as quoted text.
+const NUMBER_TEXT: &str = r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$";
+
+/// Widens every scalar type to what the YAML layer reads into it (see the
+/// module doc). Keys with an `enum` keep exactly their values.
+fn like_the_loader(v: &mut Value) {
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(like_the_loader),
+        Value::Object(obj) => {
+            obj.values_mut().for_each(like_the_loader);
+            widen(obj);
+        }
+        _ => {}
+    }
+}
+
+fn widen(obj: &mut Map<String, Value>) {
+    if obj.contains_key("enum") || obj.contains_key("anyOf") {
+        return;
+    }
+    let (kind, nullable) = match obj.get("type") {
+        Some(Value::String(t)) => (t.clone(), false),
+        Some(Value::Array(ts)) => {
+            let ts: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
+            match ts.as_slice() {
+                [t, "null"] | ["null", t] => ((*t).to_string(), true),
+                _ => return,
+            }
+        }
+        _ => return,
+    };
+    let text = match kind.as_str() {
+        "string" => {
+            let mut types = vec!["string", "number", "integer", "boolean"];
+            if nullable {
+                types.push("null");
+            }
+            obj.insert("type".into(), json!(types));
+            return;
+        }
+        "integer" => json!({ "type": "string", "pattern": UNSIGNED_TEXT }),
+        "number" => json!({ "type": "string", "pattern": NUMBER_TEXT }),
+        "boolean" => json!({ "enum": ["true", "false"] }),
+        _ => return,
+    };
+    let mut native = Map::new();
+    for k in ["type", "format", "minimum", "maximum"] {
+        if let Some(x) = obj.remove(k) {
+            native.insert(k.into(), x);
+        }
+    }
+    native.insert("type".into(), json!(kind));
+    let mut any = vec![Value::Object(native), text];
+    if nullable {
+        any.push(json!({ "type": "null" }));
+    }
+    obj.insert("anyOf".into(), Value::Array(any));
 }
