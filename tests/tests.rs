@@ -13,6 +13,7 @@ mod analytics;
 mod check_warnings;
 mod cli;
 mod config_check;
+mod deploy;
 mod forwarding;
 mod grpc;
 mod metrics_dashboard;

@@ -52,7 +52,8 @@ const UNSIGNED_TEXT: &str = "^[0-9]+$";
 const NUMBER_TEXT: &str = r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$";
 
 /// Widens every scalar type to what the YAML layer reads into it (see the
-/// module doc). Keys with an `enum` keep exactly their values.
+/// module doc). Keys with an `enum` take exactly its values (their type
+/// goes: `hash_version` lists `2` and `"2"`).
 fn like_the_loader(v: &mut Value) {
     match v {
         Value::Array(items) => items.iter_mut().for_each(like_the_loader),
@@ -65,7 +66,14 @@ fn like_the_loader(v: &mut Value) {
 }
 
 fn widen(obj: &mut Map<String, Value>) {
-    if obj.contains_key("enum") || obj.contains_key("anyOf") {
+    if obj.contains_key("enum") {
+        // The values listed are exactly the ones taken.
+        for k in ["type", "format", "minimum", "maximum"] {
+            obj.remove(k);
+        }
+        return;
+    }
+    if obj.contains_key("anyOf") {
         return;
     }
     let (kind, nullable) = match obj.get("type") {
