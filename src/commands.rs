@@ -1,4 +1,4 @@
-//! The `assign`, `diff`, `demo` and `reload` commands' output.
+//! The `assign`, `diff`, `demo`, `reload` and `health` commands' output.
 
 use pointsman::app::Bound;
 use pointsman::compile::Config;
@@ -134,6 +134,27 @@ pub(crate) fn print_demo_banner(config: &Path, bound: &Bound) {
     println!("try:");
     for line in pointsman::demo::TRY {
         println!("  {line}");
+    }
+}
+
+/// `health`: exit 0 when the running proxy's `/readyz` answers 200.
+pub(crate) fn health(config: &Path) -> ExitCode {
+    let target = match client::target(config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match client::ready(&target) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("error: {why}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -99,6 +99,12 @@ enum Command {
         #[arg(long, default_value = "routes")]
         config: PathBuf,
     },
+    /// Exit 0 when the running proxy (found as for `reload`) is ready
+    /// (`GET /readyz` answers 200), else 1: a container HEALTHCHECK.
+    Health {
+        #[arg(long, default_value = "routes")]
+        config: PathBuf,
+    },
     /// Print the JSON Schema (draft 2020-12) of a rule file.
     Schema,
     /// Print a shell completion script.
@@ -179,6 +185,7 @@ fn main() -> ExitCode {
             demo()
         }
         Command::Reload { config } => commands::reload(&config),
+        Command::Health { config } => commands::health(&config),
         Command::Schema => {
             print!("{}", pointsman::config::schema::rule_file_json());
             ExitCode::SUCCESS

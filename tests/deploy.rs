@@ -2,8 +2,9 @@
 //!
 //! - `reload_reports_success_refusal_and_no_proxy`: `pointsman reload`
 //!   exits 0 with the new generation, 1 with the proxy's `FILE:LINE:COL`
-//!   errors, 3 when the token is refused or no proxy answers; `/metrics`
-//!   has `pointsman_build_info`.
+//!   errors, 3 when the token is refused or no proxy answers; `health`
+//!   exits 0 while `/readyz` is 200, 1 without a proxy; `/metrics` has
+//!   `pointsman_build_info`.
 //! - `version_shows_the_commit`: `--version` names the checkout's commit.
 //! - `schema_is_published_and_validates_every_example`: `pointsman schema`
 //!   is the committed `schema/pointsman.schema.json`; every example,
@@ -58,6 +59,8 @@ routes:
     let (code, out, err) = run_cli(&["reload", "--config", &config], None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("reloaded: generation 2 (sha256 "), "{out}");
+    let (code, out, err) = run_cli(&["health", "--config", &config], None);
+    assert_eq!((code, out.trim()), (0, "ready"), "{err}");
 
     // A config the proxy refuses: its errors, exit 1, the old one serving.
     let current = std::fs::read_to_string(&p.config).unwrap();
@@ -90,6 +93,8 @@ routes:
         err.contains(&format!("no proxy answered on 127.0.0.1:{port}")),
         "{err}"
     );
+    let (code, _, err) = run_cli(&["health", "--config", path_str(&lonely)], None);
+    assert_eq!(code, 1, "{err}");
 
     // pointsman_build_info{version, commit} = 1.
     let info = p
@@ -538,4 +543,59 @@ fn systemd_unit_verifies_and_is_hardened() {
         .to_string();
     assert!(ok, "{overall}\n{out}");
     println!("{overall}");
+}
+
+/// The image's dependency layer builds a stub of every target Cargo.toml
+/// declares (a missing one fails `docker build`), and the binary needs
+/// only what the distroless `cc` runtime has: glibc and libgcc_s.
+#[test]
+fn container_image_fits_the_crate_and_its_runtime() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/docker/Dockerfile")).unwrap();
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let stubbed = dockerfile
+        .lines()
+        .find(|l| l.contains("for b in "))
+        .expect("the bench stub loop");
+    let mut benches = 0;
+    for block in manifest.split("[[bench]]").skip(1) {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .expect("bench name")
+            .trim_matches('"');
+        assert!(
+            stubbed
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == name),
+            "bench {name} has no stub in the Dockerfile: {stubbed}"
+        );
+        benches += 1;
+    }
+    assert!(benches > 0);
+    assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"));
+    assert!(dockerfile.contains("HEALTHCHECK"));
+
+    if !tool("ldd", &["--version"], "the binary's shared libraries") {
+        return;
+    }
+    let (ok, out) = run(Command::new("ldd").arg(env!("CARGO_BIN_EXE_pointsman")));
+    assert!(ok, "{out}");
+    // What gcr.io/distroless/cc-debian12 ships (Debian 12's libc6 and
+    // libgcc-s1).
+    let provided = [
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+    ];
+    for line in out.lines() {
+        let lib = line.split_whitespace().next().unwrap_or("");
+        let lib = lib.rsplit('/').next().unwrap_or(lib);
+        assert!(
+            provided.contains(&lib),
+            "{lib} is not in the runtime image: {out}"
+        );
+    }
 }

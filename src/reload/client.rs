@@ -1,7 +1,8 @@
 //! `pointsman reload`: ask a running proxy to reload, the way `nginx -s
 //! reload` does, but with the verdict. The proxy is found through the
 //! config's own `admin.bind` and `admin.token_file`, and asked with
-//! `POST /reload` (SPEC 1, 8).
+//! `POST /reload` (SPEC 1, 8). `pointsman health` asks the same proxy's
+//! `GET /readyz` (a container's HEALTHCHECK, where no curl exists).
 //!
 //! Only the `admin` section is read here, and each file on its own: a file
 //! with an error elsewhere still names the proxy, which then gives its
@@ -146,13 +147,26 @@ pub enum Outcome {
 
 /// Sends `POST /reload` to the proxy and reads its verdict.
 pub fn request(target: &Target) -> Outcome {
-    match exchange(target) {
+    match exchange(target, "POST", "/reload") {
         Ok((status, body)) => verdict(status, &body),
         Err(e) => Outcome::NoAnswer(format!("no proxy answered on {}: {e}", target.addr)),
     }
 }
 
-fn exchange(target: &Target) -> std::io::Result<(u16, Vec<u8>)> {
+/// Asks the proxy's `GET /readyz`: `Ok` with its answer when it is ready
+/// (200), `Err` with why not.
+pub fn ready(target: &Target) -> Result<String, String> {
+    match exchange(target, "GET", "/readyz") {
+        Ok((200, body)) => Ok(String::from_utf8_lossy(&body).trim().to_string()),
+        Ok((status, body)) => Err(format!(
+            "not ready (HTTP {status}): {}",
+            String::from_utf8_lossy(&body).trim()
+        )),
+        Err(e) => Err(format!("no proxy answered on {}: {e}", target.addr)),
+    }
+}
+
+fn exchange(target: &Target, method: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let addr = target.addr.to_socket_addrs()?.next().unwrap_or(target.addr);
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
@@ -160,7 +174,7 @@ fn exchange(target: &Target) -> std::io::Result<(u16, Vec<u8>)> {
     // HTTP/1.0: the answer is delimited by the connection's end, so no
     // chunked decoding is needed.
     let mut head = format!(
-        "POST /reload HTTP/1.0\r\nHost: {}\r\nContent-Length: 0\r\nUser-Agent: pointsman-reload/{}\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: 0\r\nUser-Agent: pointsman/{}\r\n",
         target.addr,
         crate::version::VERSION
     );
