@@ -1,7 +1,8 @@
-//! The `assign`, `diff` and `demo` commands' output.
+//! The `assign`, `diff`, `demo`, `reload` and `health` commands' output.
 
 use pointsman::app::Bound;
 use pointsman::compile::Config;
+use pointsman::reload::client::{self, Outcome, TargetError};
 use pointsman::split::canary::def::arm_for_bucket;
 use pointsman::split::sticky::mint_id;
 use pointsman::split::{Arm, CanaryDef, Experiment};
@@ -137,5 +138,83 @@ pub(crate) fn print_demo_banner(config: &Path, bound: &Bound) {
     println!("try:");
     for line in pointsman::demo::TRY {
         println!("  {line}");
+    }
+}
+
+/// `health`: exit 0 when the running proxy's `/readyz` answers 200.
+pub(crate) fn health(config: &Path) -> ExitCode {
+    let target = match client::target(config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match client::ready(&target) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("error: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `reload`: asks the running proxy to reload and prints its verdict: the
+/// new generation (exit 0), the config's errors (exit 1), or why no proxy
+/// answered (exit 3). A config whose `admin` section cannot be read is
+/// exit 1, as for `check`.
+pub(crate) fn reload(config: &Path) -> ExitCode {
+    let target = match client::target(config) {
+        Ok(t) => t,
+        Err(TargetError::Config(errors)) => {
+            for d in &errors {
+                println!("{d}");
+            }
+            eprintln!("error: cannot tell where the proxy's admin listener is");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match client::request(&target) {
+        Outcome::Reloaded(status) => {
+            let sha = status["sha256"].as_str().unwrap_or("");
+            println!(
+                "reloaded: generation {} (sha256 {})",
+                status["generation"],
+                sha.get(..12).unwrap_or(sha)
+            );
+            ExitCode::SUCCESS
+        }
+        Outcome::Refused(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!(
+                "error: the proxy on {} refused the config ({} error{}); the old config keeps serving",
+                target.addr,
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(1)
+        }
+        Outcome::Unauthorized(status) => {
+            let why = match (status, &target.token) {
+                (401, None) => "the proxy wants a token and the config names no admin.token_file",
+                (401, Some(_)) => "the proxy did not take the token",
+                _ => "the proxy refused the token of admin.token_file",
+            };
+            eprintln!("error: {why} (HTTP {status} from {})", target.addr);
+            ExitCode::from(3)
+        }
+        Outcome::NoAnswer(why) => {
+            eprintln!("error: {why}");
+            ExitCode::from(3)
+        }
     }
 }

@@ -35,3 +35,4 @@ pub mod server;
 pub mod split;
 pub mod tls;
 pub mod upstream;
+pub mod version;

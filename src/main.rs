@@ -15,7 +15,7 @@ mod commands;
 
 /// Content-based routing reverse proxy.
 #[derive(Parser, Debug)]
-#[command(name = "pointsman", version, about)]
+#[command(name = "pointsman", version = pointsman::version::LONG, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,6 +92,33 @@ enum Command {
         #[arg(long, value_enum, default_value = "on")]
         access_log: OnOff,
     },
+    /// Ask the running proxy (found through the config's `admin.bind` and
+    /// `admin.token_file`) to reload: exit 0 reloaded, 1 refused, 3 no
+    /// proxy answered.
+    Reload {
+        #[arg(long, default_value = "routes")]
+        config: PathBuf,
+    },
+    /// Exit 0 when the running proxy (found as for `reload`) is ready
+    /// (`GET /readyz` answers 200), else 1: a container HEALTHCHECK.
+    Health {
+        #[arg(long, default_value = "routes")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema (draft 2020-12) of a rule file.
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +183,22 @@ fn main() -> ExitCode {
         Command::Demo { access_log } => {
             init_logging(LogFormat::Text, access_log);
             demo()
+        }
+        Command::Reload { config } => commands::reload(&config),
+        Command::Health { config } => commands::health(&config),
+        Command::Schema => {
+            print!("{}", pointsman::config::schema::rule_file_json());
+            ExitCode::SUCCESS
+        }
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "pointsman", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
     }
 }

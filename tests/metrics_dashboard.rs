@@ -1,6 +1,8 @@
 //! The Grafana dashboard in `deploy/grafana/pointsman.json` only queries
 //! metrics the proxy exports (names taken from `pointsman::metrics`), and is
-//! importable: a `${DS_PROMETHEUS}` input used by every panel and query.
+//! importable by hand and by file provisioning alike: no `${DS_...}` import
+//! input, a `datasource` variable used by every panel and query, and `job`
+//! and `instance` selectors on every series.
 
 use pointsman::metrics;
 use regex::Regex;
@@ -93,22 +95,47 @@ fn dashboard_queries_only_exported_metrics() {
 #[test]
 fn dashboard_is_importable() {
     let dash = dashboard();
-    let input = &dash["__inputs"][0];
-    assert_eq!(input["name"], "DS_PROMETHEUS");
-    assert_eq!(input["pluginId"], "prometheus");
+    let text = serde_json::to_string(&dash).expect("JSON");
+    assert!(
+        !text.contains("${DS_"),
+        "an import-time input breaks file provisioning"
+    );
+    assert!(dash.get("__inputs").is_none());
     assert!(dash["schemaVersion"].as_u64().expect("schemaVersion") >= 36);
+
+    let vars = dash["templating"]["list"].as_array().expect("variables");
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    assert_eq!(var("datasource")["type"], "datasource");
+    assert_eq!(var("datasource")["query"], "prometheus");
+    for name in ["job", "instance"] {
+        assert_eq!(var(name)["type"], "query");
+        assert_eq!(var(name)["datasource"]["uid"], "${datasource}");
+    }
 
     let panels = dash["panels"].as_array().expect("panels");
     let mut ids = BTreeSet::new();
+    let series = Regex::new(r"\bpointsman_[a-zA-Z0-9_]+(\{[^}]*\})?").expect("regex");
     for p in panels {
         let title = p["title"].as_str().expect("title");
         assert!(ids.insert(p["id"].as_u64().expect("id")), "duplicate id");
-        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
         let targets = p["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{title} has no query");
         for t in targets {
-            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
-            assert!(!t["expr"].as_str().unwrap_or("").is_empty(), "{title}");
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = t["expr"].as_str().unwrap_or("");
+            assert!(!expr.is_empty(), "{title}");
+            for m in series.find_iter(expr) {
+                assert!(
+                    m.as_str().contains(r#"job=~"$job", instance=~"$instance""#),
+                    "{title}: `{}` has no job/instance selector",
+                    m.as_str()
+                );
+            }
         }
     }
 }

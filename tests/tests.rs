@@ -14,6 +14,7 @@ mod check_warnings;
 mod cli;
 mod config_check;
 mod dashboard;
+mod deploy;
 mod fleet;
 mod forwarding;
 mod grpc;

@@ -192,13 +192,66 @@ pub struct Respond {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// A redirect answer; `location` is the configured `to` exactly as written.
+/// A redirect answer (SPEC 2.2); `location` is the configured `to` exactly
+/// as written.
 #[derive(Debug, Clone)]
 pub struct Redirect {
-    /// The `Location` value.
+    /// The `to` as written: the `Location` itself when it has no
+    /// placeholder.
     pub location: HeaderValue,
     /// A 3xx status.
     pub status: StatusCode,
+    /// `to` cut at its placeholders, when it has any: filled in per
+    /// request by concatenation, with no regex.
+    pub template: Option<Box<[RedirectPart]>>,
+    /// Removed from the path before it fills `{path}`.
+    pub strip_prefix: Option<Box<str>>,
+}
+
+/// A piece of a redirect's `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPart {
+    /// Text as written.
+    Text(Box<str>),
+    /// `{host}`: the Host without its port.
+    Host,
+    /// `{path}`: the normalized path, after `strip_prefix`.
+    Path,
+    /// `{query}`: `?` and the raw query, or nothing.
+    Query,
+}
+
+impl RedirectPart {
+    /// Cuts `to` at its placeholders; `Err` names an unknown `{...}` or an
+    /// unclosed `{`. A `to` without `{` is one text part.
+    pub fn parse(to: &str) -> Result<Vec<RedirectPart>, String> {
+        let mut parts = Vec::new();
+        let mut rest = to;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(RedirectPart::Text(rest[..open].into()));
+            }
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                return Err(format!("unclosed `{{` in `{to}`"));
+            };
+            parts.push(match &after[..close] {
+                "host" => RedirectPart::Host,
+                "path" => RedirectPart::Path,
+                "query" => RedirectPart::Query,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}` (known: {{host}}, {{path}}, {{query}})"
+                    ));
+                }
+            });
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(RedirectPart::Text(rest.into()));
+        }
+        Ok(parts)
+    }
 }
 
 /// Shadow traffic: `percent` of the route's requests, chosen by request id.

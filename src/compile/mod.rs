@@ -23,8 +23,8 @@ mod upstreams;
 mod warnings;
 
 pub use config::{
-    Action, Config, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect, Respond,
-    Route,
+    Action, Config, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect,
+    RedirectPart, Respond, Route,
 };
 pub use settings::{
     AdminSettings, ExposureTarget, FleetSettings, Limits, Listener, ListenerTls, Settings,

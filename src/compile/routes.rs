@@ -3,7 +3,8 @@
 
 use super::canary::compile_canary;
 use super::config::{
-    Action, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect, Respond, Route,
+    Action, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect, RedirectPart,
+    Respond, Route,
 };
 use super::matchers::compile as compile_match;
 use super::{Builder, Place};
@@ -117,7 +118,9 @@ impl Builder<'_> {
         } else if let Some(resp) = &rv.respond {
             self.respond(f, resp).map(|r| Action::Respond(Box::new(r)))
         } else if let Some(red) = &rv.redirect {
-            self.redirect(f, red).map(|r| Action::Redirect(Box::new(r)))
+            let strip = rv.strip_prefix.as_deref();
+            self.redirect(f, red, strip)
+                .map(|r| Action::Redirect(Box::new(r)))
         } else {
             None
         };
@@ -216,22 +219,59 @@ impl Builder<'_> {
         })
     }
 
-    fn redirect(&mut self, f: &Arc<str>, r: &Spanned<raw::Redirect>) -> Option<Redirect> {
+    /// A redirect: `to` cut at its placeholders once, here (SPEC 2.2), and
+    /// the route's `strip_prefix`, which acts on `{path}` only.
+    fn redirect(
+        &mut self,
+        f: &Arc<str>,
+        r: &Spanned<raw::Redirect>,
+        strip_prefix: Option<&Spanned<String>>,
+    ) -> Option<Redirect> {
         let status = match &r.value.status {
             Some(s) => self.status(f, s, 300..=399)?,
             None => StatusCode::FOUND,
         };
-        match HeaderValue::from_str(&r.value.to.value) {
-            Ok(location) => Some(Redirect { location, status }),
-            Err(_) => {
+        let to = &r.value.to;
+        let Ok(location) = HeaderValue::from_str(&to.value) else {
+            self.diags.error(
+                f,
+                to.referenced,
+                "redirect `to` is not a valid Location value",
+            );
+            return None;
+        };
+        let parts = match RedirectPart::parse(&to.value) {
+            Ok(p) => p,
+            Err(e) => {
+                self.diags
+                    .error(f, to.referenced, format!("redirect `to`: {e}"));
+                return None;
+            }
+        };
+        let strip_prefix = match strip_prefix {
+            None => None,
+            Some(p) if !p.value.starts_with('/') => {
+                self.diags
+                    .error(f, p.referenced, "strip_prefix must start with `/`");
+                return None;
+            }
+            Some(p) if !parts.contains(&RedirectPart::Path) => {
                 self.diags.error(
                     f,
-                    r.value.to.referenced,
-                    "redirect `to` is not a valid Location value",
+                    p.referenced,
+                    "`strip_prefix` on a redirect acts on `{path}`, and `to` has none",
                 );
-                None
+                return None;
             }
-        }
+            Some(p) => Some(p.value.trim_end_matches('/').into()),
+        };
+        let fixed = matches!(parts.as_slice(), [] | [RedirectPart::Text(_)]);
+        Some(Redirect {
+            location,
+            status,
+            template: (!fixed).then(|| parts.into_boxed_slice()),
+            strip_prefix,
+        })
     }
 
     fn status(
@@ -303,11 +343,10 @@ impl Builder<'_> {
     ) -> ForwardOptions {
         let f = &src.name;
         if !forwarding {
+            // A redirect's `strip_prefix` is its own (see `redirect`).
+            let strip_prefix = rv.strip_prefix.as_ref().filter(|_| rv.redirect.is_none());
             let only_forwarding: [(&str, Option<Location>); 5] = [
-                (
-                    "strip_prefix",
-                    rv.strip_prefix.as_ref().map(|s| s.referenced),
-                ),
+                ("strip_prefix", strip_prefix.map(|s| s.referenced)),
                 (
                     "request_headers",
                     rv.request_headers.as_ref().map(|s| s.referenced),
@@ -324,7 +363,7 @@ impl Builder<'_> {
                     self.diags.error(
                         f,
                         at,
-                        format!("`{key}` applies only to forwarding routes (`to`, `experiment`, `canary`)"),
+                        format!("`{key}` applies only to forwarding routes (`to`, `experiment`, `canary`){}", if key == "strip_prefix" { " and redirects" } else { "" }),
                     );
                 }
             }

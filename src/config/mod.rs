@@ -11,10 +11,15 @@ pub mod diagnostic;
 pub mod duration;
 pub mod files;
 pub mod raw;
+pub mod schema;
+mod spanned;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use duration::parse_duration;
 
+use raw::Spanned;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Location;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,20 +156,108 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.leading_zero_numbers_as_strings = true;
-    serde_saphyr::from_str_with_options::<raw::File>(text, options).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
+    serde_saphyr::from_str_with_options::<raw::File>(text, options.clone()).map_err(|e| {
         let plain = e.without_snippet().to_string();
+        let message = strip_position(&plain).to_string();
+        let mut at = e.location();
+        if message.starts_with("missing field")
+            && let Some(l) = at
+        {
+            at = Some(mapping_at(text, options, l).unwrap_or(l));
+        }
+        let (line, column) = at.map(|l| (l.line(), l.column())).unwrap_or((1, 1));
         Diagnostic {
             file: name.clone(),
             line,
             column,
             severity: Severity::Error,
-            message: strip_position(&plain).to_string(),
+            message,
         }
     })
+}
+
+/// Where the mapping that has a key at `key` starts. The YAML crate
+/// reports a missing field at the last key it read of the mapping that
+/// lacks it (a route without `name` was reported at its last line); the
+/// item to fix is the mapping, so the error goes to its first key. Runs
+/// only on that error, with a second, position-only read of the file.
+fn mapping_at(text: &str, options: serde_saphyr::Options, key: Location) -> Option<Location> {
+    let tree: Spanned<Tree> = serde_saphyr::from_str_with_options(text, options).ok()?;
+    tree.mapping_with_key(key)
+}
+
+/// A YAML document reduced to the positions of its nodes.
+enum Tree {
+    Map(Vec<(Spanned<IgnoredAny>, Spanned<Tree>)>),
+    Seq(Vec<Spanned<Tree>>),
+    Leaf,
+}
+
+impl Spanned<Tree> {
+    fn mapping_with_key(&self, key: Location) -> Option<Location> {
+        match &self.value {
+            Tree::Map(entries) => {
+                if entries.iter().any(|(k, _)| same_place(k.referenced, key)) {
+                    return Some(self.referenced);
+                }
+                entries.iter().find_map(|(_, v)| v.mapping_with_key(key))
+            }
+            Tree::Seq(items) => items.iter().find_map(|v| v.mapping_with_key(key)),
+            Tree::Leaf => None,
+        }
+    }
+}
+
+fn same_place(a: Location, b: Location) -> bool {
+    (a.line(), a.column()) == (b.line(), b.column())
+}
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Tree;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML node")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(k) = map.next_key::<Spanned<IgnoredAny>>()? {
+                    entries.push((k, map.next_value::<Spanned<Tree>>()?));
+                }
+                Ok(Tree::Map(entries))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element::<Spanned<Tree>>()? {
+                    items.push(v);
+                }
+                Ok(Tree::Seq(items))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+            fn visit_unit<E>(self) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+            fn visit_none<E>(self) -> Result<Tree, E> {
+                Ok(Tree::Leaf)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The YAML crate appends " at line L, column C" to its messages; the
@@ -198,6 +291,27 @@ mod tests {
         let e = parse_err("routes:\n  - name: a\n    bogus: 1\n");
         assert!(
             e.starts_with("r.yaml:3:5: error: unknown field `bogus`"),
+            "{e}"
+        );
+    }
+
+    /// Issue 18: a route without `name` is reported at the route, not at
+    /// its last key.
+    #[test]
+    fn missing_field_is_reported_at_its_mapping() {
+        let e = parse_err("routes:\n  - match: {path: /x}\n    to: a\n    strip_prefix: /x\n");
+        assert!(
+            e.starts_with("r.yaml:2:5: error: missing field `name`"),
+            "{e}"
+        );
+        let e = parse_err("routes:\n  - name: a\n    to: u\n  - {to: a}\n");
+        assert!(
+            e.starts_with("r.yaml:4:5: error: missing field `name`"),
+            "{e}"
+        );
+        let e = parse_err("upstreams:\n  a:\n    balance: random\n    retries: 2\n");
+        assert!(
+            e.starts_with("r.yaml:3:5: error: missing field `endpoints`"),
             "{e}"
         );
     }

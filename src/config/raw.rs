@@ -3,16 +3,24 @@
 //! Every struct rejects unknown keys. Values that later checks may complain
 //! about are wrapped in [`Spanned`] so the complaint can name `FILE:LINE:COL`.
 //! Nothing here is interpreted: `compile` turns it into the routing snapshot.
+//!
+//! The same types describe themselves as a JSON Schema (`pointsman schema`,
+//! [`super::schema`]): doc comments become descriptions, and keys whose
+//! text `compile` accepts from a fixed set say so with `enum`, so an editor
+//! flags what `check` would refuse (with `null` among them: an empty key
+//! is the default, as for the loader).
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-pub use serde_saphyr::Spanned;
+pub use super::spanned::Spanned;
 
 /// One rule file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     /// Public listeners.
@@ -45,7 +53,7 @@ pub struct File {
 
 /// Fleet mode (SPEC 11): replicas with the same `name` share state through
 /// one Redis.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fleet {
     /// `redis://host:port/db` or `rediss://` (TLS); credentials may be in it.
@@ -59,7 +67,7 @@ pub struct Fleet {
 }
 
 /// The exposure log (SPEC 3.1).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExposureLog {
     /// A file (appended to) or `stdout`.
@@ -69,7 +77,7 @@ pub struct ExposureLog {
 }
 
 /// A public listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// `IP:PORT` to listen on.
@@ -79,17 +87,18 @@ pub struct Listen {
 }
 
 /// TLS settings of a listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenTls {
     /// Certificates chosen by SNI; the first is the default.
     pub certificates: Vec<Spanned<CertificatePair>>,
     /// Protocols offered by ALPN (`h2`, `http/1.1`).
+    #[schemars(extend("items" = { "enum": ["h2", "http/1.1"] }))]
     pub alpn: Option<Vec<Spanned<String>>>,
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
     /// The certificate chain (PEM, leaf first).
@@ -99,7 +108,7 @@ pub struct CertificatePair {
 }
 
 /// The admin listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// `IP:PORT` to listen on.
@@ -109,12 +118,13 @@ pub struct Admin {
 }
 
 /// A named group of endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `host:port`, `http://host:port` or `https://host:port`.
     pub endpoints: Vec<Spanned<String>>,
     /// `round_robin` (default), `least_request` or `random`.
+    #[schemars(extend("enum" = ["round_robin", "least_request", "random", null]))]
     pub balance: Option<Spanned<String>>,
     /// How long a connection may take to open (default 2s).
     pub connect_timeout: Option<Spanned<String>>,
@@ -123,6 +133,7 @@ pub struct Upstream {
     /// Extra attempts on another endpoint (default 1).
     pub retries: Option<Spanned<u32>>,
     /// `http1` (default) or `h2`.
+    #[schemars(extend("enum" = ["http1", "h2", null]))]
     pub protocol: Option<Spanned<String>>,
     /// TLS toward `https://` endpoints.
     pub tls: Option<Spanned<UpstreamTls>>,
@@ -133,7 +144,7 @@ pub struct Upstream {
 }
 
 /// TLS toward an upstream's `https://` endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// The CA bundle verifying the endpoints (default: Mozilla roots).
@@ -143,7 +154,7 @@ pub struct UpstreamTls {
 }
 
 /// Active health checking of an upstream's endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// The path probed with `GET`.
@@ -159,7 +170,7 @@ pub struct HealthCheck {
 }
 
 /// Passive ejection of failing endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
     /// Upstream faults in a row that eject an endpoint (default 5).
@@ -172,7 +183,7 @@ pub struct Outlier {
 }
 
 /// One routing rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// The unique name (metrics, admin API, forcing).
@@ -203,7 +214,7 @@ pub struct Route {
 }
 
 /// A `match` mapping: every matcher given must hold.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     /// Host names or `*.suffix` wildcards.
@@ -236,7 +247,7 @@ pub struct Match {
 
 /// A test on one named value (header, query parameter, cookie) or, for
 /// `body_json`, on the value at a JSON pointer.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueTest {
     /// The header, query parameter or cookie tested.
@@ -272,7 +283,7 @@ pub struct ValueTest {
 
 /// A YAML scalar: `equals: 1` and `equals: "1"` are both accepted; header,
 /// query and cookie tests compare its text, `body_json` its JSON value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Scalar {
     /// `true` / `false`.
@@ -327,8 +338,22 @@ impl<'de> Deserialize<'de> for ExperimentRef {
     }
 }
 
+impl JsonSchema for ExperimentRef {
+    fn schema_name() -> Cow<'static, str> {
+        "ExperimentRef".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let inline = generator.subschema_for::<Experiment>();
+        json_schema!({
+            "description": "The name of a top-level experiment, or an inline definition named after the route.",
+            "anyOf": [{ "type": "string" }, inline]
+        })
+    }
+}
+
 /// A sticky A/B experiment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// Where the sticky id comes from (`header:NAME`, `cookie:NAME`, `query:NAME`, `ip`).
@@ -338,6 +363,7 @@ pub struct Experiment {
     /// The hash seed (default: the name).
     pub seed: Option<Spanned<String>>,
     /// GrowthBook hash version, 1 or 2 (default 2).
+    #[schemars(extend("enum" = [1, 2, "1", "2", null]))]
     pub hash_version: Option<Spanned<u32>>,
     /// Share of eligible users enrolled, 0–1 (default 1).
     pub coverage: Option<Spanned<f64>>,
@@ -355,7 +381,7 @@ pub struct Experiment {
 }
 
 /// One arm of an experiment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Variant {
     /// The unique name (metrics, admin API, forcing).
@@ -367,7 +393,7 @@ pub struct Variant {
 }
 
 /// A canary release between a stable and a canary upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
     /// The stable upstream.
@@ -381,6 +407,7 @@ pub struct Canary {
     /// Automatic rollback thresholds.
     pub guard: Option<Spanned<Guard>>,
     /// `rollback` (default) or `pause`.
+    #[schemars(extend("enum" = ["rollback", "pause", null]))]
     pub on_breach: Option<Spanned<String>>,
     /// Where the sticky id comes from (`header:NAME`, `cookie:NAME`, `query:NAME`, `ip`).
     pub sticky_on: Option<Spanned<Vec<Spanned<String>>>>,
@@ -393,7 +420,7 @@ pub struct Canary {
 }
 
 /// One step of a progressive canary.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryStep {
     /// The relative weight.
@@ -403,7 +430,7 @@ pub struct CanaryStep {
 }
 
 /// Automatic rollback thresholds of a canary.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
     /// The window judged (default 1m).
@@ -419,7 +446,7 @@ pub struct Guard {
 }
 
 /// A fixed answer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Respond {
     /// The status code.
@@ -432,7 +459,7 @@ pub struct Respond {
 }
 
 /// A redirect to a fixed location.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
     /// The target.
@@ -442,7 +469,7 @@ pub struct Redirect {
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     /// Headers replaced (or added).
@@ -457,7 +484,7 @@ pub struct HeaderOps {
 }
 
 /// Shadow traffic to another upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     /// The target.
@@ -467,7 +494,7 @@ pub struct Mirror {
 }
 
 /// What serves requests no route matched (and, with `failover`, 502/503s).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fallback {
     /// The upstream of this variant (default: the route's `to`).
@@ -479,7 +506,7 @@ pub struct Fallback {
 }
 
 /// Connection and request limits.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Request line + headers; 431 beyond (default 65536).
@@ -537,6 +564,23 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     }
 }
 
+impl<T: JsonSchema> JsonSchema for OneOrMany<T> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("OneOrMany_{}", T::schema_name()).into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        json_schema!({
+            "anyOf": [one, { "type": "array", "items": one }]
+        })
+    }
+}
+
 /// A mapping whose keys keep their positions, in file order.
 #[derive(Debug)]
 pub struct SpannedMap<V>(
@@ -571,5 +615,24 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
             }
         }
         d.deserialize_any(Vis(PhantomData))
+    }
+}
+
+/// A mapping of names to values; an empty key (`upstreams:`) is no entries.
+impl<V: JsonSchema> JsonSchema for SpannedMap<V> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let value = generator.subschema_for::<V>();
+        json_schema!({
+            "type": ["object", "null"],
+            "additionalProperties": value
+        })
     }
 }

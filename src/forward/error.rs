@@ -75,6 +75,18 @@ impl ForwardError {
         })
     }
 
+    /// Whether an upstream failed (connect, timeout, reset, none healthy):
+    /// logged at warn with its reason, unlike a client's own fault.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::UpstreamConnect(_)
+                | ForwardError::UpstreamTimeout(_)
+                | ForwardError::UpstreamReset(_)
+                | ForwardError::NoHealthyUpstream(_)
+        )
+    }
+
     /// Whether `fallback.failover` may serve this request instead (502/503).
     pub fn fails_over(&self) -> bool {
         matches!(

@@ -16,16 +16,7 @@ pub use error::ForwardError;
 /// The path forwarded for `path` under `strip_prefix` (segment-aware; a
 /// path equal to the prefix becomes `/`), with the query appended.
 pub fn upstream_path(path: &str, query: Option<&str>, strip_prefix: Option<&str>) -> String {
-    let mut p = path;
-    if let Some(prefix) = strip_prefix.map(|s| s.trim_end_matches('/'))
-        && let Some(rest) = path.strip_prefix(prefix)
-    {
-        if rest.is_empty() {
-            p = "/";
-        } else if rest.starts_with('/') {
-            p = rest;
-        }
-    }
+    let p = strip_path_prefix(path, strip_prefix);
     match query {
         Some(q) => {
             let mut s = String::with_capacity(p.len() + q.len() + 1);
@@ -36,4 +27,19 @@ pub fn upstream_path(path: &str, query: Option<&str>, strip_prefix: Option<&str>
         }
         None => p.to_owned(),
     }
+}
+
+/// `path` without `prefix` (segment-aware: `/api` strips `/api/x` and
+/// `/api`, which becomes `/`, but not `/apix`).
+pub fn strip_path_prefix<'p>(path: &'p str, prefix: Option<&str>) -> &'p str {
+    if let Some(prefix) = prefix.map(|s| s.trim_end_matches('/'))
+        && let Some(rest) = path.strip_prefix(prefix)
+    {
+        if rest.is_empty() {
+            return "/";
+        } else if rest.starts_with('/') {
+            return rest;
+        }
+    }
+    path
 }

@@ -177,6 +177,14 @@ impl Metrics {
             "Exposure log lines dropped (queue full or write failed).",
         )?;
         registry.register(Box::new(exposures_dropped.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "What binary is running (always 1)."),
+            &["version", "commit"],
+        )?;
+        build_info
+            .get_metric_with_label_values(&[crate::version::VERSION, crate::version::COMMIT])?
+            .set(1);
+        registry.register(Box::new(build_info))?;
 
         Ok(Arc::new(Metrics {
             registry,

@@ -39,6 +39,9 @@ pub const EXPOSURES_DROPPED_TOTAL: &str = "pointsman_exposures_dropped_total";
 /// Gauge: 1 while the fleet's shared store answers (fleet mode only).
 pub const FLEET_CONNECTED: &str = "pointsman_fleet_connected";
 
+/// Gauge `{version, commit}`, always 1: what binary is running.
+pub const BUILD_INFO: &str = "pointsman_build_info";
+
 /// Every metric name the proxy exports (histograms without their
 /// `_bucket`/`_sum`/`_count` suffixes).
 pub const ALL: &[&str] = &[
@@ -60,6 +63,7 @@ pub const ALL: &[&str] = &[
     UPSTREAM_EJECTIONS_TOTAL,
     HEALTH_CHECKS_TOTAL,
     FLEET_CONNECTED,
+    BUILD_INFO,
 ];
 
 /// The names in [`ALL`] that are histograms.

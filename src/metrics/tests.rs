@@ -146,6 +146,7 @@ fn every_name_is_exported_once_with_spec_labels() {
         (UPSTREAM_EJECTIONS_TOTAL, &["upstream", "endpoint"]),
         (HEALTH_CHECKS_TOTAL, &["upstream", "endpoint", "result"]),
         (FLEET_CONNECTED, &[]),
+        (BUILD_INFO, &["version", "commit"]),
     ];
     for (name, labels) in expect {
         let found: Vec<_> = samples.iter().filter(|s| s.name == *name).collect();
@@ -191,13 +192,20 @@ fn every_name_is_exported_once_with_spec_labels() {
         (UPSTREAM_EJECTIONS_TOTAL, "counter"),
         (HEALTH_CHECKS_TOTAL, "counter"),
         (FLEET_CONNECTED, "gauge"),
+        (BUILD_INFO, "gauge"),
     ] {
         assert!(
             text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 18);
+    assert_eq!(ALL.len(), 19);
+    let info = format!(
+        "{BUILD_INFO}{{commit=\"{}\",version=\"{}\"}} 1",
+        crate::version::COMMIT,
+        crate::version::VERSION
+    );
+    assert!(text.lines().any(|l| l == info), "{info} in\n{text}");
 }
 
 #[test]

@@ -6,10 +6,14 @@
 use super::decide::Decision;
 use super::record::Served;
 use super::{Outgoing, mirror, prepare};
-use crate::compile::{Action, FallbackAction, ForwardOptions, Redirect, Respond, Route};
+use crate::compile::{
+    Action, FallbackAction, ForwardOptions, Redirect, RedirectPart, Respond, Route,
+};
 use crate::forward::body::Unread;
 use crate::forward::tunnel::{PendingUpgrade, tunnel};
-use crate::forward::{ForwardError, ProxyBody, RequestBody, full, grpc, headers};
+use crate::forward::{
+    ForwardError, ProxyBody, RequestBody, full, grpc, headers, strip_path_prefix,
+};
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
@@ -37,7 +41,7 @@ pub(super) async fn dispatch(
     served.series = metrics.and_then(|m| m.direct.clone());
     match &route.action {
         Action::Respond(r) => return Ok(respond(r)),
-        Action::Redirect(r) => return Ok(redirect(r)),
+        Action::Redirect(r) => return redirect(r, &out),
         _ => {}
     }
     let Some(upstream) = decision.upstream(config) else {
@@ -51,7 +55,12 @@ pub(super) async fn dispatch(
     match send(snapshot, upstream, out, Some(&route.forward), served).await {
         Err(e) if e.fails_over() => match spare.and_then(Spare::outgoing) {
             Some(out) => {
-                tracing::debug!(route = %route.name, error = %e, "failing over to the fallback");
+                tracing::warn!(
+                    route = %route.name,
+                    upstream = served.upstream.as_deref().unwrap_or(""),
+                    error = %e,
+                    "upstream failed; failing over to the fallback"
+                );
                 fallback(snapshot, out, served, Some(e)).await
             }
             None => Err(e),
@@ -204,14 +213,15 @@ async fn send(
         timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
     }
     let max = snapshot.config.settings.limits.max_body_bytes;
+    let attempts = &mut served.attempts;
     let sent = match out.body.held().cloned() {
         Some(held) => {
             let req = Request::from_parts(parts, full(Bytes::new()));
-            upstream.send(req, Some(&held), timeout).await?
+            upstream.send(req, Some(&held), timeout, attempts).await?
         }
         None => {
             let req = Request::from_parts(parts, out.body.into_proxy_body(max));
-            upstream.send(req, None, timeout).await?
+            upstream.send(req, None, timeout, attempts).await?
         }
     };
     served.endpoint = sent.endpoint.clone();
@@ -273,10 +283,70 @@ fn respond(r: &Respond) -> Response<ProxyBody> {
     resp
 }
 
-fn redirect(r: &Redirect) -> Response<ProxyBody> {
+/// A redirect's answer: its `to` as written, or, with placeholders, filled
+/// in from the request (one string built, no regex).
+fn redirect(r: &Redirect, out: &Outgoing<'_>) -> Result<Response<ProxyBody>, ForwardError> {
+    let location = match &r.template {
+        None => r.location.clone(),
+        Some(parts) => {
+            let host = out
+                .parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map_or("", host_without_port);
+            let path = strip_path_prefix(out.path, r.strip_prefix.as_deref());
+            let query = out.parts.uri.query();
+            let mut len = 0;
+            for p in parts.iter() {
+                len += match p {
+                    RedirectPart::Text(t) => t.len(),
+                    RedirectPart::Host => host.len(),
+                    RedirectPart::Path => path.len(),
+                    RedirectPart::Query => query.map_or(0, |q| q.len() + 1),
+                };
+            }
+            let mut s = String::with_capacity(len);
+            for p in parts.iter() {
+                match p {
+                    RedirectPart::Text(t) => s.push_str(t),
+                    RedirectPart::Host => s.push_str(host),
+                    RedirectPart::Path => s.push_str(path),
+                    RedirectPart::Query => {
+                        if let Some(q) = query {
+                            s.push('?');
+                            s.push_str(q);
+                        }
+                    }
+                }
+            }
+            HeaderValue::from_maybe_shared(Bytes::from(s))
+                .map_err(|_| ForwardError::BadRequest("no valid redirect for this request"))?
+        }
+    };
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = r.status;
-    resp.headers_mut()
-        .insert(header::LOCATION, r.location.clone());
-    resp
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// `example.com:8080` → `example.com`, `[::1]:8080` → `[::1]`.
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+
+    #[test]
+    fn ports_are_removed_from_hosts() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
 }

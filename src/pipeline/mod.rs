@@ -74,13 +74,26 @@ pub async fn serve(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let request_id = headers::request_id(req.headers());
-    let log = AccessLog::begin(&req, start);
+    let log = AccessLog::begin(&req, conn.peer.ip(), start);
     let mut served = Served::default();
     let grpc = grpc::is_grpc(req.headers());
     let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served, grpc).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::debug!(error = %e, "request failed");
+            if e.is_upstream_failure() {
+                // The reason an operator needs for a 502/503/504: the
+                // access line has only the token.
+                tracing::warn!(
+                    request_id = request_id.to_str().unwrap_or(""),
+                    route = served.route.as_deref().unwrap_or(""),
+                    upstream = served.upstream.as_deref().unwrap_or(""),
+                    error = %e,
+                    "upstream failed"
+                );
+            } else {
+                tracing::debug!(error = %e, "request failed");
+            }
+            served.error = e.token();
             error_response(&e, grpc, &mut served)
         }
     };
@@ -108,6 +121,7 @@ async fn run(
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let config = &snapshot.config;
     let admitted = admit::admit(config, &req, conn)?;
+    served.client_ip = Some(admitted.client_ip);
     let uri = req.uri().clone();
     let path = admit::path(&uri)?;
     let (mut parts, body) = req.into_parts();

@@ -12,9 +12,10 @@ use crate::runtime::exposure::ExposureRecord;
 use crate::split::Arm;
 use crate::split::sticky::StickyId;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -49,6 +50,13 @@ pub(super) struct Served {
     /// call the proxy failed is answered 200 (trailers-only) but counted,
     /// in metrics and the canary guard, as the 502/503/504 it stands for.
     pub(super) status: Option<StatusCode>,
+    /// Exchanges tried with upstreams (retries and a failover included).
+    pub(super) attempts: u32,
+    /// The `x-pointsman-error` token of the proxy's own error answer.
+    pub(super) error: Option<&'static str>,
+    /// The client address once admitted (SPEC 5: trusted proxies'
+    /// `X-Forwarded-For` believed); before that, the TCP peer is logged.
+    pub(super) client_ip: Option<IpAddr>,
 }
 
 impl Served {
@@ -192,13 +200,19 @@ mod tests {
     }
 }
 
-/// The access log record, written when the response body is done.
+/// The access log record (SPEC 10), written when the response body is
+/// done. Built only when the access log is on; its values are the
+/// request's own (shared, not copied: `HeaderValue`s and the `Uri` are
+/// reference-counted).
 #[derive(Debug)]
 pub(super) struct AccessLog {
     request_id: HeaderValue,
+    peer: IpAddr,
     method: Method,
     host: HeaderValue,
     uri: Uri,
+    version: Version,
+    user_agent: Option<HeaderValue>,
     status: StatusCode,
     served: Served,
     start: Instant,
@@ -206,22 +220,36 @@ pub(super) struct AccessLog {
 }
 
 impl AccessLog {
-    /// Starts a record for `req` when the access log is on (`--access-log
-    /// off` builds none).
-    pub(super) fn begin<B>(req: &Request<B>, start: Instant) -> Option<AccessLog> {
+    /// Starts a record for `req` from `peer` when the access log is on
+    /// (`--access-log off` builds none).
+    pub(super) fn begin<B>(req: &Request<B>, peer: IpAddr, start: Instant) -> Option<AccessLog> {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return None;
         }
         Some(AccessLog {
             request_id: HeaderValue::from_static(""),
+            peer,
             method: req.method().clone(),
             host: super::admit::raw_host(req).unwrap_or(HeaderValue::from_static("")),
             uri: req.uri().clone(),
+            version: req.version(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
             status: StatusCode::OK,
             served: Served::default(),
             start,
             bytes_out: 0,
         })
+    }
+}
+
+/// The `protocol` field: the version the client spoke.
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -231,13 +259,19 @@ impl Drop for AccessLog {
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or(""),
+            client_ip = %s.client_ip.unwrap_or(self.peer),
             method = %self.method,
             host = self.host.to_str().unwrap_or(""),
             path = self.uri.path(),
+            query = self.uri.query().unwrap_or(""),
+            protocol = protocol(self.version),
+            user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             status = self.status.as_u16(),
             route = s.route_label(),
             upstream = s.upstream.as_deref().unwrap_or(""),
             endpoint = &*s.endpoint,
+            attempts = s.attempts,
+            error = s.error.unwrap_or(""),
             variant = s.variant.as_deref().unwrap_or(""),
             duration_ms = self.start.elapsed().as_millis() as u64,
             bytes_out = self.bytes_out,

@@ -4,6 +4,7 @@
 //!
 //! Triggers: the file watcher ([`watch`]), SIGHUP and `POST /reload`.
 
+pub mod client;
 pub mod watch;
 
 use crate::clock::rfc3339;

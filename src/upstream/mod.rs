@@ -622,17 +622,21 @@ impl Upstream {
     /// when the body is held in full (or absent: `Some(empty)`) and so can
     /// be sent again; a streamed body (`None` here, passed in `req`) is
     /// sent once. Retries go to another endpoint (a single endpoint is not
-    /// retried) without moving the round-robin position.
+    /// retried) without moving the round-robin position. `attempts` counts
+    /// each exchange tried (the access log's `attempts`, SPEC 10), whether
+    /// the send ends well or not.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
         held: Option<&bytes::Bytes>,
         timeout: Duration,
+        attempts: &mut u32,
     ) -> Result<Sent, SendError> {
         let Some(mut idx) = self.pick() else {
             return Err(self.no_healthy());
         };
         let Some(held) = held else {
+            *attempts += 1;
             return self.send_to(idx, req, timeout).await;
         };
         let idempotent = is_idempotent(req.method());
@@ -641,6 +645,7 @@ impl Upstream {
         let mut attempts_left = self.def.retries;
         loop {
             tried.add(idx);
+            *attempts += 1;
             let attempt = Request::from_parts(parts.clone(), full(held.clone()));
             let e = match self.send_to(idx, attempt, timeout).await {
                 Ok(sent) => return Ok(sent),
