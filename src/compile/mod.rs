@@ -26,7 +26,7 @@ pub use config::{
     Action, Config, Fallback, FallbackAction, ForwardOptions, HeaderOps, Mirror, Redirect, Respond,
     Route,
 };
-pub use settings::{AdminSettings, Limits, Listener, ListenerTls, Settings};
+pub use settings::{AdminSettings, Limits, Listener, ListenerTls, Settings, UnderscoreHeaders};
 
 use crate::config::raw::{self, Spanned};
 use crate::config::{Diagnostic, Diagnostics, Loaded, Severity, Source, parse_duration};
