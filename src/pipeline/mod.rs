@@ -70,12 +70,19 @@ pub async fn serve(
     let start = Instant::now();
     let request_id = headers::request_id(req.headers());
     let log = AccessLog::begin(&req, start);
+    let h1 = req.version() <= http::Version::HTTP_11;
     let mut served = Served::default();
     let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
-            e.to_response(served.route.as_deref())
+            let mut resp = e.to_response(served.route.as_deref());
+            if h1 && e.closes_connection() {
+                // Where the next request would start cannot be trusted.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     record::finish(snapshot, resp, served, request_id, log, start)
@@ -83,14 +90,14 @@ pub async fn serve(
 
 async fn run(
     snapshot: &Snapshot,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
     upgrade: Option<PendingUpgrade>,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     served: &mut Served,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let config = &snapshot.config;
-    let admitted = admit::admit(config, &req, conn)?;
+    let admitted = admit::admit(config, &mut req, conn)?;
     let uri = req.uri().clone();
     let path = admit::path(&uri)?;
     let (mut parts, body) = req.into_parts();

@@ -161,6 +161,83 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     }
 }
 
+/// Why a Host (or `:authority`) was refused (SPEC 5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No name before the port (`:80`, `""`, `.`).
+    #[error("Host has an empty name")]
+    Empty,
+    /// A byte no host name has (comma, space, `@`, `/`, ...), an empty
+    /// label (`a..b`) or an unreadable IPv6 literal.
+    #[error("Host is not host[:port]")]
+    Invalid,
+    /// A port that is not 1 to 5 digits up to 65535.
+    #[error("Host has an invalid port")]
+    Port,
+}
+
+/// Checks a Host (or `:authority`) as `host[:port]` (SPEC 5.1): a name of
+/// letters, digits, `-`, `.` and `_` with no empty label, an IPv4 address,
+/// or a bracketed IPv6 address; then an optional port of digits. A single
+/// trailing dot of the name is removed (`example.com.:8080` is
+/// `example.com:8080`): it names the same host and must not escape a
+/// `host` rule. Borrows unless a dot was removed.
+pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
+    let (name, port) = split_host_port(raw)?;
+    if let Some(p) = port
+        && (p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || !matches!(p.parse::<u32>(), Ok(n) if n <= 65535))
+    {
+        return Err(HostError::Port);
+    }
+    if name.starts_with('[') {
+        let inner = &name[1..name.len() - 1];
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(Cow::Borrowed(raw)),
+            Err(_) => Err(HostError::Invalid),
+        };
+    }
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err(HostError::Empty);
+    }
+    let valid = trimmed
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !valid || trimmed.split('.').any(str::is_empty) {
+        return Err(HostError::Invalid);
+    }
+    if trimmed.len() == name.len() {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = String::with_capacity(raw.len() - 1);
+    out.push_str(trimmed);
+    if let Some(p) = port {
+        out.push(':');
+        out.push_str(p);
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// `raw` as (name, port): a bracketed IPv6 name keeps its brackets.
+fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
+    if raw.starts_with('[') {
+        let end = raw.find(']').ok_or(HostError::Invalid)?;
+        let (name, rest) = raw.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            Some(port) => Ok((name, Some(port))),
+            None if rest.is_empty() => Ok((name, None)),
+            None => Err(HostError::Invalid),
+        };
+    }
+    Ok(match raw.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (raw, None),
+    })
+}
+
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -367,6 +444,47 @@ mod tests {
         assert_eq!(normalize_host("::1"), "::1");
         assert_eq!(normalize_host(""), "");
         assert_eq!(normalize_host("10.0.0.1:80"), "10.0.0.1");
+    }
+
+    #[test]
+    fn canonical_host_cases() {
+        let ok = |h: &str| canonical_host(h).map(Cow::into_owned);
+        assert_eq!(ok("example.com").as_deref(), Ok("example.com"));
+        assert_eq!(ok("Example.COM:8080").as_deref(), Ok("Example.COM:8080"));
+        assert_eq!(ok("example.com.").as_deref(), Ok("example.com"));
+        assert_eq!(ok("example.com.:8080").as_deref(), Ok("example.com:8080"));
+        assert_eq!(ok("127.0.0.1:80").as_deref(), Ok("127.0.0.1:80"));
+        assert_eq!(ok("[::1]:8080").as_deref(), Ok("[::1]:8080"));
+        assert_eq!(ok("[::1]").as_deref(), Ok("[::1]"));
+        assert_eq!(ok("my_service").as_deref(), Ok("my_service"));
+        assert!(matches!(canonical_host("a.b:1"), Ok(Cow::Borrowed(_))));
+        for bad in [
+            "a,b",
+            "a b",
+            "evil@good.example",
+            "good.example/x",
+            "a..b",
+            ".a",
+            "a.b..",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "a;b",
+            "a\tb",
+            "%61",
+            "a?b",
+            "a#b",
+        ] {
+            assert_eq!(canonical_host(bad), Err(HostError::Invalid), "{bad}");
+        }
+        for empty in ["", ".", ":80", ".:80"] {
+            assert_eq!(canonical_host(empty), Err(HostError::Empty), "{empty:?}");
+        }
+        for port in [
+            "a:b:c", "a:", "a:x", "a:65536", "a:123456", "a:-1", "[::1]:",
+        ] {
+            assert_eq!(canonical_host(port), Err(HostError::Port), "{port}");
+        }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
