@@ -17,6 +17,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 const PREFIX: &str = "x-pointsman-";
 const FORCE: &str = "x-pointsman-force";
 
@@ -36,8 +37,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Removes hop-by-hop headers: every header `Connection` names, then
-/// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding
-/// and Upgrade. With `upgrade`, `Upgrade` is kept and `Connection` becomes
+/// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
+/// HTTP2-Settings and Upgrade. With `upgrade`, `Upgrade` is kept and `Connection` becomes
 /// exactly `upgrade`. With `keep_te_trailers`, a `te: trailers` survives (for
 /// h2 upstreams, gRPC). `Host` is never removed, whatever Connection names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers: bool) {
@@ -107,19 +108,23 @@ fn connection_names_only_itself(headers: &HeaderMap) -> bool {
 /// The fixed hop-by-hop headers (RFC 9110 7.6.1), `Upgrade` aside.
 /// A `static`, not a `const`: each use of a `const` array of `HeaderName`s
 /// builds and drops a fresh copy.
-static HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    // Connection-specific by definition (RFC 7540 3.2.1): an `Upgrade: h2c`
+    // request is served as HTTP/1.1 and neither header is forwarded
+    // (SPEC 5), whether or not `Connection` names it.
+    HTTP2_SETTINGS,
 ];
 /// Bits of `present` in [`strip_hop_by_hop`]: one per [`HOP_BY_HOP`] entry,
 /// then `Upgrade`.
 const CONNECTION_BIT: u8 = 1 << 0;
 const TE_BIT: u8 = 1 << 3;
-const UPGRADE_BIT: u8 = 1 << 6;
+const UPGRADE_BIT: u8 = 1 << 7;
 
 /// Removes client-sent `x-pointsman-*` headers other than `x-pointsman-force`.
 pub fn strip_internal(headers: &mut HeaderMap) {
