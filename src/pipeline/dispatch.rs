@@ -17,6 +17,7 @@ use crate::upstream::{SendError, Sent, Upstream};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Answers a decided request.
 pub(super) async fn dispatch(
@@ -152,7 +153,8 @@ async fn send(
         }
     };
     served.endpoint = sent.endpoint.clone();
-    answer(upstream, sent, opts, out.upgrade)
+    let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
+    answer(upstream, sent, opts, out.upgrade, tunnel_idle)
 }
 
 /// The client's response: hop-by-hop headers removed, the route's response
@@ -163,6 +165,7 @@ fn answer(
     sent: Sent,
     opts: Option<&ForwardOptions>,
     client_upgrade: Option<PendingUpgrade>,
+    tunnel_idle: Duration,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let Sent {
         response, upgrade, ..
@@ -186,7 +189,7 @@ fn answer(
             "unrequested 101 from upstream".into(),
         ));
     };
-    tokio::spawn(tunnel(client, server, in_flight));
+    tokio::spawn(tunnel(client, server, in_flight, tunnel_idle));
     Ok(Response::from_parts(parts, full(Bytes::new())))
 }
 
