@@ -24,6 +24,8 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;

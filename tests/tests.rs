@@ -13,6 +13,7 @@ mod check_warnings;
 mod cli;
 mod config_check;
 mod forwarding;
+mod fuzz_corpus;
 mod metrics_dashboard;
 mod observability;
 mod reload;
