@@ -14,6 +14,7 @@ mod cli;
 mod config_check;
 mod forwarding;
 mod fuzz_corpus;
+mod hardening;
 mod metrics_dashboard;
 mod observability;
 mod reload;

@@ -3,13 +3,16 @@
 //! in-process and a hyper client for it, here; test upstreams in
 //! [`upstream`]; the real binary and CLI runs in [`binary`]; `pointsman
 //! check` in [`check`]; a raw HTTP/1.1 client in [`http`]; Prometheus
-//! exposition parsing in [`prom`].
+//! exposition parsing in [`prom`]; a backend recording raw requests in
+//! [`recorder`]; hand-built HTTP/2 frames in [`h2raw`].
 #![allow(dead_code)]
 
 pub mod binary;
 pub mod check;
+pub mod h2raw;
 pub mod http;
 pub mod prom;
+pub mod recorder;
 pub mod upstream;
 
 #[allow(unused_imports)]
