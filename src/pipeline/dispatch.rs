@@ -7,8 +7,9 @@ use super::decide::Decision;
 use super::record::Served;
 use super::{Outgoing, mirror, prepare};
 use crate::compile::{Action, FallbackAction, ForwardOptions, Redirect, Respond, Route};
+use crate::forward::body::Watched;
 use crate::forward::tunnel::{PendingUpgrade, tunnel};
-use crate::forward::{ForwardError, ProxyBody, RequestBody, full, headers};
+use crate::forward::{BodyFailed, ForwardError, ProxyBody, RequestBody, full, headers};
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
@@ -16,6 +17,7 @@ use crate::upstream::def::UpstreamId;
 use crate::upstream::{SendError, Sent, Upstream};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,11 +147,15 @@ async fn send(
     let sent = match out.body.held().cloned() {
         Some(held) => {
             let req = Request::from_parts(parts, full(Bytes::new()));
-            upstream.send(req, Some(&held), timeout).await?
+            upstream.send(req, Some(&held), timeout, None).await?
         }
         None => {
-            let req = Request::from_parts(parts, out.body.into_proxy_body(max));
-            upstream.send(req, None, timeout).await?
+            // Streamed: its failure is the client's, also once the
+            // response has started (SPEC 5.1).
+            let failed = BodyFailed::default();
+            let body = Watched::new(out.body.into_proxy_body(max), failed.clone()).boxed();
+            let req = Request::from_parts(parts, body);
+            upstream.send(req, None, timeout, Some(failed)).await?
         }
     };
     served.endpoint = sent.endpoint.clone();

@@ -13,7 +13,7 @@ mod pool;
 
 pub use connect::POOL_IDLE_TIMEOUT;
 
-use crate::forward::body::{BoxError, ProxyBody, full};
+use crate::forward::body::{BodyFailed, BoxError, ProxyBody, full};
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
 use crate::metrics::UpstreamErrors;
 use connect::{Connector, classify_h1, classify_h2};
@@ -286,7 +286,20 @@ impl Upstream {
         req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
-        let result = self.exchange(idx, req, timeout).await;
+        self.send_watched(idx, req, timeout, None).await
+    }
+
+    /// [`Self::send_to`] with a streamed request body watched by `failed`:
+    /// a response cut short after that body failed is not counted as the
+    /// upstream's reset.
+    async fn send_watched(
+        &self,
+        idx: usize,
+        req: Request<ProxyBody>,
+        timeout: Duration,
+        failed: Option<BodyFailed>,
+    ) -> Result<Sent, SendError> {
+        let result = self.exchange(idx, req, timeout, failed).await;
         if let Err(e) = &result {
             self.count_error(e);
         }
@@ -298,6 +311,7 @@ impl Upstream {
         idx: usize,
         mut req: Request<ProxyBody>,
         timeout: Duration,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let Some(ep) = self.endpoints.get(idx) else {
             return Err(SendError::NoEndpoints);
@@ -310,7 +324,7 @@ impl Upstream {
             });
         };
         let Some(client) = &self.client else {
-            return self.send_h1(ep, base, req, timeout).await;
+            return self.send_h1(ep, base, req, timeout, failed).await;
         };
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(if ep.tls {
@@ -334,7 +348,9 @@ impl Upstream {
         let in_flight = InFlight(ep.in_flight.clone());
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(SendError::Timeout { endpoint, timeout }),
-            Ok(Ok(response)) => Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight)),
+            Ok(Ok(response)) => {
+                Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight, failed))
+            }
             Ok(Err(e)) => Err(classify_h2(endpoint, e)),
         }
     }
@@ -348,6 +364,7 @@ impl Upstream {
         base: http::uri::Authority,
         mut req: Request<ProxyBody>,
         timeout: Duration,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let endpoint = ep.label.clone();
         // Origin form (authority form for CONNECT), Host when absent.
@@ -399,7 +416,7 @@ impl Upstream {
                 } else {
                     response.map(|b| PooledBody::pooled(b, tx, ep.pool.clone()))
                 };
-                Ok(self.sent(response, endpoint, in_flight))
+                Ok(self.sent(response, endpoint, in_flight, failed))
             }
         }
     }
@@ -412,6 +429,7 @@ impl Upstream {
         mut response: Response<PooledBody>,
         endpoint: Arc<str>,
         in_flight: InFlight,
+        failed: Option<BodyFailed>,
     ) -> Sent {
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             let on = hyper::upgrade::on(&mut response);
@@ -431,6 +449,7 @@ impl Upstream {
                 UpstreamBody {
                     inner,
                     errors,
+                    failed,
                     _in_flight: in_flight,
                 }
                 .boxed()
@@ -449,6 +468,7 @@ impl Upstream {
         req: Request<ProxyBody>,
         held: Option<&bytes::Bytes>,
         timeout: Duration,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let Some(mut idx) = self.pick(None) else {
             let e = SendError::NoEndpoints;
@@ -456,7 +476,7 @@ impl Upstream {
             return Err(e);
         };
         let Some(held) = held else {
-            return self.send_to(idx, req, timeout).await;
+            return self.send_watched(idx, req, timeout, failed).await;
         };
         let idempotent = is_idempotent(req.method());
         let (parts, _) = req.into_parts();
@@ -495,6 +515,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: PooledBody,
         errors: Option<UpstreamErrors>,
+        // The request body's failure flag: a cut after it is the client's.
+        failed: Option<BodyFailed>,
         _in_flight: InFlight,
     }
 }
@@ -510,7 +532,10 @@ impl Body for UpstreamBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(errors) = this.errors.take() {
+                let clients_fault = this.failed.as_ref().is_some_and(BodyFailed::is_set);
+                if let Some(errors) = this.errors.take()
+                    && !clients_fault
+                {
                     errors.reset();
                 }
                 Poll::Ready(Some(Err(e.into())))

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A backend that misbehaves by path (`/close`, `/overread`, `/clte`,
-/// `/101`, `/bighead`, `/stall`) and otherwise answers `/echo-id` with the
+/// `/101`, `/bighead`, `/stall`, `/early` which answers before the body) and otherwise answers `/echo-id` with the
 /// request's `x-request-id`. Counts the requests it read.
 async fn faulty() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -53,6 +53,15 @@ async fn misbehave(mut s: TcpStream, hits: Arc<AtomicUsize>) {
             "/clte" => b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON".to_vec(),
             "/101" => b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\ntunnel bytes".to_vec(),
             "/bighead" => format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 4\r\n\r\nbody", "b".repeat(64 * 1024)).into_bytes(),
+            "/early" => {
+                // Answers before reading the body, then reads on.
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+                let _ = s.write_all(head).await;
+                let _ = s.write_all(&[b'e'; 16384]).await;
+                let _ = tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
             "/stall" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
                 tokio::time::sleep(Duration::from_millis(800)).await;
@@ -238,5 +247,51 @@ async fn row27_client_abort_cancels_upstream() {
     assert!(
         eventually(Duration::from_secs(1), || closed(2)).await,
         "download upstream released"
+    );
+}
+
+/// Row 4 and SPEC 5.1, once the response has started: the backend answers
+/// before reading the body, then the client's chunked body turns out
+/// malformed. The connection is closed (the answer cannot be finished),
+/// and the cut is the client's fault: no upstream error is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row4_a_body_that_breaks_after_the_answer_started_is_not_an_upstream_error() {
+    let (addr, _) = in_background(faulty);
+    let p = Binary::launch()
+        .args(&["--access-log", "off"])
+        .start(&faulty_rules(&[addr], ""));
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(
+        b"POST /early HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while got.len() < 1024 {
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("the answer starts")
+            .expect("read");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    let _ = s.write_all(b"ZZ\r\nnot a chunk\r\n").await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "connection closed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = super::sum(&p.metrics(), "pointsman_upstream_errors_total");
+    assert_eq!(
+        errors, 0.0,
+        "the client's broken body is not the upstream's fault"
     );
 }
