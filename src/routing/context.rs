@@ -139,8 +139,9 @@ pub fn decode_query_component(s: &str) -> Cow<'_, str> {
 }
 
 /// Host as matchers see it: lowercased, port removed (`[::1]:8080` →
-/// `[::1]`, a bare IPv6 address is kept whole). Borrows when already
-/// lowercase.
+/// `[::1]`, a bare IPv6 address is kept whole), a trailing dot removed
+/// (`example.com.` is `example.com`, SPEC 5.1, for `explain` as for
+/// serving). Borrows when already lowercase.
 pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let host = if raw.starts_with('[') {
         match raw.find(']') {
@@ -148,11 +149,12 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
             None => raw,
         }
     } else {
-        match raw.rfind(':') {
+        let name = match raw.rfind(':') {
             // One colon: host:port. Several: a bare IPv6 address, no port.
             Some(i) if !raw[..i].contains(':') => &raw[..i],
             _ => raw,
-        }
+        };
+        name.strip_suffix('.').unwrap_or(name)
     };
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
@@ -468,6 +470,11 @@ mod tests {
         assert_eq!(normalize_host("::1"), "::1");
         assert_eq!(normalize_host(""), "");
         assert_eq!(normalize_host("10.0.0.1:80"), "10.0.0.1");
+        assert_eq!(normalize_host("Example.com.:80"), "example.com");
+        assert!(matches!(
+            normalize_host("example.com."),
+            Cow::Borrowed("example.com")
+        ));
     }
 
     #[test]
