@@ -43,11 +43,13 @@ pub fn admit<B>(
     conn: &ConnInfo,
 ) -> Result<Admitted, ForwardError> {
     let limits = &config.settings.limits;
-    if req.method() == Method::TRACE || req.method() == Method::CONNECT {
-        return Err(ForwardError::MethodNotAllowed);
-    }
+    // Framing first: whatever else is wrong, a request whose framing
+    // cannot be trusted closes its connection.
     if req.version() <= Version::HTTP_11 {
         transfer_encoding(req.headers())?;
+    }
+    if req.method() == Method::TRACE || req.method() == Method::CONNECT {
+        return Err(ForwardError::MethodNotAllowed);
     }
     // hyper enforces the count on HTTP/1.1; HTTP/2 is checked here.
     if req.headers().len() > limits.max_headers {
