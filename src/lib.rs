@@ -26,6 +26,8 @@ pub mod diff;
 pub mod explain;
 pub mod fleet;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;

@@ -28,6 +28,7 @@ pub use config::{
 };
 pub use settings::{
     AdminSettings, ExposureTarget, FleetSettings, Limits, Listener, ListenerTls, Settings,
+    UnderscoreHeaders,
 };
 
 use crate::config::raw::{self, Spanned};

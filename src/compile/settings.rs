@@ -132,6 +132,40 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time in-flight requests get on shutdown.
     pub drain_timeout: Duration,
+    /// Time a client may accept no response byte (while a response waits)
+    /// before it is disconnected.
+    pub send_timeout: Duration,
+    /// Time an upgraded stream may pass no byte either way before it is
+    /// closed.
+    pub tunnel_idle_timeout: Duration,
+    /// What becomes of request header names with `_`.
+    pub underscore_headers: UnderscoreHeaders,
+}
+
+/// What becomes of request header names with `_` (`limits.underscore_headers`).
+/// CGI-style backends map `X_Forwarded_For` and `X-Forwarded-For` to the same
+/// variable, so a client could smuggle a value past the proxy's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Removed before matching and forwarding (as NGINX does).
+    #[default]
+    Drop,
+    /// The request is answered 400.
+    Reject,
+    /// Kept and forwarded.
+    Allow,
+}
+
+impl UnderscoreHeaders {
+    /// Parses the rule-file spelling.
+    pub fn parse(s: &str) -> Option<UnderscoreHeaders> {
+        match s {
+            "drop" => Some(UnderscoreHeaders::Drop),
+            "reject" => Some(UnderscoreHeaders::Reject),
+            "allow" => Some(UnderscoreHeaders::Allow),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -145,6 +179,9 @@ impl Default for Limits {
             max_connections: 10000,
             max_body_bytes: 0,
             drain_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
+            underscore_headers: UnderscoreHeaders::Drop,
         }
     }
 }
@@ -270,13 +307,12 @@ impl Builder<'_> {
                 "fleet name must be non-empty, without spaces, `:` or braces",
             );
         }
-        let sync_interval = self.duration(f, v.sync_interval.as_ref(), Duration::from_secs(1));
-        if let Some(si) = &v.sync_interval
-            && sync_interval.is_zero()
-        {
-            self.diags
-                .error(f, si.referenced, "sync_interval must be more than 0");
-        }
+        let sync_interval = self.positive_duration(
+            f,
+            "sync_interval",
+            v.sync_interval.as_ref(),
+            Duration::from_secs(1),
+        );
         (self.diags.items().len() == errors).then(|| FleetSettings {
             url: url.value.clone(),
             password,
@@ -434,6 +470,40 @@ impl Builder<'_> {
                 .as_ref()
                 .map_or(d.max_body_bytes, |v| v.value),
             drain_timeout: self.duration(f, l.drain_timeout.as_ref(), d.drain_timeout),
+            send_timeout: self.positive_duration(
+                f,
+                "send_timeout",
+                l.send_timeout.as_ref(),
+                d.send_timeout,
+            ),
+            tunnel_idle_timeout: self.positive_duration(
+                f,
+                "tunnel_idle_timeout",
+                l.tunnel_idle_timeout.as_ref(),
+                d.tunnel_idle_timeout,
+            ),
+            underscore_headers: self.underscore_headers(f, l.underscore_headers.as_ref()),
         }
+    }
+
+    fn underscore_headers(
+        &mut self,
+        f: &Arc<str>,
+        v: Option<&Spanned<String>>,
+    ) -> UnderscoreHeaders {
+        let Some(v) = v else {
+            return UnderscoreHeaders::default();
+        };
+        UnderscoreHeaders::parse(&v.value).unwrap_or_else(|| {
+            self.diags.error(
+                f,
+                v.referenced,
+                format!(
+                    "unknown underscore_headers `{}`: use drop, reject or allow",
+                    v.value
+                ),
+            );
+            UnderscoreHeaders::default()
+        })
     }
 }

@@ -188,8 +188,9 @@ impl Builder<'_> {
         }
     }
 
-    /// A duration that must be above zero (a zero interval would spin).
-    fn positive_duration(
+    /// A duration that must be above zero (a zero interval would spin, a
+    /// zero timeout would cut every connection at once).
+    pub(super) fn positive_duration(
         &mut self,
         f: &Arc<str>,
         key: &str,

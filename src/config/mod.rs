@@ -77,10 +77,10 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     for file in files {
         let name: Arc<str> = Arc::from(file.display().to_string());
-        let text = match std::fs::read_to_string(&file) {
+        let text = match read_rule_file(&file) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(whole_file(&name, format!("cannot read file: {e}")));
+                errors.push(whole_file(&name, e));
                 continue;
             }
         };
@@ -110,6 +110,29 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         files,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// The most a rule file may hold. Ten thousand routes take about 1 MiB; a
+/// larger file is refused at once rather than parsed for seconds (the YAML
+/// crate's own budget stops at 250,000 nodes, but only after reading them).
+pub const MAX_RULE_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads one rule file, refusing one over [`MAX_RULE_FILE_BYTES`] (read
+/// with a limit: the size on disk may lie, as with a device or a pipe).
+fn read_rule_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read file: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_RULE_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    if text.len() as u64 > MAX_RULE_FILE_BYTES {
+        return Err(format!(
+            "rule file is larger than {} MiB",
+            MAX_RULE_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(text)
 }
 
 /// The files a config path stands for, in load order.
@@ -145,6 +168,9 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(files)
 }
 
+/// Events that aliases (`*name`) may replay in one rule file, in all.
+pub const MAX_ALIAS_REPLAYED_EVENTS: usize = 10_000;
+
 /// Parses one rule file. Syntax errors, unknown keys, wrong types and
 /// duplicate keys come back with their line and column.
 pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
@@ -156,6 +182,11 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.leading_zero_numbers_as_strings = true;
+    // Anchors and aliases are for sharing a list or two, not for an alias
+    // bomb: a few thousand replayed events, rather than the crate's
+    // million, refuse one at once instead of after seconds of parsing.
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAYED_EVENTS;
+    options.alias_limits.max_replay_stack_depth = 16;
     serde_saphyr::from_str_with_options::<raw::File>(text, options.clone()).map_err(|e| {
         let plain = e.without_snippet().to_string();
         let message = strip_position(&plain).to_string();

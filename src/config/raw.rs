@@ -525,6 +525,16 @@ pub struct Limits {
     pub max_body_bytes: Option<Spanned<u64>>,
     /// Time in-flight requests get on shutdown (default 30s).
     pub drain_timeout: Option<Spanned<String>>,
+    /// Time a client may accept no response byte before it is disconnected
+    /// (default 60s).
+    pub send_timeout: Option<Spanned<String>>,
+    /// Time an upgraded stream (WebSocket) may pass no byte either way
+    /// before it is closed (default 1h).
+    pub tunnel_idle_timeout: Option<Spanned<String>>,
+    /// Request header names with `_`: `drop` (default: removed before
+    /// matching and forwarding), `reject` (400) or `allow`.
+    #[schemars(extend("enum" = ["drop", "reject", "allow", null]))]
+    pub underscore_headers: Option<Spanned<String>>,
 }
 
 /// A single value or a list of them (`host: a` or `host: [a, b]`).

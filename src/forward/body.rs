@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +44,61 @@ impl ClientBodyError {
             source = s.source();
         }
         false
+    }
+}
+
+/// Set once the client's request body has failed while it was being sent
+/// upstream. The response that comes back shares it: if that response is
+/// cut short because the request body broke, the upstream is not to blame
+/// (SPEC 5.1), whatever error the cut shows as.
+#[derive(Debug, Clone, Default)]
+pub struct BodyFailed(Arc<AtomicBool>);
+
+impl BodyFailed {
+    /// Whether the request body failed.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A streamed request body that sets its [`BodyFailed`] on an error.
+    pub struct Watched {
+        #[pin]
+        inner: ProxyBody,
+        failed: BodyFailed,
+    }
+}
+
+impl Watched {
+    /// Watches `inner`; the flag is shared with whoever keeps the clone.
+    pub fn new(inner: ProxyBody, failed: BodyFailed) -> Watched {
+        Watched { inner, failed }
+    }
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            this.failed.0.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

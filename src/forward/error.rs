@@ -40,7 +40,23 @@ pub enum ForwardError {
     /// The Host names another server than the TLS SNI (421).
     #[error("Host does not match the TLS server name")]
     Misdirected,
+    /// TRACE or CONNECT (405 with `Allow`): not a forward proxy, and TRACE
+    /// would echo credentials.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The message framing cannot be trusted (a repeated or malformed
+    /// Transfer-Encoding): 400, and the connection is closed.
+    #[error("bad framing: {0}")]
+    BadFraming(&'static str),
+    /// A transfer coding other than `chunked` (501), and the connection is
+    /// closed: its body cannot be read.
+    #[error("unsupported transfer coding")]
+    UnsupportedCoding,
 }
+
+/// The methods a client may use (`Allow` on a 405).
+pub const ALLOWED_METHODS: HeaderValue =
+    HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
 
 impl ForwardError {
     /// The status this failure is answered with.
@@ -53,10 +69,25 @@ impl ForwardError {
             ForwardError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ForwardError::BadRequest(_) | ForwardError::ClientBody => StatusCode::BAD_REQUEST,
+            ForwardError::BadRequest(_)
+            | ForwardError::ClientBody
+            | ForwardError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ForwardError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ForwardError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ForwardError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ForwardError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
         }
+    }
+
+    /// Whether the connection must close after the answer: the request's
+    /// framing (and so where the next request starts) cannot be trusted.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::BadFraming(_)
+                | ForwardError::UnsupportedCoding
+                | ForwardError::ClientBody
+        )
     }
 
     /// The `x-pointsman-error` token, for the rows of SPEC 6 that have one.
@@ -71,7 +102,10 @@ impl ForwardError {
             ForwardError::BadRequest(_)
             | ForwardError::ClientBody
             | ForwardError::HeadersTooLarge
-            | ForwardError::Misdirected => return None,
+            | ForwardError::Misdirected
+            | ForwardError::MethodNotAllowed
+            | ForwardError::BadFraming(_)
+            | ForwardError::UnsupportedCoding => return None,
         })
     }
 
@@ -100,6 +134,9 @@ impl ForwardError {
     pub fn to_response(&self, route: Option<&str>) -> Response<ProxyBody> {
         let mut resp = Response::new(full(bytes::Bytes::new()));
         *resp.status_mut() = self.status();
+        if let ForwardError::MethodNotAllowed = self {
+            resp.headers_mut().insert(header::ALLOW, ALLOWED_METHODS);
+        }
         if let Some(token) = self.token() {
             let body = serde_json::json!({ "error": token, "route": route }).to_string();
             resp.headers_mut()

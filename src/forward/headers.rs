@@ -123,6 +123,9 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    // Connection-specific by definition (RFC 7540 3.2.1): an `Upgrade: h2c`
+    // request is served as HTTP/1.1 and neither header is forwarded
+    // (SPEC 5), whether or not `Connection` names it.
     HTTP2_SETTINGS,
 ];
 /// Bits of `present` in [`strip_hop_by_hop`]: one per [`HOP_BY_HOP`] entry,

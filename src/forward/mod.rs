@@ -10,7 +10,7 @@ pub mod grpc;
 pub mod headers;
 pub mod tunnel;
 
-pub use body::{BoxError, ClientBodyError, ProxyBody, RequestBody, full};
+pub use body::{BodyFailed, BoxError, ClientBodyError, ProxyBody, RequestBody, full};
 pub use error::ForwardError;
 
 /// The path forwarded for `path` under `strip_prefix` (segment-aware; a

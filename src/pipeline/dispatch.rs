@@ -9,10 +9,10 @@ use super::{Outgoing, mirror, prepare};
 use crate::compile::{
     Action, FallbackAction, ForwardOptions, Redirect, RedirectPart, Respond, Route,
 };
-use crate::forward::body::Unread;
+use crate::forward::body::{Unread, Watched};
 use crate::forward::tunnel::{PendingUpgrade, tunnel};
 use crate::forward::{
-    ForwardError, ProxyBody, RequestBody, full, grpc, headers, strip_path_prefix,
+    BodyFailed, ForwardError, ProxyBody, RequestBody, full, grpc, headers, strip_path_prefix,
 };
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
@@ -21,8 +21,9 @@ use crate::upstream::def::UpstreamId;
 use crate::upstream::{SendError, Sent, Upstream};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version, header};
+use http_body_util::BodyExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Answers a decided request.
 pub(super) async fn dispatch(
@@ -217,15 +218,31 @@ async fn send(
     let sent = match out.body.held().cloned() {
         Some(held) => {
             let req = Request::from_parts(parts, full(Bytes::new()));
-            upstream.send(req, Some(&held), timeout, attempts).await?
+            upstream
+                .send(req, Some(&held), timeout, attempts, None)
+                .await?
         }
         None => {
-            let req = Request::from_parts(parts, out.body.into_proxy_body(max));
-            upstream.send(req, None, timeout, attempts).await?
+            // Streamed: its failure is the client's, also once the
+            // response has started (SPEC 5.1).
+            let failed = BodyFailed::default();
+            let body = Watched::new(out.body.into_proxy_body(max), failed.clone()).boxed();
+            let req = Request::from_parts(parts, body);
+            upstream
+                .send(req, None, timeout, attempts, Some(failed))
+                .await?
         }
     };
     served.endpoint = sent.endpoint.clone();
-    answer(upstream, sent, opts, out.upgrade, declare_trailers)
+    let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
+    answer(
+        upstream,
+        sent,
+        opts,
+        out.upgrade,
+        declare_trailers,
+        tunnel_idle,
+    )
 }
 
 /// The client's response: hop-by-hop headers removed, the route's response
@@ -239,6 +256,7 @@ fn answer(
     opts: Option<&ForwardOptions>,
     client_upgrade: Option<PendingUpgrade>,
     declare_trailers: bool,
+    tunnel_idle: Duration,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let Sent {
         response, upgrade, ..
@@ -270,7 +288,7 @@ fn answer(
             "unrequested 101 from upstream".into(),
         ));
     };
-    tokio::spawn(tunnel(client, server, in_flight));
+    tokio::spawn(tunnel(client, server, in_flight, tunnel_idle));
     Ok(Response::from_parts(parts, full(Bytes::new())))
 }
 

@@ -75,6 +75,7 @@ pub async fn serve(
     let start = Instant::now();
     let request_id = headers::request_id(req.headers());
     let log = AccessLog::begin(&req, conn.peer.ip(), start);
+    let h1 = req.version() <= http::Version::HTTP_11;
     let mut served = Served::default();
     let grpc = grpc::is_grpc(req.headers());
     let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served, grpc).await {
@@ -94,7 +95,13 @@ pub async fn serve(
                 tracing::debug!(error = %e, "request failed");
             }
             served.error = e.token();
-            error_response(&e, grpc, &mut served)
+            let mut resp = error_response(&e, grpc, &mut served);
+            if h1 && e.closes_connection() {
+                // Where the next request would start cannot be trusted.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     record::finish(snapshot, resp, served, request_id, log, start)
@@ -112,7 +119,7 @@ fn error_response(e: &ForwardError, grpc: bool, served: &mut Served) -> Response
 
 async fn run(
     snapshot: &Snapshot,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
     upgrade: Option<PendingUpgrade>,
     conn: &ConnInfo,
     request_id: &HeaderValue,
@@ -120,7 +127,7 @@ async fn run(
     grpc: bool,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let config = &snapshot.config;
-    let admitted = admit::admit(config, &req, conn)?;
+    let admitted = admit::admit(config, &mut req, conn)?;
     served.client_ip = Some(admitted.client_ip);
     let uri = req.uri().clone();
     let path = admit::path(&uri)?;

@@ -30,10 +30,10 @@ pub fn head(
     let te_trailers = headers::strip_hop_by_hop(&mut parts.headers, upgrade, true);
     headers::strip_internal(&mut parts.headers);
     if let Some(v) = &admitted.host
-        && parts.uri.authority().is_some()
+        && (parts.uri.authority().is_some() || admitted.host_rewritten)
     {
-        // h2 / absolute-form requests carry the host in the URI; others
-        // already have this very Host header.
+        // h2 / absolute-form requests carry the host in the URI, and a
+        // trailing dot was removed; others already have this Host header.
         parts.headers.insert(header::HOST, v.clone());
     }
     let peer = conn.peer.ip();

@@ -139,8 +139,9 @@ pub fn decode_query_component(s: &str) -> Cow<'_, str> {
 }
 
 /// Host as matchers see it: lowercased, port removed (`[::1]:8080` →
-/// `[::1]`, a bare IPv6 address is kept whole). Borrows when already
-/// lowercase.
+/// `[::1]`, a bare IPv6 address is kept whole), a trailing dot removed
+/// (`example.com.` is `example.com`, SPEC 5.1, for `explain` as for
+/// serving). Borrows when already lowercase.
 pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let host = if raw.starts_with('[') {
         match raw.find(']') {
@@ -148,17 +149,95 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
             None => raw,
         }
     } else {
-        match raw.rfind(':') {
+        let name = match raw.rfind(':') {
             // One colon: host:port. Several: a bare IPv6 address, no port.
             Some(i) if !raw[..i].contains(':') => &raw[..i],
             _ => raw,
-        }
+        };
+        name.strip_suffix('.').unwrap_or(name)
     };
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
     }
+}
+
+/// Why a Host (or `:authority`) was refused (SPEC 5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No name before the port (`:80`, `""`, `.`).
+    #[error("Host has an empty name")]
+    Empty,
+    /// A byte no host name has (comma, space, `@`, `/`, ...), an empty
+    /// label (`a..b`) or an unreadable IPv6 literal.
+    #[error("Host is not host[:port]")]
+    Invalid,
+    /// A port that is not 1 to 5 digits up to 65535.
+    #[error("Host has an invalid port")]
+    Port,
+}
+
+/// Checks a Host (or `:authority`) as `host[:port]` (SPEC 5.1): a name of
+/// letters, digits, `-`, `.` and `_` with no empty label, an IPv4 address,
+/// or a bracketed IPv6 address; then an optional port of digits. A single
+/// trailing dot of the name is removed (`example.com.:8080` is
+/// `example.com:8080`): it names the same host and must not escape a
+/// `host` rule. Borrows unless a dot was removed.
+pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
+    let (name, port) = split_host_port(raw)?;
+    if let Some(p) = port
+        && (p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || !matches!(p.parse::<u32>(), Ok(n) if n <= 65535))
+    {
+        return Err(HostError::Port);
+    }
+    if name.starts_with('[') {
+        let inner = &name[1..name.len() - 1];
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(Cow::Borrowed(raw)),
+            Err(_) => Err(HostError::Invalid),
+        };
+    }
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err(HostError::Empty);
+    }
+    let valid = trimmed
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !valid || trimmed.split('.').any(str::is_empty) {
+        return Err(HostError::Invalid);
+    }
+    if trimmed.len() == name.len() {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = String::with_capacity(raw.len() - 1);
+    out.push_str(trimmed);
+    if let Some(p) = port {
+        out.push(':');
+        out.push_str(p);
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// `raw` as (name, port): a bracketed IPv6 name keeps its brackets.
+fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
+    if raw.starts_with('[') {
+        let end = raw.find(']').ok_or(HostError::Invalid)?;
+        let (name, rest) = raw.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            Some(port) => Ok((name, Some(port))),
+            None if rest.is_empty() => Ok((name, None)),
+            None => Err(HostError::Invalid),
+        };
+    }
+    Ok(match raw.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (raw, None),
+    })
 }
 
 /// Why a path was refused.
@@ -273,7 +352,7 @@ fn decode_unreserved(seg: &str) -> Cow<'_, str> {
         {
             out.push_str(&seg[start..i]);
             let v = hex_val(h) << 4 | hex_val(l);
-            if is_unreserved(v) {
+            if is_unreserved(v) && !completes_escape(&out, v) {
                 out.push(char::from(v));
             } else {
                 out.push('%');
@@ -288,6 +367,22 @@ fn decode_unreserved(seg: &str) -> Cow<'_, str> {
     }
     out.push_str(&seg[start..]);
     Cow::Owned(out)
+}
+
+/// Whether decoding `v` after `out` would spell a new escape: `%%32e`
+/// decoded to `%2e` would be routed as one path and read by a backend
+/// that decodes again as `/.` (a fuzz finding). Such an escape stays
+/// encoded, so normalizing is idempotent.
+fn completes_escape(out: &str, v: u8) -> bool {
+    if !is_hex(v) {
+        return false;
+    }
+    let b = out.as_bytes();
+    match b {
+        [.., b'%'] => true,
+        [.., b'%', h] => is_hex(*h),
+        _ => false,
+    }
 }
 
 fn is_hex(b: u8) -> bool {
@@ -341,6 +436,14 @@ mod tests {
         assert_eq!(norm("/.").as_deref(), Ok("/"));
         assert_eq!(norm("/%zz/%4").as_deref(), Ok("/%zz/%4"));
         assert_eq!(norm("/é/%C3%A9").as_deref(), Ok("/é/%C3%A9"));
+        // Decoding never spells a new escape (fuzz regression).
+        assert_eq!(
+            norm("/%%32e%%32e/admin").as_deref(),
+            Ok("/%%32e%%32e/admin")
+        );
+        assert_eq!(norm("/%3%32").as_deref(), Ok("/%3%32"));
+        assert_eq!(norm("/%%41").as_deref(), Ok("/%%41"));
+        assert_eq!(norm("/%%67").as_deref(), Ok("/%g"));
         assert_eq!(norm("a/b"), Err(PathError::Invalid));
         assert_eq!(norm("*"), Err(PathError::Invalid));
     }
@@ -367,6 +470,52 @@ mod tests {
         assert_eq!(normalize_host("::1"), "::1");
         assert_eq!(normalize_host(""), "");
         assert_eq!(normalize_host("10.0.0.1:80"), "10.0.0.1");
+        assert_eq!(normalize_host("Example.com.:80"), "example.com");
+        assert!(matches!(
+            normalize_host("example.com."),
+            Cow::Borrowed("example.com")
+        ));
+    }
+
+    #[test]
+    fn canonical_host_cases() {
+        let ok = |h: &str| canonical_host(h).map(Cow::into_owned);
+        assert_eq!(ok("example.com").as_deref(), Ok("example.com"));
+        assert_eq!(ok("Example.COM:8080").as_deref(), Ok("Example.COM:8080"));
+        assert_eq!(ok("example.com.").as_deref(), Ok("example.com"));
+        assert_eq!(ok("example.com.:8080").as_deref(), Ok("example.com:8080"));
+        assert_eq!(ok("127.0.0.1:80").as_deref(), Ok("127.0.0.1:80"));
+        assert_eq!(ok("[::1]:8080").as_deref(), Ok("[::1]:8080"));
+        assert_eq!(ok("[::1]").as_deref(), Ok("[::1]"));
+        assert_eq!(ok("my_service").as_deref(), Ok("my_service"));
+        assert!(matches!(canonical_host("a.b:1"), Ok(Cow::Borrowed(_))));
+        for bad in [
+            "a,b",
+            "a b",
+            "evil@good.example",
+            "good.example/x",
+            "a..b",
+            ".a",
+            "a.b..",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "a;b",
+            "a\tb",
+            "%61",
+            "a?b",
+            "a#b",
+        ] {
+            assert_eq!(canonical_host(bad), Err(HostError::Invalid), "{bad}");
+        }
+        for empty in ["", ".", ":80", ".:80"] {
+            assert_eq!(canonical_host(empty), Err(HostError::Empty), "{empty:?}");
+        }
+        for port in [
+            "a:b:c", "a:", "a:x", "a:65536", "a:123456", "a:-1", "[::1]:",
+        ] {
+            assert_eq!(canonical_host(port), Err(HostError::Port), "{port}");
+        }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -11,7 +11,7 @@ pub mod matchers;
 pub mod path;
 pub mod table;
 
-pub use context::{RequestContext, normalize_host, normalize_path};
+pub use context::{HostError, RequestContext, canonical_host, normalize_host, normalize_path};
 pub use expr::Expr;
 pub use table::{RouteTable, Trial};
 

@@ -1,6 +1,7 @@
 //! One client connection: TLS, then HTTP/1.1 or HTTP/2 through hyper-util's
-//! auto builder, with the idle timeout and the drain signal watched by a
-//! task of its own.
+//! auto builder, with its timers (the first request head, the send
+//! timeout, the idle timeout) and the drain signal watched by a task of its
+//! own.
 
 use super::service::{Conn, ProxyService};
 use crate::compile::Limits;
@@ -12,13 +13,27 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
+
+/// HTTP/2 flow control toward clients (RELIABILITY 3: 64 KiB streams, a
+/// 1 MiB connection): what one client may make the proxy hold of its
+/// uploads.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONN_WINDOW: u32 = 1024 * 1024;
+/// Response bytes buffered per HTTP/2 stream while the client's window is
+/// closed (hyper's default is 400 KiB).
+const H2_SEND_BUF: usize = 64 * 1024;
+/// Streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 100;
+/// Streams the proxy itself may reset for protocol errors on one
+/// connection before it sends GOAWAY (hyper's default is 1024).
+const H2_MAX_LOCAL_RESETS: usize = 100;
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -27,11 +42,18 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
         // hyper answers 431 when the head does not fit the read buffer.
+        // The same size caps what it buffers toward a client that does not
+        // read (64 KiB by default): the response body is pulled, and so
+        // the upstream read, only as that buffer drains.
         .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(100);
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_SEND_BUF)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
     b
 }
 
@@ -50,6 +72,7 @@ pub(super) async fn serve_connection(
     let tracked = Tracked {
         inner: stream,
         activity: activity.clone(),
+        read_run: 0,
         _open: open,
     };
     let Some(acceptor) = tls else {
@@ -102,6 +125,7 @@ async fn drive<I>(
     let state = Arc::new(Conn {
         info,
         in_flight: AtomicUsize::new(0),
+        started: AtomicBool::new(false),
     });
     let limits = live.snapshot().config.settings.limits.clone();
     let service = ProxyService::new(live, state.clone());
@@ -112,23 +136,33 @@ async fn drive<I>(
     };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    // The idle timer and the drain signal live in their own task: polled
-    // next to the connection, they would be polled (a timer entry and a
+    // The timers and the drain signal live in their own task: polled next
+    // to the connection, they would be polled (a timer entry and a
     // `Notify` registration) on every wakeup of every request.
-    let (close_tx, mut close_rx) = oneshot::channel::<()>();
+    let (close_tx, mut close_rx) = watch::channel(Close::Open);
     let watchdog = tokio::spawn(watch_connection(
         state,
         activity,
-        limits.idle_timeout,
+        Deadlines::of(&limits),
         stop,
         close_tx,
     ));
-    let res = tokio::select! {
-        biased;
-        res = conn.as_mut() => res,
-        Ok(()) = &mut close_rx => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut graceful = false;
+    let res = loop {
+        tokio::select! {
+            biased;
+            res = conn.as_mut() => break res,
+            Ok(()) = close_rx.changed() => match *close_rx.borrow_and_update() {
+                Close::Open => {}
+                Close::Graceful => {
+                    if !graceful {
+                        graceful = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                // Dropping the connection closes the socket.
+                Close::Now => break Ok(()),
+            },
         }
     };
     watchdog.abort();
@@ -137,62 +171,201 @@ async fn drive<I>(
     }
 }
 
-/// Asks (through `close`) for a graceful close of the connection when the
-/// proxy drains (`stop`) or when it has been idle, with nothing in flight,
-/// for `idle`.
+/// What the watchdog asks of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    Open,
+    /// Finish the request in flight, then close (idle, drain).
+    Graceful,
+    /// Close at once (no request head in time, a client that reads
+    /// nothing).
+    Now,
+}
+
+/// The connection timers of `limits`, and how often to look at them.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    idle: Duration,
+    first_head: Duration,
+    send: Duration,
+    period: Duration,
+}
+
+impl Deadlines {
+    fn of(limits: &Limits) -> Deadlines {
+        let shortest = limits.idle_timeout.min(limits.send_timeout);
+        Deadlines {
+            idle: limits.idle_timeout,
+            first_head: limits.header_read_timeout,
+            send: limits.send_timeout,
+            period: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Watches one connection and asks (through `close`) for:
+/// - a close at once when no request has arrived within the header read
+///   timeout of the connection's start (a socket that sends nothing, or
+///   not even enough to tell HTTP/1.1 from HTTP/2, which hyper's own
+///   header timer does not cover);
+/// - a close at once when a write has waited on the client for
+///   `send_timeout` without a byte accepted;
+/// - a graceful close when the proxy drains (`stop`) or when the
+///   connection has been idle, with nothing in flight, for `idle`.
 async fn watch_connection(
     conn: Arc<Conn>,
     activity: Arc<Activity>,
-    idle: Duration,
+    limits: Deadlines,
     mut stop: watch::Receiver<bool>,
-    close: oneshot::Sender<()>,
+    close: watch::Sender<Close>,
 ) {
-    let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(limits.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = activity.moves();
-    let mut quiet_since = tokio::time::Instant::now();
+    let opened = tokio::time::Instant::now();
+    let mut state = Watch::new(&activity, opened);
+    let first_head = tokio::time::sleep_until(opened + limits.first_head);
+    tokio::pin!(first_head);
+    let (mut waiting_head, mut draining) = (true, false);
     loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            now = tick.tick() => {
-                let moves = activity.moves();
-                if moves != seen || conn.in_flight.load(Ordering::Relaxed) > 0 {
-                    seen = moves;
-                    quiet_since = now;
-                } else if now.duration_since(quiet_since) >= idle {
-                    tracing::debug!(peer = %conn.info.peer, "idle timeout");
-                    break;
+        let now = tokio::select! {
+            changed = stop.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    let _ = close.send(Close::Graceful);
                 }
+                continue;
             }
+            () = &mut first_head, if waiting_head => {
+                waiting_head = false;
+                if conn.started.load(Ordering::Relaxed) {
+                    continue;
+                }
+                tracing::debug!(peer = %conn.info.peer, "no request head within the header read timeout");
+                break;
+            }
+            now = tick.tick() => now,
+        };
+        match state.tick(now, &conn, &activity, &limits) {
+            Some(Close::Now) => break,
+            Some(Close::Graceful) if !draining => {
+                draining = true;
+                let _ = close.send(Close::Graceful);
+            }
+            _ => {}
         }
     }
-    let _ = close.send(());
+    let _ = close.send(Close::Now);
 }
 
-/// How often a connection moved bytes: a counter, cheaper on every read
-/// and write than a clock; the watchdog compares it between ticks.
+/// What the watchdog remembers between two ticks.
+#[derive(Debug)]
+struct Watch {
+    /// Reads and writes at the last tick, and since when there were none.
+    moves: u64,
+    quiet_since: tokio::time::Instant,
+    /// Writes at the last tick, and since when a write has been waiting.
+    writes: u64,
+    blocked_since: Option<tokio::time::Instant>,
+}
+
+impl Watch {
+    fn new(activity: &Activity, now: tokio::time::Instant) -> Watch {
+        Watch {
+            moves: activity.moves(),
+            quiet_since: now,
+            writes: activity.writes(),
+            blocked_since: None,
+        }
+    }
+
+    /// `Now` when a write has waited `send` without a byte accepted,
+    /// `Graceful` when the connection has been idle for `idle`.
+    fn tick(
+        &mut self,
+        now: tokio::time::Instant,
+        conn: &Conn,
+        activity: &Activity,
+        limits: &Deadlines,
+    ) -> Option<Close> {
+        let writes = activity.writes();
+        if activity.write_waiting() && writes == self.writes {
+            let since = *self.blocked_since.get_or_insert(now);
+            if now.duration_since(since) >= limits.send {
+                tracing::debug!(peer = %conn.info.peer, "client accepted nothing within the send timeout");
+                return Some(Close::Now);
+            }
+        } else {
+            self.blocked_since = None;
+        }
+        self.writes = writes;
+        let moves = activity.moves();
+        if moves != self.moves || conn.in_flight.load(Ordering::Relaxed) > 0 {
+            self.moves = moves;
+            self.quiet_since = now;
+        } else if now.duration_since(self.quiet_since) >= limits.idle {
+            tracing::debug!(peer = %conn.info.peer, "idle timeout");
+            return Some(Close::Graceful);
+        }
+        None
+    }
+}
+
+/// What a connection's socket did, in counters that are cheaper on every
+/// read and write than a clock; the watchdog compares them between ticks.
 #[derive(Debug, Default)]
 struct Activity {
-    moves: AtomicU64,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    /// A write found the socket full and has not gone through since.
+    write_waiting: AtomicBool,
 }
 
 impl Activity {
-    fn touch(&self) {
-        self.moves.fetch_add(1, Ordering::Relaxed);
-    }
     fn moves(&self) -> u64 {
-        self.moves.load(Ordering::Relaxed)
+        self.reads
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.writes.load(Ordering::Relaxed))
+    }
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+    fn write_waiting(&self) -> bool {
+        self.write_waiting.load(Ordering::Relaxed)
+    }
+    /// Records the outcome of a write.
+    fn wrote(&self, res: &Poll<io::Result<usize>>) {
+        match res {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                if self.write_waiting.load(Ordering::Relaxed) {
+                    self.write_waiting.store(false, Ordering::Relaxed);
+                }
+            }
+            Poll::Pending => self.write_waiting.store(true, Ordering::Relaxed),
+            _ => {}
+        }
     }
 }
 
+/// Bytes a connection may read before its task yields to the others.
+/// hyper's HTTP/2 side handles every frame it has read before it returns,
+/// and a client that keeps the socket full (a PING or SETTINGS flood, tiny
+/// frames by the hundred thousand) would otherwise hold a worker thread
+/// for as long as tokio's budget of 128 reads lasts: up to a second in
+/// tests, while every other client waited (SPEC 5.1, the 20 ms promise).
+const READ_SLICE: usize = 16 * 1024;
+
 pin_project_lite::pin_project! {
-    /// A stream that records its last read or write, and tells when it is
+    /// A stream that records its reads and writes, yields after
+    /// [`READ_SLICE`] bytes read without a pause, and tells when it is
     /// dropped (`_open` closes its channel).
     struct Tracked {
         #[pin]
         inner: TcpStream,
         activity: Arc<Activity>,
+        // Bytes read since the socket last had nothing to give (or since
+        // the task last yielded).
+        read_run: usize,
         _open: oneshot::Sender<()>,
     }
 }
@@ -204,10 +377,21 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if *this.read_run >= READ_SLICE {
+            // Back of the run queue (a task woken while it runs is
+            // rescheduled as a yield), then read on.
+            *this.read_run = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            *this.read_run += n;
+            this.activity.reads.fetch_add(1, Ordering::Relaxed);
+        } else if res.is_pending() {
+            *this.read_run = 0;
         }
         res
     }
@@ -221,11 +405,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &res
-            && *n > 0
-        {
-            this.activity.touch();
-        }
+        this.activity.wrote(&res);
         res
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -241,11 +421,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &res
-            && *n > 0
-        {
-            this.activity.touch();
-        }
+        this.activity.wrote(&res);
         res
     }
     fn is_write_vectored(&self) -> bool {

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One connection's state shared by its requests.
 #[derive(Debug)]
@@ -24,6 +24,9 @@ pub(super) struct Conn {
     pub(super) info: ConnInfo,
     /// Requests in flight (for the idle timeout).
     pub(super) in_flight: AtomicUsize,
+    /// Whether a request head has arrived (until then the connection has
+    /// the header read timeout to send one).
+    pub(super) started: AtomicBool,
 }
 
 /// The hyper service for one connection.
@@ -46,6 +49,9 @@ struct InFlight(Arc<Conn>);
 impl InFlight {
     fn new(conn: Arc<Conn>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        if !conn.started.load(Ordering::Relaxed) {
+            conn.started.store(true, Ordering::Relaxed);
+        }
         InFlight(conn)
     }
 }

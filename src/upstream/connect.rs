@@ -22,6 +22,22 @@ pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// write into a connection the backend is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What one HTTP/1.1 upstream connection reads ahead at most (hyper's
+/// default is about 400 KiB). The response body is read from the socket
+/// only as the client side takes it, so this, with what the client side
+/// buffers, is what a client that stops reading holds (SPEC 5.1: about
+/// 165 KiB above an idle connection measured with 16 KiB, 210 KiB with
+/// 32 KiB). It also caps a response head: a larger one is a 502, as with
+/// HAProxy's 16 KiB buffers (NGINX allows 4 or 8 KiB by default).
+const H1_READ_BUF: usize = 16 * 1024;
+
+/// HTTP/2 flow control toward `protocol: h2` upstreams: a stream whose
+/// client stops reading holds at most its window (hyper's default is
+/// 2 MiB), and the connection window covers 100 such streams so that they
+/// never stall the others sharing the connection.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// The connector for `def`: TCP with its connect timeout, rustls for
 /// `https://` endpoints (roots from `tls.ca`, else the bundled Mozilla
 /// roots; SNI and verification against `tls.server_name`, else the
@@ -67,6 +83,10 @@ pub(crate) async fn open_h1(
 ) -> Result<Sender, SendError> {
     let io = dial(connector, url, endpoint).await?;
     let (tx, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(H1_READ_BUF)
+        // A read may fill more than the buffer's nominal size: the head
+        // limit is checked on its parsed length too.
+        .max_header_size(H1_READ_BUF)
         .handshake(io)
         .await
         .map_err(|e| SendError::Connect {
@@ -91,6 +111,8 @@ pub(crate) async fn open_h2(
     let io = dial(connector, url, endpoint).await?;
     let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
         .handshake(io)
         .await
         .map_err(|e| SendError::Connect {

@@ -21,7 +21,7 @@ pub mod view;
 
 pub use connect::POOL_IDLE_TIMEOUT;
 
-use crate::forward::body::{BoxError, ProxyBody, full};
+use crate::forward::body::{BodyFailed, BoxError, ProxyBody, full};
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
 use crate::metrics::{EndpointCounters, UpstreamErrors};
 use balance::Tried;
@@ -437,7 +437,20 @@ impl Upstream {
         req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
-        let result = self.exchange(idx, req, timeout).await;
+        self.send_watched(idx, req, timeout, None).await
+    }
+
+    /// [`Self::send_to`] with a streamed request body watched by `failed`:
+    /// a response cut short after that body failed is not counted as the
+    /// upstream's reset.
+    async fn send_watched(
+        &self,
+        idx: usize,
+        req: Request<ProxyBody>,
+        timeout: Duration,
+        failed: Option<BodyFailed>,
+    ) -> Result<Sent, SendError> {
+        let result = self.exchange(idx, req, timeout, failed).await;
         self.note_outcome(idx, &result);
         result
     }
@@ -447,6 +460,7 @@ impl Upstream {
         idx: usize,
         req: Request<ProxyBody>,
         timeout: Duration,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let Some(ep) = self.endpoints.get(idx) else {
             return Err(SendError::NoHealthy {
@@ -461,8 +475,8 @@ impl Upstream {
             });
         };
         match self.def.protocol {
-            Protocol::Http1 => self.send_h1(ep, base, req, timeout).await,
-            Protocol::H2 => self.send_h2(ep, base, req, timeout).await,
+            Protocol::Http1 => self.send_h1(ep, base, req, timeout, failed).await,
+            Protocol::H2 => self.send_h2(ep, base, req, timeout, failed).await,
         }
     }
 
@@ -475,6 +489,7 @@ impl Upstream {
         base: http::uri::Authority,
         mut req: Request<ProxyBody>,
         timeout: Duration,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let endpoint = ep.vitals.label.clone();
         if let Err(e) = h2::to_h2(&mut req, ep.tls, base) {
@@ -516,7 +531,9 @@ impl Upstream {
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(SendError::Timeout { endpoint, timeout }),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(response)) => Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight)),
+            Ok(Ok(response)) => {
+                Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight, failed))
+            }
         }
     }
 
@@ -529,6 +546,7 @@ impl Upstream {
         base: http::uri::Authority,
         mut req: Request<ProxyBody>,
         timeout: Duration,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let endpoint = ep.vitals.label.clone();
         // Origin form (authority form for CONNECT), Host when absent.
@@ -579,7 +597,7 @@ impl Upstream {
                 } else {
                     response.map(|b| PooledBody::pooled(b, tx, ep.pool.clone()))
                 };
-                Ok(self.sent(response, endpoint, in_flight))
+                Ok(self.sent(response, endpoint, in_flight, failed))
             }
         }
     }
@@ -592,6 +610,7 @@ impl Upstream {
         mut response: Response<PooledBody>,
         endpoint: Arc<str>,
         in_flight: InFlight,
+        failed: Option<BodyFailed>,
     ) -> Sent {
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             let on = hyper::upgrade::on(&mut response);
@@ -610,6 +629,7 @@ impl Upstream {
                 UpstreamBody {
                     inner,
                     in_flight: Some(in_flight),
+                    failed,
                 }
                 .boxed()
             }),
@@ -631,13 +651,14 @@ impl Upstream {
         held: Option<&bytes::Bytes>,
         timeout: Duration,
         attempts: &mut u32,
+        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let Some(mut idx) = self.pick() else {
             return Err(self.no_healthy());
         };
         let Some(held) = held else {
             *attempts += 1;
-            return self.send_to(idx, req, timeout).await;
+            return self.send_watched(idx, req, timeout, failed).await;
         };
         let idempotent = is_idempotent(req.method());
         let (parts, _) = req.into_parts();
@@ -702,6 +723,8 @@ pin_project_lite::pin_project! {
         inner: PooledBody,
         // Taken at the first error: one reset is counted once.
         in_flight: Option<InFlight>,
+        // The request body's failure flag: a cut after it is the client's.
+        failed: Option<BodyFailed>,
     }
 }
 
@@ -716,7 +739,8 @@ impl Body for UpstreamBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(InFlight(v)) = this.in_flight.as_ref() {
+                let clients_fault = this.failed.as_ref().is_some_and(BodyFailed::is_set);
+                if !clients_fault && let Some(InFlight(v)) = this.in_flight.as_ref() {
                     if let Some(m) = v.metrics.get() {
                         m.errors.reset();
                     }

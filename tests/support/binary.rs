@@ -125,7 +125,7 @@ impl Launch {
         let log = dir.join(format!("pointsman-{}.log", addr.port()));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        let child = Command::new(binary_path())
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -286,9 +286,16 @@ impl Drop for Binary {
     }
 }
 
+/// The binary under test: `POINTSMAN_TEST_BIN` when set (e.g. a release
+/// build, to measure what users run), else the one cargo built for the
+/// tests.
+pub fn binary_path() -> std::ffi::OsString {
+    std::env::var_os("POINTSMAN_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pointsman").into())
+}
+
 /// Runs `pointsman ARGS...` to completion: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], cwd: Option<&Path>) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pointsman"));
+    let mut cmd = Command::new(binary_path());
     cmd.args(args);
     if let Some(d) = cwd {
         cmd.current_dir(d);

@@ -3,14 +3,18 @@
 //! in-process and a hyper client for it, here; test upstreams in
 //! [`upstream`]; the real binary and CLI runs in [`binary`]; `pointsman
 //! check` in [`check`]; a raw HTTP/1.1 client in [`http`]; Prometheus
-//! exposition parsing in [`prom`]; a real gRPC stack in [`grpc`].
+//! exposition parsing in [`prom`]; a real gRPC stack in [`grpc`]; a
+//! backend recording raw requests in [`recorder`]; hand-built HTTP/2 frames
+//! in [`h2raw`]; a real `redis-server` in [`redis`].
 #![allow(dead_code)]
 
 pub mod binary;
 pub mod check;
 pub mod grpc;
+pub mod h2raw;
 pub mod http;
 pub mod prom;
+pub mod recorder;
 pub mod redis;
 pub mod upstream;
 
