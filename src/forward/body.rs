@@ -47,17 +47,32 @@ impl ClientBodyError {
     }
 }
 
-/// Set once the client's request body has failed while it was being sent
+/// How the client's streamed request body is doing while it is sent
 /// upstream. The response that comes back shares it: if that response is
 /// cut short because the request body broke, the upstream is not to blame
-/// (SPEC 5.1), whatever error the cut shows as.
+/// (SPEC 5.1), whatever error the cut shows as; and a request timeout
+/// while the proxy waits for the client's next bytes is the client's
+/// (a slow upload), not the upstream's.
 #[derive(Debug, Clone, Default)]
-pub struct BodyFailed(Arc<AtomicBool>);
+pub struct BodyFailed(Arc<BodyWatch>);
+
+#[derive(Debug, Default)]
+struct BodyWatch {
+    failed: AtomicBool,
+    /// The upstream side asked for more and the client has not sent it.
+    waiting: AtomicBool,
+}
 
 impl BodyFailed {
     /// Whether the request body failed.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the send is waiting for the client's next bytes (the body
+    /// is neither done nor held back by the upstream).
+    pub fn waiting_on_client(&self) -> bool {
+        self.0.waiting.load(Ordering::Relaxed)
     }
 }
 
@@ -87,8 +102,14 @@ impl Body for Watched {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            this.failed.0.store(true, Ordering::Relaxed);
+        let watch = &this.failed.0;
+        match &polled {
+            Poll::Pending => watch.waiting.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Err(_))) => {
+                watch.failed.store(true, Ordering::Relaxed);
+                watch.waiting.store(false, Ordering::Relaxed);
+            }
+            Poll::Ready(_) => watch.waiting.store(false, Ordering::Relaxed),
         }
         polled
     }

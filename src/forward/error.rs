@@ -34,6 +34,10 @@ pub enum ForwardError {
     /// fault, never counted against an upstream (SPEC 5.1).
     #[error("the request body is malformed or was cut short")]
     ClientBody,
+    /// The request timeout passed while the client's body was still being
+    /// awaited (408): a slow upload, never counted against an upstream.
+    #[error("the request body did not arrive in time")]
+    ClientTimeout,
     /// Request headers over `max_headers` / `max_header_bytes`.
     #[error("request headers too large")]
     HeadersTooLarge,
@@ -73,6 +77,7 @@ impl ForwardError {
             | ForwardError::ClientBody
             | ForwardError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ForwardError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ForwardError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ForwardError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ForwardError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ForwardError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
@@ -87,6 +92,7 @@ impl ForwardError {
             ForwardError::BadFraming(_)
                 | ForwardError::UnsupportedCoding
                 | ForwardError::ClientBody
+                | ForwardError::ClientTimeout
         )
     }
 
@@ -101,6 +107,7 @@ impl ForwardError {
             ForwardError::BodyTooLarge => "body_too_large",
             ForwardError::BadRequest(_)
             | ForwardError::ClientBody
+            | ForwardError::ClientTimeout
             | ForwardError::HeadersTooLarge
             | ForwardError::Misdirected
             | ForwardError::MethodNotAllowed
@@ -178,6 +185,7 @@ impl From<SendError> for ForwardError {
             SendError::Timeout { .. } => ForwardError::UpstreamTimeout(e.to_string()),
             SendError::BodyTooLarge => ForwardError::BodyTooLarge,
             SendError::ClientBody => ForwardError::ClientBody,
+            SendError::ClientTimeout(_) => ForwardError::ClientTimeout,
             SendError::NoHealthy { .. } => ForwardError::NoHealthyUpstream(e.to_string()),
         }
     }

@@ -153,6 +153,10 @@ pub enum SendError {
     /// fault, not the upstream's.
     #[error("the client's request body failed")]
     ClientBody,
+    /// The request timeout passed while the proxy was still waiting for the
+    /// client's request body (a slow upload): the client's fault.
+    #[error("the client's request body did not arrive within {0:?}")]
+    ClientTimeout(Duration),
     /// Every endpoint of the upstream is unhealthy or ejected (or it has
     /// none).
     #[error("every endpoint of upstream {upstream} is unhealthy or ejected")]
@@ -302,7 +306,7 @@ impl Upstream {
             SendError::Timeout { .. } => errors.timeout(),
             SendError::Reset { .. } => errors.reset(),
             SendError::NoHealthy { .. } => errors.no_healthy(),
-            SendError::BodyTooLarge | SendError::ClientBody => {}
+            SendError::BodyTooLarge | SendError::ClientBody | SendError::ClientTimeout(_) => {}
         }
     }
 
@@ -450,7 +454,12 @@ impl Upstream {
         timeout: Duration,
         failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
-        let result = self.exchange(idx, req, timeout, failed).await;
+        let mut result = self.exchange(idx, req, timeout, failed.clone()).await;
+        if let Err(SendError::Timeout { timeout, .. }) = &result
+            && failed.as_ref().is_some_and(BodyFailed::waiting_on_client)
+        {
+            result = Err(SendError::ClientTimeout(*timeout));
+        }
         self.note_outcome(idx, &result);
         result
     }

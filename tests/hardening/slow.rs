@@ -163,7 +163,8 @@ async fn row20_slow_readers_hold_bounded_memory_and_are_cut_at_send_timeout() {
 }
 
 /// Row 19: a request body that trickles in is cut at the upstream's
-/// `request_timeout` (504), and the backend connection is released.
+/// `request_timeout` with a 408 (the client's fault: never counted as the
+/// upstream's timeout), and the backend connection is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row19_slow_body_is_cut_at_the_request_timeout() {
     let backend = crate::support::upstream::in_background(crate::support::recorder::recorder);
@@ -195,8 +196,18 @@ async fn row19_slow_body_is_cut_at_the_request_timeout() {
         start.elapsed(),
         text.lines().next().unwrap_or("")
     );
-    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(start.elapsed() < Duration::from_secs(2));
+    let m = proxy.metrics();
+    let timeouts = crate::support::prom::find(
+        &m,
+        "pointsman_upstream_errors_total",
+        &[("upstream", "rec"), ("kind", "timeout")],
+    );
+    assert!(
+        timeouts.iter().all(|s| s.value == 0.0),
+        "a slow upload is not the upstream's timeout: {timeouts:?}"
+    );
     let released = crate::support::eventually(Duration::from_secs(2), || async {
         backend.closed.load(std::sync::atomic::Ordering::SeqCst) >= 1
     })
