@@ -14,9 +14,9 @@ use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
 use crate::upstream::def::UpstreamId;
-use crate::upstream::{SendError, Sent, Upstream};
+use crate::upstream::{OutBody, SendError, Sent, Upstream};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Response, Version, header};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -204,16 +204,11 @@ async fn send(
         timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
     }
     let max = snapshot.config.settings.limits.max_body_bytes;
-    let sent = match out.body.held().cloned() {
-        Some(held) => {
-            let req = Request::from_parts(parts, full(Bytes::new()));
-            upstream.send(req, Some(&held), timeout).await?
-        }
-        None => {
-            let req = Request::from_parts(parts, out.body.into_proxy_body(max));
-            upstream.send(req, None, timeout).await?
-        }
+    let body = match out.body {
+        RequestBody::Held(held) => OutBody::Held(held),
+        streamed => OutBody::Stream(streamed.into_proxy_body(max)),
     };
+    let sent = upstream.send(parts, body, timeout).await?;
     served.endpoint = sent.endpoint.clone();
     answer(upstream, sent, opts, out.upgrade, declare_trailers)
 }

@@ -618,25 +618,34 @@ impl Upstream {
         }
     }
 
-    /// Sends a request with the retry rules of SPEC 6. `held` is `Some`
-    /// when the body is held in full (or absent: `Some(empty)`) and so can
-    /// be sent again; a streamed body (`None` here, passed in `req`) is
-    /// sent once. Retries go to another endpoint (a single endpoint is not
-    /// retried) without moving the round-robin position.
+    /// Sends a request with the retry rules of SPEC 6. A body held in full
+    /// (or absent: empty) can be sent again; a streamed one is sent once.
+    /// Retries go to another endpoint (a single endpoint is not retried)
+    /// without moving the round-robin position. The head is copied for a
+    /// retry only when one is possible (retries configured, more than one
+    /// endpoint, a held body).
     pub async fn send(
         &self,
-        req: Request<ProxyBody>,
-        held: Option<&bytes::Bytes>,
+        parts: http::request::Parts,
+        body: OutBody,
         timeout: Duration,
     ) -> Result<Sent, SendError> {
         let Some(mut idx) = self.pick() else {
             return Err(self.no_healthy());
         };
-        let Some(held) = held else {
-            return self.send_to(idx, req, timeout).await;
+        let held = match body {
+            OutBody::Held(held) if self.def.retries > 0 && self.endpoints.len() > 1 => held,
+            OutBody::Held(held) => {
+                let req = Request::from_parts(parts, full(held));
+                return self.send_to(idx, req, timeout).await;
+            }
+            OutBody::Stream(body) => {
+                return self
+                    .send_to(idx, Request::from_parts(parts, body), timeout)
+                    .await;
+            }
         };
-        let idempotent = is_idempotent(req.method());
-        let (parts, _) = req.into_parts();
+        let idempotent = is_idempotent(&parts.method);
         let mut tried = Tried::default();
         let mut attempts_left = self.def.retries;
         loop {
@@ -662,6 +671,15 @@ impl Upstream {
             idx = next;
         }
     }
+}
+
+/// A request body on its way to an upstream.
+#[derive(Debug)]
+pub enum OutBody {
+    /// Held in full (or absent: empty): can be sent again on a retry.
+    Held(bytes::Bytes),
+    /// Streaming: sent once.
+    Stream(ProxyBody),
 }
 
 /// The endpoints as the balancer sees them at one moment.
