@@ -5,6 +5,7 @@
 #
 #   benches/callgrind.sh                # plain catch-all route
 #   RULES=300 benches/callgrind.sh      # the realistic rule set of e2e.sh
+#   FLOOR=1 benches/callgrind.sh        # examples/hyper_floor.rs instead
 #
 # Starts an NGINX backend and the release binary under callgrind
 # (--threads 1), warms up, zeroes the counters, sends wrk traffic for
@@ -23,6 +24,8 @@ KEEP=${KEEP:-} # a directory to copy callgrind.out into
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pointsman}
+FLOOR=${FLOOR:-}
+FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
 export PATH=$PATH:/usr/sbin
 P_BACKEND=$BASE_PORT
 P_PROXY=$((BASE_PORT + 1))
@@ -52,7 +55,13 @@ wait_port() {
     exit 1
 }
 
-[ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
+if [ -z "${NO_BUILD:-}" ]; then
+    if [ -n "$FLOOR" ]; then
+        (cd "$ROOT" && cargo build --release --quiet --example hyper_floor)
+    else
+        (cd "$ROOT" && cargo build --release --quiet)
+    fi
+fi
 
 mkdir -p "$TMP/backend"
 cat >"$TMP/backend/nginx.conf" <<EOF
@@ -100,8 +109,13 @@ EOF
 fi
 
 cd "$TMP"
+if [ -n "$FLOOR" ]; then
+    CMD=("$FLOOR_BIN" "127.0.0.1:$P_PROXY" "127.0.0.1:$P_BACKEND" 1)
+else
+    CMD=("$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1)
+fi
 valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
-    "$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1 >"$TMP/proxy.log" 2>&1 &
+    "${CMD[@]}" >"$TMP/proxy.log" 2>&1 &
 VG=$!
 PIDS+=($VG)
 wait_port "$P_BACKEND"

@@ -169,16 +169,15 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
     if (NR == 0) { print "nan"; exit }
     if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
-for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3; do
-    if ! port_free "$port"; then
-        log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
-        exit 1
-    fi
-done
+# section NAME: whether SECTIONS asks for it.
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
-# --- configs --------------------------------------------------------------
-
-BODY="hello from the backend\n"
+# stop NAME: stops a process started with `start` and waits for it.
+stop() {
+    local var=PID_${1//-/_}
+    kill -TERM "${!var}" 2>/dev/null || true
+    wait "${!var}" 2>/dev/null || true
+}
 
 nginx_common() {
     # Logs off, keep-alive on and never cut short by a request count.
@@ -201,6 +200,83 @@ http {
 EOF
 }
 
+start() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_${name//-/_}=$!"
+}
+
+# run_wrk NAME PORT PID PATH [HEADERS...]: one wrk run; appends
+# "rps p50 p99 cpu10k errors" to $TMP/NAME.results.
+run_wrk() {
+    local name=$1 port=$2 pid=$3 path=$4
+    shift 4
+    local before after out rps p50 p99 reqs errs
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
+    after=$(cpu_ticks "$pid")
+    echo "$out" >>"$TMP/$name.wrk"
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")
+    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
+        log "warning: no result from wrk against $name"
+        return
+    fi
+    local cpu10k
+    cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs" >>"$TMP/$name.results"
+    local note=
+    [ "$errs" = 0 ] || note=", $errs errors"
+    log "  $name: $rps req/s, p50 $p50, p99 $p99, $cpu10k CPU s/10k req$note"
+}
+
+col() { # col NAME FIELD -> median of that field over rounds
+    [ -f "$TMP/$1.results" ] || { echo nan; return; }
+    median $(awk -v f="$2" '{print $f}' "$TMP/$1.results")
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan") print "-"; else printf "%.2f", a / b }'; }
+
+table() {
+    local title=$1 ref=$2
+    shift 2
+    local rrps rp50 rp99 rcpu
+    rrps=$(col "$ref" 1)
+    rp50=$(col "$ref" 2)
+    rp99=$(col "$ref" 3)
+    rcpu=$(col "$ref" 4)
+    echo
+    echo "$title (ratios to ${ref})"
+    printf '%-16s %10s %6s %9s %6s %9s %6s %12s %6s %7s\n' target 'req/s' '×' 'p50 ms' '×' 'p99 ms' '×' 'CPU s/10k' '×' errors
+    local t rps p50 p99 cpu errs
+    for t in "$@"; do
+        [ -f "$TMP/$t.results" ] || continue
+        rps=$(col "$t" 1)
+        p50=$(col "$t" 2)
+        p99=$(col "$t" 3)
+        cpu=$(col "$t" 4)
+        errs=$(awk '{n += $5} END {print n + 0}' "$TMP/$t.results")
+        printf '%-16s %10.0f %6s %9.3f %6s %9.3f %6s %12.4f %6s %7s\n' "$t" "$rps" "$(ratio "$rps" "$rrps")" \
+            "$p50" "$(ratio "$p50" "$rp50")" "$p99" "$(ratio "$p99" "$rp99")" "$cpu" "$(ratio "$cpu" "$rcpu")" "$errs"
+    done
+}
+
+for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3; do
+    if ! port_free "$port"; then
+        log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
+        exit 1
+    fi
+done
+
+# --- configs --------------------------------------------------------------
+
+BODY="hello from the backend\n"
+
 mkdir -p "$TMP/backend" "$TMP/nginx"
 {
     echo "worker_processes $BACKEND_WORKERS;"
@@ -216,6 +292,15 @@ mkdir -p "$TMP/backend" "$TMP/nginx"
 }
 EOF
 } >"$TMP/backend/nginx.conf"
+start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
+wait_port "$P_BACKEND" backend
+
+# ==========================================================================
+# Section "plain": the plain proxy and the realistic rule set, every target
+# running side by side, rounds alternating between them.
+# ==========================================================================
+if section plain; then
+
 
 {
     echo "worker_processes $THREADS;"
@@ -289,21 +374,11 @@ RULES_PATH=/api/v2/items/12345
 
 # --- start ----------------------------------------------------------------
 
-start() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS+=($!)
-    eval "PID_${name//-/_}=$!"
-}
-
-start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
 start pointsman "$BIN" run --config "$TMP/conf/plain/pointsman.yaml" --access-log off --threads "$THREADS"
 start pointsman-rules "$BIN" run --config "$TMP/conf/rules/rules.yaml" --access-log off --threads "$THREADS"
 start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
 start haproxy haproxy -f "$TMP/haproxy.cfg" -db
 start hyper-floor "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACKEND" "$THREADS"
-wait_port "$P_BACKEND" backend
 wait_port "$P_POINTSMAN" pointsman
 wait_port "$P_RULES" pointsman-rules
 wait_port "$P_NGINX" nginx
@@ -337,33 +412,6 @@ for t in pointsman-rules nginx haproxy; do
 done
 
 # --- runs -----------------------------------------------------------------
-
-# run_wrk NAME PORT PID PATH [HEADERS...]: one wrk run; appends
-# "rps p50 p99 cpu10k errors" to $TMP/NAME.results.
-run_wrk() {
-    local name=$1 port=$2 pid=$3 path=$4
-    shift 4
-    local before after out rps p50 p99 reqs errs
-    before=$(cpu_ticks "$pid")
-    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
-    after=$(cpu_ticks "$pid")
-    echo "$out" >>"$TMP/$name.wrk"
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")
-    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
-        log "warning: no result from wrk against $name"
-        return
-    fi
-    local cpu10k
-    cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs" >>"$TMP/$name.results"
-    local note=
-    [ "$errs" = 0 ] || note=", $errs errors"
-    log "  $name: $rps req/s, p50 $p50, p99 $p99, $cpu10k CPU s/10k req$note"
-}
 
 # The rule-set variant sends the rule-set request (host, headers, cookies)
 # to the plain proxies too, so they carry the same bytes.
@@ -404,37 +452,6 @@ done
 
 # --- report ---------------------------------------------------------------
 
-col() { # col NAME FIELD -> median of that field over rounds
-    [ -f "$TMP/$1.results" ] || { echo nan; return; }
-    median $(awk -v f="$2" '{print $f}' "$TMP/$1.results")
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan") print "-"; else printf "%.2f", a / b }'; }
-
-table() {
-    local title=$1 ref=$2
-    shift 2
-    local rrps rp50 rp99 rcpu
-    rrps=$(col "$ref" 1)
-    rp50=$(col "$ref" 2)
-    rp99=$(col "$ref" 3)
-    rcpu=$(col "$ref" 4)
-    echo
-    echo "$title (ratios to ${ref})"
-    printf '%-16s %10s %6s %9s %6s %9s %6s %12s %6s %7s\n' target 'req/s' '×' 'p50 ms' '×' 'p99 ms' '×' 'CPU s/10k' '×' errors
-    local t rps p50 p99 cpu errs
-    for t in "$@"; do
-        [ -f "$TMP/$t.results" ] || continue
-        rps=$(col "$t" 1)
-        p50=$(col "$t" 2)
-        p99=$(col "$t" 3)
-        cpu=$(col "$t" 4)
-        errs=$(awk '{n += $5} END {print n + 0}' "$TMP/$t.results")
-        printf '%-16s %10.0f %6s %9.3f %6s %9.3f %6s %12.4f %6s %7s\n' "$t" "$rps" "$(ratio "$rps" "$rrps")" \
-            "$p50" "$(ratio "$p50" "$rp50")" "$p99" "$(ratio "$p99" "$rp99")" "$cpu" "$(ratio "$cpu" "$rcpu")" "$errs"
-    done
-}
-
 echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
@@ -453,6 +470,13 @@ for t in pointsman pointsman-rules nginx haproxy; do
     printf '  %-16s %8s kB\n' "$t" "$(rss_kb "${!var}")"
 done
 
+for t in pointsman pointsman-rules nginx haproxy hyper-floor; do stop "$t"; done
+fi # section plain
+
+# ==========================================================================
+# Section "memory": idle memory with MEM_ROUTES routes loaded.
+# ==========================================================================
+if section memory; then
 # --- idle memory with MEM_ROUTES routes -----------------------------------
 
 # The same generator at 2 routes (the two fixed ones) is the baseline.
@@ -466,3 +490,9 @@ for n in 2 "$MEM_ROUTES"; do
     kill -TERM "$PID_pointsman_mem" 2>/dev/null || true
     wait "$PID_pointsman_mem" 2>/dev/null || true
 done
+fi # section memory
+
+# shellcheck source=benches/e2e/large_rules.sh
+. "$ROOT/benches/e2e/large_rules.sh"
+# shellcheck source=benches/e2e/sections.sh
+. "$ROOT/benches/e2e/sections.sh"

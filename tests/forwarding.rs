@@ -254,6 +254,52 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
     assert!(idle < Duration::from_secs(2), "{idle:?}");
 }
 
+/// An idle HTTP/1.1 connection is parked (its buffers released) between
+/// requests: it still serves the next request on the same socket, also one
+/// whose head arrives in two pieces, and is still closed at the idle
+/// timeout.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_serves_again_after_parking() {
+    let up = upstream(Mode::Echo).await;
+    // Sweeps every 300 ms: quiet for two of them parks the connection.
+    let rules = fallback_to(&up)
+        .limit("idle_timeout", "1200ms")
+        .limit("header_read_timeout", "5s");
+    let p = start(rules).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let mut buf = [0u8; 4096];
+    for round in 0..3 {
+        if round == 2 {
+            // A head in two pieces, the first waking the parked socket.
+            s.write_all(b"GET /two HTTP/1.1\r\nhost: a\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s.write_all(b"x-piece: 2\r\n\r\n").await.unwrap();
+        } else {
+            s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        // Long enough to park (two quiet sweeps), short of the idle timeout.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    assert_eq!(up.hits(), 3);
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "idle connection not closed");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // 900 ms of the 1200 ms idle timeout had passed already.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
 #[tokio::test]
 async fn connections_over_max_are_closed() {
     let up = upstream(Mode::Echo).await;

@@ -18,9 +18,9 @@ use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
 use crate::upstream::def::UpstreamId;
-use crate::upstream::{SendError, Sent, Upstream};
+use crate::upstream::{OutBody, SendError, Sent, Upstream};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Response, Version, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -214,25 +214,19 @@ async fn send(
         timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
     }
     let max = snapshot.config.settings.limits.max_body_bytes;
-    let attempts = &mut served.attempts;
-    let sent = match out.body.held().cloned() {
-        Some(held) => {
-            let req = Request::from_parts(parts, full(Bytes::new()));
-            upstream
-                .send(req, Some(&held), timeout, attempts, None)
-                .await?
-        }
-        None => {
+    let body = match out.body {
+        RequestBody::Held(held) => OutBody::Held(held),
+        streamed => {
             // Streamed: its failure is the client's, also once the
             // response has started (SPEC 5.1).
             let failed = BodyFailed::default();
-            let body = Watched::new(out.body.into_proxy_body(max), failed.clone()).boxed();
-            let req = Request::from_parts(parts, body);
-            upstream
-                .send(req, None, timeout, attempts, Some(failed))
-                .await?
+            let body = Watched::new(streamed.into_proxy_body(max), failed.clone()).boxed();
+            OutBody::Stream(body, Some(failed))
         }
     };
+    let sent = upstream
+        .send(parts, body, timeout, &mut served.attempts)
+        .await?;
     served.endpoint = sent.endpoint.clone();
     let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
     answer(

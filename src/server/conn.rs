@@ -1,25 +1,35 @@
-//! One client connection: TLS, then HTTP/1.1 or HTTP/2 through hyper-util's
-//! auto builder, with its timers (the first request head, the send
-//! timeout, the idle timeout) and the drain signal watched by a task of its
-//! own.
+//! One client connection: TLS, then HTTP/1.1 or HTTP/2 with hyper. On
+//! clear text the HTTP/2 preface is sniffed once (a `peek`, nothing
+//! wraps the reads after it); on TLS, ALPN decides. Timeouts and the drain
+//! come from the server's sweeper ([`super::sweep`]), which also asks an
+//! idle clear-text HTTP/1.1 connection to park: hyper hands the socket
+//! back, its read and write buffers are freed, and a new hyper connection
+//! takes the socket when the client speaks again.
 
-use super::service::{Conn, ProxyService};
+use super::service::{Conn, proxy_service};
+use super::sweep::{CLOSE, CLOSE_NOW, HeadTimer, PARK, Registry, Watch};
 use crate::compile::Limits;
 use crate::pipeline::ConnInfo;
 use crate::runtime::Live;
+use bytes::{Buf, Bytes};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
+
+/// What an HTTP/2 client sends first (RFC 9113 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// HTTP/2 flow control toward clients (RELIABILITY 3: 64 KiB streams, a
 /// 1 MiB connection): what one client may make the proxy hold of its
@@ -35,19 +45,26 @@ const H2_MAX_STREAMS: u32 = 100;
 /// connection before it sends GOAWAY (hyper's default is 1024).
 const H2_MAX_LOCAL_RESETS: usize = 100;
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+fn h1_builder(limits: &Limits, watch: &Arc<Watch>) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(HeadTimer(watch.clone()))
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
+        // A head longer than this is a 431, however the reads fell (the
+        // read buffer's size alone lets a head that arrives in one large
+        // read through).
+        .max_header_size(limits.max_header_bytes)
         // hyper answers 431 when the head does not fit the read buffer.
         // The same size caps what it buffers toward a client that does not
         // read (64 KiB by default): the response body is pulled, and so
         // the upstream read, only as that buffer drains.
         .max_buf_size(limits.max_header_bytes.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(H2_MAX_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
@@ -62,26 +79,32 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     live: Arc<Live>,
-    stop: watch::Receiver<bool>,
+    registry: Arc<Registry>,
 ) {
-    let activity = Arc::new(Activity::default());
+    let limits = live.snapshot().config.settings.limits.clone();
+    let watch = Arc::new(Watch::new(peer, &limits));
+    registry.add(&watch);
     // `closed` resolves when the socket is dropped: an upgraded stream
     // (WebSocket) outlives hyper's connection, and the connection, its
     // permit included, lasts until then, so the drain waits for it too.
     let (open, closed) = oneshot::channel::<()>();
     let tracked = Tracked {
         inner: stream,
-        activity: activity.clone(),
+        watch: watch.clone(),
+        prefix: None,
         read_run: 0,
         _open: open,
     };
     let Some(acceptor) = tls else {
-        let info = ConnInfo {
-            peer,
-            tls: false,
-            sni: None,
-        };
-        drive(TokioIo::new(tracked), info, None, activity, live, stop).await;
+        let conn = Arc::new(Conn {
+            info: ConnInfo {
+                peer,
+                tls: false,
+                sni: None,
+            },
+            watch,
+        });
+        plain(tracked, &conn, &limits, &live).await;
         let _ = closed.await;
         return;
     };
@@ -100,251 +123,260 @@ pub(super) async fn serve_connection(
     };
     let session = stream.get_ref().1;
     let h2 = session.alpn_protocol().map(|p| p == b"h2");
-    let info = ConnInfo {
-        peer,
-        tls: true,
-        sni: session.server_name().map(Box::from),
-    };
-    drive(TokioIo::new(stream), info, h2, activity, live, stop).await;
+    let conn = Arc::new(Conn {
+        info: ConnInfo {
+            peer,
+            tls: true,
+            sni: session.server_name().map(Box::from),
+        },
+        watch,
+    });
+    match h2 {
+        Some(true) => serve_h2(stream, &conn, &limits, &live).await,
+        Some(false) => {
+            serve_h1(stream, &conn, &limits, &live, false).await;
+        }
+        None => serve_auto(stream, &conn, &limits, &live).await,
+    }
     let _ = closed.await;
 }
 
-/// Serves HTTP on an established connection (TLS already done). `h2` is
-/// what ALPN chose, if anything: the protocol is then fixed to it.
-async fn drive<I>(
-    io: TokioIo<I>,
-    info: ConnInfo,
-    h2: Option<bool>,
-    activity: Arc<Activity>,
-    live: Arc<Live>,
-    stop: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = info.peer;
-    let state = Arc::new(Conn {
-        info,
-        in_flight: AtomicUsize::new(0),
-        started: AtomicBool::new(false),
-    });
-    let limits = live.snapshot().config.settings.limits.clone();
-    let service = ProxyService::new(live, state.clone());
-    let builder = match h2 {
-        Some(true) => builder(&limits).http2_only(),
-        Some(false) => builder(&limits).http1_only(),
-        None => builder(&limits),
-    };
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    // The timers and the drain signal live in their own task: polled next
-    // to the connection, they would be polled (a timer entry and a
-    // `Notify` registration) on every wakeup of every request.
-    let (close_tx, mut close_rx) = watch::channel(Close::Open);
-    let watchdog = tokio::spawn(watch_connection(
-        state,
-        activity,
-        Deadlines::of(&limits),
-        stop,
-        close_tx,
-    ));
-    let mut graceful = false;
-    let res = loop {
-        tokio::select! {
-            biased;
-            res = conn.as_mut() => break res,
-            Ok(()) = close_rx.changed() => match *close_rx.borrow_and_update() {
-                Close::Open => {}
-                Close::Graceful => {
-                    if !graceful {
-                        graceful = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-                // Dropping the connection closes the socket.
-                Close::Now => break Ok(()),
-            },
+/// A clear-text connection: HTTP/2 if it starts with the preface, else
+/// HTTP/1.1, parked whenever the sweeper finds it idle.
+async fn plain(mut io: Tracked, conn: &Arc<Conn>, limits: &Limits, live: &Arc<Live>) {
+    let w = &conn.watch;
+    // From the accept on, the first head must arrive within the timeout.
+    w.start_head(limits.header_read_timeout);
+    match sniff(&io.inner, w).await {
+        None => return,
+        Some(true) => {
+            w.carry_deadline(0);
+            serve_h2(io, conn, limits, live).await;
+            return;
         }
-    };
-    watchdog.abort();
-    if let Err(e) = res {
-        tracing::debug!(%peer, error = %e, "connection error");
+        Some(false) => {}
     }
-}
-
-/// What the watchdog asks of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Close {
-    Open,
-    /// Finish the request in flight, then close (idle, drain).
-    Graceful,
-    /// Close at once (no request head in time, a client that reads
-    /// nothing).
-    Now,
-}
-
-/// The connection timers of `limits`, and how often to look at them.
-#[derive(Debug, Clone, Copy)]
-struct Deadlines {
-    idle: Duration,
-    first_head: Duration,
-    send: Duration,
-    period: Duration,
-}
-
-impl Deadlines {
-    fn of(limits: &Limits) -> Deadlines {
-        let shortest = limits.idle_timeout.min(limits.send_timeout);
-        Deadlines {
-            idle: limits.idle_timeout,
-            first_head: limits.header_read_timeout,
-            send: limits.send_timeout,
-            period: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
-        }
-    }
-}
-
-/// Watches one connection and asks (through `close`) for:
-/// - a close at once when no request has arrived within the header read
-///   timeout of the connection's start (a socket that sends nothing, or
-///   not even enough to tell HTTP/1.1 from HTTP/2, which hyper's own
-///   header timer does not cover);
-/// - a close at once when a write has waited on the client for
-///   `send_timeout` without a byte accepted;
-/// - a graceful close when the proxy drains (`stop`) or when the
-///   connection has been idle, with nothing in flight, for `idle`.
-async fn watch_connection(
-    conn: Arc<Conn>,
-    activity: Arc<Activity>,
-    limits: Deadlines,
-    mut stop: watch::Receiver<bool>,
-    close: watch::Sender<Close>,
-) {
-    let mut tick = tokio::time::interval(limits.period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let opened = tokio::time::Instant::now();
-    let mut state = Watch::new(&activity, opened);
-    let first_head = tokio::time::sleep_until(opened + limits.first_head);
-    tokio::pin!(first_head);
-    let (mut waiting_head, mut draining) = (true, false);
     loop {
-        let now = tokio::select! {
-            changed = stop.changed(), if !draining => {
-                draining = true;
-                if changed.is_ok() {
-                    let _ = close.send(Close::Graceful);
-                }
-                continue;
-            }
-            () = &mut first_head, if waiting_head => {
-                waiting_head = false;
-                if conn.started.load(Ordering::Relaxed) {
-                    continue;
-                }
-                tracing::debug!(peer = %conn.info.peer, "no request head within the header read timeout");
-                break;
-            }
-            now = tick.tick() => now,
+        let Some((back, leftover)) = serve_h1(io, conn, limits, live, true).await else {
+            return;
         };
-        match state.tick(now, &conn, &activity, &limits) {
-            Some(Close::Now) => break,
-            Some(Close::Graceful) if !draining => {
-                draining = true;
-                let _ = close.send(Close::Graceful);
-            }
-            _ => {}
-        }
-    }
-    let _ = close.send(Close::Now);
-}
-
-/// What the watchdog remembers between two ticks.
-#[derive(Debug)]
-struct Watch {
-    /// Reads and writes at the last tick, and since when there were none.
-    moves: u64,
-    quiet_since: tokio::time::Instant,
-    /// Writes at the last tick, and since when a write has been waiting.
-    writes: u64,
-    blocked_since: Option<tokio::time::Instant>,
-}
-
-impl Watch {
-    fn new(activity: &Activity, now: tokio::time::Instant) -> Watch {
-        Watch {
-            moves: activity.moves(),
-            quiet_since: now,
-            writes: activity.writes(),
-            blocked_since: None,
-        }
-    }
-
-    /// `Now` when a write has waited `send` without a byte accepted,
-    /// `Graceful` when the connection has been idle for `idle`.
-    fn tick(
-        &mut self,
-        now: tokio::time::Instant,
-        conn: &Conn,
-        activity: &Activity,
-        limits: &Deadlines,
-    ) -> Option<Close> {
-        let writes = activity.writes();
-        if activity.write_waiting() && writes == self.writes {
-            let since = *self.blocked_since.get_or_insert(now);
-            if now.duration_since(since) >= limits.send {
-                tracing::debug!(peer = %conn.info.peer, "client accepted nothing within the send timeout");
-                return Some(Close::Now);
+        io = back;
+        if leftover.is_empty() {
+            if !wait_readable(&io.inner, w).await {
+                tracing::debug!(peer = %conn.info.peer, "parked connection closed");
+                return;
             }
         } else {
-            self.blocked_since = None;
+            io.prefix = Some(leftover);
         }
-        self.writes = writes;
-        let moves = activity.moves();
-        if moves != self.moves || conn.in_flight.load(Ordering::Relaxed) > 0 {
-            self.moves = moves;
-            self.quiet_since = now;
-        } else if now.duration_since(self.quiet_since) >= limits.idle {
-            tracing::debug!(peer = %conn.info.peer, "idle timeout");
-            return Some(Close::Graceful);
-        }
-        None
     }
 }
 
-/// What a connection's socket did, in counters that are cheaper on every
-/// read and write than a clock; the watchdog compares them between ticks.
-#[derive(Debug, Default)]
-struct Activity {
-    reads: AtomicU64,
-    writes: AtomicU64,
-    /// A write found the socket full and has not gone through since.
-    write_waiting: AtomicBool,
-}
-
-impl Activity {
-    fn moves(&self) -> u64 {
-        self.reads
-            .load(Ordering::Relaxed)
-            .wrapping_add(self.writes.load(Ordering::Relaxed))
-    }
-    fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
-    }
-    fn write_waiting(&self) -> bool {
-        self.write_waiting.load(Ordering::Relaxed)
-    }
-    /// Records the outcome of a write.
-    fn wrote(&self, res: &Poll<io::Result<usize>>) {
-        match res {
-            Poll::Ready(Ok(n)) if *n > 0 => {
-                self.writes.fetch_add(1, Ordering::Relaxed);
-                if self.write_waiting.load(Ordering::Relaxed) {
-                    self.write_waiting.store(false, Ordering::Relaxed);
-                }
+/// Whether the connection starts with the HTTP/2 preface (`None`: it
+/// closed, or was closed, first). Peeks: the bytes stay in the socket.
+async fn sniff(stream: &TcpStream, w: &Watch) -> Option<bool> {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = poll_fn(|cx| {
+            w.register(cx);
+            if w.asks() & (CLOSE | CLOSE_NOW) != 0 || w.head_expired() {
+                return Poll::Ready(None);
             }
-            Poll::Pending => self.write_waiting.store(true, Ordering::Relaxed),
-            _ => {}
+            let mut rb = ReadBuf::new(&mut buf);
+            match stream.poll_peek(cx, &mut rb) {
+                Poll::Ready(Ok(n)) => Poll::Ready(Some(n)),
+                Poll::Ready(Err(_)) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        let seen = buf.get(..n)?;
+        if n == 0 {
+            return None;
         }
+        if seen != &PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far: wait for the rest (rare; a peek
+        // would see the same bytes again at once).
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until a parked connection's socket is readable (`true`), or the
+/// connection is to close: asked to, its head-read deadline passed, or
+/// the socket failed (`false`).
+async fn wait_readable(stream: &TcpStream, w: &Watch) -> bool {
+    poll_fn(|cx| {
+        w.register(cx);
+        if w.asks() & (CLOSE | CLOSE_NOW) != 0 || w.head_expired() {
+            return Poll::Ready(false);
+        }
+        match stream.poll_read_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(r.is_ok()),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 on `io` until the connection ends (`None`) or, when
+/// `parkable`, until the sweeper finds it idle: then the socket and any
+/// bytes hyper read ahead come back.
+async fn serve_h1<I>(
+    io: I,
+    conn: &Arc<Conn>,
+    limits: &Limits,
+    live: &Arc<Live>,
+    parkable: bool,
+) -> Option<(I, Bytes)>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let w = &conn.watch;
+    let service = proxy_service(live.clone(), conn.clone());
+    // Boxed: a parked connection's task keeps only the small state.
+    let mut hc = Box::new(
+        h1_builder(limits, w)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    );
+    w.clear_park();
+    w.parkable.store(parkable, Ordering::Relaxed);
+    let mut parking = false;
+    let res = drive(Pin::new(&mut *hc), w, |hc, asks| {
+        if asks & CLOSE != 0 {
+            w.parking.store(false, Ordering::Relaxed);
+            hc.graceful_shutdown();
+            return true;
+        }
+        if asks & PARK != 0 && !parking {
+            w.clear_park();
+            // Idle as hyper sees it: no request in flight (a response
+            // already had its head written). hyper then closes its side
+            // at once, leaving any bytes of a next head in its buffer.
+            if w.in_flight.load(Ordering::Relaxed) == 0 {
+                parking = true;
+                w.parking.store(true, Ordering::Relaxed);
+                hc.graceful_shutdown();
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    w.parkable.store(false, Ordering::Relaxed);
+    let parked = w.parking.swap(false, Ordering::Relaxed);
+    // Asked to close at once: dropping the connection closes the socket.
+    let res = res?;
+    if let Err(e) = res {
+        tracing::debug!(peer = %conn.info.peer, error = %e, "connection error");
+        return None;
+    }
+    if !parked || w.asks() & CLOSE != 0 {
+        return None;
+    }
+    let deadline = w.head_deadline();
+    let parts = (*hc).into_parts()?;
+    drop(parts.service);
+    w.carry_deadline(deadline);
+    Some((parts.io.into_inner(), parts.read_buf))
+}
+
+/// Serves HTTP/2 on `io` until the connection ends.
+async fn serve_h2<I>(io: I, conn: &Arc<Conn>, limits: &Limits, live: &Arc<Live>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = proxy_service(live.clone(), conn.clone());
+    let mut hc = Box::pin(h2_builder(limits).serve_connection(TokioIo::new(io), service));
+    let res = drive(hc.as_mut(), &conn.watch, |hc, asks| {
+        if asks & CLOSE != 0 {
+            hc.graceful_shutdown();
+            return true;
+        }
+        conn.watch.clear_park();
+        false
+    })
+    .await;
+    if let Some(Err(e)) = res {
+        tracing::debug!(peer = %conn.info.peer, error = %e, "connection error");
+    }
+}
+
+/// TLS without ALPN: HTTP/1.1 or HTTP/2 as the first bytes say
+/// (hyper-util's detection).
+async fn serve_auto<I>(io: I, conn: &Arc<Conn>, limits: &Limits, live: &Arc<Live>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(HeadTimer(conn.watch.clone()))
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_SEND_BUF)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
+    let service = proxy_service(live.clone(), conn.clone());
+    let mut hc = Box::pin(b.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let res = drive(hc.as_mut(), &conn.watch, |hc, asks| {
+        if asks & CLOSE != 0 {
+            hc.graceful_shutdown();
+            return true;
+        }
+        conn.watch.clear_park();
+        false
+    })
+    .await;
+    if let Some(Err(e)) = res {
+        tracing::debug!(peer = %conn.info.peer, error = %e, "connection error");
+    }
+}
+
+/// Polls a hyper connection to its end (`None`: the sweeper asked it to
+/// close at once, [`CLOSE_NOW`], and the caller drops it). Each time it
+/// waits, what the sweeper asks is handed to `on_ask`, which returns
+/// whether it changed the connection's state (it is then polled again at
+/// once). Only a request to close ends the asking: it is answered once.
+async fn drive<F, T>(
+    mut hc: Pin<&mut F>,
+    w: &Watch,
+    mut on_ask: impl FnMut(Pin<&mut F>, u8) -> bool,
+) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    let mut closing = false;
+    poll_fn(move |cx: &mut Context<'_>| {
+        w.register(cx);
+        loop {
+            if let Poll::Ready(r) = hc.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let asks = w.asks();
+            if asks & CLOSE_NOW != 0 {
+                return Poll::Ready(None);
+            }
+            if asks == 0 || closing {
+                return Poll::Pending;
+            }
+            closing = asks & CLOSE != 0;
+            if !on_ask(hc.as_mut(), asks) {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
 }
 
 /// Bytes a connection may read before its task yields to the others.
@@ -355,19 +387,18 @@ impl Activity {
 /// tests, while every other client waited (SPEC 5.1, the 20 ms promise).
 const READ_SLICE: usize = 16 * 1024;
 
-pin_project_lite::pin_project! {
-    /// A stream that records its reads and writes, yields after
-    /// [`READ_SLICE`] bytes read without a pause, and tells when it is
-    /// dropped (`_open` closes its channel).
-    struct Tracked {
-        #[pin]
-        inner: TcpStream,
-        activity: Arc<Activity>,
-        // Bytes read since the socket last had nothing to give (or since
-        // the task last yielded).
-        read_run: usize,
-        _open: oneshot::Sender<()>,
-    }
+/// A client socket that counts its reads and writes for the sweeper,
+/// yields after [`READ_SLICE`] bytes read without a pause, replays bytes a
+/// parked hyper connection had read ahead, skips the shutdown while
+/// parking, and tells when it is dropped (`_open` closes its channel).
+struct Tracked {
+    inner: TcpStream,
+    watch: Arc<Watch>,
+    prefix: Option<Bytes>,
+    /// Bytes read since the socket last had nothing to give (or since the
+    /// task last yielded).
+    read_run: usize,
+    _open: oneshot::Sender<()>,
 }
 
 impl AsyncRead for Tracked {
@@ -376,22 +407,31 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if *this.read_run >= READ_SLICE {
+        let this = self.get_mut();
+        if let Some(p) = &mut this.prefix {
+            let n = p.len().min(buf.remaining());
+            buf.put_slice(p.get(..n).unwrap_or_default());
+            p.advance(n);
+            if p.is_empty() {
+                this.prefix = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if this.read_run >= READ_SLICE {
             // Back of the run queue (a task woken while it runs is
             // rescheduled as a yield), then read on.
-            *this.read_run = 0;
+            this.read_run = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            *this.read_run += n;
-            this.activity.reads.fetch_add(1, Ordering::Relaxed);
+            this.read_run += n;
+            this.watch.read();
         } else if res.is_pending() {
-            *this.read_run = 0;
+            this.read_run = 0;
         }
         res
     }
@@ -403,25 +443,30 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write(cx, buf);
-        this.activity.wrote(&res);
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch.wrote(&res);
         res
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.watch.parking.load(Ordering::Relaxed) {
+            // hyper ends its side of a parked connection: the socket stays.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write_vectored(cx, bufs);
-        this.activity.wrote(&res);
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch.wrote(&res);
         res
     }
     fn is_write_vectored(&self) -> bool {

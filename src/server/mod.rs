@@ -7,6 +7,7 @@
 mod conn;
 pub mod plain;
 mod service;
+mod sweep;
 
 use crate::metrics::ListenerConnections;
 use crate::runtime::Live;
@@ -16,6 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use sweep::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -64,6 +66,14 @@ impl Server {
         let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
+        // One sweeper for every connection: idle timeouts, head-read
+        // deadlines, parking, the drain.
+        let registry = Arc::new(Registry::default());
+        let period_live = self.live.clone();
+        let sweeper = tokio::spawn(registry.clone().run(
+            move || sweep::period(&period_live.snapshot().config.settings.limits),
+            stop_rx,
+        ));
         let mut accepts = tokio::task::JoinSet::new();
         let settings = self.live.snapshot().config.settings.clone();
         for ((l, tls), conf) in self.listeners.into_iter().zip(&settings.listeners) {
@@ -78,7 +88,7 @@ impl Server {
                 tls.map(TlsAcceptor::from),
                 self.live.clone(),
                 permits.clone(),
-                stop_rx.clone(),
+                registry.clone(),
                 gauge,
             ));
         }
@@ -96,6 +106,7 @@ impl Server {
         {
             tracing::warn!(?drain, "connections still open after the drain timeout");
         }
+        sweeper.abort();
         Ok(())
     }
 }
@@ -105,7 +116,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     live: Arc<Live>,
     permits: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
+    registry: Arc<Registry>,
     gauge: Option<ListenerConnections>,
 ) {
     loop {
@@ -125,11 +136,11 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let live = live.clone();
-        let stop = stop.clone();
+        let registry = registry.clone();
         let tls = tls.clone();
         let open = gauge.as_ref().map(ListenerConnections::open);
         tokio::spawn(async move {
-            conn::serve_connection(stream, peer, tls, live, stop).await;
+            conn::serve_connection(stream, peer, tls, live, registry).await;
             drop(open);
             drop(permit);
         });

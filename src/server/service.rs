@@ -3,6 +3,7 @@
 //! client's, an Upgrade as a [`PendingUpgrade`]) and counts the request in
 //! flight on its connection until hyper is done with it, however it ends.
 
+use super::sweep::Watch;
 use crate::forward::body::{BoxError, ClientBodyError, ProxyBody};
 use crate::forward::headers;
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
@@ -14,32 +15,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 /// One connection's state shared by its requests.
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) info: ConnInfo,
-    /// Requests in flight (for the idle timeout).
-    pub(super) in_flight: AtomicUsize,
-    /// Whether a request head has arrived (until then the connection has
-    /// the header read timeout to send one).
-    pub(super) started: AtomicBool,
-}
-
-/// The hyper service for one connection.
-#[derive(Debug, Clone)]
-pub(super) struct ProxyService {
-    live: Arc<Live>,
-    conn: Arc<Conn>,
-}
-
-impl ProxyService {
-    pub(super) fn new(live: Arc<Live>, conn: Arc<Conn>) -> Self {
-        ProxyService { live, conn }
-    }
+    /// Requests in flight, activity, and what the sweeper asks.
+    pub(super) watch: Arc<Watch>,
 }
 
 /// Counts a request in flight until dropped, also when hyper drops the
@@ -48,27 +32,36 @@ struct InFlight(Arc<Conn>);
 
 impl InFlight {
     fn new(conn: Arc<Conn>) -> Self {
-        conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        if !conn.started.load(Ordering::Relaxed) {
-            conn.started.store(true, Ordering::Relaxed);
-        }
+        conn.watch.in_flight.fetch_add(1, Ordering::Relaxed);
+        conn.watch.started();
         InFlight(conn)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.watch.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let in_flight = InFlight::new(self.conn.clone());
+/// The hyper service for one connection. Its future is the request's own
+/// (not boxed): hyper keeps it in a slot it allocates once per connection,
+/// where boxing it here would copy the whole pipeline's state (~9 KB) into
+/// a new allocation for every request.
+pub(super) fn proxy_service(
+    live: Arc<Live>,
+    conn: Arc<Conn>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ Unpin
++ 'static {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let in_flight = InFlight::new(conn.clone());
         let upgrade = (req.version() == http::Version::HTTP_11
             && headers::is_upgrade(req.headers()))
         .then(|| client_upgrade(&mut req));
@@ -76,14 +69,13 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             body.map_err(|e| BoxError::from(ClientBodyError(e.into())))
                 .boxed()
         });
-        let live = self.live.clone();
-        Box::pin(async move {
-            let snapshot = live.snapshot();
+        let snapshot = live.snapshot();
+        async move {
             let resp = pipeline::serve(&snapshot, req, upgrade, &in_flight.0.info).await;
             drop(in_flight);
             Ok(resp)
-        })
-    }
+        }
+    })
 }
 
 /// The client side of an Upgrade request.

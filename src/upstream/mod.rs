@@ -647,30 +647,39 @@ impl Upstream {
         }
     }
 
-    /// Sends a request with the retry rules of SPEC 6. `held` is `Some`
-    /// when the body is held in full (or absent: `Some(empty)`) and so can
-    /// be sent again; a streamed body (`None` here, passed in `req`) is
-    /// sent once. Retries go to another endpoint (a single endpoint is not
-    /// retried) without moving the round-robin position. `attempts` counts
-    /// each exchange tried (the access log's `attempts`, SPEC 10), whether
-    /// the send ends well or not.
+    /// Sends a request with the retry rules of SPEC 6. A body held in full
+    /// (or absent: empty) can be sent again; a streamed one is sent once,
+    /// watched by `failed` (a cut after the client's body failed is the
+    /// client's). Retries go to another endpoint (a single endpoint is not
+    /// retried) without moving the round-robin position. The head is
+    /// copied for a retry only when one is possible (retries configured,
+    /// more than one endpoint, a held body). `attempts` counts each
+    /// exchange tried (the access log's `attempts`, SPEC 10), whether the
+    /// send ends well or not.
     pub async fn send(
         &self,
-        req: Request<ProxyBody>,
-        held: Option<&bytes::Bytes>,
+        parts: http::request::Parts,
+        body: OutBody,
         timeout: Duration,
         attempts: &mut u32,
-        failed: Option<BodyFailed>,
     ) -> Result<Sent, SendError> {
         let Some(mut idx) = self.pick() else {
             return Err(self.no_healthy());
         };
-        let Some(held) = held else {
-            *attempts += 1;
-            return self.send_watched(idx, req, timeout, failed).await;
+        let held = match body {
+            OutBody::Held(held) if self.def.retries > 0 && self.endpoints.len() > 1 => held,
+            OutBody::Held(held) => {
+                *attempts += 1;
+                let req = Request::from_parts(parts, full(held));
+                return self.send_to(idx, req, timeout).await;
+            }
+            OutBody::Stream(body, failed) => {
+                *attempts += 1;
+                let req = Request::from_parts(parts, body);
+                return self.send_watched(idx, req, timeout, failed).await;
+            }
         };
-        let idempotent = is_idempotent(req.method());
-        let (parts, _) = req.into_parts();
+        let idempotent = is_idempotent(&parts.method);
         let mut tried = Tried::default();
         let mut attempts_left = self.def.retries;
         loop {
@@ -697,6 +706,16 @@ impl Upstream {
             idx = next;
         }
     }
+}
+
+/// A request body on its way to an upstream.
+#[derive(Debug)]
+pub enum OutBody {
+    /// Held in full (or absent: empty): can be sent again on a retry.
+    Held(bytes::Bytes),
+    /// Streaming: sent once, with the flag its failure sets (the client's
+    /// fault, SPEC 5.1), when watched.
+    Stream(ProxyBody, Option<BodyFailed>),
 }
 
 /// The endpoints as the balancer sees them at one moment.

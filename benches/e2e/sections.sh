@@ -1,0 +1,274 @@
+# Sourced by benches/e2e.sh after its helpers, the backend and the "plain"
+# and "memory" sections (not run on its own): the sections where Pointsman
+# should be far ahead, each proxy measured in turn in the same run.
+#
+#   large   LARGE_SIZES routes (default "10 10000") of host + path prefix +
+#           header, the request matching the last route
+#   reload  RELOAD_COUNT reloads (20) of a RELOAD_ROUTES-route (10000) config
+#           during a RELOAD_DURATION (20s) wrk run, against the same run
+#           without reloads
+#   h2      h2load over h2c and over TLS 1.3 (ALPN h2): H2_CLIENTS (50)
+#           connections, H2_STREAMS (10) concurrent streams each
+#   conns   memory of CONNS_IDLE (10000) idle keep-alive client connections
+#           (benches/idle_conns.sh)
+
+LARGE_SIZES=${LARGE_SIZES:-10 10000}
+RELOAD_ROUTES=${RELOAD_ROUTES:-10000}
+RELOAD_COUNT=${RELOAD_COUNT:-20}
+RELOAD_DURATION=${RELOAD_DURATION:-20s}
+H2_CLIENTS=${H2_CLIENTS:-50}
+H2_STREAMS=${H2_STREAMS:-10}
+CONNS_IDLE=${CONNS_IDLE:-10000}
+
+P_L_POINTSMAN=$((BASE_PORT + 20))
+P_L_HAPROXY=$((BASE_PORT + 21))
+P_L_NGINX=$((BASE_PORT + 22))
+P_L_ADMIN=$((BASE_PORT + 23))
+P_H2_POINTSMAN=$((BASE_PORT + 24))
+P_H2S_POINTSMAN=$((BASE_PORT + 25))
+P_H2_ADMIN=$((BASE_PORT + 26))
+P_H2_NGINX=$((BASE_PORT + 27))
+P_H2S_NGINX=$((BASE_PORT + 28))
+P_H2_HAPROXY=$((BASE_PORT + 29))
+P_H2S_HAPROXY=$((BASE_PORT + 30))
+
+# large_start PROXY N NAME: writes PROXY's config for N routes and starts
+# it as NAME; prints the seconds it took to answer on its port.
+large_start() {
+    local proxy=$1 n=$2 name=$3 dir=$TMP/large/$1-$2 t0 t1
+    mkdir -p "$dir"
+    case $proxy in
+    pointsman) gen_large_pointsman "$n" "$P_L_POINTSMAN" "$P_L_ADMIN" >"$dir/pointsman.yaml" ;;
+    haproxy) gen_large_haproxy "$n" "$P_L_HAPROXY" "$THREADS" >"$dir/haproxy.cfg" ;;
+    nginx) gen_large_nginx "$n" "$P_L_NGINX" "$dir" "$THREADS" >"$dir/nginx.conf" ;;
+    esac
+    t0=$(date +%s.%N)
+    case $proxy in
+    pointsman) start "$name" "$BIN" run --config "$dir/pointsman.yaml" --access-log off --threads "$THREADS" ;;
+    # Master-worker mode (-W): SIGUSR2 to the master reloads.
+    haproxy) start "$name" haproxy -W -db -f "$dir/haproxy.cfg" ;;
+    nginx) start "$name" nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" ;;
+    esac
+    wait_port "$(large_port "$proxy")" "$name"
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}'
+}
+
+large_port() {
+    case $1 in
+    pointsman) echo "$P_L_POINTSMAN" ;;
+    haproxy) echo "$P_L_HAPROXY" ;;
+    nginx) echo "$P_L_NGINX" ;;
+    esac
+}
+
+# large_reload PROXY NAME: one reload of the running proxy; fails when the
+# proxy refused it.
+large_reload() {
+    local var=PID_${2//-/_} dir=$TMP/large/nginx-$RELOAD_ROUTES
+    case $1 in
+    pointsman) [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P_L_ADMIN/reload")" = 200 ] ;;
+    haproxy) kill -USR2 "${!var}" ;;
+    nginx)
+        nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -s reload 2>/dev/null
+        ;;
+    esac
+}
+
+# --------------------------------------------------------------------------
+if section large; then
+    mkdir -p "$TMP/large"
+    echo
+    echo "large rule sets: host + path prefix + header per route, the request matching the last route"
+    for n in $LARGE_SIZES; do
+        read -r lpath lhost ltenant <<<"$(large_request "$n")"
+        for proxy in pointsman haproxy nginx; do
+            name=large-$proxy-$n
+            secs=$(large_start "$proxy" "$n" "$name")
+            port=$(large_port "$proxy")
+            code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath")
+            [ "$code" = 200 ] || { log "error: $name answered $code to the last route's request"; exit 1; }
+            var=PID_${name//-/_}
+            wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
+            for round in $(seq "$ROUNDS"); do
+                run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
+            done
+            echo "$(rss_kb "${!var}") $secs" >"$TMP/$name.mem"
+            stop "$name"
+        done
+        table "large rule set, $n routes" "large-haproxy-$n" "large-pointsman-$n" "large-haproxy-$n" "large-nginx-$n"
+        echo "  ratios to nginx: pointsman $(ratio "$(col "large-pointsman-$n" 1)" "$(col "large-nginx-$n" 1)")× req/s, $(ratio "$(col "large-pointsman-$n" 4)" "$(col "large-nginx-$n" 4)")× CPU/request"
+        for proxy in pointsman haproxy nginx; do
+            read -r kb secs <"$TMP/large-$proxy-$n.mem"
+            printf '  %-10s %6d routes: VmRSS %8d kB after the runs, ready in %ss\n' "$proxy" "$n" "$kb" "$secs"
+        done
+    done
+fi
+
+# --------------------------------------------------------------------------
+if section reload; then
+    mkdir -p "$TMP/large"
+    read -r lpath lhost ltenant <<<"$(large_request "$RELOAD_ROUTES")"
+    echo
+    echo "reload under load: $RELOAD_COUNT reloads of a $RELOAD_ROUTES-route config during wrk -d$RELOAD_DURATION"
+    secs_total=$(awk -v d="${RELOAD_DURATION%s}" 'BEGIN {print d + 0}')
+    gap=$(awk -v d="$secs_total" -v n="$RELOAD_COUNT" 'BEGIN {printf "%.3f", d / (n + 1)}')
+    for proxy in pointsman haproxy nginx; do
+        name=reload-$proxy
+        large_start "$proxy" "$RELOAD_ROUTES" "$name" >/dev/null
+        port=$(large_port "$proxy")
+        var=PID_${name//-/_}
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
+        DURATION=$RELOAD_DURATION run_wrk "$name-steady" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
+        (
+            ok=0
+            for _ in $(seq "$RELOAD_COUNT"); do
+                sleep "$gap"
+                large_reload "$proxy" "$name" && ok=$((ok + 1))
+            done
+            echo "$ok" >"$TMP/$name.reloads"
+        ) &
+        reloader=$!
+        DURATION=$RELOAD_DURATION run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
+        wait "$reloader" || true
+        stop "$name"
+    done
+    echo
+    printf '%-10s %10s %10s %9s %9s %8s %9s\n' proxy 'req/s' 'steady' 'p99 ms' 'steady' 'p99 ×' errors
+    for proxy in pointsman haproxy nginx; do
+        name=reload-$proxy
+        printf '%-10s %10.0f %10.0f %9.3f %9.3f %8s %9s   (%s/%s reloads accepted)\n' "$proxy" \
+            "$(col "$name" 1)" "$(col "$name-steady" 1)" "$(col "$name" 3)" "$(col "$name-steady" 3)" \
+            "$(ratio "$(col "$name" 3)" "$(col "$name-steady" 3)")" \
+            "$(awk '{n += $5} END {print n + 0}' "$TMP/$name.results" 2>/dev/null || echo -)" \
+            "$(cat "$TMP/$name.reloads" 2>/dev/null || echo 0)" "$RELOAD_COUNT"
+    done
+fi
+
+# --------------------------------------------------------------------------
+# h2load_run NAME URL PID: one h2load run; appends "rps mean_ms cpu10k
+# failed" to $TMP/NAME.results (p50/p99: h2load gives min/max/mean only).
+h2load_run() {
+    local name=$1 url=$2 pid=$3 before after out rps done_ failed mean cpu10k secs
+    secs=$(awk -v d="${DURATION%s}" 'BEGIN {print d + 0}')
+    before=$(cpu_ticks "$pid")
+    out=$(h2load -c"$H2_CLIENTS" -m"$H2_STREAMS" -t"$WRK_THREADS" -D"$secs" --warm-up-time=1 "$url" 2>&1) || true
+    after=$(cpu_ticks "$pid")
+    echo "$out" >>"$TMP/$name.h2load"
+    rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
+    # requests: T total, S started, D done, OK succeeded, F failed, E errored
+    done_=$(awk '/^requests:/ {print $6}' <<<"$out")
+    failed=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
+    mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+    if [ -z "$rps" ] || [ -z "$done_" ] || [ "$done_" = 0 ]; then
+        log "warning: no result from h2load against $name"
+        return
+    fi
+    cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$done_" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    echo "$rps $(to_ms "$mean") 0 $cpu10k $failed" >>"$TMP/$name.results"
+    log "  $name: $rps req/s, mean $mean, $cpu10k CPU s/10k req, $failed failed"
+}
+
+if section h2; then
+    command -v h2load >/dev/null || {
+        log "installing nghttp2-client (h2load) with apt"
+        SUDO=
+        [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nghttp2-client >/dev/null
+    }
+    h2=$TMP/h2
+    mkdir -p "$h2/conf" "$h2/nginx"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$h2/key.pem" -out "$h2/cert.pem" 2>/dev/null
+    cat "$h2/cert.pem" "$h2/key.pem" >"$h2/haproxy.pem"
+    cat >"$h2/conf/pointsman.yaml" <<EOF
+listen:
+  - bind: "127.0.0.1:$P_H2_POINTSMAN"
+  - bind: "127.0.0.1:$P_H2S_POINTSMAN"
+    tls:
+      certificates: [{cert: $h2/cert.pem, key: $h2/key.pem}]
+      alpn: [h2, http/1.1]
+admin: {bind: "127.0.0.1:$P_H2_ADMIN"}
+upstreams:
+  backend: {endpoints: ["127.0.0.1:$P_BACKEND"]}
+routes:
+  - {name: all, match: {path_prefix: /}, to: backend}
+EOF
+    {
+        echo "worker_processes $THREADS;"
+        nginx_common "$h2/nginx"
+        cat <<EOF
+    upstream backend { server 127.0.0.1:$P_BACKEND; keepalive 256; keepalive_requests 100000000; }
+    ssl_protocols TLSv1.3;
+    server {
+        listen 127.0.0.1:$P_H2_NGINX http2;
+        listen 127.0.0.1:$P_H2S_NGINX ssl http2;
+        ssl_certificate $h2/cert.pem;
+        ssl_certificate_key $h2/key.pem;
+        http2_max_concurrent_streams 128;
+        keepalive_requests 100000000;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+    } >"$h2/nginx/nginx.conf"
+    cat >"$h2/haproxy.cfg" <<EOF
+global
+    nbthread $THREADS
+    maxconn 4096
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    timeout connect 2s
+    timeout client 60s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:$P_H2_HAPROXY proto h2
+    bind 127.0.0.1:$P_H2S_HAPROXY ssl crt $h2/haproxy.pem alpn h2,http/1.1
+    default_backend be
+backend be
+    server backend 127.0.0.1:$P_BACKEND
+EOF
+    start h2-pointsman "$BIN" run --config "$h2/conf/pointsman.yaml" --access-log off --threads "$THREADS"
+    start h2-nginx nginx -c "$h2/nginx/nginx.conf" -p "$h2/nginx" -e "$h2/nginx/error.log"
+    start h2-haproxy haproxy -f "$h2/haproxy.cfg" -db
+    wait_port "$P_H2S_POINTSMAN" h2-pointsman
+    wait_port "$P_H2S_NGINX" h2-nginx
+    wait_port "$P_H2S_HAPROXY" h2-haproxy
+    echo
+    echo "HTTP/2: h2load -c$H2_CLIENTS -m$H2_STREAMS -D${DURATION} (h2c prior knowledge; TLS 1.3 with ALPN h2), median of $ROUNDS rounds"
+    for round in $(seq "$ROUNDS"); do
+        for proxy in pointsman nginx haproxy; do
+            var=PID_h2_$proxy
+            case $proxy in
+            pointsman) c=$P_H2_POINTSMAN s=$P_H2S_POINTSMAN ;;
+            nginx) c=$P_H2_NGINX s=$P_H2S_NGINX ;;
+            haproxy) c=$P_H2_HAPROXY s=$P_H2S_HAPROXY ;;
+            esac
+            h2load_run "h2c-$proxy" "http://127.0.0.1:$c/" "${!var}"
+            h2load_run "h2tls-$proxy" "https://127.0.0.1:$s/" "${!var}"
+        done
+    done
+    table "h2c (p50 column: mean; no p99 from h2load)" h2c-nginx h2c-pointsman h2c-nginx h2c-haproxy
+    table "h2 over TLS 1.3 (p50 column: mean)" h2tls-nginx h2tls-pointsman h2tls-nginx h2tls-haproxy
+    for proxy in pointsman nginx haproxy; do stop "h2-$proxy"; done
+fi
+
+# --------------------------------------------------------------------------
+if section conns; then
+    echo
+    echo "idle keep-alive client connections ($CONNS_IDLE, benches/idle_conns.sh):"
+    CONNS=$CONNS_IDLE NO_BUILD=1 BASE_PORT=$((BASE_PORT + 40)) "$ROOT/benches/idle_conns.sh"
+fi
