@@ -20,8 +20,18 @@
 #   MEM_ROUTES   routes loaded for the idle-memory figure (default 10000)
 #   BASE_PORT    first of the loopback ports used (default 18100)
 #   NO_BUILD=1   skip `cargo build --release`
-#   ONLY         space-separated subset of targets to run
+#   BIN, FLOOR_BIN  the binaries measured (default: this tree's release build)
+#   ONLY         space-separated subset of targets to run in "plain"
 #                (backend pointsman pointsman-rules nginx haproxy hyper-floor)
+#   SECTIONS     what to measure (default: all of them, in this order):
+#                plain   the plain proxy and the 300-route rule set
+#                memory  idle memory with MEM_ROUTES routes loaded
+#                large   10 and 10,000 routes in each proxy's own idiom
+#                reload  20 reloads of a 10,000-route config under load
+#                h2      h2load over h2c and TLS 1.3
+#                conns   memory of 10,000 idle keep-alive connections
+#                The settings of the last four are at the top of
+#                benches/e2e/sections.sh.
 #
 # `hyper-floor` is examples/hyper_floor.rs: the least a proxy on Pointsman's
 # stack (tokio, hyper 1 HTTP/1.1, mimalloc) does per request, no routing.
@@ -42,10 +52,11 @@ RULES=${RULES:-300}
 MEM_ROUTES=${MEM_ROUTES:-10000}
 BASE_PORT=${BASE_PORT:-18100}
 ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy hyper-floor}
+SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/pointsman
-FLOOR_BIN=$ROOT/target/release/examples/hyper_floor
+BIN=${BIN:-$ROOT/target/release/pointsman}
+FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
 CLK_TCK=$(getconf CLK_TCK)
 
 P_BACKEND=$BASE_PORT

@@ -55,7 +55,9 @@ EOF
     for ((i = 0; i < n; i++)); do
         echo "    use_backend b$((i % 10)) if { hdr(host) -i h$i.example.com } { path_beg /api/$i } { req.hdr(x-tenant) -m str t$i }"
     done
-    echo "    http-request deny deny_status 404"
+    # use_backend lines run after every http-request rule: the miss is
+    # a backend of its own.
+    printf '    default_backend miss\nbackend miss\n    http-request deny deny_status 404\n'
     for i in $(seq 0 9); do
         printf 'backend b%s\n    server s 127.0.0.1:%s\n' "$i" "$P_BACKEND"
     done

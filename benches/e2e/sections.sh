@@ -10,7 +10,8 @@
 #   h2      h2load over h2c and over TLS 1.3 (ALPN h2): H2_CLIENTS (50)
 #           connections, H2_STREAMS (10) concurrent streams each
 #   conns   memory of CONNS_IDLE (10000) idle keep-alive client connections
-#           (benches/idle_conns.sh)
+#           (benches/idle_conns.sh), Pointsman against NGINX (HAProxy wants
+#           two descriptors per maxconn, more than this machine's 20,000)
 
 LARGE_SIZES=${LARGE_SIZES:-10 10000}
 RELOAD_ROUTES=${RELOAD_ROUTES:-10000}
@@ -31,9 +32,16 @@ P_H2_NGINX=$((BASE_PORT + 27))
 P_H2S_NGINX=$((BASE_PORT + 28))
 P_H2_HAPROXY=$((BASE_PORT + 29))
 P_H2S_HAPROXY=$((BASE_PORT + 30))
+for port in $(seq $((BASE_PORT + 20)) $((BASE_PORT + 30))); do
+    if ! port_free "$port"; then
+        log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
+        exit 1
+    fi
+done
 
 # large_start PROXY N NAME: writes PROXY's config for N routes and starts
-# it as NAME; prints the seconds it took to answer on its port.
+# it as NAME (not in a subshell: `start` records its PID); sets READY_SECS
+# to the seconds it took to answer on its port.
 large_start() {
     local proxy=$1 n=$2 name=$3 dir=$TMP/large/$1-$2 t0 t1
     mkdir -p "$dir"
@@ -51,7 +59,7 @@ large_start() {
     esac
     wait_port "$(large_port "$proxy")" "$name"
     t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}'
+    READY_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 }
 
 large_port() {
@@ -84,7 +92,7 @@ if section large; then
         read -r lpath lhost ltenant <<<"$(large_request "$n")"
         for proxy in pointsman haproxy nginx; do
             name=large-$proxy-$n
-            secs=$(large_start "$proxy" "$n" "$name")
+            large_start "$proxy" "$n" "$name"
             port=$(large_port "$proxy")
             code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath")
             [ "$code" = 200 ] || { log "error: $name answered $code to the last route's request"; exit 1; }
@@ -93,7 +101,7 @@ if section large; then
             for round in $(seq "$ROUNDS"); do
                 run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
             done
-            echo "$(rss_kb "${!var}") $secs" >"$TMP/$name.mem"
+            echo "$(rss_kb "${!var}") $READY_SECS" >"$TMP/$name.mem"
             stop "$name"
         done
         table "large rule set, $n routes" "large-haproxy-$n" "large-pointsman-$n" "large-haproxy-$n" "large-nginx-$n"
@@ -115,7 +123,7 @@ if section reload; then
     gap=$(awk -v d="$secs_total" -v n="$RELOAD_COUNT" 'BEGIN {printf "%.3f", d / (n + 1)}')
     for proxy in pointsman haproxy nginx; do
         name=reload-$proxy
-        large_start "$proxy" "$RELOAD_ROUTES" "$name" >/dev/null
+        large_start "$proxy" "$RELOAD_ROUTES" "$name"
         port=$(large_port "$proxy")
         var=PID_${name//-/_}
         wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
@@ -270,5 +278,6 @@ fi
 if section conns; then
     echo
     echo "idle keep-alive client connections ($CONNS_IDLE, benches/idle_conns.sh):"
-    CONNS=$CONNS_IDLE NO_BUILD=1 BASE_PORT=$((BASE_PORT + 40)) "$ROOT/benches/idle_conns.sh"
+    CONNS=$CONNS_IDLE NO_BUILD=1 BASE_PORT=$((BASE_PORT + 40)) ONLY="pointsman nginx" \
+        BIN=$BIN "$ROOT/benches/idle_conns.sh"
 fi
