@@ -3,18 +3,19 @@
 //! `experiment_viewed` events so a warehouse loads it as it is.
 //!
 //! The request path only pushes a record into a bounded lock-free queue
-//! (dropped and counted when full, never waited on); a thread of its own
+//! (dropped and counted when full, never waited on; it takes memory only
+//! as records wait, not 13 MB up front for a log that may be off); a thread of its own
 //! formats the lines and appends them to the file, one `write` per line
 //! (a line is never written half). The file is reopened on SIGUSR1 and on
 //! every reload (logrotate's habit).
 
 use crate::clock::rfc3339_millis;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 use http::HeaderValue;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime};
@@ -59,7 +60,7 @@ pub struct ExposureLog {
 
 #[derive(Debug)]
 struct Shared {
-    queue: ArrayQueue<ExposureRecord>,
+    queue: Bounded,
     target: arc_swap::ArcSwapOption<ExposureTarget>,
     reopen: AtomicBool,
     logged: Option<IntCounter>,
@@ -74,7 +75,7 @@ impl ExposureLog {
         let (logged, dropped) = counters.unzip();
         ExposureLog {
             shared: Arc::new(Shared {
-                queue: ArrayQueue::new(QUEUE),
+                queue: Bounded::default(),
                 target: Default::default(),
                 reopen: AtomicBool::new(false),
                 logged,
@@ -111,7 +112,7 @@ impl ExposureLog {
 
     /// Queues a record; when the queue is full it is dropped and counted.
     pub fn push(&self, record: ExposureRecord) {
-        if self.shared.queue.push(record).is_err() {
+        if !self.shared.queue.push(record) {
             if let Some(c) = &self.shared.dropped {
                 c.inc();
             }
@@ -147,6 +148,37 @@ impl ExposureLog {
                 }
             }
         })
+    }
+}
+
+/// A lock-free queue of at most [`QUEUE`] records that allocates as records
+/// arrive and frees as they leave.
+#[derive(Debug, Default)]
+struct Bounded {
+    records: SegQueue<ExposureRecord>,
+    len: AtomicUsize,
+}
+
+impl Bounded {
+    /// Queues `r` (`true`), or drops it when [`QUEUE`] records wait
+    /// already (`false`).
+    fn push(&self, r: ExposureRecord) -> bool {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= QUEUE {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.records.push(r);
+        true
+    }
+
+    fn pop(&self) -> Option<ExposureRecord> {
+        let r = self.records.pop()?;
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        Some(r)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 }
 
@@ -318,5 +350,22 @@ mod tests {
         assert_eq!(old.lines().count(), 1, "{old}");
         assert_eq!(new.lines().count(), 1, "{new}");
         assert!(new.contains("\"user_id\":\"b\""));
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_queue_records() {
+        let q = Bounded::default();
+        for i in 0..QUEUE {
+            assert!(q.push(record(&i.to_string())), "record {i}");
+        }
+        assert!(!q.push(record("one too many")));
+        assert_eq!(q.pop().map(|r| r.user), Some("0".to_string()));
+        assert!(q.push(record("room again")));
+        let mut n = 0;
+        while q.pop().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, QUEUE);
+        assert!(q.is_empty());
     }
 }
