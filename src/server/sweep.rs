@@ -184,10 +184,13 @@ impl Watch {
         self.asks.fetch_and(!PARK, Ordering::Relaxed);
     }
 
-    fn ask(&self, what: u8) {
-        if self.asks.fetch_or(what, Ordering::Relaxed) & what == 0 {
+    /// Asks `what` of the connection; whether it was not asked already.
+    fn ask(&self, what: u8) -> bool {
+        let new = self.asks.fetch_or(what, Ordering::Relaxed) & what == 0;
+        if new {
             self.waker.wake();
         }
+        new
     }
 
     /// Whether the running (or carried) head-read deadline has passed.
@@ -232,15 +235,24 @@ impl Registry {
 
     /// Looks at every connection once: asks the idle ones to close (or,
     /// for HTTP/1.1, to park), the rest of them too when `stopping`, and
-    /// wakes those whose head-read deadline passed.
-    fn sweep(&self, now: u64, stopping: bool) {
+    /// wakes those whose head-read deadline passed. Returns how many
+    /// connections let go of memory since the last sweep (closed, or asked
+    /// to park).
+    fn sweep(&self, now: u64, stopping: bool) -> usize {
+        let mut released = 0;
         for _ in 0..self.conns.len() {
             let Some(weak) = self.conns.pop() else { break };
-            let Some(conn) = weak.upgrade() else { continue };
-            look(&conn, now, stopping);
+            let Some(conn) = weak.upgrade() else {
+                released += 1;
+                continue;
+            };
+            if look(&conn, now, stopping) {
+                released += 1;
+            }
             drop(conn);
             self.conns.push(weak);
         }
+        released
     }
 
     /// Sweeps every `period()` until the process ends; from the first
@@ -251,6 +263,7 @@ impl Registry {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut stopping = *stop.borrow();
+        let mut release = false;
         loop {
             if stopping {
                 tokio::time::sleep(period()).await;
@@ -260,18 +273,26 @@ impl Registry {
                     () = tokio::time::sleep(period()) => {}
                 }
             }
-            self.sweep(tick_clock(), stopping);
+            if release {
+                // What parked and closed connections freed (their buffers
+                // and tasks) goes back to the OS: the allocator would
+                // otherwise keep those pages resident until its next
+                // allocation on the same thread.
+                crate::allocator::release_free_memory();
+            }
+            release = self.sweep(tick_clock(), stopping) > 0;
         }
     }
 }
 
-fn look(w: &Watch, now: u64, stopping: bool) {
+/// Looks at one connection; whether it was newly asked to park.
+fn look(w: &Watch, now: u64, stopping: bool) -> bool {
     if !w.started.load(Ordering::Relaxed) && now.saturating_sub(w.opened) >= w.first_head_ms {
         // A socket that sends nothing, or not even enough to tell HTTP/1.1
         // from HTTP/2 or to finish a TLS handshake.
         tracing::debug!(peer = %w.peer, "no request head within the header read timeout");
         w.ask(CLOSE_NOW);
-        return;
+        return false;
     }
     let writes = w.writes.load(Ordering::Relaxed);
     if w.write_waiting.load(Ordering::Relaxed) && writes == w.seen_writes.load(Ordering::Relaxed) {
@@ -285,7 +306,7 @@ fn look(w: &Watch, now: u64, stopping: bool) {
         if now.saturating_sub(since) >= w.send_ms {
             tracing::debug!(peer = %w.peer, "client accepted nothing within the send timeout");
             w.ask(CLOSE_NOW);
-            return;
+            return false;
         }
     } else {
         w.blocked_since.store(0, Ordering::Relaxed);
@@ -293,24 +314,26 @@ fn look(w: &Watch, now: u64, stopping: bool) {
     w.seen_writes.store(writes, Ordering::Relaxed);
     if stopping {
         w.ask(CLOSE);
-        return;
+        return false;
     }
     let moves = w.moves();
     let busy = w.in_flight.load(Ordering::Relaxed) > 0;
+    let mut parking = false;
     if moves != w.seen.load(Ordering::Relaxed) || busy {
         w.seen.store(moves, Ordering::Relaxed);
         w.quiet_since.store(now, Ordering::Relaxed);
     } else if now.saturating_sub(w.quiet_since.load(Ordering::Relaxed)) >= w.idle_ms {
         tracing::debug!(peer = %w.peer, "idle timeout");
         w.ask(CLOSE);
-        return;
+        return false;
     } else if w.parkable.load(Ordering::Relaxed) {
-        w.ask(PARK);
+        parking = w.ask(PARK);
     }
     let d = w.head_deadline.load(Ordering::Relaxed);
     if d != 0 && now >= d {
         w.waker.wake();
     }
+    parking
 }
 
 /// The sweep period for these timeouts: a quarter of the smallest, from
