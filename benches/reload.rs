@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     // What a reload does after reading: compile, link, swap.
     let compile_swap = |loaded: &config::Loaded| {
         let compiled = compile::compile(loaded).expect("compile");
-        live.store(runtime.link(compiled.config));
+        drop(live.swap(runtime.link(compiled.config)));
     };
     let once = || {
         let t = Instant::now();

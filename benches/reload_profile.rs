@@ -88,7 +88,7 @@ fn measured(step: Step, path: &Path, loaded: &Loaded, runtime: &Arc<Runtime>, li
         std::hint::black_box(&snapshot);
         return;
     };
-    live.store(snapshot);
+    drop(live.swap(snapshot));
     if step == Step::Metrics
         && let Some(m) = runtime.metrics()
     {

@@ -196,13 +196,14 @@ impl Reloader {
         }
     }
 
-    /// Reads, compiles and links the config off the request path (`None`:
-    /// a file change that left the content as it is).
+    /// Reads, compiles and links the config off the request path, on a
+    /// thread of lower CPU priority (`None`: a file change that left the
+    /// content as it is).
     async fn prepare(&self, trigger: Trigger) -> Result<Option<Prepared>, Vec<Diagnostic>> {
         let path = self.path.clone();
         let active_sha = self.status().sha256.clone();
         let live = self.live.clone();
-        tokio::task::spawn_blocking(move || {
+        off_the_request_path(move || {
             let prepared = (|| {
                 let loaded = config::load(&path)?;
                 if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
@@ -246,10 +247,14 @@ impl Reloader {
                  they take effect after a restart"
             );
         }
-        self.live.store(next.snapshot);
+        let old = self.live.swap(next.snapshot);
         self.files.store(Arc::new(next.started.files));
-        // The old snapshot is freed by now, unless a request still holds it.
-        crate::allocator::release_free_memory();
+        // Freeing the old snapshot (unless a request still holds it) takes
+        // milliseconds for a large rule set: not on a serving thread.
+        tokio::task::spawn_blocking(move || {
+            drop(old);
+            crate::allocator::release_free_memory();
+        });
         let now = rfc3339(SystemTime::now());
         let status = Arc::new(ConfigStatus {
             generation: self.status().generation + 1,
@@ -301,4 +306,37 @@ struct Prepared {
     snapshot: crate::runtime::Snapshot,
     bound: Bound,
     started: Started,
+}
+
+/// Runs `f` on a thread of its own at nice 10: on a machine whose cores
+/// are busy serving, a reload's compile (80 ms of CPU for 10,000 routes)
+/// then takes the CPU the requests leave, instead of an equal share of it.
+async fn off_the_request_path<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pointsman-reload".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            let _ = tx.send(f());
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .map_err(|_| "the reload thread ended early".to_string())
+}
+
+/// Sets the calling thread's nice value to 10 (Linux: a thread's own
+/// priority; elsewhere, nothing).
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` take no pointers; on Linux
+    // `PRIO_PROCESS` with a thread id changes that thread only.
+    #[allow(unsafe_code)]
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("cannot lower the reload thread's priority");
+        }
+    }
 }

@@ -34,9 +34,11 @@ impl Live {
         &self.runtime
     }
 
-    /// Replaces the snapshot; requests in flight keep the one they loaded.
-    pub fn store(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+    /// Replaces the snapshot and hands back the one it replaced; requests
+    /// in flight keep the one they loaded. Dropping the old one frees a
+    /// whole rule set: do it off the serving threads.
+    pub fn swap(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        self.snapshot.swap(Arc::new(snapshot))
     }
 }
 
