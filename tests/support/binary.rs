@@ -11,7 +11,24 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free port on 127.0.0.1 (bound, then released).
+///
+/// Taken below the kernel's ephemeral range (32768–60999 by default): a
+/// port found free here and bound later by a child proxy can then not be
+/// taken in between by another test's port-0 listener or outgoing
+/// connection, which is what made tests under load talk to the wrong
+/// server now and then. Each port is handed out once per test process.
 pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + start.wrapping_add(n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -223,7 +240,13 @@ impl Binary {
             .body(Default::default())
             .expect("request");
         let (parts, body) = super::send(&super::client(), req).await;
-        let json = serde_json::from_slice(&body).expect("reload JSON");
+        let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "reload JSON: {e}: {} {:?}",
+                parts.status,
+                String::from_utf8_lossy(&body)
+            )
+        });
         (parts.status, json)
     }
 
