@@ -211,6 +211,39 @@ http {
 EOF
 }
 
+# haproxy_head [GLOBAL-LINE...]: the global and defaults sections every
+# HAProxy config here shares (keep-alive both ways, X-Forwarded-For).
+haproxy_head() {
+    printf 'global\n    nbthread %s\n    maxconn 4096\n' "$THREADS"
+    local line
+    for line in "$@"; do printf '    %s\n' "$line"; done
+    cat <<EOF
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    timeout connect 2s
+    timeout client 60s
+    timeout server 30s
+    timeout http-keep-alive 60s
+EOF
+}
+
+# nginx_proxy_settings INDENT: how every NGINX config here proxies (HTTP/1.1
+# keep-alive upstream, Host kept, X-Forwarded-For and -Proto added).
+nginx_proxy_settings() {
+    sed "s/^/$1/" <<'EOF'
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Host $http_host;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_connect_timeout 2s;
+proxy_read_timeout 30s;
+EOF
+}
+
 start() {
     local name=$1
     shift
@@ -327,38 +360,21 @@ if section plain; then
         listen 127.0.0.1:$P_NGINX backlog=4096;
         location / {
             proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 30s;
-        }
-    }
-}
 EOF
+    nginx_proxy_settings "            "
+    printf '        }\n    }\n}\n'
 } >"$TMP/nginx/nginx.conf"
 
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread $THREADS
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
-    timeout http-keep-alive 60s
+{
+    haproxy_head
+    cat <<EOF
 frontend fe
     bind 127.0.0.1:$P_HAPROXY
     default_backend be
 backend be
     server backend 127.0.0.1:$P_BACKEND
 EOF
+} >"$TMP/haproxy.cfg"
 
 # Rule files sit in their own directory: Pointsman watches it, and the logs
 # written into $TMP would wake its watcher.

@@ -34,21 +34,10 @@ EOF
     done
 }
 
-gen_large_haproxy() { # N LISTEN THREADS
+gen_large_haproxy() { # N LISTEN
     local n=$1 i
+    haproxy_head
     cat <<EOF
-global
-    nbthread $3
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
-    timeout http-keep-alive 60s
 frontend fe
     bind 127.0.0.1:$2
 EOF
@@ -63,21 +52,15 @@ EOF
     done
 }
 
-gen_large_nginx() { # N LISTEN DIR THREADS
+gen_large_nginx() { # N LISTEN DIR
     local n=$1 i
-    echo "worker_processes $4;"
+    echo "worker_processes $THREADS;"
     nginx_common "$3"
     cat <<EOF
     server_names_hash_max_size 65536;
     server_names_hash_bucket_size 128;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host \$http_host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    proxy_connect_timeout 2s;
-    proxy_read_timeout 30s;
 EOF
+    nginx_proxy_settings "    "
     for i in $(seq 0 9); do
         printf '    upstream b%s { server 127.0.0.1:%s; keepalive 256; keepalive_requests 100000000; }\n' "$i" "$P_BACKEND"
     done

@@ -47,8 +47,8 @@ large_start() {
     mkdir -p "$dir"
     case $proxy in
     pointsman) gen_large_pointsman "$n" "$P_L_POINTSMAN" "$P_L_ADMIN" >"$dir/pointsman.yaml" ;;
-    haproxy) gen_large_haproxy "$n" "$P_L_HAPROXY" "$THREADS" >"$dir/haproxy.cfg" ;;
-    nginx) gen_large_nginx "$n" "$P_L_NGINX" "$dir" "$THREADS" >"$dir/nginx.conf" ;;
+    haproxy) gen_large_haproxy "$n" "$P_L_HAPROXY" >"$dir/haproxy.cfg" ;;
+    nginx) gen_large_nginx "$n" "$P_L_NGINX" "$dir" >"$dir/nginx.conf" ;;
     esac
     t0=$(date +%s.%N)
     case $proxy in
@@ -219,29 +219,13 @@ EOF
         keepalive_requests 100000000;
         location / {
             proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-        }
-    }
-}
 EOF
+        nginx_proxy_settings "            "
+        printf '        }\n    }\n}\n'
     } >"$h2/nginx/nginx.conf"
-    cat >"$h2/haproxy.cfg" <<EOF
-global
-    nbthread $THREADS
-    maxconn 4096
-    ssl-default-bind-options ssl-min-ver TLSv1.3
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
+    {
+        haproxy_head "ssl-default-bind-options ssl-min-ver TLSv1.3"
+        cat <<EOF
 frontend fe
     bind 127.0.0.1:$P_H2_HAPROXY proto h2
     bind 127.0.0.1:$P_H2S_HAPROXY ssl crt $h2/haproxy.pem alpn h2,http/1.1
@@ -249,6 +233,7 @@ frontend fe
 backend be
     server backend 127.0.0.1:$P_BACKEND
 EOF
+    } >"$h2/haproxy.cfg"
     start h2-pointsman "$BIN" run --config "$h2/conf/pointsman.yaml" --access-log off --threads "$THREADS"
     start h2-nginx nginx -c "$h2/nginx/nginx.conf" -p "$h2/nginx" -e "$h2/nginx/error.log"
     start h2-haproxy haproxy -f "$h2/haproxy.cfg" -db

@@ -292,19 +292,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = proxy_service(live.clone(), conn.clone());
-    let mut hc = Box::pin(h2_builder(limits).serve_connection(TokioIo::new(io), service));
-    let res = drive(hc.as_mut(), &conn.watch, |hc, asks| {
-        if asks & CLOSE != 0 {
-            hc.graceful_shutdown();
-            return true;
-        }
-        conn.watch.clear_park();
-        false
-    })
-    .await;
-    if let Some(Err(e)) = res {
-        tracing::debug!(peer = %conn.info.peer, error = %e, "connection error");
-    }
+    let hc = Box::pin(h2_builder(limits).serve_connection(TokioIo::new(io), service));
+    drive_unparked(hc, conn, |hc| hc.graceful_shutdown()).await;
 }
 
 /// TLS without ALPN: HTTP/1.1 or HTTP/2 as the first bytes say
@@ -328,10 +317,20 @@ where
         .max_send_buf_size(H2_SEND_BUF)
         .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS);
     let service = proxy_service(live.clone(), conn.clone());
-    let mut hc = Box::pin(b.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let hc = Box::pin(b.serve_connection_with_upgrades(TokioIo::new(io), service));
+    drive_unparked(hc, conn, |hc| hc.graceful_shutdown()).await;
+}
+
+/// Drives a connection that never parks (HTTP/2, TLS without ALPN) to its
+/// end: a request to close is answered with `shutdown` (graceful).
+async fn drive_unparked<F, E>(mut hc: Pin<Box<F>>, conn: &Conn, shutdown: impl Fn(Pin<&mut F>))
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let res = drive(hc.as_mut(), &conn.watch, |hc, asks| {
         if asks & CLOSE != 0 {
-            hc.graceful_shutdown();
+            shutdown(hc);
             return true;
         }
         conn.watch.clear_park();
