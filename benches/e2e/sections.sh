@@ -9,10 +9,12 @@
 #           without reloads
 #   h2      h2load over h2c and over TLS 1.3 (ALPN h2): H2_CLIENTS (50)
 #           connections, H2_STREAMS (10) concurrent streams each
+#   PROXIES picks the proxies of large, reload and h2 (default: all three)
 #   conns   memory of CONNS_IDLE (10000) idle keep-alive client connections
 #           (benches/idle_conns.sh), Pointsman against NGINX (HAProxy wants
 #           two descriptors per maxconn, more than this machine's 20,000)
 
+PROXIES=${PROXIES:-pointsman haproxy nginx}
 LARGE_SIZES=${LARGE_SIZES:-10 10000}
 RELOAD_ROUTES=${RELOAD_ROUTES:-10000}
 RELOAD_COUNT=${RELOAD_COUNT:-20}
@@ -75,7 +77,13 @@ large_port() {
 large_reload() {
     local var=PID_${2//-/_} dir=$TMP/large/nginx-$RELOAD_ROUTES
     case $1 in
-    pointsman) [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P_L_ADMIN/reload")" = 200 ] ;;
+    pointsman)
+        # RELOAD_CONTROL=1: the same curl, asking GET /config instead (what
+        # the harness itself costs the machine, without any reload).
+        local method=POST path=/reload
+        [ -z "${RELOAD_CONTROL:-}" ] || method=GET path=/config
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -X "$method" "http://127.0.0.1:$P_L_ADMIN$path")" = 200 ]
+        ;;
     haproxy) kill -USR2 "${!var}" ;;
     nginx)
         nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -s reload 2>/dev/null
@@ -90,7 +98,7 @@ if section large; then
     echo "large rule sets: host + path prefix + header per route, the request matching the last route"
     for n in $LARGE_SIZES; do
         read -r lpath lhost ltenant <<<"$(large_request "$n")"
-        for proxy in pointsman haproxy nginx; do
+        for proxy in $PROXIES; do
             name=large-$proxy-$n
             large_start "$proxy" "$n" "$name"
             port=$(large_port "$proxy")
@@ -106,7 +114,7 @@ if section large; then
         done
         table "large rule set, $n routes" "large-haproxy-$n" "large-pointsman-$n" "large-haproxy-$n" "large-nginx-$n"
         echo "  ratios to nginx: pointsman $(ratio "$(col "large-pointsman-$n" 1)" "$(col "large-nginx-$n" 1)")× req/s, $(ratio "$(col "large-pointsman-$n" 4)" "$(col "large-nginx-$n" 4)")× CPU/request"
-        for proxy in pointsman haproxy nginx; do
+        for proxy in $PROXIES; do
             read -r kb secs <"$TMP/large-$proxy-$n.mem"
             printf '  %-10s %6d routes: VmRSS %8d kB after the runs, ready in %ss\n' "$proxy" "$n" "$kb" "$secs"
         done
@@ -121,7 +129,7 @@ if section reload; then
     echo "reload under load: $RELOAD_COUNT reloads of a $RELOAD_ROUTES-route config during wrk -d$RELOAD_DURATION"
     secs_total=$(awk -v d="${RELOAD_DURATION%s}" 'BEGIN {print d + 0}')
     gap=$(awk -v d="$secs_total" -v n="$RELOAD_COUNT" 'BEGIN {printf "%.3f", d / (n + 1)}')
-    for proxy in pointsman haproxy nginx; do
+    for proxy in $PROXIES; do
         name=reload-$proxy
         large_start "$proxy" "$RELOAD_ROUTES" "$name"
         port=$(large_port "$proxy")
@@ -143,7 +151,7 @@ if section reload; then
     done
     echo
     printf '%-10s %10s %10s %9s %9s %8s %9s\n' proxy 'req/s' 'steady' 'p99 ms' 'steady' 'p99 ×' errors
-    for proxy in pointsman haproxy nginx; do
+    for proxy in $PROXIES; do
         name=reload-$proxy
         printf '%-10s %10.0f %10.0f %9.3f %9.3f %8s %9s   (%s/%s reloads accepted)\n' "$proxy" \
             "$(col "$name" 1)" "$(col "$name-steady" 1)" "$(col "$name" 3)" "$(col "$name-steady" 3)" \

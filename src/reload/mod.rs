@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// What started a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,10 +249,10 @@ impl Reloader {
         }
         let old = self.live.swap(next.snapshot);
         self.files.store(Arc::new(next.started.files));
-        // Freeing the old snapshot (unless a request still holds it) takes
-        // milliseconds for a large rule set: not on a serving thread.
+        // Freeing the old snapshot takes milliseconds for a large rule set:
+        // not on a serving thread, so not by the last request that held it.
         tokio::task::spawn_blocking(move || {
-            drop(old);
+            drop_when_unshared(old, RETIRE_WAIT);
             crate::allocator::release_free_memory();
         });
         let now = rfc3339(SystemTime::now());
@@ -338,5 +338,60 @@ fn lower_this_threads_priority() {
         if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
             tracing::debug!("cannot lower the reload thread's priority");
         }
+    }
+}
+
+/// How long a replaced snapshot waits for the requests still using it
+/// before it is let go anyway (a long-lived tunnel may hold one).
+const RETIRE_WAIT: Duration = Duration::from_secs(10);
+
+/// Drops `old` once nothing else holds it (polling every millisecond, up
+/// to `wait`), so that its memory is freed on this thread rather than by
+/// whichever request lets go of it last.
+fn drop_when_unshared<T>(old: Arc<T>, wait: Duration) {
+    let deadline = std::time::Instant::now() + wait;
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(old);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+    use std::thread::ThreadId;
+
+    /// Records the thread it was dropped on.
+    struct Dropped(Arc<OnceLock<ThreadId>>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.set(std::thread::current().id());
+        }
+    }
+
+    #[test]
+    fn a_replaced_snapshot_is_freed_by_the_retiring_thread() {
+        let on = Arc::new(OnceLock::new());
+        let old = Arc::new(Dropped(on.clone()));
+        let request = old.clone();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(request);
+        });
+        let start = std::time::Instant::now();
+        drop_when_unshared(old, Duration::from_secs(5));
+        assert!(start.elapsed() >= Duration::from_millis(25));
+        assert_eq!(on.get(), Some(&std::thread::current().id()));
+        holder.join().unwrap();
+        // A holder that never lets go is not waited for beyond `wait`.
+        let on = Arc::new(OnceLock::new());
+        let old = Arc::new(Dropped(on.clone()));
+        let _kept = old.clone();
+        let start = std::time::Instant::now();
+        drop_when_unshared(old, Duration::from_millis(50));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(on.get().is_none());
     }
 }
