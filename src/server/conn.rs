@@ -145,12 +145,11 @@ pub(super) async fn serve_connection(
 /// HTTP/1.1, parked whenever the sweeper finds it idle.
 async fn plain(mut io: Tracked, conn: &Arc<Conn>, limits: &Limits, live: &Arc<Live>) {
     let w = &conn.watch;
-    // From the accept on, the first head must arrive within the timeout.
-    w.start_head(limits.header_read_timeout);
+    // The first request's deadline, from the accept on, is the sweeper's
+    // (it closes a connection that has not started one in time).
     match sniff(&io.inner, w).await {
         None => return,
         Some(true) => {
-            w.carry_deadline(0);
             serve_h2(io, conn, limits, live).await;
             return;
         }

@@ -210,15 +210,6 @@ impl Watch {
     pub(super) fn head_deadline(&self) -> u64 {
         self.head_deadline.load(Ordering::Relaxed)
     }
-
-    /// Starts a head-read deadline `timeout` from now (before hyper
-    /// runs: a new connection's first head), unless one is carried.
-    pub(super) fn start_head(&self, timeout: Duration) {
-        let d = now_ms().saturating_add(duration_ms(timeout));
-        if self.carry.load(Ordering::Relaxed) == 0 {
-            self.carry_deadline(d);
-        }
-    }
 }
 
 /// The open connections of a server, looked at by its sweeper task.
