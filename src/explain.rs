@@ -224,7 +224,7 @@ pub fn explain(
         crate::compile::Action::Redirect(r) => Some(r.status.as_u16()),
         _ => None,
     };
-    trace.split = decision.split.and_then(|d| d.trace);
+    trace.split = decision.split.and_then(|d| d.trace).map(|t| *t);
     Ok(trace)
 }
 

@@ -26,47 +26,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Answers a decided request.
-pub(super) async fn dispatch(
+pub(super) fn dispatch(
     snapshot: &Snapshot,
     decision: Decision,
     mut out: Outgoing<'_>,
     request_id: &HeaderValue,
     served: &mut Served,
-) -> Result<Response<ProxyBody>, ForwardError> {
-    let config = &snapshot.config;
-    let Some((i, route)) = decision.route.zip(decision.route(config)) else {
-        return fallback(snapshot, out, served, None).await;
-    };
-    served.route = Some(route.name.clone());
-    let metrics = snapshot.route_metrics(i);
-    served.series = metrics.and_then(|m| m.direct.clone());
-    match &route.action {
-        Action::Respond(r) => return Ok(respond(r)),
-        Action::Redirect(r) => return redirect(r, &out),
-        _ => {}
-    }
-    let Some(upstream) = decision.upstream(config) else {
-        return Err(ForwardError::NoHealthyUpstream("no upstream".into()));
-    };
-    let split = decision.split.as_ref();
-    prepare::variant(&mut out.parts, split);
-    note_split(route, split, metrics, served);
-    let mut out = mirror::maybe(snapshot, route, metrics, out, request_id).await;
-    let spare = Spare::keep(snapshot, &mut out);
-    match send(snapshot, upstream, out, Some(&route.forward), served).await {
-        Err(e) if e.fails_over() => match spare.and_then(Spare::outgoing) {
-            Some(out) => {
-                tracing::warn!(
-                    route = %route.name,
-                    upstream = served.upstream.as_deref().unwrap_or(""),
-                    error = %e,
-                    "upstream failed; failing over to the fallback"
-                );
-                fallback(snapshot, out, served, Some(e)).await
-            }
-            None => Err(e),
-        },
-        result => result,
+) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
+    async move {
+        let config = &snapshot.config;
+        let Some((i, route)) = decision.route.zip(decision.route(config)) else {
+            // Boxed here and below: a fallback is a second send, and inline it
+            // would double the size of every request's future (which hyper
+            // moves once per request).
+            return Box::pin(fallback(snapshot, out, served, None)).await;
+        };
+        served.route = Some(route.name.clone());
+        let metrics = snapshot.route_metrics(i);
+        served.series = metrics.and_then(|m| m.direct.clone());
+        match &route.action {
+            Action::Respond(r) => return Ok(respond(r)),
+            Action::Redirect(r) => return redirect(r, &out),
+            _ => {}
+        }
+        let Some(upstream) = decision.upstream(config) else {
+            return Err(ForwardError::NoHealthyUpstream("no upstream".into()));
+        };
+        let split = decision.split.as_ref();
+        prepare::variant(&mut out.parts, split);
+        note_split(route, split, metrics, served);
+        if route.forward.mirror.is_some() {
+            mirror::maybe(snapshot, route, metrics, &mut out, request_id).await;
+        }
+        let spare = Spare::keep(snapshot, &mut out);
+        match send(snapshot, upstream, out, Some(&route.forward), served).await {
+            Err(e) if e.fails_over() => match spare.and_then(Spare::outgoing) {
+                Some(out) => {
+                    tracing::warn!(
+                        route = %route.name,
+                        upstream = served.upstream.as_deref().unwrap_or(""),
+                        error = %e,
+                        "upstream failed; failing over to the fallback"
+                    );
+                    Box::pin(fallback(snapshot, out, served, Some(e))).await
+                }
+                None => Err(e),
+            },
+            result => result,
+        }
     }
 }
 
@@ -88,8 +95,9 @@ enum SpareBody {
 
 impl<'p> Spare<'p> {
     /// Keeps what a failover needs when `fallback.failover` is on (never
-    /// for an upgrade), lending a streamed body to the first send.
-    fn keep(snapshot: &Snapshot, out: &mut Outgoing<'p>) -> Option<Spare<'p>> {
+    /// for an upgrade), lending a streamed body to the first send. Boxed:
+    /// the request's future holds it across the send.
+    fn keep(snapshot: &Snapshot, out: &mut Outgoing<'p>) -> Option<Box<Spare<'p>>> {
         let on = snapshot
             .config
             .fallback
@@ -102,17 +110,17 @@ impl<'p> Spare<'p> {
             Some(held) => SpareBody::Held(held.clone()),
             None => SpareBody::Unread(out.body.lend()?),
         };
-        Some(Spare {
+        Some(Box::new(Spare {
             parts: out.parts.clone(),
             path: out.path,
             te_trailers: out.te_trailers,
             deadline: out.deadline,
             body,
-        })
+        }))
     }
 
     /// The request for the fallback, if its body can still be sent.
-    fn outgoing(self) -> Option<Outgoing<'p>> {
+    fn outgoing(self: Box<Self>) -> Option<Outgoing<'p>> {
         let body = match self.body {
             SpareBody::Held(b) => RequestBody::Held(b),
             SpareBody::Unread(u) => RequestBody::streaming(u.take_back()?),
@@ -167,76 +175,80 @@ fn note_split(
 
 /// Serves through the fallback; `failed` is the error that caused a
 /// failover (answered with if the fallback fails too, route name kept).
-async fn fallback(
+fn fallback(
     snapshot: &Snapshot,
     out: Outgoing<'_>,
     served: &mut Served,
     failed: Option<ForwardError>,
-) -> Result<Response<ProxyBody>, ForwardError> {
-    let Some(fb) = &snapshot.config.fallback else {
-        return Err(failed.unwrap_or(ForwardError::NoRoute));
-    };
-    served.via_fallback = true;
-    served.series = snapshot.metrics().fallback.clone();
-    let result = match &fb.action {
-        FallbackAction::Respond(r) => Ok(respond(r)),
-        FallbackAction::Forward(id) => send(snapshot, *id, out, None, served).await,
-    };
-    if result.is_err() {
-        // The JSON body and the label name the route that matched.
-        served.via_fallback = false;
+) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
+    async move {
+        let Some(fb) = &snapshot.config.fallback else {
+            return Err(failed.unwrap_or(ForwardError::NoRoute));
+        };
+        served.via_fallback = true;
+        served.series = snapshot.metrics().fallback.clone();
+        let result = match &fb.action {
+            FallbackAction::Respond(r) => Ok(respond(r)),
+            FallbackAction::Forward(id) => send(snapshot, *id, out, None, served).await,
+        };
+        if result.is_err() {
+            // The JSON body and the label name the route that matched.
+            served.via_fallback = false;
+        }
+        result
     }
-    result
 }
 
 /// Sends the request to upstream `id` with a route's options (path
 /// rewrite, header edits, timeout) and turns its answer into the client's.
-async fn send(
+fn send(
     snapshot: &Snapshot,
     id: UpstreamId,
     out: Outgoing<'_>,
     opts: Option<&ForwardOptions>,
     served: &mut Served,
-) -> Result<Response<ProxyBody>, ForwardError> {
-    let Some(upstream) = snapshot.upstream(id) else {
-        return Err(ForwardError::NoHealthyUpstream("unknown upstream".into()));
-    };
-    served.upstream = Some(upstream.def.name.clone());
-    // An HTTP/1.1 client that accepts trailers gets them declared.
-    let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
-    let mut parts = prepare::for_upstream(out.parts, out.path, opts)?;
-    prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
-    let mut timeout = opts
-        .and_then(|o| o.timeout)
-        .unwrap_or(upstream.def.request_timeout);
-    if let Some(deadline) = out.deadline {
-        // A gRPC deadline shorter than the route's timeout wins (SPEC 5).
-        timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-    }
-    let max = snapshot.config.settings.limits.max_body_bytes;
-    let body = match out.body {
-        RequestBody::Held(held) => OutBody::Held(held),
-        streamed => {
-            // Streamed: its failure is the client's, also once the
-            // response has started (SPEC 5.1).
-            let failed = BodyFailed::default();
-            let body = Watched::new(streamed.into_proxy_body(max), failed.clone()).boxed();
-            OutBody::Stream(body, Some(failed))
+) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
+    async move {
+        let Some(upstream) = snapshot.upstream(id) else {
+            return Err(ForwardError::NoHealthyUpstream("unknown upstream".into()));
+        };
+        served.upstream = Some(upstream.def.name.clone());
+        // An HTTP/1.1 client that accepts trailers gets them declared.
+        let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
+        let mut parts = prepare::for_upstream(out.parts, out.path, opts)?;
+        prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
+        let mut timeout = opts
+            .and_then(|o| o.timeout)
+            .unwrap_or(upstream.def.request_timeout);
+        if let Some(deadline) = out.deadline {
+            // A gRPC deadline shorter than the route's timeout wins (SPEC 5).
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
-    };
-    let sent = upstream
-        .send(parts, body, timeout, &mut served.attempts)
-        .await?;
-    served.endpoint = sent.endpoint.clone();
-    let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
-    answer(
-        upstream,
-        sent,
-        opts,
-        out.upgrade,
-        declare_trailers,
-        tunnel_idle,
-    )
+        let max = snapshot.config.settings.limits.max_body_bytes;
+        let body = match out.body {
+            RequestBody::Held(held) => OutBody::Held(held),
+            streamed => {
+                // Streamed: its failure is the client's, also once the
+                // response has started (SPEC 5.1).
+                let failed = BodyFailed::default();
+                let body = Watched::new(streamed.into_proxy_body(max), failed.clone()).boxed();
+                OutBody::Stream(body, Some(failed))
+            }
+        };
+        let sent = upstream
+            .send(parts, body, timeout, &mut served.attempts)
+            .await?;
+        served.endpoint = sent.endpoint.clone();
+        let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
+        answer(
+            upstream,
+            sent,
+            opts,
+            out.upgrade,
+            declare_trailers,
+            tunnel_idle,
+        )
+    }
 }
 
 /// The client's response: hop-by-hop headers removed, the route's response

@@ -4,7 +4,7 @@
 
 use super::{Outgoing, prepare};
 use crate::compile::Route;
-use crate::forward::{full, headers, upstream_path};
+use crate::forward::{RequestBody, full, headers, upstream_path};
 use crate::metrics::MirrorCounters;
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
@@ -20,21 +20,22 @@ use std::time::Duration;
 /// Mirrors the request when the route mirrors and its id falls in the
 /// share. The body is read first if it fits `inspect_body_bytes`; a larger
 /// one is not mirrored (counted as skipped).
-pub(super) async fn maybe<'p>(
+pub(super) async fn maybe(
     snapshot: &Snapshot,
     route: &Route,
     metrics: Option<&RouteMetrics>,
-    mut out: Outgoing<'p>,
+    out: &mut Outgoing<'_>,
     request_id: &HeaderValue,
-) -> Outgoing<'p> {
+) {
     let Some(m) = &route.forward.mirror else {
-        return out;
+        return;
     };
     if !headers::id_in_share(request_id, m.percent) {
-        return out;
+        return;
     }
     let limit = snapshot.config.settings.limits.inspect_body_bytes;
-    out.body = out.body.inspect(limit).await;
+    let body = std::mem::replace(&mut out.body, RequestBody::Held(Bytes::new()));
+    out.body = body.inspect(limit).await;
     let counters = metrics.and_then(|r| r.mirror.clone());
     match (out.body.held(), snapshot.upstream(m.upstream)) {
         (Some(held), Some(up)) => {
@@ -51,7 +52,6 @@ pub(super) async fn maybe<'p>(
             }
         }
     }
-    out
 }
 
 /// Sends the copy in a spawned task; never delays the caller.

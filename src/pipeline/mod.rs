@@ -66,45 +66,47 @@ pub(super) struct Outgoing<'p> {
 /// Runs one request through the pipeline on `snapshot`. `upgrade` is the
 /// client side of an Upgrade request (WebSocket), joined to the upstream
 /// only once it answers 101.
-pub async fn serve(
+pub fn serve(
     snapshot: &Snapshot,
     req: Request<ProxyBody>,
     upgrade: Option<PendingUpgrade>,
     conn: &ConnInfo,
-) -> Response<ProxyBody> {
-    let start = Instant::now();
-    let request_id = headers::request_id(req.headers());
-    let log = AccessLog::begin(&req, conn.peer.ip(), start);
-    let h1 = req.version() <= http::Version::HTTP_11;
-    let mut served = Served::default();
-    let grpc = grpc::is_grpc(req.headers());
-    let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served, grpc).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            if e.is_upstream_failure() {
-                // The reason an operator needs for a 502/503/504: the
-                // access line has only the token.
-                tracing::warn!(
-                    request_id = request_id.to_str().unwrap_or(""),
-                    route = served.route.as_deref().unwrap_or(""),
-                    upstream = served.upstream.as_deref().unwrap_or(""),
-                    error = %e,
-                    "upstream failed"
-                );
-            } else {
-                tracing::debug!(error = %e, "request failed");
+) -> impl Future<Output = Response<ProxyBody>> {
+    async move {
+        let start = Instant::now();
+        let request_id = headers::request_id(req.headers());
+        let log = AccessLog::begin(&req, conn.peer.ip(), start);
+        let h1 = req.version() <= http::Version::HTTP_11;
+        let mut served = Served::default();
+        let grpc = grpc::is_grpc(req.headers());
+        let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served, grpc).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if e.is_upstream_failure() {
+                    // The reason an operator needs for a 502/503/504: the
+                    // access line has only the token.
+                    tracing::warn!(
+                        request_id = request_id.to_str().unwrap_or(""),
+                        route = served.route.as_deref().unwrap_or(""),
+                        upstream = served.upstream.as_deref().unwrap_or(""),
+                        error = %e,
+                        "upstream failed"
+                    );
+                } else {
+                    tracing::debug!(error = %e, "request failed");
+                }
+                served.error = e.token();
+                let mut resp = error_response(&e, grpc, &mut served);
+                if h1 && e.closes_connection() {
+                    // Where the next request would start cannot be trusted.
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
             }
-            served.error = e.token();
-            let mut resp = error_response(&e, grpc, &mut served);
-            if h1 && e.closes_connection() {
-                // Where the next request would start cannot be trusted.
-                resp.headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            resp
-        }
-    };
-    record::finish(snapshot, resp, served, request_id, log, start)
+        };
+        record::finish(snapshot, resp, served, request_id, log, start)
+    }
 }
 
 /// The proxy's own answer to a failed request: a gRPC call gets the
@@ -117,7 +119,7 @@ fn error_response(e: &ForwardError, grpc: bool, served: &mut Served) -> Response
     e.to_response(served.route.as_deref())
 }
 
-async fn run(
+fn run(
     snapshot: &Snapshot,
     mut req: Request<ProxyBody>,
     upgrade: Option<PendingUpgrade>,
@@ -125,49 +127,52 @@ async fn run(
     request_id: &HeaderValue,
     served: &mut Served,
     grpc: bool,
-) -> Result<Response<ProxyBody>, ForwardError> {
-    let config = &snapshot.config;
-    let admitted = admit::admit(config, &mut req, conn)?;
-    served.client_ip = Some(admitted.client_ip);
-    let uri = req.uri().clone();
-    let path = admit::path(&uri)?;
-    let (mut parts, body) = req.into_parts();
-    // A call's deadline counts from its arrival.
-    let deadline = match grpc {
-        true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
-        false => None,
-    };
-    let body = admit::body(config, body, grpc).await?;
-    let decision = {
-        let ctx = RequestContext::new(
-            &parts.method,
-            admitted.host_str(),
-            &path,
-            uri.query(),
-            &parts.headers,
-            admitted.client_ip,
-            body.held().map(|b| b.as_ref()),
+) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
+    async move {
+        let config = &snapshot.config;
+        let admitted = admit::admit(config, &mut req, conn)?;
+        served.client_ip = Some(admitted.client_ip);
+        let uri = req.uri().clone();
+        let path = admit::path(&uri)?;
+        let (mut parts, body) = req.into_parts();
+        // A call's deadline counts from its arrival.
+        let deadline = match grpc {
+            true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
+            false => None,
+        };
+        let body = admit::body(config, body, grpc).await?;
+        let decision = {
+            let ctx = RequestContext::new(
+                &parts.method,
+                admitted.host_str(),
+                &path,
+                uri.query(),
+                &parts.headers,
+                admitted.client_ip,
+                body.held().map(|b| b.as_ref()),
+            );
+            let (decision, sticky) =
+                decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
+            record::expose(snapshot, &decision, sticky.as_ref(), request_id);
+            decision
+        };
+        let trusted = &config.settings.trusted_proxies;
+        let te_trailers = prepare::head(
+            &mut parts,
+            &admitted,
+            trusted,
+            conn,
+            request_id,
+            upgrade.is_some(),
         );
-        let (decision, sticky) = decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
-        record::expose(snapshot, &decision, sticky.as_ref(), request_id);
-        decision
-    };
-    let trusted = &config.settings.trusted_proxies;
-    let te_trailers = prepare::head(
-        &mut parts,
-        &admitted,
-        trusted,
-        conn,
-        request_id,
-        upgrade.is_some(),
-    );
-    let out = Outgoing {
-        parts,
-        body,
-        path: &path,
-        upgrade,
-        te_trailers,
-        deadline,
-    };
-    dispatch::dispatch(snapshot, decision, out, request_id, served).await
+        let out = Outgoing {
+            parts,
+            body,
+            path: &path,
+            upgrade,
+            te_trailers,
+            deadline,
+        };
+        dispatch::dispatch(snapshot, decision, out, request_id, served).await
+    }
 }

@@ -78,7 +78,7 @@ pub(super) fn finish(
     mut resp: Response<ProxyBody>,
     mut served: Served,
     request_id: HeaderValue,
-    log: Option<AccessLog>,
+    log: Option<Box<AccessLog>>,
     start: Instant,
 ) -> Response<ProxyBody> {
     if let Some(cookie) = served.set_cookie.take() {
@@ -118,7 +118,14 @@ pub(super) fn finish(
     log.status = status;
     log.served = served;
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, Logged { inner: body, log }.boxed())
+    Response::from_parts(
+        parts,
+        Logged {
+            inner: body,
+            log: *log,
+        }
+        .boxed(),
+    )
 }
 
 /// Notes an assignment by hash as soon as it is decided (while the sticky
@@ -221,12 +228,17 @@ pub(super) struct AccessLog {
 
 impl AccessLog {
     /// Starts a record for `req` from `peer` when the access log is on
-    /// (`--access-log off` builds none).
-    pub(super) fn begin<B>(req: &Request<B>, peer: IpAddr, start: Instant) -> Option<AccessLog> {
+    /// (`--access-log off` builds none). Boxed: the request's future holds
+    /// it across every await, and a smaller future is cheaper to move.
+    pub(super) fn begin<B>(
+        req: &Request<B>,
+        peer: IpAddr,
+        start: Instant,
+    ) -> Option<Box<AccessLog>> {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return None;
         }
-        Some(AccessLog {
+        Some(Box::new(AccessLog {
             request_id: HeaderValue::from_static(""),
             peer,
             method: req.method().clone(),
@@ -238,7 +250,7 @@ impl AccessLog {
             served: Served::default(),
             start,
             bytes_out: 0,
-        })
+        }))
     }
 }
 

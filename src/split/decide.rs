@@ -39,7 +39,7 @@ pub struct SplitDecision {
     /// The kill switch released this request's variant (counted apart).
     pub released: bool,
     /// What `explain` prints; built for [`Purpose::Explain`] only.
-    pub trace: Option<SplitTrace>,
+    pub trace: Option<Box<SplitTrace>>,
 }
 
 /// An assignment by hash, as the exposure log records it.
@@ -118,21 +118,23 @@ pub fn decide_experiment<'a>(
     let chosen = a.variant().and_then(|i| exp.variants.get(i));
     let upstream = chosen.and_then(|v| v.upstream).unwrap_or(default);
     let variant = chosen.map(|v| v.name.clone());
-    let trace = (purpose == Purpose::Explain).then(|| SplitTrace {
-        kind: "experiment",
-        name: exp.name.to_string(),
-        sticky_id: a.sticky.as_ref().map(|s| s.value.to_string()),
-        sticky_source: a.sticky.as_ref().map(|s| s.source.to_string()),
-        minted: a.sticky.as_ref().is_some_and(|s| s.minted),
-        bucket: a.bucket,
-        range: a.range,
-        weight: None,
-        variant: variant.as_deref().map(str::to_owned),
-        forced: matches!(a.outcome, Outcome::Forced(_)),
-        excluded: match a.outcome {
-            Outcome::Excluded(why) => Some(why.as_str()),
-            _ => None,
-        },
+    let trace = (purpose == Purpose::Explain).then(|| {
+        Box::new(SplitTrace {
+            kind: "experiment",
+            name: exp.name.to_string(),
+            sticky_id: a.sticky.as_ref().map(|s| s.value.to_string()),
+            sticky_source: a.sticky.as_ref().map(|s| s.source.to_string()),
+            minted: a.sticky.as_ref().is_some_and(|s| s.minted),
+            bucket: a.bucket,
+            range: a.range,
+            weight: None,
+            variant: variant.as_deref().map(str::to_owned),
+            forced: matches!(a.outcome, Outcome::Forced(_)),
+            excluded: match a.outcome {
+                Outcome::Excluded(why) => Some(why.as_str()),
+                _ => None,
+            },
+        })
     });
     let exposure = match (a.outcome, a.bucket) {
         (Outcome::Enrolled(index), Some(bucket)) => Some(Exposure {
@@ -195,18 +197,20 @@ pub fn decide_canary<'a>(
         arm: Some(d.arm),
         exposure,
         released: false,
-        trace: (purpose == Purpose::Explain).then(|| SplitTrace {
-            kind: "canary",
-            name: name.to_string(),
-            sticky_id: d.sticky.as_ref().map(|s| s.value.to_string()),
-            sticky_source: d.sticky.as_ref().map(|s| s.source.to_string()),
-            minted: d.sticky.as_ref().is_some_and(|s| s.minted),
-            bucket: d.bucket,
-            range: None,
-            weight: Some(d.weight),
-            variant: Some(variant.to_string()),
-            forced: d.reason == ArmReason::Forced,
-            excluded: (d.reason == ArmReason::NoId).then_some("no_id"),
+        trace: (purpose == Purpose::Explain).then(|| {
+            Box::new(SplitTrace {
+                kind: "canary",
+                name: name.to_string(),
+                sticky_id: d.sticky.as_ref().map(|s| s.value.to_string()),
+                sticky_source: d.sticky.as_ref().map(|s| s.source.to_string()),
+                minted: d.sticky.as_ref().is_some_and(|s| s.minted),
+                bucket: d.bucket,
+                range: None,
+                weight: Some(d.weight),
+                variant: Some(variant.to_string()),
+                forced: d.reason == ArmReason::Forced,
+                excluded: (d.reason == ArmReason::NoId).then_some("no_id"),
+            })
         }),
         variant: Some(variant),
     };

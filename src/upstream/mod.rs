@@ -435,113 +435,116 @@ impl Upstream {
     /// Sends one request to endpoint `idx` (the request's URI holds the
     /// path and query; its version is set to what the upstream speaks).
     /// Waits at most `timeout` for response headers.
-    pub async fn send_to(
+    pub fn send_to(
         &self,
         idx: usize,
         req: Request<ProxyBody>,
         timeout: Duration,
-    ) -> Result<Sent, SendError> {
-        self.send_watched(idx, req, timeout, None).await
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send + '_ {
+        // Not an `async fn`: a layer of its own would hold a second copy of
+        // the request in every request's future.
+        self.send_watched(idx, req, timeout, None)
     }
 
     /// [`Self::send_to`] with a streamed request body watched by `failed`:
     /// a response cut short after that body failed is not counted as the
     /// upstream's reset.
-    async fn send_watched(
+    fn send_watched(
         &self,
         idx: usize,
         req: Request<ProxyBody>,
         timeout: Duration,
         failed: Option<BodyFailed>,
-    ) -> Result<Sent, SendError> {
-        let mut result = self.exchange(idx, req, timeout, failed.clone()).await;
-        if let Err(SendError::Timeout { timeout, .. }) = &result
-            && failed.as_ref().is_some_and(BodyFailed::waiting_on_client)
-        {
-            result = Err(SendError::ClientTimeout(*timeout));
+    ) -> impl Future<Output = Result<Sent, SendError>> {
+        async move {
+            let mut result = match self.endpoint(idx) {
+                Err(e) => Err(e),
+                Ok((ep, base)) => match self.def.protocol {
+                    Protocol::Http1 => self.send_h1(ep, base, req, timeout, failed.clone()).await,
+                    Protocol::H2 => self.send_h2(ep, base, req, timeout, failed.clone()).await,
+                },
+            };
+            if let Err(SendError::Timeout { timeout, .. }) = &result
+                && failed.as_ref().is_some_and(BodyFailed::waiting_on_client)
+            {
+                result = Err(SendError::ClientTimeout(*timeout));
+            }
+            self.note_outcome(idx, &result);
+            result
         }
-        self.note_outcome(idx, &result);
-        result
     }
 
-    async fn exchange(
-        &self,
-        idx: usize,
-        req: Request<ProxyBody>,
-        timeout: Duration,
-        failed: Option<BodyFailed>,
-    ) -> Result<Sent, SendError> {
+    /// Endpoint `idx` and the authority requests to it carry.
+    fn endpoint(&self, idx: usize) -> Result<(&EndpointState, http::uri::Authority), SendError> {
         let Some(ep) = self.endpoints.get(idx) else {
             return Err(SendError::NoHealthy {
                 upstream: self.def.name.clone(),
             });
         };
-        let endpoint = ep.vitals.label.clone();
-        let Some(base) = ep.base.clone() else {
-            return Err(SendError::Connect {
-                endpoint,
+        match ep.base.clone() {
+            Some(base) => Ok((ep, base)),
+            None => Err(SendError::Connect {
+                endpoint: ep.vitals.label.clone(),
                 source: "invalid endpoint address".into(),
-            });
-        };
-        match self.def.protocol {
-            Protocol::Http1 => self.send_h1(ep, base, req, timeout, failed).await,
-            Protocol::H2 => self.send_h2(ep, base, req, timeout, failed).await,
+            }),
         }
     }
 
     /// [`Self::send_to`] over h2: on the endpoint's shared connection, else
     /// a new one. A request that the shared connection hands back unsent
     /// (it closed meanwhile) goes out on a new connection.
-    async fn send_h2(
+    fn send_h2(
         &self,
         ep: &EndpointState,
         base: http::uri::Authority,
         mut req: Request<ProxyBody>,
         timeout: Duration,
         failed: Option<BodyFailed>,
-    ) -> Result<Sent, SendError> {
-        let endpoint = ep.vitals.label.clone();
-        if let Err(e) = h2::to_h2(&mut req, ep.tls, base) {
-            return Err(SendError::Connect {
-                endpoint,
-                source: e.into(),
-            });
-        }
-        let in_flight = InFlight::new(&ep.vitals);
-        let exchange = async {
-            let mut req = req;
-            // Once the shared connection handed a request back, the next
-            // attempt opens a new one (so this loop runs at most twice).
-            let mut reuse = true;
-            loop {
-                let shared = if reuse { ep.h2.get() } else { None };
-                let (mut tx, reused) = match shared {
-                    Some(tx) => (tx, true),
-                    // Boxed for the same reason as in `send_h1`.
-                    None => {
-                        let tx =
-                            Box::pin(connect::open_h2(&self.connector, &ep.url, &endpoint)).await?;
-                        ep.h2.set(&tx);
-                        (tx, false)
-                    }
-                };
-                match tx.try_send_request(req).await {
-                    Ok(response) => return Ok(response),
-                    Err(mut e) => match e.take_message() {
-                        Some(back) if reused => {
-                            req = back;
-                            reuse = false;
-                        }
-                        _ => return Err(classify(endpoint.clone(), e.into_error())),
-                    },
-                }
+    ) -> impl Future<Output = Result<Sent, SendError>> {
+        async move {
+            let endpoint = ep.vitals.label.clone();
+            if let Err(e) = h2::to_h2(&mut req, ep.tls, base) {
+                return Err(SendError::Connect {
+                    endpoint,
+                    source: e.into(),
+                });
             }
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(SendError::Timeout { endpoint, timeout }),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(response)) => {
-                Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight, failed))
+            let in_flight = InFlight::new(&ep.vitals);
+            let exchange = async {
+                // Once the shared connection handed a request back, the next
+                // attempt opens a new one (so this loop runs at most twice).
+                let mut reuse = true;
+                loop {
+                    let shared = if reuse { ep.h2.get() } else { None };
+                    let (mut tx, reused) = match shared {
+                        Some(tx) => (tx, true),
+                        // Boxed for the same reason as in `send_h1`.
+                        None => {
+                            let tx =
+                                Box::pin(connect::open_h2(&self.connector, &ep.url, &endpoint))
+                                    .await?;
+                            ep.h2.set(&tx);
+                            (tx, false)
+                        }
+                    };
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok(response),
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused => {
+                                req = back;
+                                reuse = false;
+                            }
+                            _ => return Err(classify(endpoint.clone(), e.into_error())),
+                        },
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Err(_) => Err(SendError::Timeout { endpoint, timeout }),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(response)) => {
+                    Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight, failed))
+                }
             }
         }
     }
@@ -549,64 +552,65 @@ impl Upstream {
     /// [`Self::send_to`] over HTTP/1.1: an idle pooled connection to the
     /// endpoint, else a new one. A request that a reused connection hands
     /// back unsent (it closed meanwhile) goes out on a new connection.
-    async fn send_h1(
+    fn send_h1(
         &self,
         ep: &EndpointState,
         base: http::uri::Authority,
         mut req: Request<ProxyBody>,
         timeout: Duration,
         failed: Option<BodyFailed>,
-    ) -> Result<Sent, SendError> {
-        let endpoint = ep.vitals.label.clone();
-        // Origin form (authority form for CONNECT), Host when absent.
-        let uri = if req.method() == Method::CONNECT {
-            Uri::from(base)
-        } else {
-            match req.uri().path_and_query() {
-                Some(pq) => Uri::from(pq.clone()),
-                None => Uri::from_static("/"),
-            }
-        };
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        if let Some(host) = &ep.host
-            && !req.headers().contains_key(http::header::HOST)
-        {
-            req.headers_mut().insert(http::header::HOST, host.clone());
-        }
-        let in_flight = InFlight::new(&ep.vitals);
-        let exchange = async {
-            let mut req = req;
-            loop {
-                let (mut tx, reused) = match ep.pool.checkout() {
-                    Some(tx) => (tx, true),
-                    // Boxed: the connect future is large and cold; inline,
-                    // it would bloat (and be memcpy'd with) every request's
-                    // future.
-                    None => (
-                        Box::pin(connect::open_h1(&self.connector, &ep.url, &endpoint)).await?,
-                        false,
-                    ),
-                };
-                match tx.try_send_request(req).await {
-                    Ok(response) => return Ok((response, tx)),
-                    Err(mut e) => match e.take_message() {
-                        Some(back) if reused => req = back,
-                        _ => return Err(classify(endpoint.clone(), e.into_error())),
-                    },
+    ) -> impl Future<Output = Result<Sent, SendError>> {
+        async move {
+            let endpoint = ep.vitals.label.clone();
+            // Origin form (authority form for CONNECT), Host when absent.
+            let uri = if req.method() == Method::CONNECT {
+                Uri::from(base)
+            } else {
+                match req.uri().path_and_query() {
+                    Some(pq) => Uri::from(pq.clone()),
+                    None => Uri::from_static("/"),
                 }
+            };
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_11;
+            if let Some(host) = &ep.host
+                && !req.headers().contains_key(http::header::HOST)
+            {
+                req.headers_mut().insert(http::header::HOST, host.clone());
             }
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(SendError::Timeout { endpoint, timeout }),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok((response, tx))) => {
-                let response = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    response.map(PooledBody::plain)
-                } else {
-                    response.map(|b| PooledBody::pooled(b, tx, ep.pool.clone()))
-                };
-                Ok(self.sent(response, endpoint, in_flight, failed))
+            let in_flight = InFlight::new(&ep.vitals);
+            let exchange = async {
+                loop {
+                    let (mut tx, reused) = match ep.pool.checkout() {
+                        Some(tx) => (tx, true),
+                        // Boxed: the connect future is large and cold; inline,
+                        // it would bloat (and be memcpy'd with) every request's
+                        // future.
+                        None => (
+                            Box::pin(connect::open_h1(&self.connector, &ep.url, &endpoint)).await?,
+                            false,
+                        ),
+                    };
+                    match tx.try_send_request(req).await {
+                        Ok(response) => return Ok((response, tx)),
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused => req = back,
+                            _ => return Err(classify(endpoint.clone(), e.into_error())),
+                        },
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Err(_) => Err(SendError::Timeout { endpoint, timeout }),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((response, tx))) => {
+                    let response = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        response.map(PooledBody::plain)
+                    } else {
+                        response.map(|b| PooledBody::pooled(b, tx, ep.pool.clone()))
+                    };
+                    Ok(self.sent(response, endpoint, in_flight, failed))
+                }
             }
         }
     }
@@ -656,54 +660,56 @@ impl Upstream {
     /// more than one endpoint, a held body). `attempts` counts each
     /// exchange tried (the access log's `attempts`, SPEC 10), whether the
     /// send ends well or not.
-    pub async fn send(
+    pub fn send(
         &self,
         parts: http::request::Parts,
         body: OutBody,
         timeout: Duration,
         attempts: &mut u32,
-    ) -> Result<Sent, SendError> {
-        let Some(mut idx) = self.pick() else {
-            return Err(self.no_healthy());
-        };
-        let held = match body {
-            OutBody::Held(held) if self.def.retries > 0 && self.endpoints.len() > 1 => held,
-            OutBody::Held(held) => {
+    ) -> impl Future<Output = Result<Sent, SendError>> {
+        async move {
+            let Some(mut idx) = self.pick() else {
+                return Err(self.no_healthy());
+            };
+            let held = match body {
+                OutBody::Held(held) if self.def.retries > 0 && self.endpoints.len() > 1 => held,
+                OutBody::Held(held) => {
+                    *attempts += 1;
+                    let req = Request::from_parts(parts, full(held));
+                    return self.send_to(idx, req, timeout).await;
+                }
+                OutBody::Stream(body, failed) => {
+                    *attempts += 1;
+                    let req = Request::from_parts(parts, body);
+                    return self.send_watched(idx, req, timeout, failed).await;
+                }
+            };
+            let idempotent = is_idempotent(&parts.method);
+            let mut tried = Tried::default();
+            let mut attempts_left = self.def.retries;
+            loop {
+                tried.add(idx);
                 *attempts += 1;
-                let req = Request::from_parts(parts, full(held));
-                return self.send_to(idx, req, timeout).await;
+                let attempt = Request::from_parts(parts.clone(), full(held.clone()));
+                let e = match self.send_to(idx, attempt, timeout).await {
+                    Ok(sent) => return Ok(sent),
+                    Err(e) => e,
+                };
+                let retryable = match &e {
+                    SendError::Connect { .. } | SendError::Tls { .. } => true,
+                    SendError::Reset { .. } => idempotent,
+                    _ => false,
+                };
+                if !retryable || attempts_left == 0 {
+                    return Err(e);
+                }
+                let Some(next) = self.pick_after(&tried) else {
+                    return Err(e);
+                };
+                attempts_left -= 1;
+                tracing::debug!(upstream = %self.def.name, error = %e, "retrying on another endpoint");
+                idx = next;
             }
-            OutBody::Stream(body, failed) => {
-                *attempts += 1;
-                let req = Request::from_parts(parts, body);
-                return self.send_watched(idx, req, timeout, failed).await;
-            }
-        };
-        let idempotent = is_idempotent(&parts.method);
-        let mut tried = Tried::default();
-        let mut attempts_left = self.def.retries;
-        loop {
-            tried.add(idx);
-            *attempts += 1;
-            let attempt = Request::from_parts(parts.clone(), full(held.clone()));
-            let e = match self.send_to(idx, attempt, timeout).await {
-                Ok(sent) => return Ok(sent),
-                Err(e) => e,
-            };
-            let retryable = match &e {
-                SendError::Connect { .. } | SendError::Tls { .. } => true,
-                SendError::Reset { .. } => idempotent,
-                _ => false,
-            };
-            if !retryable || attempts_left == 0 {
-                return Err(e);
-            }
-            let Some(next) = self.pick_after(&tried) else {
-                return Err(e);
-            };
-            attempts_left -= 1;
-            tracing::debug!(upstream = %self.def.name, error = %e, "retrying on another endpoint");
-            idx = next;
         }
     }
 }
