@@ -26,6 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Answers a decided request.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "smaller future: see the pipeline module"
+)]
 pub(super) fn dispatch(
     snapshot: &Snapshot,
     decision: Decision,
@@ -175,6 +179,10 @@ fn note_split(
 
 /// Serves through the fallback; `failed` is the error that caused a
 /// failover (answered with if the fallback fails too, route name kept).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "smaller future: see the pipeline module"
+)]
 fn fallback(
     snapshot: &Snapshot,
     out: Outgoing<'_>,
@@ -201,6 +209,10 @@ fn fallback(
 
 /// Sends the request to upstream `id` with a route's options (path
 /// rewrite, header edits, timeout) and turns its answer into the client's.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "smaller future: see the pipeline module"
+)]
 fn send(
     snapshot: &Snapshot,
     id: UpstreamId,

@@ -449,6 +449,10 @@ impl Upstream {
     /// [`Self::send_to`] with a streamed request body watched by `failed`:
     /// a response cut short after that body failed is not counted as the
     /// upstream's reset.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "smaller future: see the pipeline module"
+    )]
     fn send_watched(
         &self,
         idx: usize,
@@ -493,6 +497,10 @@ impl Upstream {
     /// [`Self::send_to`] over h2: on the endpoint's shared connection, else
     /// a new one. A request that the shared connection hands back unsent
     /// (it closed meanwhile) goes out on a new connection.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "smaller future: see the pipeline module"
+    )]
     fn send_h2(
         &self,
         ep: &EndpointState,
@@ -552,6 +560,10 @@ impl Upstream {
     /// [`Self::send_to`] over HTTP/1.1: an idle pooled connection to the
     /// endpoint, else a new one. A request that a reused connection hands
     /// back unsent (it closed meanwhile) goes out on a new connection.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "smaller future: see the pipeline module"
+    )]
     fn send_h1(
         &self,
         ep: &EndpointState,
@@ -660,6 +672,10 @@ impl Upstream {
     /// more than one endpoint, a held body). `attempts` counts each
     /// exchange tried (the access log's `attempts`, SPEC 10), whether the
     /// send ends well or not.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "smaller future: see the pipeline module"
+    )]
     pub fn send(
         &self,
         parts: http::request::Parts,
