@@ -21,6 +21,8 @@
 #   BASE_PORT    first of the loopback ports used (default 18100)
 #   NO_BUILD=1   skip `cargo build --release`
 #   BIN, FLOOR_BIN  the binaries measured (default: this tree's release build)
+#   BASE_BIN     an earlier pointsman build, measured in the same rounds on
+#                the plain config as `pointsman-base` (before/after ratios)
 #   ONLY         space-separated subset of targets to run in "plain"
 #                (backend pointsman pointsman-rules nginx haproxy hyper-floor)
 #   SECTIONS     what to measure (default: all of them, in this order):
@@ -57,6 +59,8 @@ SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pointsman}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
+BASE_BIN=${BASE_BIN:-}
+[ -z "$BASE_BIN" ] || ONLY="$ONLY pointsman-base"
 CLK_TCK=$(getconf CLK_TCK)
 
 P_BACKEND=$BASE_PORT
@@ -65,10 +69,12 @@ P_RULES=$((BASE_PORT + 2))
 P_NGINX=$((BASE_PORT + 3))
 P_HAPROXY=$((BASE_PORT + 4))
 P_FLOOR=$((BASE_PORT + 5))
+P_BASE=$((BASE_PORT + 6))
 P_ADMIN1=$((BASE_PORT + 11))
 P_ADMIN2=$((BASE_PORT + 12))
 P_MEM=$((BASE_PORT + 13))
 P_ADMIN3=$((BASE_PORT + 14))
+P_ADMIN4=$((BASE_PORT + 15))
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -310,7 +316,7 @@ table() {
     done
 }
 
-for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3; do
+for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_BASE $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3 $P_ADMIN4; do
     if ! port_free "$port"; then
         log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
         exit 1
@@ -378,7 +384,7 @@ EOF
 
 # Rule files sit in their own directory: Pointsman watches it, and the logs
 # written into $TMP would wake its watcher.
-mkdir -p "$TMP/conf/plain" "$TMP/conf/rules" "$TMP/conf/mem"
+mkdir -p "$TMP/conf/plain" "$TMP/conf/base" "$TMP/conf/rules" "$TMP/conf/mem"
 cat >"$TMP/conf/plain/pointsman.yaml" <<EOF
 listen: [{bind: "127.0.0.1:$P_POINTSMAN"}]
 admin: {bind: "127.0.0.1:$P_ADMIN1"}
@@ -389,6 +395,8 @@ routes:
     match: {path_prefix: /}
     to: backend
 EOF
+sed -e "s/:$P_POINTSMAN\"/:$P_BASE\"/" -e "s/:$P_ADMIN1\"/:$P_ADMIN4\"/" \
+    "$TMP/conf/plain/pointsman.yaml" >"$TMP/conf/base/pointsman.yaml"
 
 # A realistic rule set (benches/gen_rules.sh): N routes mixing hosts, path
 # templates, headers and cookies, one experiment; the benchmark request
@@ -406,6 +414,10 @@ start pointsman-rules "$BIN" run --config "$TMP/conf/rules/rules.yaml" --access-
 start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
 start haproxy haproxy -f "$TMP/haproxy.cfg" -db
 start hyper-floor "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACKEND" "$THREADS"
+if [ -n "$BASE_BIN" ]; then
+    start pointsman-base "$BASE_BIN" run --config "$TMP/conf/base/pointsman.yaml" --access-log off --threads "$THREADS"
+    wait_port "$P_BASE" pointsman-base
+fi
 wait_port "$P_POINTSMAN" pointsman
 wait_port "$P_RULES" pointsman-rules
 wait_port "$P_NGINX" nginx
@@ -421,13 +433,14 @@ target() {
     nginx) echo "$P_NGINX $PID_nginx / plain" ;;
     haproxy) echo "$P_HAPROXY $PID_haproxy / plain" ;;
     hyper-floor) echo "$P_FLOOR $PID_hyper_floor / plain" ;;
+    pointsman-base) echo "$P_BASE $PID_pointsman_base / plain" ;;
     nginx-rules) echo "$P_NGINX $PID_nginx $RULES_PATH rules" ;;
     haproxy-rules) echo "$P_HAPROXY $PID_haproxy $RULES_PATH rules" ;;
     esac
 }
 
 # Sanity: every target answers the benchmark request with the backend's 200.
-for t in backend pointsman nginx haproxy hyper-floor; do
+for t in backend pointsman nginx haproxy hyper-floor ${BASE_BIN:+pointsman-base}; do
     read -r port _ <<<"$(target "$t")"
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")
     [ "$code" = 200 ] || { log "error: $t answered $code"; cat "$TMP/$t.log" >&2; exit 1; }
@@ -483,12 +496,13 @@ echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency; median of $ROUNDS rounds"
-table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor
+table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules nginx-rules haproxy-rules
 echo
 echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
 echo "hyper-floor: examples/hyper_floor.rs, the same stack with no routing, headers, metrics or timeouts."
+[ -z "$BASE_BIN" ] || echo "pointsman-base: $BASE_BIN on the plain config."
 
 echo
 echo "resident memory after the runs (VmRSS):"
@@ -497,7 +511,7 @@ for t in pointsman pointsman-rules nginx haproxy; do
     printf '  %-16s %8s kB\n' "$t" "$(rss_kb "${!var}")"
 done
 
-for t in pointsman pointsman-rules nginx haproxy hyper-floor; do stop "$t"; done
+for t in pointsman pointsman-rules nginx haproxy hyper-floor ${BASE_BIN:+pointsman-base}; do stop "$t"; done
 fi # section plain
 
 # ==========================================================================

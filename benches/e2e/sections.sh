@@ -216,7 +216,7 @@ EOF
         echo "worker_processes $THREADS;"
         nginx_common "$h2/nginx"
         cat <<EOF
-    upstream backend { server 127.0.0.1:$P_BACKEND; keepalive 256; keepalive_requests 100000000; }
+    upstream backend { server 127.0.0.1:$P_BACKEND; keepalive 1024; keepalive_requests 100000000; }
     ssl_protocols TLSv1.3;
     server {
         listen 127.0.0.1:$P_H2_NGINX http2;

@@ -81,11 +81,14 @@ pub fn for_upstream(
     opts: Option<&ForwardOptions>,
 ) -> Result<Parts, ForwardError> {
     let strip = opts.and_then(|o| o.strip_prefix.as_deref());
-    let pq = upstream_path(path, parts.uri.query(), strip);
-    parts.uri = match PathAndQuery::try_from(pq).map(Uri::from) {
-        Ok(uri) => uri,
-        Err(_) => return Err(ForwardError::BadRequest("unusable path")),
+    let pq = match parts.uri.path_and_query() {
+        // Unchanged by normalization and not stripped: as received (a
+        // shared copy, nothing parsed again).
+        Some(pq) if strip.is_none() && pq.path() == path => pq.clone(),
+        _ => PathAndQuery::try_from(upstream_path(path, parts.uri.query(), strip))
+            .map_err(|_| ForwardError::BadRequest("unusable path"))?,
     };
+    parts.uri = Uri::from(pq);
     if let Some(o) = opts {
         headers::apply_ops(&mut parts.headers, &o.request_headers);
     }
