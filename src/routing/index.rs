@@ -39,6 +39,12 @@ use super::matchers::Leaf;
 use super::{HasMatch, exact_slice};
 use std::collections::HashMap;
 
+/// The host maps' hasher: every request looks its Host up in them (and
+/// each of its parent domains in `wildcard`), and SipHash, the default,
+/// costs several times more per lookup. The keys come from the rule file,
+/// so there is no flooding to defend against; the seed is still random.
+type HostMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
 /// More sources than this for one request fall back to a linear scan.
 const MAX_SOURCES: usize = 64;
 
@@ -53,9 +59,9 @@ const SMALL_BUCKET: usize = 4;
 pub struct RouteIndex {
     /// How many routes it was built from; a mismatch means linear scan.
     routes_len: usize,
-    exact: HashMap<Box<str>, PathIndex>,
+    exact: HostMap<PathIndex>,
     /// Keyed by the suffix with its dot: `*.example.com` → `.example.com`.
-    wildcard: HashMap<Box<str>, PathIndex>,
+    wildcard: HostMap<PathIndex>,
     any_host: PathIndex,
 }
 

@@ -6,7 +6,7 @@
 //! back, its read and write buffers are freed, and a new hyper connection
 //! takes the socket when the client speaks again.
 
-use super::service::{Conn, proxy_service};
+use super::service::{Conn, h2_proxy_service, proxy_service};
 use super::sweep::{CLOSE, CLOSE_NOW, HeadTimer, PARK, Registry, Watch};
 use crate::compile::Limits;
 use crate::pipeline::ConnInfo;
@@ -290,7 +290,7 @@ async fn serve_h2<I>(io: I, conn: &Arc<Conn>, limits: &Limits, live: &Arc<Live>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = proxy_service(live.clone(), conn.clone());
+    let service = h2_proxy_service(live.clone(), conn.clone());
     let hc = Box::pin(h2_builder(limits).serve_connection(TokioIo::new(io), service));
     drive_unparked(hc, conn, |hc| hc.graceful_shutdown()).await;
 }

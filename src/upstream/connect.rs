@@ -81,7 +81,19 @@ pub(crate) async fn open_h1(
     url: &str,
     endpoint: &Arc<str>,
 ) -> Result<Sender, SendError> {
-    let io = dial(connector, url, endpoint).await?;
+    match dial(connector, url, endpoint).await? {
+        // Clear text: the connection reads and writes the socket itself,
+        // not through the TLS-or-not wrapper on every call.
+        MaybeHttpsStream::Http(tcp) => handshake_h1(tcp, endpoint).await,
+        tls => handshake_h1(tls, endpoint).await,
+    }
+}
+
+/// The HTTP/1.1 handshake on `io`; the connection runs in a task of its own.
+async fn handshake_h1<T>(io: T, endpoint: &Arc<str>) -> Result<Sender, SendError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
     let (tx, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(H1_READ_BUF)
         // A read may fill more than the buffer's nominal size: the head
