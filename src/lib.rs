@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod allocator;
 pub mod app;
+pub mod bounded;
 pub mod clock;
 pub mod compile;
 pub mod config;

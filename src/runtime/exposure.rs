@@ -9,13 +9,13 @@
 //! (a line is never written half). The file is reopened on SIGUSR1 and on
 //! every reload (logrotate's habit).
 
+use crate::bounded::BoundedQueue;
 use crate::clock::rfc3339_millis;
-use crossbeam_queue::SegQueue;
 use http::HeaderValue;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime};
@@ -60,7 +60,8 @@ pub struct ExposureLog {
 
 #[derive(Debug)]
 struct Shared {
-    queue: Bounded,
+    /// At most [`QUEUE`] records, allocated as they arrive.
+    queue: BoundedQueue<ExposureRecord>,
     target: arc_swap::ArcSwapOption<ExposureTarget>,
     reopen: AtomicBool,
     logged: Option<IntCounter>,
@@ -75,7 +76,7 @@ impl ExposureLog {
         let (logged, dropped) = counters.unzip();
         ExposureLog {
             shared: Arc::new(Shared {
-                queue: Bounded::default(),
+                queue: BoundedQueue::new(QUEUE),
                 target: Default::default(),
                 reopen: AtomicBool::new(false),
                 logged,
@@ -112,7 +113,7 @@ impl ExposureLog {
 
     /// Queues a record; when the queue is full it is dropped and counted.
     pub fn push(&self, record: ExposureRecord) {
-        if !self.shared.queue.push(record) {
+        if self.shared.queue.push(record).is_err() {
             if let Some(c) = &self.shared.dropped {
                 c.inc();
             }
@@ -148,37 +149,6 @@ impl ExposureLog {
                 }
             }
         })
-    }
-}
-
-/// A lock-free queue of at most [`QUEUE`] records that allocates as records
-/// arrive and frees as they leave.
-#[derive(Debug, Default)]
-struct Bounded {
-    records: SegQueue<ExposureRecord>,
-    len: AtomicUsize,
-}
-
-impl Bounded {
-    /// Queues `r` (`true`), or drops it when [`QUEUE`] records wait
-    /// already (`false`).
-    fn push(&self, r: ExposureRecord) -> bool {
-        if self.len.fetch_add(1, Ordering::AcqRel) >= QUEUE {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        self.records.push(r);
-        true
-    }
-
-    fn pop(&self) -> Option<ExposureRecord> {
-        let r = self.records.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        Some(r)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 }
 
@@ -350,22 +320,5 @@ mod tests {
         assert_eq!(old.lines().count(), 1, "{old}");
         assert_eq!(new.lines().count(), 1, "{new}");
         assert!(new.contains("\"user_id\":\"b\""));
-    }
-
-    #[test]
-    fn the_queue_holds_at_most_queue_records() {
-        let q = Bounded::default();
-        for i in 0..QUEUE {
-            assert!(q.push(record(&i.to_string())), "record {i}");
-        }
-        assert!(!q.push(record("one too many")));
-        assert_eq!(q.pop().map(|r| r.user), Some("0".to_string()));
-        assert!(q.push(record("room again")));
-        let mut n = 0;
-        while q.pop().is_some() {
-            n += 1;
-        }
-        assert_eq!(n, QUEUE);
-        assert!(q.is_empty());
     }
 }

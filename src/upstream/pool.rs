@@ -1,19 +1,19 @@
 //! A small per-endpoint pool of HTTP/1.1 connections toward upstreams.
 //!
 //! Each endpoint keeps a lock-free queue of idle `SendRequest` handles
-//! (allocated on first use). A connection goes back to the pool only once
+//! (memory for them is allocated as they arrive). A connection goes back to the pool only once
 //! its response body has been read to the end (see [`PooledBody`]); a
 //! response dropped part-way, a 101, or any error drops the handle instead,
 //! and hyper closes the connection (no pool poisoning). Idle handles older
 //! than the idle timeout are dropped at checkout and by a reaper task.
 
+use crate::bounded::BoundedQueue;
 use crate::forward::body::ProxyBody;
-use crossbeam_queue::ArrayQueue;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ pub(crate) type Sender = SendRequest<ProxyBody>;
 /// streams need 500): with fewer, every burst closes and reopens the
 /// difference (1,300 new upstream connections a second at 256 under
 /// `h2load -c50 -m10`). As Envoy's default connection limit per cluster.
-/// The queue (48 KB) is allocated on an endpoint's first idle connection.
+/// Memory grows with the connections actually idle, not with this bound.
 const MAX_IDLE: usize = 1024;
 
 struct Idle {
@@ -35,7 +35,7 @@ struct Idle {
 
 /// The idle connections of one endpoint.
 pub(crate) struct EndpointPool {
-    idle: OnceLock<ArrayQueue<Idle>>,
+    idle: BoundedQueue<Idle>,
     idle_timeout: Duration,
     reaper: AtomicBool,
 }
@@ -43,7 +43,7 @@ pub(crate) struct EndpointPool {
 impl std::fmt::Debug for EndpointPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointPool")
-            .field("idle", &self.idle.get().map_or(0, ArrayQueue::len))
+            .field("idle", &self.idle.len())
             .finish()
     }
 }
@@ -51,7 +51,7 @@ impl std::fmt::Debug for EndpointPool {
 impl EndpointPool {
     pub(crate) fn new(idle_timeout: Duration) -> Arc<Self> {
         Arc::new(EndpointPool {
-            idle: OnceLock::new(),
+            idle: BoundedQueue::new(MAX_IDLE),
             idle_timeout,
             reaper: AtomicBool::new(false),
         })
@@ -59,9 +59,8 @@ impl EndpointPool {
 
     /// An idle connection that is ready for a request.
     pub(crate) fn checkout(&self) -> Option<Sender> {
-        let queue = self.idle.get()?;
         loop {
-            let idle = queue.pop()?;
+            let idle = self.idle.pop()?;
             if idle.tx.is_ready() && idle.since.elapsed() < self.idle_timeout {
                 return Some(idle.tx);
             }
@@ -96,9 +95,8 @@ impl EndpointPool {
     }
 
     fn push(self: &Arc<Self>, tx: Sender) {
-        let queue = self.idle.get_or_init(|| ArrayQueue::new(MAX_IDLE));
         // A full pool closes the connection (the handle is dropped).
-        let _ = queue.push(Idle {
+        let _ = self.idle.push(Idle {
             tx,
             since: Instant::now(),
         });
@@ -112,14 +110,11 @@ impl EndpointPool {
 
     /// Drops idle connections older than the idle timeout or closed.
     fn reap(&self) {
-        let Some(queue) = self.idle.get() else {
-            return;
-        };
         let now = Instant::now();
-        for _ in 0..queue.len() {
-            let Some(idle) = queue.pop() else { break };
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else { break };
             if now.duration_since(idle.since) < self.idle_timeout && !idle.tx.is_closed() {
-                let _ = queue.push(idle);
+                let _ = self.idle.push(idle);
             }
         }
     }
