@@ -1,11 +1,12 @@
 //! A small per-endpoint pool of HTTP/1.1 connections toward upstreams.
 //!
 //! Each endpoint keeps a lock-free queue of idle `SendRequest` handles
-//! (memory for them is allocated as they arrive). A connection goes back to the pool only once
-//! its response body has been read to the end (see [`PooledBody`]); a
-//! response dropped part-way, a 101, or any error drops the handle instead,
-//! and hyper closes the connection (no pool poisoning). Idle handles older
-//! than the idle timeout are dropped at checkout and by a reaper task.
+//! (its memory allocated as they arrive). A connection goes back to the
+//! pool only once its response body has been read to the end (see
+//! [`PooledBody`]); a response dropped part-way, a 101, or any error drops
+//! the handle instead, and hyper closes the connection (no pool
+//! poisoning). Idle handles older than the idle timeout are dropped at
+//! checkout and by a reaper task.
 
 use crate::bounded::BoundedQueue;
 use crate::forward::body::ProxyBody;
