@@ -6,13 +6,14 @@
 //! back, its read and write buffers are freed, and a new hyper connection
 //! takes the socket when the client speaks again.
 
-use super::service::{Conn, h2_proxy_service, proxy_service};
+use super::service::{BoxedResponse, Conn, proxy_service};
 use super::sweep::{CLOSE, CLOSE_NOW, HeadTimer, PARK, Registry, Watch};
 use crate::compile::Limits;
 use crate::pipeline::ConnInfo;
 use crate::runtime::Live;
 use bytes::{Buf, Bytes};
 use hyper::server::conn::{http1, http2};
+use hyper::service::{Service as _, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::{Future, poll_fn};
@@ -290,7 +291,8 @@ async fn serve_h2<I>(io: I, conn: &Arc<Conn>, limits: &Limits, live: &Arc<Live>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = h2_proxy_service(live.clone(), conn.clone());
+    let inner = proxy_service(live.clone(), conn.clone());
+    let service = service_fn(move |req| -> BoxedResponse { Box::pin(inner.call(req)) });
     let hc = Box::pin(h2_builder(limits).serve_connection(TokioIo::new(io), service));
     drive_unparked(hc, conn, |hc| hc.graceful_shutdown()).await;
 }

@@ -12,7 +12,6 @@ use crate::runtime::Live;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
@@ -80,26 +79,11 @@ pub(super) fn proxy_service(
     })
 }
 
-/// A request's future, boxed (see [`h2_proxy_service`]).
-type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-/// [`proxy_service`] for HTTP/2, with its future boxed. hyper spawns each
-/// stream as a task, and tokio moves a task's future when it spawns it and
-/// writes over it twice when it ends; a box is moved once, into the box.
-pub(super) fn h2_proxy_service(
-    live: Arc<Live>,
-    conn: Arc<Conn>,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<ProxyBody>,
-    Error = Infallible,
-    Future = BoxedResponse,
-> + Clone
-+ Send
-+ 'static {
-    let inner = proxy_service(live, conn);
-    hyper::service::service_fn(move |req| -> BoxedResponse { Box::pin(inner.call(req)) })
-}
+/// A request's future, boxed. hyper spawns each HTTP/2 stream as a task,
+/// and tokio moves a task's future when it spawns it and writes over it
+/// twice when it ends; a box is moved once, into the box.
+pub(super) type BoxedResponse =
+    Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// The client side of an Upgrade request.
 fn client_upgrade(req: &mut Request<Incoming>) -> PendingUpgrade {
