@@ -9,7 +9,7 @@
 //! `explain`, `assign` or `diff`, which do not link a runtime at all.
 
 use super::def::{HealthCheck, Protocol};
-use super::{Upstream, connect, h2};
+use super::{Upstream, connect, h1, h2};
 use crate::forward::full;
 use http::{HeaderValue, Request, Uri, header};
 use std::sync::{Arc, Weak};
@@ -63,14 +63,18 @@ impl Upstream {
                 }
                 Protocol::Http1 => {
                     let req = probe_request(uri, Some(ep.host.clone()))?;
-                    let mut tx = connect::open_h1(&self.connector, &ep.url, label)
+                    let conn = self
+                        .dialer
+                        .open(label, ep.sni.as_ref(), label)
                         .await
                         .map_err(|e| e.reason())?;
-                    let resp = tx
-                        .send_request(req)
+                    let (parts, body) = req.into_parts();
+                    let out = h1::Outgoing::new(&parts, body)
+                        .map_err(|e| connect::h1_fault(label.clone(), e).reason())?;
+                    let answer = h1::exchange(conn, out, false, false)
                         .await
-                        .map_err(|e| connect::classify(label.clone(), e).reason())?;
-                    resp.status()
+                        .map_err(|f| connect::h1_fault(label.clone(), f.error).reason())?;
+                    answer.response.status()
                 }
             };
             Ok(status.as_u16())

@@ -2,13 +2,14 @@
 //! HTTP/1.1 or h2 connection, and telling apart why an attempt failed.
 
 use super::SendError;
-use super::def::{Protocol, UpstreamDef};
+use super::def::UpstreamDef;
+use super::h1::{Conn, H1Error, Io};
 use super::h2::H2Sender;
-use super::pool::Sender;
-use crate::forward::body::ClientBodyError;
+use crate::forward::body::{BoxError, ClientBodyError};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -22,15 +23,6 @@ pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// write into a connection the backend is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What one HTTP/1.1 upstream connection reads ahead at most (hyper's
-/// default is about 400 KiB). The response body is read from the socket
-/// only as the client side takes it, so this, with what the client side
-/// buffers, is what a client that stops reading holds (SPEC 5.1: about
-/// 165 KiB above an idle connection measured with 16 KiB, 210 KiB with
-/// 32 KiB). It also caps a response head: a larger one is a 502, as with
-/// HAProxy's 16 KiB buffers (NGINX allows 4 or 8 KiB by default).
-const H1_READ_BUF: usize = 16 * 1024;
-
 /// HTTP/2 flow control toward `protocol: h2` upstreams: a stream whose
 /// client stops reading holds at most its window (hyper's default is
 /// 2 MiB), and the connection window covers 100 such streams so that they
@@ -38,7 +30,21 @@ const H1_READ_BUF: usize = 16 * 1024;
 const H2_STREAM_WINDOW: u32 = 64 * 1024;
 const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
 
-/// The connector for `def`: TCP with its connect timeout, rustls for
+/// The TLS client settings of `def`: roots from `tls.ca`, else the
+/// bundled Mozilla roots.
+fn tls_config(def: &UpstreamDef) -> rustls::ClientConfig {
+    let ca = def.tls.as_ref().map_or(&[][..], |t| &t.ca_certs[..]);
+    crate::tls::client_config(ca).unwrap_or_else(|e| {
+        // Not reachable with the fixed provider and versions; fail closed
+        // (no roots: every https:// endpoint answers 502).
+        tracing::error!(upstream = %def.name, error = %e, "cannot build TLS client config");
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    })
+}
+
+/// The connector toward `protocol: h2` upstreams for `def`: TCP with its connect timeout, rustls for
 /// `https://` endpoints (roots from `tls.ca`, else the bundled Mozilla
 /// roots; SNI and verification against `tls.server_name`, else the
 /// endpoint's host; ALPN `h2` for `protocol: h2`, else `http/1.1`). A
@@ -48,17 +54,8 @@ pub(crate) fn connector(def: &UpstreamDef) -> Connector {
     tcp.set_connect_timeout(Some(def.connect_timeout));
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
-    let ca = def.tls.as_ref().map_or(&[][..], |t| &t.ca_certs[..]);
-    let config = crate::tls::client_config(ca).unwrap_or_else(|e| {
-        // Not reachable with the fixed provider and versions; fail closed
-        // (no roots: every https:// endpoint answers 502).
-        tracing::error!(upstream = %def.name, error = %e, "cannot build TLS client config");
-        rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    });
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
+        .with_tls_config(tls_config(def))
         .https_or_http();
     let name = def
         .tls
@@ -69,48 +66,87 @@ pub(crate) fn connector(def: &UpstreamDef) -> Connector {
         Some(n) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(n)),
         None => builder,
     };
-    match def.protocol {
-        Protocol::H2 => builder.enable_http2().wrap_connector(tcp),
-        Protocol::Http1 => builder.enable_http1().wrap_connector(tcp),
+    builder.enable_http2().wrap_connector(tcp)
+}
+
+/// How new HTTP/1.1 connections of one upstream are opened: TCP within
+/// the connect timeout, then rustls (ALPN `http/1.1`) for `https://`
+/// endpoints, with the same roots and name rules as [`connector`].
+pub(crate) struct H1Dialer {
+    connect_timeout: Duration,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for H1Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Dialer")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
     }
 }
 
-/// Opens a new HTTP/1.1 connection (TCP, TLS for `https://`) to `url`.
-pub(crate) async fn open_h1(
-    connector: &Connector,
-    url: &str,
-    endpoint: &Arc<str>,
-) -> Result<Sender, SendError> {
-    match dial(connector, url, endpoint).await? {
-        // Clear text: the connection reads and writes the socket itself,
-        // not through the TLS-or-not wrapper on every call.
-        MaybeHttpsStream::Http(tcp) => handshake_h1(tcp, endpoint).await,
-        tls => handshake_h1(tls, endpoint).await,
-    }
-}
-
-/// The HTTP/1.1 handshake on `io`; the connection runs in a task of its own.
-async fn handshake_h1<T>(io: T, endpoint: &Arc<str>) -> Result<Sender, SendError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
-{
-    let (tx, conn) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(H1_READ_BUF)
-        // A read may fill more than the buffer's nominal size: the head
-        // limit is checked on its parsed length too.
-        .max_header_size(H1_READ_BUF)
-        .handshake(io)
-        .await
-        .map_err(|e| SendError::Connect {
-            endpoint: endpoint.clone(),
-            source: e.into(),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection closed");
+impl H1Dialer {
+    pub(crate) fn new(def: &UpstreamDef) -> Self {
+        let mut config = tls_config(def);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        H1Dialer {
+            connect_timeout: def.connect_timeout,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
         }
-    });
-    Ok(tx)
+    }
+
+    /// Opens a connection to `authority` (`host:port`); `sni`, the name
+    /// a TLS endpoint is verified against, for `https://`.
+    pub(crate) async fn open(
+        &self,
+        authority: &str,
+        sni: Option<&ServerName<'static>>,
+        endpoint: &Arc<str>,
+    ) -> Result<Conn, SendError> {
+        let connect_error = |source: BoxError| SendError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority)).await {
+                Err(_) => {
+                    let timed_out =
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                    return Err(connect_error(timed_out.into()));
+                }
+                Ok(Err(e)) => return Err(connect_error(e.into())),
+                Ok(Ok(tcp)) => tcp,
+            };
+        let _ = tcp.set_nodelay(true);
+        let Some(name) = sni else {
+            return Ok(Conn::new(Io::Plain(tcp)));
+        };
+        match self.tls.connect(name.clone(), tcp).await {
+            Ok(tls) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
+            Err(e) => Err(SendError::Tls {
+                endpoint: endpoint.clone(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// The name a TLS endpoint is verified against and sent as SNI:
+/// `tls.server_name`, else the endpoint's host.
+pub(crate) fn server_name(
+    def: &UpstreamDef,
+    base: Option<&http::uri::Authority>,
+) -> Option<ServerName<'static>> {
+    let configured = def.tls.as_ref().and_then(|t| t.server_name.clone());
+    let host = configured.or_else(|| {
+        base.map(|a| {
+            a.host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+    })?;
+    ServerName::try_from(host).ok()
 }
 
 /// Opens a new h2 connection to `url`: prior knowledge on clear text, ALPN
@@ -170,7 +206,19 @@ async fn dial(
     }
 }
 
-/// Why an exchange failed after the connection was made (HTTP/1.1 or h2).
+/// Why an HTTP/1.1 exchange failed after the connection was made.
+pub(crate) fn h1_fault(endpoint: Arc<str>, e: H1Error) -> SendError {
+    match e {
+        H1Error::RequestBody(e) => body_fault(&*e).unwrap_or(SendError::ClientBody),
+        H1Error::Request(_) => SendError::ClientBody,
+        e => SendError::Reset {
+            endpoint,
+            source: e.into(),
+        },
+    }
+}
+
+/// Why an h2 exchange failed after the connection was made.
 pub(crate) fn classify(endpoint: Arc<str>, e: hyper::Error) -> SendError {
     body_fault(&e).unwrap_or_else(|| SendError::Reset {
         endpoint,

@@ -14,6 +14,7 @@ mod balance;
 mod check;
 mod connect;
 pub mod def;
+mod h1;
 mod h2;
 mod health;
 mod pool;
@@ -25,15 +26,14 @@ use crate::forward::body::{BodyFailed, BoxError, ProxyBody, full};
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
 use crate::metrics::{EndpointCounters, UpstreamErrors};
 use balance::Tried;
-use connect::{Connector, classify};
+use connect::{Connector, H1Dialer, classify, h1_fault};
 use def::{Outlier, Protocol, UpstreamDef};
 use h2::H2Slot;
 use health::{EndpointMetrics, FaultKind, LogLimit, Vitals, now_ms};
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
-use pool::{EndpointPool, PooledBody};
+use pool::EndpointPool;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -54,7 +54,10 @@ pub struct Upstream {
     ejecting: AtomicBool,
     /// The warn lines of `no_healthy` answers.
     no_healthy_log: LogLimit,
+    /// Opens `protocol: h2` connections.
     connector: Connector,
+    /// Opens `protocol: http1` connections.
+    dialer: H1Dialer,
     /// `pointsman_upstream_errors_total` of this upstream, once linked to
     /// the process's metrics.
     errors: OnceLock<UpstreamErrors>,
@@ -81,6 +84,8 @@ struct EndpointState {
     base: Option<http::uri::Authority>,
     /// Whether it is `https://`.
     tls: bool,
+    /// The name a `https://` endpoint is verified against (HTTP/1.1).
+    sni: Option<rustls_pki_types::ServerName<'static>>,
     /// The Host header sent when the request has none (the authority,
     /// without the scheme's default port).
     host: Option<HeaderValue>,
@@ -239,6 +244,7 @@ impl Upstream {
     /// until a request needs it.
     pub fn new(def: UpstreamDef) -> Self {
         let connector = connect::connector(&def);
+        let dialer = H1Dialer::new(&def);
         let name = def.name.clone();
         let endpoints = def
             .endpoints
@@ -253,7 +259,12 @@ impl Upstream {
                     }
                 });
                 let scheme = if e.tls { "https" } else { "http" };
+                let sni = e
+                    .tls
+                    .then(|| connect::server_name(&def, base.as_ref()))
+                    .flatten();
                 EndpointState {
+                    sni,
                     base,
                     host,
                     tls: e.tls,
@@ -271,6 +282,7 @@ impl Upstream {
             ejecting: AtomicBool::new(false),
             no_healthy_log: LogLimit::default(),
             connector,
+            dialer,
             errors: OnceLock::new(),
         }
     }
@@ -550,9 +562,13 @@ impl Upstream {
             match tokio::time::timeout(timeout, exchange).await {
                 Err(_) => Err(SendError::Timeout { endpoint, timeout }),
                 Ok(Err(e)) => Err(e),
-                Ok(Ok(response)) => {
-                    Ok(self.sent(response.map(PooledBody::plain), endpoint, in_flight, failed))
-                }
+                Ok(Ok(response)) => Ok(sent(
+                    response.map(Inner::H2),
+                    None,
+                    endpoint,
+                    in_flight,
+                    failed,
+                )),
             }
         }
     }
@@ -574,92 +590,71 @@ impl Upstream {
     ) -> impl Future<Output = Result<Sent, SendError>> {
         async move {
             let endpoint = ep.vitals.label.clone();
-            // Origin form (authority form for CONNECT), Host when absent.
-            let uri = if req.method() == Method::CONNECT {
-                Uri::from(base)
-            } else {
-                match req.uri().path_and_query() {
-                    Some(pq) => Uri::from(pq.clone()),
-                    None => Uri::from_static("/"),
-                }
-            };
-            *req.uri_mut() = uri;
-            *req.version_mut() = Version::HTTP_11;
+            // The head goes out in origin form (authority form for
+            // CONNECT), with a Host when the request has none.
+            if req.method() == Method::CONNECT {
+                *req.uri_mut() = Uri::from(base);
+            }
             if let Some(host) = &ep.host
                 && !req.headers().contains_key(http::header::HOST)
             {
                 req.headers_mut().insert(http::header::HOST, host.clone());
             }
+            let head_request = req.method() == Method::HEAD;
+            let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
+            let (parts, body) = req.into_parts();
+            let out = h1::Outgoing::new(&parts, body).map_err(|e| h1_fault(endpoint.clone(), e))?;
+            drop(parts);
             let in_flight = InFlight::new(&ep.vitals);
             let exchange = async {
+                let mut out = out;
                 loop {
-                    let (mut tx, reused) = match ep.pool.checkout() {
-                        Some(tx) => (tx, true),
+                    let (conn, reused) = match ep.pool.checkout() {
+                        Some(conn) => (conn, true),
                         // Boxed: the connect future is large and cold; inline,
                         // it would bloat (and be memcpy'd with) every request's
                         // future.
                         None => (
-                            Box::pin(connect::open_h1(&self.connector, &ep.url, &endpoint)).await?,
+                            Box::pin(self.dialer.open(
+                                &ep.vitals.label,
+                                ep.sni.as_ref(),
+                                &endpoint,
+                            ))
+                            .await?,
                             false,
                         ),
                     };
-                    match tx.try_send_request(req).await {
-                        Ok(response) => return Ok((response, tx)),
-                        Err(mut e) => match e.take_message() {
-                            Some(back) if reused => req = back,
-                            _ => return Err(classify(endpoint.clone(), e.into_error())),
-                        },
+                    match h1::exchange(conn, out, head_request, wants_upgrade).await {
+                        Ok(answer) => return Ok(answer),
+                        Err(h1::Failed {
+                            unsent: Some(back), ..
+                        }) if reused => out = back,
+                        Err(failed) => return Err(h1_fault(endpoint.clone(), failed.error)),
                     }
                 }
             };
             match tokio::time::timeout(timeout, exchange).await {
                 Err(_) => Err(SendError::Timeout { endpoint, timeout }),
                 Ok(Err(e)) => Err(e),
-                Ok(Ok((response, tx))) => {
-                    let response = if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        response.map(PooledBody::plain)
-                    } else {
-                        response.map(|b| PooledBody::pooled(b, tx, ep.pool.clone()))
-                    };
-                    Ok(self.sent(response, endpoint, in_flight, failed))
+                Ok(Ok(h1::Answer {
+                    mut response,
+                    upgraded,
+                })) => {
+                    let upgrade = upgraded.map(|io| -> PendingUpgrade {
+                        Box::pin(async move { Ok(Box::new(io) as Box<dyn UpgradedIo>) })
+                    });
+                    if upgrade.is_none() {
+                        response.body_mut().on_release(ep.pool.clone());
+                    }
+                    Ok(sent(
+                        response.map(Inner::H1),
+                        upgrade,
+                        endpoint,
+                        in_flight,
+                        failed,
+                    ))
                 }
             }
-        }
-    }
-
-    /// The exchange's answer: a 101 hands its upgrade on; any other
-    /// response body counts a mid-response reset and holds the in-flight
-    /// count.
-    fn sent(
-        &self,
-        mut response: Response<PooledBody>,
-        endpoint: Arc<str>,
-        in_flight: InFlight,
-        failed: Option<BodyFailed>,
-    ) -> Sent {
-        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            let on = hyper::upgrade::on(&mut response);
-            let pending: PendingUpgrade = Box::pin(async move {
-                let io = on.await?;
-                Ok(Box::new(TokioIo::new(io)) as Box<dyn UpgradedIo>)
-            });
-            return Sent {
-                response: response.map(|_| full(bytes::Bytes::new())),
-                upgrade: Some((pending, in_flight)),
-                endpoint,
-            };
-        }
-        Sent {
-            response: response.map(|inner| {
-                UpstreamBody {
-                    inner,
-                    in_flight: Some(in_flight),
-                    failed,
-                }
-                .boxed()
-            }),
-            upgrade: None,
-            endpoint,
         }
     }
 
@@ -730,6 +725,37 @@ impl Upstream {
     }
 }
 
+/// The exchange's answer: a 101 hands its upgrade on; any other
+/// response body counts a mid-response reset and holds the in-flight
+/// count.
+fn sent(
+    response: Response<Inner>,
+    upgrade: Option<PendingUpgrade>,
+    endpoint: Arc<str>,
+    in_flight: InFlight,
+    failed: Option<BodyFailed>,
+) -> Sent {
+    if let Some(pending) = upgrade {
+        return Sent {
+            response: response.map(|_| full(bytes::Bytes::new())),
+            upgrade: Some((pending, in_flight)),
+            endpoint,
+        };
+    }
+    Sent {
+        response: response.map(|inner| {
+            UpstreamBody {
+                inner,
+                in_flight: Some(in_flight),
+                failed,
+            }
+            .boxed()
+        }),
+        upgrade: None,
+        endpoint,
+    }
+}
+
 /// A request body on its way to an upstream.
 #[derive(Debug)]
 pub enum OutBody {
@@ -764,18 +790,22 @@ impl balance::Endpoints for Available<'_> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body from an endpoint: counts and logs a reset
-    /// mid-response (`kind="reset"`, SPEC 9) whether or not anything else
-    /// watches, and holds the endpoint's in-flight count until it is done.
-    struct UpstreamBody {
-        #[pin]
-        inner: PooledBody,
-        // Taken at the first error: one reset is counted once.
-        in_flight: Option<InFlight>,
-        // The request body's failure flag: a cut after it is the client's.
-        failed: Option<BodyFailed>,
-    }
+/// A response body as its connection reads it.
+#[derive(Debug)]
+enum Inner {
+    H1(h1::ResponseBody),
+    H2(hyper::body::Incoming),
+}
+
+/// A response body from an endpoint: counts and logs a reset
+/// mid-response (`kind="reset"`, SPEC 9) whether or not anything else
+/// watches, and holds the endpoint's in-flight count until it is done.
+struct UpstreamBody {
+    inner: Inner,
+    // Taken at the first error: one reset is counted once.
+    in_flight: Option<InFlight>,
+    // The request body's failure flag: a cut after it is the client's.
+    failed: Option<BodyFailed>,
 }
 
 impl Body for UpstreamBody {
@@ -786,8 +816,12 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::H1(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            Inner::H2(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+        };
+        match polled {
             Poll::Ready(Some(Err(e))) => {
                 let clients_fault = this.failed.as_ref().is_some_and(BodyFailed::is_set);
                 if !clients_fault && let Some(InFlight(v)) = this.in_flight.as_ref() {
@@ -796,19 +830,25 @@ impl Body for UpstreamBody {
                     }
                     v.reset_mid_response(format!("reset mid-response: {e}"));
                 }
-                *this.in_flight = None;
-                Poll::Ready(Some(Err(e.into())))
+                this.in_flight = None;
+                Poll::Ready(Some(Err(e)))
             }
-            other => other.map(|f| f.map(|r| r.map_err(BoxError::from))),
+            other => other,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(b) => b.is_end_stream(),
+            Inner::H2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(b) => b.size_hint(),
+            Inner::H2(b) => b.size_hint(),
+        }
     }
 }
 

@@ -1,25 +1,18 @@
 //! A small per-endpoint pool of HTTP/1.1 connections toward upstreams.
 //!
-//! Each endpoint keeps a lock-free queue of idle `SendRequest` handles
-//! (its memory allocated as they arrive). A connection goes back to the
-//! pool only once its response body has been read to the end (see
-//! [`PooledBody`]); a response dropped part-way, a 101, or any error drops
-//! the handle instead, and hyper closes the connection (no pool
-//! poisoning). Idle handles older than the idle timeout are dropped at
+//! Each endpoint keeps a lock-free queue of idle connections (its memory
+//! allocated as they arrive). A connection comes back only from a
+//! response body that ended cleanly (see [`h1::ResponseBody`]); a
+//! response dropped part-way, a 101, or any error closes it instead (no
+//! pool poisoning). Idle connections that are older than the idle
+//! timeout, closed by the upstream, or sent bytes unasked are dropped at
 //! checkout and by a reaper task.
 
+use super::h1::{self, Conn};
 use crate::bounded::BoundedQueue;
-use crate::forward::body::ProxyBody;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-/// An HTTP/1.1 request sender on one upstream connection.
-pub(crate) type Sender = SendRequest<ProxyBody>;
 
 /// Idle connections kept per endpoint at most; more are closed. Room for
 /// the connections a busy front keeps in use at once (500 concurrent h2
@@ -30,7 +23,7 @@ pub(crate) type Sender = SendRequest<ProxyBody>;
 const MAX_IDLE: usize = 1024;
 
 struct Idle {
-    tx: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -59,46 +52,21 @@ impl EndpointPool {
     }
 
     /// An idle connection that is ready for a request.
-    pub(crate) fn checkout(&self) -> Option<Sender> {
+    pub(crate) fn checkout(&self) -> Option<Conn> {
         loop {
-            let idle = self.idle.pop()?;
-            if idle.tx.is_ready() && idle.since.elapsed() < self.idle_timeout {
-                return Some(idle.tx);
+            let mut idle = self.idle.pop()?;
+            if idle.since.elapsed() < self.idle_timeout && idle.conn.is_reusable() {
+                return Some(idle.conn);
             }
-            // Closed, busy or stale: drop it (hyper closes the connection).
+            // Stale, closed or sent bytes unasked: dropping closes it.
         }
     }
 
-    /// Returns a connection whose last exchange completed.
-    fn put(self: &Arc<Self>, tx: Sender) {
-        if !tx.is_ready() {
-            if tx.is_closed() {
-                return;
-            }
-            // The connection task has not yet noticed the end of the
-            // response; wait for it off the request path (outside a
-            // runtime, e.g. at shutdown, just close it).
-            let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            let pool = Arc::downgrade(self);
-            rt.spawn(async move {
-                let mut tx = tx;
-                if tx.ready().await.is_ok()
-                    && let Some(pool) = pool.upgrade()
-                {
-                    pool.push(tx);
-                }
-            });
-            return;
-        }
-        self.push(tx);
-    }
-
-    fn push(self: &Arc<Self>, tx: Sender) {
-        // A full pool closes the connection (the handle is dropped).
+    /// Keeps a connection whose exchange ended cleanly (a full pool
+    /// closes it).
+    fn put(self: &Arc<Self>, conn: Conn) {
         let _ = self.idle.push(Idle {
-            tx,
+            conn,
             since: Instant::now(),
         });
         if !self.reaper.load(Ordering::Relaxed)
@@ -113,8 +81,10 @@ impl EndpointPool {
     fn reap(&self) {
         let now = Instant::now();
         for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else { break };
-            if now.duration_since(idle.since) < self.idle_timeout && !idle.tx.is_closed() {
+            let Some(mut idle) = self.idle.pop() else {
+                break;
+            };
+            if now.duration_since(idle.since) < self.idle_timeout && idle.conn.is_reusable() {
                 let _ = self.idle.push(idle);
             }
         }
@@ -136,78 +106,8 @@ fn spawn_reaper(rt: &tokio::runtime::Handle, pool: Weak<EndpointPool>, idle_time
     });
 }
 
-/// A response body from a pooled connection: when read to the end, the
-/// connection goes back to the pool; dropped before that, it is closed.
-pub(crate) struct PooledBody {
-    inner: Incoming,
-    ret: Option<(Sender, Arc<EndpointPool>)>,
-}
-
-impl std::fmt::Debug for PooledBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PooledBody {
-    /// A body that never returns a connection (h2, 101).
-    pub(crate) fn plain(inner: Incoming) -> Self {
-        PooledBody { inner, ret: None }
-    }
-
-    /// A body that returns `tx` to `pool` once read to the end.
-    pub(crate) fn pooled(inner: Incoming, tx: Sender, pool: Arc<EndpointPool>) -> Self {
-        let mut body = PooledBody {
-            inner,
-            ret: Some((tx, pool)),
-        };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some((tx, pool)) = self.ret.take() {
-            pool.put(tx);
-        }
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Read to its declared end (the server may stop polling there).
-        if self.ret.is_some() && self.inner.is_end_stream() {
-            self.release();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.ret = None,
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl h1::Release for EndpointPool {
+    fn release(self: Arc<Self>, conn: Conn) {
+        self.put(conn);
     }
 }

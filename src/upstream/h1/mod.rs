@@ -1,0 +1,403 @@
+//! Pointsman's own HTTP/1.1 client connection toward upstreams (as
+//! Pingora has), in place of hyper's: one exchange runs in the request's
+//! own task, with no connection task, channel or wake-up between them, and
+//! an idle connection is a socket and its buffer, nothing more.
+//!
+//! - [`Outgoing`] writes the request (`write.rs`); [`exchange`] reads the
+//!   response head with `httparse`, skipping `1xx` answers, and frames
+//!   the body (RFC 9112 6.3); [`ResponseBody`] reads it (`read.rs`).
+//! - A connection is reused only after a response read exactly to its
+//!   framed end, with the whole request written and no byte beyond it
+//!   (pool poisoning, RELIABILITY row 26); anything else closes it.
+//! - A `101` is accepted only for a request that asked to upgrade.
+
+mod io;
+mod read;
+mod write;
+
+pub(crate) use io::{Io, Rewind};
+pub(crate) use read::{Release, ResponseBody};
+pub(crate) use write::Outgoing;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, Version};
+use read::Framing;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// What one connection reads ahead at most (hyper's default is about
+/// 400 KiB). The response body is read from the socket only as the client
+/// side takes it, so this, with what the client side buffers, is what a
+/// client that stops reading holds (SPEC 5.1). It also caps a response
+/// head: a larger one is a 502, as with HAProxy's 16 KiB buffers (NGINX
+/// allows 4 or 8 KiB by default).
+pub(crate) const READ_BUF: usize = 16 * 1024;
+
+/// Header lines a response head may have.
+const MAX_HEADERS: usize = 128;
+
+/// Why an HTTP/1.1 exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection early.
+    #[error("connection closed before the {0}")]
+    Closed(&'static str),
+    /// The upstream's answer broke HTTP/1.1.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    /// The request could not be framed as it was.
+    #[error("invalid request: {0}")]
+    Request(&'static str),
+    /// The request body failed (the client's side).
+    #[error("the request body failed: {0}")]
+    RequestBody(#[source] crate::forward::body::BoxError),
+}
+
+/// An open connection: its transport and what was read and not yet used.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: Io,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// A connection over `io`, nothing read yet.
+    pub(crate) fn new(io: Io) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the upstream has
+    /// neither closed it nor sent anything unasked. Costs no system call
+    /// when nothing happened on the socket since it was last read.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
+    }
+
+    /// Reads more into the buffer (`Ok(0)` at the end of the stream).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf
+                .reserve(READ_BUF.saturating_sub(self.buf.len()).max(1024));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// A response head read off the wire, its body not yet.
+pub(crate) struct Answer {
+    /// The response; a `101`'s body is empty.
+    pub(crate) response: Response<ResponseBody>,
+    /// For a `101`: the connection, now a byte stream.
+    pub(crate) upgraded: Option<Rewind>,
+}
+
+/// Why an exchange failed, with the request when no byte of it was
+/// written (it may go out again on another connection).
+pub(crate) struct Failed {
+    pub(crate) error: H1Error,
+    pub(crate) unsent: Option<Outgoing>,
+}
+
+/// Sends `out` on `conn` and reads the response head. The request body
+/// goes on being written while the head is awaited (an upstream may
+/// answer early), and after it by the response body.
+pub(crate) async fn exchange(
+    mut conn: Conn,
+    mut out: Outgoing,
+    head_request: bool,
+    wants_upgrade: bool,
+) -> Result<Answer, Failed> {
+    // A write that fails is not fatal until the head cannot be read: an
+    // upstream may answer and close without reading the whole body.
+    let mut writing = true;
+    let mut write_error = None;
+    let head = std::future::poll_fn(|cx| {
+        if writing {
+            match out.poll_drive(cx, &mut conn.io) {
+                Poll::Ready(Ok(())) => writing = false,
+                Poll::Ready(Err(H1Error::Io(e))) => {
+                    writing = false;
+                    write_error = Some(e);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        poll_head(cx, &mut conn)
+    })
+    .await;
+    let head = match head {
+        Ok(head) => head,
+        Err(error) => {
+            let error = match (error, write_error) {
+                (H1Error::Closed(_), Some(e)) => H1Error::Io(e),
+                (error, _) => error,
+            };
+            let unsent = (!out.started).then_some(out);
+            return Err(Failed { error, unsent });
+        }
+    };
+    let fail = |error| Failed {
+        error,
+        unsent: None,
+    };
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        if !wants_upgrade {
+            return Err(fail(H1Error::Invalid(
+                "101 to a request that did not ask to upgrade",
+            )));
+        }
+        let mut response = Response::new(ResponseBody::empty());
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        let early = conn.buf.split().freeze();
+        return Ok(Answer {
+            response,
+            upgraded: Some(Rewind { early, io: conn.io }),
+        });
+    }
+    let framing = framing(&head, head_request).map_err(fail)?;
+    let reusable = head.keep_alive && write_error.is_none();
+    // Still writing: the response body drives the rest of the request.
+    let pending = writing.then_some(out);
+    let body = ResponseBody::new(conn, framing, reusable, pending);
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    *response.version_mut() = Version::HTTP_11;
+    Ok(Answer {
+        response,
+        upgraded: None,
+    })
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// HTTP/1.1 without `Connection: close`.
+    keep_alive: bool,
+}
+
+/// Reads until a final response head (`1xx` other than `101` skipped).
+fn poll_head(cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Result<Head, H1Error>> {
+    loop {
+        if !conn.buf.is_empty()
+            && let Some(head) = parse_head(&mut conn.buf)?
+        {
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            return Poll::Ready(Ok(head));
+        }
+        if conn.buf.len() >= READ_BUF {
+            return Poll::Ready(Err(H1Error::Invalid("response head over 16 KiB")));
+        }
+        match std::task::ready!(conn.poll_fill(cx)) {
+            Ok(0) => return Poll::Ready(Err(H1Error::Closed("response head"))),
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(H1Error::Io(e))),
+        }
+    }
+}
+
+/// Parses one response head off the front of `buf`, if complete. Header
+/// values share the head's bytes (no copy per value).
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(H1Error::Invalid("too many header lines"));
+        }
+        Err(_) => return Err(H1Error::Invalid("malformed head")),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(H1Error::Invalid("bad status code"))?;
+    let http11 = res.version == Some(1);
+    let base = buf.as_ptr() as usize;
+    // Where each name and value lies in the head, to slice the frozen head.
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = res.headers.len();
+    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (name, name + h.name.len(), value, value + h.value.len());
+    }
+    let head: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut close = !http11;
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n0..n1])
+            .map_err(|_| H1Error::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+            .map_err(|_| H1Error::Invalid("bad header value"))?;
+        if name == header::CONNECTION {
+            close |= has_token(&value, "close");
+        }
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        headers,
+        keep_alive: !close,
+    }))
+}
+
+/// How the body of a response to a request is delimited (RFC 9112 6.3).
+/// Both `Transfer-Encoding` and `Content-Length`, or lengths that
+/// disagree, are refused (a 502), not guessed at.
+fn framing(head: &Head, head_request: bool) -> Result<Framing, H1Error> {
+    let status = head.status.as_u16();
+    if head_request || status == 204 || status == 304 || head.status.is_informational() {
+        return Ok(Framing::Length(0));
+    }
+    let mut te = head
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    if te.peek().is_some() {
+        if head.headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(H1Error::Invalid(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        // Chunked when it is the final coding; otherwise the body runs to
+        // the close.
+        let last = te
+            .last()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::Close,
+        });
+    }
+    let mut length = None;
+    for value in head.headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| H1Error::Invalid("bad Content-Length"))?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(H1Error::Invalid("bad Content-Length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| H1Error::Invalid("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Invalid("Content-Length values disagree"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, H1Error> {
+        parse_head(&mut BytesMut::from(text))
+    }
+
+    fn framed(text: &str) -> Result<Framing, H1Error> {
+        let h = head(text)?.expect("complete");
+        framing(&h, false)
+    }
+
+    #[test]
+    fn heads_parse_with_their_values_and_keep_alive() {
+        let h = head("HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabc")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(h.status, 200);
+        let a: Vec<_> = h.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert!(h.keep_alive);
+        assert!(
+            head("HTTP/1.1 200 OK\r\nX-A: 1\r\n")
+                .expect("valid")
+                .is_none()
+        );
+        let closing = head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert!(!closing.keep_alive);
+        let old = head("HTTP/1.0 200 OK\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert!(!old.keep_alive);
+        assert!(head("HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn bodies_are_framed_as_rfc_9112_says() {
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").expect("length"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n")
+                .expect("repeated"),
+            Framing::Length(5)
+        );
+        assert!(framed("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n").is_err());
+        assert!(framed("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n").is_err());
+        assert!(
+            framed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .is_err()
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").expect("te"),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").expect("te"),
+            Framing::Close
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\n\r\n").expect("close"),
+            Framing::Close
+        );
+        assert_eq!(
+            framed("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").expect("304"),
+            Framing::Length(0)
+        );
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(framing(&h, true).expect("head"), Framing::Length(0));
+    }
+}
