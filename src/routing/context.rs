@@ -205,10 +205,7 @@ pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     if trimmed.is_empty() {
         return Err(HostError::Empty);
     }
-    let valid = trimmed
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if !valid || trimmed.split('.').any(str::is_empty) {
+    if !is_host_name(trimmed) {
         return Err(HostError::Invalid);
     }
     if trimmed.len() == name.len() {
@@ -221,6 +218,25 @@ pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
         out.push_str(p);
     }
     Ok(Cow::Owned(out))
+}
+
+/// Letters, digits, `-`, `_` and `.` with no empty label (one pass: this
+/// runs on every request).
+fn is_host_name(name: &str) -> bool {
+    let mut label_empty = true;
+    for b in name.bytes() {
+        if b == b'.' {
+            if label_empty {
+                return false;
+            }
+            label_empty = true;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label_empty = false;
+        } else {
+            return false;
+        }
+    }
+    !label_empty
 }
 
 /// `raw` as (name, port): a bracketed IPv6 name keeps its brackets.

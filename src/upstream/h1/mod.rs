@@ -187,12 +187,17 @@ pub(crate) async fn exchange(
     })
 }
 
-/// A parsed response head.
+/// A parsed response head, with what its framing headers said (noted
+/// while parsing, so they are not looked up again).
 struct Head {
     status: StatusCode,
     headers: HeaderMap,
     /// HTTP/1.1 without `Connection: close`.
     keep_alive: bool,
+    /// `Transfer-Encoding`: whether its final coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length`, once all its values agree.
+    length: Result<Option<u64>, &'static str>,
 }
 
 /// Reads until a final response head (`1xx` other than `101` skipped).
@@ -220,9 +225,15 @@ fn poll_head(cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Result<Head, H1Error
 /// Parses one response head off the front of `buf`, if complete. Header
 /// values share the head's bytes (no copy per value).
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    // Uninitialised slots: nothing is written before the parser fills them.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -237,22 +248,33 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let http11 = res.version == Some(1);
     let base = buf.as_ptr() as usize;
     // Where each name and value lies in the head, to slice the frozen head.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
     let count = res.headers.len();
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+    let mut spans = Vec::with_capacity(count);
+    for h in res.headers.iter() {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
-        *span = (name, name + h.name.len(), value, value + h.value.len());
+        spans.push((name, name + h.name.len(), value, value + h.value.len()));
     }
     let head: Bytes = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     let mut close = !http11;
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    let mut chunked = None;
+    let mut length = Ok(None);
+    for (n0, n1, v0, v1) in spans {
         let name = HeaderName::from_bytes(&head[n0..n1])
             .map_err(|_| H1Error::Invalid("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| H1Error::Invalid("bad header value"))?;
-        if name == header::CONNECTION {
+        if name == header::CONTENT_LENGTH {
+            length = length.and_then(|known| content_length(&value, known));
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(&[]);
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
             close |= has_token(&value, "close");
         }
         headers.append(name, value);
@@ -261,6 +283,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         status,
         headers,
         keep_alive: !close,
+        chunked,
+        length,
     }))
 }
 
@@ -272,49 +296,35 @@ fn framing(head: &Head, head_request: bool) -> Result<Framing, H1Error> {
     if head_request || status == 204 || status == 304 || head.status.is_informational() {
         return Ok(Framing::Length(0));
     }
-    let mut te = head
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .peekable();
-    if te.peek().is_some() {
-        if head.headers.contains_key(header::CONTENT_LENGTH) {
-            return Err(H1Error::Invalid(
-                "both Transfer-Encoding and Content-Length",
-            ));
-        }
+    match (head.chunked, head.length) {
+        (Some(_), Ok(Some(_)) | Err(_)) => Err(H1Error::Invalid(
+            "both Transfer-Encoding and Content-Length",
+        )),
         // Chunked when it is the final coding; otherwise the body runs to
         // the close.
-        let last = te
-            .last()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::Close,
-        });
+        (Some(true), Ok(None)) => Ok(Framing::Chunked),
+        (Some(false) | None, Ok(None)) => Ok(Framing::Close),
+        (None, Ok(Some(n))) => Ok(Framing::Length(n)),
+        (None, Err(e)) => Err(H1Error::Invalid(e)),
     }
-    let mut length = None;
-    for value in head.headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| H1Error::Invalid("bad Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(H1Error::Invalid("bad Content-Length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| H1Error::Invalid("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Invalid("Content-Length values disagree"));
-            }
-            length = Some(n);
+}
+
+/// One `Content-Length` line (a list of equal values is allowed) with
+/// the value seen before it, if any: all must agree.
+fn content_length(value: &HeaderValue, known: Option<u64>) -> Result<Option<u64>, &'static str> {
+    let mut length = known;
+    for part in value.as_bytes().split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err("bad Content-Length");
         }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err("Content-Length values disagree");
+        }
+        length = Some(n);
     }
-    Ok(length.map_or(Framing::Close, Framing::Length))
+    Ok(length)
 }
 
 fn has_token(value: &HeaderValue, token: &str) -> bool {
