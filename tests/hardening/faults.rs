@@ -12,8 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A backend that misbehaves by path (`/close`, `/overread`, `/clte`,
-/// `/101`, `/bighead`, `/stall`, `/early` which answers before the body) and otherwise answers `/echo-id` with the
-/// request's `x-request-id`. Counts the requests it read.
+/// `/101`, `/bighead`, `/stall`, `/early` which answers before the body),
+/// sends what a backend may send around an answer (`/hints`: a 103, then
+/// a chunked body with trailers; `/head`: a length without a body, for a
+/// HEAD; `/closeafter`: an answer, then a close 100 ms later) and
+/// otherwise answers `/echo-id` with the request's `x-request-id`. Counts
+/// the requests it read.
 async fn faulty() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -60,6 +64,13 @@ async fn misbehave(mut s: TcpStream, hits: Arc<AtomicUsize>) {
                 let _ = s.write_all(&[b'e'; 16384]).await;
                 let _ = tokio::time::timeout(Duration::from_secs(3), s.read(&mut chunk)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+            "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 5\r\n\r\n".to_vec(),
+            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec(),
+            "/closeafter" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 return;
             }
             "/stall" => {
@@ -130,6 +141,51 @@ async fn row26_bad_responses_never_poison_the_pool() {
         let x = exchange(p.addr, &get("/echo-id", &id), Duration::from_secs(2)).await;
         assert_eq!(x.status(), 200, "{}", x.text());
         assert!(x.text().ends_with(&id), "after {path}: {}", x.text());
+    }
+}
+
+/// Row 26, the other way round: what a backend may lawfully send around
+/// an answer does not break the pool either. A 103 before the answer, a
+/// chunked body with trailers, a HEAD answer that declares a length it
+/// does not send, and a keep-alive connection the backend closes while it
+/// idles: each is answered as sent, and the normal request after it (no
+/// retries, one endpoint: a bad reuse would be a 502) gets its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row26_interim_answers_trailers_head_and_closed_idle_connections() {
+    let (addr, _) = in_background(faulty);
+    let p = Binary::launch()
+        .args(&["--access-log", "off"])
+        .start(&faulty_rules(&[addr], ", retries: 0"));
+    let (proxy, wait) = (p.addr, Duration::from_secs(2));
+    let good = |i: usize, after: &'static str| async move {
+        let id = format!("good-{after}-{i}");
+        let x = exchange(proxy, &get("/echo-id", &id), wait).await;
+        assert_eq!(x.status(), 200, "after {after}: {}", x.text());
+        assert!(x.text().ends_with(&id), "after {after}: {}", x.text());
+    };
+    for i in 0..5 {
+        let hints = b"GET /hints HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n";
+        let x = exchange(p.addr, hints, wait).await;
+        let text = x.text().to_ascii_lowercase();
+        assert_eq!(x.status(), 200, "{text}");
+        assert!(
+            text.contains("hello") && text.contains("x-sum: 5"),
+            "{text}"
+        );
+        good(i, "hints").await;
+        let head = b"HEAD /head HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let x = exchange(p.addr, head, wait).await;
+        assert_eq!(x.status(), 200, "{}", x.text());
+        assert!(
+            x.text()
+                .to_ascii_lowercase()
+                .contains("content-length: 100")
+        );
+        good(i, "head").await;
+        let x = exchange(p.addr, &get("/closeafter", "c"), wait).await;
+        assert_eq!(x.status(), 200, "{}", x.text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        good(i, "closeafter").await;
     }
 }
 
