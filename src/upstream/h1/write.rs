@@ -34,6 +34,9 @@ enum Framing {
 /// and whether any byte has reached the connection yet (a request that
 /// has not may go out again on another connection).
 pub(crate) struct Outgoing {
+    /// The head, until written (apart from the body's parts, so that a
+    /// request without a body allocates no queue).
+    head: Bytes,
     queue: VecDeque<Bytes>,
     queued: usize,
     body: ProxyBody,
@@ -72,7 +75,8 @@ impl Outgoing {
         let head = encode_head(parts, add);
         let mut out = Outgoing {
             queued: head.len(),
-            queue: VecDeque::from([head]),
+            head,
+            queue: VecDeque::new(),
             body,
             framing,
             ended: false,
@@ -93,7 +97,7 @@ impl Outgoing {
     ) -> Poll<Result<(), H1Error>> {
         loop {
             self.fill(cx)?;
-            if self.queue.is_empty() {
+            if self.queued == 0 {
                 if !self.ended {
                     // The body is waiting (its waker is registered).
                     return Poll::Pending;
@@ -103,7 +107,8 @@ impl Outgoing {
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(&self.queue) {
+            let parts = std::iter::once(&self.head).filter(|h| !h.is_empty());
+            for (slot, chunk) in slices.iter_mut().zip(parts.chain(&self.queue)) {
                 *slot = IoSlice::new(chunk);
                 count += 1;
             }
@@ -119,7 +124,7 @@ impl Outgoing {
     /// Whether everything, the body's end included, has been written.
     #[cfg(test)]
     fn is_done(&self) -> bool {
-        self.ended && self.queue.is_empty()
+        self.ended && self.queued == 0
     }
 
     /// Queues what the body has ready, up to [`QUEUE_LIMIT`].
@@ -197,6 +202,9 @@ impl Outgoing {
 
     fn consume(&mut self, mut n: usize) {
         self.queued -= n;
+        let from_head = n.min(self.head.len());
+        self.head.advance(from_head);
+        n -= from_head;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;
