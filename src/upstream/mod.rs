@@ -6,9 +6,10 @@
 //! definition is unchanged, so pools, health and ejection state (and the
 //! checks) survive reloads.
 //!
-//! This is one of the two places (with the server) that speak hyper: a
-//! response comes back as a [`ProxyBody`] and, for a 101, a
-//! [`PendingUpgrade`].
+//! HTTP/1.1 upstreams are spoken by Pointsman's own client connection
+//! ([`h1`]); `protocol: h2` upstreams by hyper's (this is one of the two
+//! places, with the server, that use hyper). Either way a response comes
+//! back as a [`ProxyBody`] and, for a 101, a [`PendingUpgrade`].
 
 mod balance;
 mod check;
