@@ -368,6 +368,10 @@ mod tests {
             .expect("valid")
             .expect("complete");
         assert!(!old.keep_alive);
+        let bare = head("HTTP/1.1 204\r\n\r\n")
+            .expect("no reason phrase")
+            .expect("complete");
+        assert_eq!(bare.status, 204);
         assert!(head("HTTP/1.1 2000 OK\r\n\r\n").is_err());
         assert!(head("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n").is_err());
     }
