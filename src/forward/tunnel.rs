@@ -6,6 +6,7 @@
 //! wire library.
 
 use super::body::BoxError;
+use bytes::{Buf, Bytes};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -13,6 +14,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Moves what `buf` has room for from `early` (bytes read ahead of a
+/// stream, due before anything read from it now) into `buf`. Whether
+/// there was anything to replay: a read then returns at once.
+pub fn replay(early: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if early.is_empty() {
+        return false;
+    }
+    let n = early.len().min(buf.remaining());
+    buf.put_slice(&early[..n]);
+    early.advance(n);
+    true
+}
 
 /// A byte stream after an upgrade.
 pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {}

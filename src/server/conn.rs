@@ -9,9 +9,10 @@
 use super::service::{BoxedResponse, Conn, proxy_service};
 use super::sweep::{CLOSE, CLOSE_NOW, HeadTimer, PARK, Registry, Watch};
 use crate::compile::Limits;
+use crate::forward::tunnel::replay;
 use crate::pipeline::ConnInfo;
 use crate::runtime::Live;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{Service as _, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -409,13 +410,13 @@ impl AsyncRead for Tracked {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(p) = &mut this.prefix {
-            let n = p.len().min(buf.remaining());
-            buf.put_slice(p.get(..n).unwrap_or_default());
-            p.advance(n);
+            let replayed = replay(p, buf);
             if p.is_empty() {
                 this.prefix = None;
             }
-            return Poll::Ready(Ok(()));
+            if replayed {
+                return Poll::Ready(Ok(()));
+            }
         }
         if this.read_run >= READ_SLICE {
             // Back of the run queue (a task woken while it runs is

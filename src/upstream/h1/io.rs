@@ -2,7 +2,8 @@
 //! rustls over TCP, and the stream an upgrade hands on (the bytes already
 //! read first).
 
-use bytes::{Buf, Bytes};
+use crate::forward::tunnel::replay;
+use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -92,10 +93,7 @@ impl AsyncRead for Rewind {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.early.has_remaining() {
-            let n = this.early.len().min(buf.remaining());
-            buf.put_slice(&this.early[..n]);
-            this.early.advance(n);
+        if replay(&mut this.early, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
