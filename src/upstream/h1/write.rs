@@ -258,10 +258,13 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
 }
 
 fn encode_head(parts: &Parts, add: Added) -> Bytes {
-    let target = match parts.uri.path_and_query() {
-        Some(pq) if parts.method != Method::CONNECT => pq.as_str(),
-        _ => parts.uri.authority().map_or("/", |a| a.as_str()),
+    // Origin form; authority form for CONNECT.
+    let target = if parts.method == Method::CONNECT {
+        parts.uri.authority().map(|a| a.as_str())
+    } else {
+        parts.uri.path_and_query().map(|pq| pq.as_str())
     };
+    let target = target.unwrap_or("/");
     let mut head = BytesMut::with_capacity(256 + 32 * parts.headers.len());
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.extend_from_slice(b" ");
@@ -360,6 +363,17 @@ mod tests {
         assert_eq!(
             written(empty).expect("post"),
             "POST /p HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_target_is_in_origin_form() {
+        let absolute = Request::get("http://a.example:8080/p?q=1")
+            .body(full(Bytes::new()))
+            .expect("request");
+        assert_eq!(
+            written(absolute).expect("get"),
+            "GET /p?q=1 HTTP/1.1\r\n\r\n"
         );
     }
 
