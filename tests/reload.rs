@@ -159,7 +159,13 @@ async fn half_written_file_is_never_applied() {
     drop(f);
     let took = until_served_by(&p, "b", Duration::from_secs(3)).await;
     assert!(took.is_some(), "the completed write was not picked up");
-    assert_eq!(p.config().await["last_reload"]["result"], "success");
+    // The status is recorded just after the new config starts serving
+    // (so a generation in /config is always one that serves): wait for it.
+    let recorded = eventually(Duration::from_secs(2), || async {
+        p.config().await["last_reload"]["result"] == "success"
+    })
+    .await;
+    assert!(recorded, "{}", p.config().await["last_reload"]);
 }
 
 #[tokio::test]
