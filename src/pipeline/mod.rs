@@ -47,9 +47,22 @@ pub struct ConnInfo {
     /// The TLS server name the client asked for; a request whose Host names
     /// another server is answered 421.
     pub sni: Option<Box<str>>,
+    /// The peer's address as an `X-Forwarded-For` entry, made once for
+    /// the connection's requests.
+    pub peer_entry: HeaderValue,
 }
 
 impl ConnInfo {
+    /// The facts of a client connection.
+    pub fn new(peer: SocketAddr, tls: bool, sni: Option<Box<str>>) -> Self {
+        ConnInfo {
+            peer,
+            tls,
+            sni,
+            peer_entry: crate::forward::headers::forwarded_for_entry(peer.ip()),
+        }
+    }
+
     /// `http` or `https` (for X-Forwarded-Proto).
     pub fn proto(&self) -> &'static str {
         if self.tls { "https" } else { "http" }

@@ -39,7 +39,7 @@ pub fn head(
     let peer = conn.peer.ip();
     headers::add_forwarded(
         &mut parts.headers,
-        peer,
+        &conn.peer_entry,
         headers::is_trusted(peer, trusted),
         conn.proto(),
         admitted.host.as_ref(),

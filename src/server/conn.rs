@@ -99,11 +99,7 @@ pub(super) async fn serve_connection(
     };
     let Some(acceptor) = tls else {
         let conn = Arc::new(Conn {
-            info: ConnInfo {
-                peer,
-                tls: false,
-                sni: None,
-            },
+            info: ConnInfo::new(peer, false, None),
             watch,
         });
         plain(tracked, &conn, &limits, &live).await;
@@ -126,11 +122,7 @@ pub(super) async fn serve_connection(
     let session = stream.get_ref().1;
     let h2 = session.alpn_protocol().map(|p| p == b"h2");
     let conn = Arc::new(Conn {
-        info: ConnInfo {
-            peer,
-            tls: true,
-            sni: session.server_name().map(Box::from),
-        },
+        info: ConnInfo::new(peer, true, session.server_name().map(Box::from)),
         watch,
     });
     match h2 {
