@@ -6,6 +6,7 @@
 //! percent-encoded query parameters, and parsing the body as JSON (done at
 //! most once, and only when a `body_json` matcher asks).
 
+use super::split_at_byte;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderName, Method};
 use percent_encoding::percent_decode_str;
@@ -112,19 +113,43 @@ pub fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<It
 
 /// Every value of cookie `name` in `Cookie` header lines, as sent.
 pub fn cookie_pairs<'h, 'n>(
-    lines: impl Iterator<Item = &'h str>,
+    mut lines: impl Iterator<Item = &'h str>,
     name: &'n str,
 ) -> impl Iterator<Item = &'h str> {
-    lines
-        .flat_map(|line| line.split(';'))
-        .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim_matches(is_ows) == name).then(|| v.trim_matches(is_ows))
-        })
+    let mut rest = "";
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(value) = next_cookie(&mut rest, name) {
+                return Some(value);
+            }
+            rest = lines.next()?;
+        }
+    })
 }
 
-fn is_ows(c: char) -> bool {
-    c == ' ' || c == '\t'
+/// The value of the next `;`-separated pair named `name` in `rest` (a
+/// `Cookie` line), which it advances past that pair; pairs without `=`
+/// are skipped. Byte by byte: every split request looks its cookies up.
+fn next_cookie<'h>(rest: &mut &'h str, name: &str) -> Option<&'h str> {
+    while !rest.is_empty() {
+        let (pair, after) = split_at_byte(rest, b';').unwrap_or((rest, ""));
+        *rest = after;
+        if let Some((k, v)) = split_at_byte(pair, b'=')
+            && trim_ows(k) == name
+        {
+            return Some(trim_ows(v));
+        }
+    }
+    None
+}
+
+/// `s` without leading and trailing spaces and tabs.
+fn trim_ows(s: &str) -> &str {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = s.as_bytes();
+    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 /// Decodes one `application/x-www-form-urlencoded` component: `+` is a
@@ -322,32 +347,35 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 
 /// Whether `path` (starting with `/`) is already normal: no `//`, no `.` or
 /// `..` segment, every escape has uppercase hex and encodes a reserved byte.
+/// One pass over the bytes: every request's path goes through it.
 fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
-    if bytes.windows(2).any(|w| w == b"//") {
-        return false;
-    }
-    if path[1..].split('/').any(|s| s == "." || s == "..") {
-        return false;
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            match (bytes.get(i + 1), bytes.get(i + 2)) {
-                (Some(&h), Some(&l)) if is_hex(h) && is_hex(l) => {
-                    if h.is_ascii_lowercase() || l.is_ascii_lowercase() {
-                        return false;
-                    }
-                    if is_unreserved(hex_val(h) << 4 | hex_val(l)) {
-                        return false;
-                    }
-                    i += 3;
-                    continue;
+    // Where the segment being read starts (after its `/`).
+    let mut start = 1;
+    for i in 1..=bytes.len() {
+        match bytes.get(i) {
+            None | Some(b'/') => {
+                let seg = bytes.get(start..i).unwrap_or_default();
+                // An empty segment before a `/` is a `//` (a trailing `/`
+                // is kept).
+                if (seg.is_empty() && i < bytes.len()) || seg == b"." || seg == b".." {
+                    return false;
                 }
-                _ => {}
+                start = i + 1;
             }
+            Some(b'%') => {
+                if let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
+                    && is_hex(h)
+                    && is_hex(l)
+                    && (h.is_ascii_lowercase()
+                        || l.is_ascii_lowercase()
+                        || is_unreserved(hex_val(h) << 4 | hex_val(l)))
+                {
+                    return false;
+                }
+            }
+            Some(_) => {}
         }
-        i += 1;
     }
     true
 }

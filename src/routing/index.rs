@@ -36,7 +36,7 @@
 use super::context::RequestContext;
 use super::expr::Expr;
 use super::matchers::Leaf;
-use super::{HasMatch, exact_slice};
+use super::{HasMatch, exact_slice, split_at_byte};
 use std::collections::HashMap;
 
 /// The host maps' hasher: every request looks its Host up in them (and
@@ -62,6 +62,9 @@ pub struct RouteIndex {
     exact: HostMap<PathIndex>,
     /// Keyed by the suffix with its dot: `*.example.com` → `.example.com`.
     wildcard: HostMap<PathIndex>,
+    /// The shortest and longest key of `wildcard`: a request's suffixes
+    /// outside that range are not looked up.
+    wildcard_len: (usize, usize),
     any_host: PathIndex,
 }
 
@@ -113,7 +116,10 @@ impl RouteIndex {
             }
         }
         let build = |b: Bucket<'_>| PathIndex::build(&b.items);
+        let lens = wildcard.keys().map(|k| k.len());
+        let wildcard_len = (lens.clone().min().unwrap_or(0), lens.max().unwrap_or(0));
         RouteIndex {
+            wildcard_len,
             routes_len: routes.len(),
             exact: exact.into_iter().map(|(k, b)| (k, build(b))).collect(),
             wildcard: wildcard.into_iter().map(|(k, b)| (k, build(b))).collect(),
@@ -139,9 +145,12 @@ impl RouteIndex {
             ok &= pi.sources(path, &mut heads, &mut n);
         }
         if !self.wildcard.is_empty() {
+            let (shortest, longest) = self.wildcard_len;
             for (i, b) in host.bytes().enumerate() {
+                let len = host.len() - i;
                 if b == b'.'
                     && i > 0
+                    && (shortest..=longest).contains(&len)
                     && let Some(pi) = self.wildcard.get(&host[i..])
                 {
                     ok &= pi.sources(path, &mut heads, &mut n);
@@ -392,7 +401,7 @@ impl PathTrie {
             sink.push(self.slice(n.ids_start, n.ends));
             return;
         };
-        let (seg, next) = match rest.split_once('/') {
+        let (seg, next) = match split_at_byte(rest, b'/') {
             Some((seg, next)) => (seg, Some(next)),
             None => (rest, None),
         };
@@ -408,18 +417,29 @@ impl PathTrie {
         self.ids.get(from as usize..to as usize).unwrap_or(&[])
     }
 
-    fn label(&self, start: u32, end: u32) -> &str {
-        self.labels.get(start as usize..end as usize).unwrap_or("")
+    /// An edge's label as bytes (no char-boundary checks on each probe).
+    fn label(&self, start: u32, end: u32) -> &[u8] {
+        self.labels
+            .as_bytes()
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
     }
 
     fn child(&self, n: &Node, seg: &str) -> Option<u32> {
         let from = n.first_edge as usize;
         let edges = self.edges.get(from..from + n.edge_count as usize)?;
+        let seg = seg.as_bytes();
         edges
-            .binary_search_by(|&(s, e, _)| self.label(s, e).cmp(seg))
+            .binary_search_by(|&(s, e, _)| by_length_then_text(self.label(s, e), seg))
             .ok()
             .map(|i| edges[i].2)
     }
+}
+
+/// The order of a node's edges: by length first, so a lookup compares
+/// the text only of labels as long as the segment it looks for.
+fn by_length_then_text(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// The trie while it is built: a node per template prefix.
@@ -498,7 +518,7 @@ impl TrieBuilder {
         let at = |len: usize| u32::try_from(len).unwrap_or(NONE);
         for b in self.nodes {
             let mut lit: Vec<(Box<str>, u32)> = b.lit.into_iter().collect();
-            lit.sort_unstable();
+            lit.sort_unstable_by(|(a, _), (b, _)| by_length_then_text(a.as_bytes(), b.as_bytes()));
             let first_edge = at(edges.len());
             for (label, child) in &lit {
                 let start = at(labels.len());

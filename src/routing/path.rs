@@ -1,6 +1,8 @@
 //! `path` templates (matchit syntax, first match wins, no specificity
 //! ranking) and segment-aware `path_prefix`.
 
+use super::find_byte;
+
 /// `path`: a matchit template; without `{`/`}` an exact match.
 ///
 /// Every template is validated by matchit, so the accepted syntax and the
@@ -89,19 +91,19 @@ fn simple_match(template: &str, path: &str) -> bool {
     let mut t = template;
     let mut p = path;
     loop {
-        let Some(open) = t.find('{') else {
+        let Some(open) = find_byte(t, b'{') else {
             return t == p;
         };
         let Some(rest) = p.strip_prefix(&t[..open]) else {
             return false;
         };
-        let Some(close) = t[open..].find('}').map(|c| open + c) else {
+        let Some(close) = find_byte(&t[open..], b'}').map(|c| open + c) else {
             return false;
         };
         if t.as_bytes().get(open + 1) == Some(&b'*') {
             return !rest.is_empty();
         }
-        let len = rest.find('/').unwrap_or(rest.len());
+        let len = find_byte(rest, b'/').unwrap_or(rest.len());
         if len == 0 {
             return false;
         }
