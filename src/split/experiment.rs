@@ -214,7 +214,7 @@ impl Experiment {
             return excluded(Exclusion::NoId, None, None);
         };
         let bucket = self.bucket(&id.value);
-        match self.place(&id.value) {
+        match self.place_at(&id.value, bucket) {
             Ok(i) => Assignment {
                 outcome: Outcome::Enrolled(i),
                 sticky: Some(id),
@@ -230,12 +230,17 @@ impl Experiment {
     /// or why it is excluded (namespace or coverage). For `assign ID...`
     /// and `diff`.
     pub fn place(&self, id: &str) -> Result<usize, Exclusion> {
+        self.place_at(id, self.bucket(id))
+    }
+
+    /// [`Self::place`] with the id's bucket already known.
+    fn place_at(&self, id: &str, bucket: f64) -> Result<usize, Exclusion> {
         if let Some((ns, start, end)) = &self.namespace
             && !hash::in_namespace(id, (ns, *start, *end))
         {
             return Err(Exclusion::Namespace);
         }
-        hash::choose_variation(self.bucket(id), &self.ranges).ok_or(Exclusion::Coverage)
+        hash::choose_variation(bucket, &self.ranges).ok_or(Exclusion::Coverage)
     }
 
     /// The id's bucket: `hash(seed, id, hash_version)`.

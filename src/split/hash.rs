@@ -43,16 +43,22 @@ pub fn fnv1a32(parts: &[&str]) -> u32 {
         // ASCII (nearly every id and seed): a byte is its UTF-16 code unit,
         // and bytes are cheaper to walk than `encode_utf16`.
         if part.is_ascii() {
-            for b in part.bytes() {
-                h ^= u32::from(b);
-                h = h.wrapping_mul(FNV_PRIME);
-            }
+            h = fnv1a32_ascii(h, part.as_bytes());
         } else {
             for unit in part.encode_utf16() {
                 h ^= u32::from(unit);
                 h = h.wrapping_mul(FNV_PRIME);
             }
         }
+    }
+    h
+}
+
+/// FNV-1a 32 continued from `h` over ASCII bytes.
+fn fnv1a32_ascii(mut h: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -65,7 +71,7 @@ pub fn hash_with(version: HashVersion, seed: &str, value: &str) -> f64 {
             let inner = fnv1a32(&[seed, value]);
             let mut buf = [0u8; 10];
             let digits = decimal(inner, &mut buf);
-            f64::from(fnv1a32(&[digits]) % 10000) / 10000.0
+            f64::from(fnv1a32_ascii(FNV_OFFSET, digits) % 10000) / 10000.0
         }
     }
 }
@@ -76,8 +82,8 @@ pub fn hash(seed: &str, value: &str, version: u32) -> Option<f64> {
     HashVersion::from_number(version).map(|v| hash_with(v, seed, value))
 }
 
-/// Writes `n` in decimal into `buf` and returns it as text.
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+/// Writes `n` in decimal into `buf` and returns its digits.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -87,8 +93,7 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    buf.get(i..).unwrap_or_default()
 }
 
 /// The SDK's `inNamespace(id, [name, start, end])`:
@@ -184,9 +189,9 @@ mod tests {
     #[test]
     fn decimal_writes_every_digit() {
         let mut buf = [0u8; 10];
-        assert_eq!(decimal(0, &mut buf), "0");
-        assert_eq!(decimal(u32::MAX, &mut buf), "4294967295");
-        assert_eq!(decimal(1005, &mut buf), "1005");
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
+        assert_eq!(decimal(1005, &mut buf), b"1005");
     }
 
     #[test]
