@@ -136,6 +136,50 @@ async fn slow_upstream_is_504() {
     assert!(t.elapsed() < Duration::from_secs(1));
 }
 
+/// The deadline lives on the upstream connection and moves with each
+/// request: a pooled connection that served a longer deadline still times
+/// out a shorter one, and one that timed nothing out serves slower answers
+/// within a longer one.
+#[tokio::test]
+async fn timeouts_hold_on_reused_connections_longer_then_shorter() {
+    let up = upstream(Mode::DelayAsked).await;
+    let rules = Rules::new()
+        .upstream_with("up", &[up.addr], "request_timeout: 2s")
+        .route("name: short, match: { path_prefix: /short }, to: up, timeout: 300ms")
+        .fallback("to: up");
+    let p = start(rules).await;
+    let c = client();
+    let ask = |path: &str, delay_ms: u64| {
+        get(p.addr, path)
+            .header("x-delay-ms", delay_ms.to_string())
+            .body(Full::default())
+            .unwrap()
+    };
+    for round in 0..2 {
+        // Pools a connection (its timer armed 2 s ahead), then a slower
+        // answer on it within the 2 s.
+        let (resp, _) = send(&c, ask("/", 0)).await;
+        assert_eq!(resp.status, StatusCode::OK, "round {round}");
+        let (resp, _) = send(&c, ask("/", 400)).await;
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "round {round}: within request_timeout"
+        );
+        // The same connection, a deadline earlier than the one it had.
+        let t = Instant::now();
+        let (resp, _) = send(&c, ask("/short", 1500)).await;
+        assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "round {round}");
+        assert_eq!(resp.headers["x-pointsman-error"], "upstream_timeout");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_millis(1200),
+            "round {round}: timed out after {took:?}"
+        );
+    }
+    assert_eq!(up.hits(), 6);
+}
+
 #[tokio::test]
 async fn get_is_retried_on_another_endpoint_post_is_not() {
     let bad = upstream(Mode::Close).await;

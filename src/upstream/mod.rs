@@ -607,6 +607,13 @@ impl Upstream {
             let out = h1::Outgoing::new(&parts, body).map_err(|e| h1_fault(endpoint.clone(), e))?;
             drop(parts);
             let in_flight = InFlight::new(&ep.vitals);
+            // The deadline is kept by the connection's own timer (see
+            // `h1::Conn`), and by a timer of its own for a connect.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let timed_out = || SendError::Timeout {
+                endpoint: endpoint.clone(),
+                timeout,
+            };
             let exchange = async {
                 let mut out = out;
                 loop {
@@ -615,32 +622,36 @@ impl Upstream {
                         // Boxed: the connect future is large and cold; inline,
                         // it would bloat (and be memcpy'd with) every request's
                         // future.
-                        None => (
-                            Box::pin(self.dialer.open(
-                                &ep.vitals.label,
-                                ep.sni.as_ref(),
-                                &endpoint,
-                            ))
-                            .await?,
-                            false,
-                        ),
+                        None => {
+                            let open =
+                                self.dialer
+                                    .open(&ep.vitals.label, ep.sni.as_ref(), &endpoint);
+                            match tokio::time::timeout_at(deadline, Box::pin(open)).await {
+                                Ok(conn) => (conn?, false),
+                                Err(_) => return Err(timed_out()),
+                            }
+                        }
                     };
-                    match h1::exchange(conn, out, head_request, wants_upgrade).await {
+                    match h1::exchange(conn, out, head_request, wants_upgrade, Some(deadline)).await
+                    {
                         Ok(answer) => return Ok(answer),
                         Err(h1::Failed {
                             unsent: Some(back), ..
                         }) if reused => out = back,
+                        Err(h1::Failed {
+                            error: h1::H1Error::Timeout,
+                            ..
+                        }) => return Err(timed_out()),
                         Err(failed) => return Err(h1_fault(endpoint.clone(), failed.error)),
                     }
                 }
             };
-            match tokio::time::timeout(timeout, exchange).await {
-                Err(_) => Err(SendError::Timeout { endpoint, timeout }),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(h1::Answer {
+            match exchange.await {
+                Err(e) => Err(e),
+                Ok(h1::Answer {
                     mut response,
                     upgraded,
-                })) => {
+                }) => {
                     let upgrade = upgraded.map(|io| -> PendingUpgrade {
                         Box::pin(async move { Ok(Box::new(io) as Box<dyn UpgradedIo>) })
                     });

@@ -117,6 +117,9 @@ pub enum Mode {
     Echo,
     /// Waits, then answers like Echo.
     Delay(Duration),
+    /// Waits the milliseconds of the request's `x-delay-ms` (none without
+    /// it), then answers like Echo.
+    DelayAsked,
     /// Reads the head, then closes without answering.
     Close,
     /// Answers Upgrade requests with 101 and echoes the tunnel.
@@ -207,6 +210,14 @@ async fn handle(u: TestUpstream, mode: Mode, mut req: Request<Incoming>) -> Resp
     u.hits.fetch_add(1, Ordering::SeqCst);
     if let Mode::Delay(d) = mode {
         tokio::time::sleep(d).await;
+    }
+    if let Mode::DelayAsked = mode {
+        let ms = req
+            .headers()
+            .get("x-delay-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let upgrade = matches!(mode, Mode::Upgrade) && req.headers().contains_key("upgrade");
     let switched = upgrade.then(|| upgrade_echo(&mut req));

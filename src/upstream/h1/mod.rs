@@ -23,9 +23,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use read::Framing;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 /// What one connection reads ahead at most (hyper's default is about
 /// 400 KiB). The response body is read from the socket only as the client
@@ -56,6 +58,9 @@ pub(crate) enum H1Error {
     /// The request body failed (the client's side).
     #[error("the request body failed: {0}")]
     RequestBody(#[source] crate::forward::body::BoxError),
+    /// No response head by the exchange's deadline.
+    #[error("no response head by the deadline")]
+    Timeout,
 }
 
 /// An open connection: its transport and what was read and not yet used.
@@ -63,6 +68,11 @@ pub(crate) enum H1Error {
 pub(crate) struct Conn {
     io: Io,
     buf: BytesMut,
+    /// The deadline of the exchange under way, made by the first exchange
+    /// that has one. One timer per connection, moved later for each
+    /// request: tokio then only updates the entry's time (an atomic), where
+    /// a timer per request would take the timer wheel's lock twice.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -71,7 +81,24 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            deadline: None,
         }
+    }
+
+    /// Arms the connection's timer for `deadline`.
+    fn arm(&mut self, deadline: Instant) {
+        match &mut self.deadline {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Whether the armed deadline has passed (registering the task to be
+    /// woken at it).
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
     }
 
     /// Whether an idle connection can take a request: the upstream has
@@ -114,7 +141,8 @@ pub(crate) struct Failed {
     pub(crate) unsent: Option<Outgoing>,
 }
 
-/// Sends `out` on `conn` and reads the response head. The request body
+/// Sends `out` on `conn` and reads the response head, failing with
+/// [`H1Error::Timeout`] if it has not come by `deadline`. The request body
 /// goes on being written while the head is awaited (an upstream may
 /// answer early), and after it by the response body.
 pub(crate) async fn exchange(
@@ -122,7 +150,11 @@ pub(crate) async fn exchange(
     mut out: Outgoing,
     head_request: bool,
     wants_upgrade: bool,
+    deadline: Option<Instant>,
 ) -> Result<Answer, Failed> {
+    if let Some(deadline) = deadline {
+        conn.arm(deadline);
+    }
     // A write that fails is not fatal until the head cannot be read: an
     // upstream may answer and close without reading the whole body.
     let mut writing = true;
@@ -139,7 +171,12 @@ pub(crate) async fn exchange(
                 Poll::Pending => {}
             }
         }
-        poll_head(cx, &mut conn)
+        match poll_head(cx, &mut conn) {
+            Poll::Pending if deadline.is_some() && conn.poll_expired(cx) => {
+                Poll::Ready(Err(H1Error::Timeout))
+            }
+            polled => polled,
+        }
     })
     .await;
     let head = match head {
