@@ -6,7 +6,7 @@
 //! percent-encoded query parameters, and parsing the body as JSON (done at
 //! most once, and only when a `body_json` matcher asks).
 
-use super::split_at_byte;
+use super::{find_byte, split_at_byte};
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderName, Method};
 use percent_encoding::percent_decode_str;
@@ -169,14 +169,14 @@ pub fn decode_query_component(s: &str) -> Cow<'_, str> {
 /// serving). Borrows when already lowercase.
 pub fn normalize_host(raw: &str) -> Cow<'_, str> {
     let host = if raw.starts_with('[') {
-        match raw.find(']') {
+        match find_byte(raw, b']') {
             Some(end) => &raw[..=end],
             None => raw,
         }
     } else {
-        let name = match raw.rfind(':') {
+        let name = match find_byte(raw, b':') {
             // One colon: host:port. Several: a bare IPv6 address, no port.
-            Some(i) if !raw[..i].contains(':') => &raw[..i],
+            Some(i) if find_byte(&raw[i + 1..], b':').is_none() => &raw[..i],
             _ => raw,
         };
         name.strip_suffix('.').unwrap_or(name)
@@ -212,10 +212,7 @@ pub enum HostError {
 pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     let (name, port) = split_host_port(raw)?;
     if let Some(p) = port
-        && (p.is_empty()
-            || p.len() > 5
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || !matches!(p.parse::<u32>(), Ok(n) if n <= 65535))
+        && !is_port(p)
     {
         return Err(HostError::Port);
     }
@@ -245,6 +242,21 @@ pub fn canonical_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     Ok(Cow::Owned(out))
 }
 
+/// 1 to 5 digits up to 65535.
+fn is_port(p: &str) -> bool {
+    if p.is_empty() || p.len() > 5 {
+        return false;
+    }
+    let mut n = 0u32;
+    for b in p.bytes() {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        n = n * 10 + u32::from(b - b'0');
+    }
+    n <= 65535
+}
+
 /// Letters, digits, `-`, `_` and `.` with no empty label (one pass: this
 /// runs on every request).
 fn is_host_name(name: &str) -> bool {
@@ -267,7 +279,7 @@ fn is_host_name(name: &str) -> bool {
 /// `raw` as (name, port): a bracketed IPv6 name keeps its brackets.
 fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
     if raw.starts_with('[') {
-        let end = raw.find(']').ok_or(HostError::Invalid)?;
+        let end = find_byte(raw, b']').ok_or(HostError::Invalid)?;
         let (name, rest) = raw.split_at(end + 1);
         return match rest.strip_prefix(':') {
             Some(port) => Ok((name, Some(port))),
@@ -275,7 +287,7 @@ fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
             None => Err(HostError::Invalid),
         };
     }
-    Ok(match raw.split_once(':') {
+    Ok(match split_at_byte(raw, b':') {
         Some((name, port)) => (name, Some(port)),
         None => (raw, None),
     })
