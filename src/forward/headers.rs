@@ -51,10 +51,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     // One scan of the keys finds which fixed hop-by-hop names are present,
     // so only those are removed: a `remove` of an absent name still hashes
     // it, and most messages carry none or only `Connection: keep-alive`.
+    // The same scan tells whether `Connection` names other headers: nearly
+    // every HTTP/1.1 peer sends only `keep-alive` or `close`.
     let mut present = 0u8;
-    for name in headers.keys() {
+    let mut connection_names_others = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
+            if 1 << i == CONNECTION_BIT {
+                connection_names_others |= !names_only_itself(value);
+            }
         } else if *name == header::UPGRADE {
             present |= UPGRADE_BIT;
         }
@@ -62,7 +68,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     if present == 0 && !upgrade {
         return false;
     }
-    if present & CONNECTION_BIT != 0 && !connection_names_only_itself(headers) {
+    if connection_names_others {
         // Names the fixed list already removes (and `close`) need no lookup.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -103,13 +109,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     te_trailers
 }
 
-/// Whether `Connection` only says `keep-alive` or `close` (what nearly
-/// every HTTP/1.1 peer sends), so it names no other header to remove.
-fn connection_names_only_itself(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().all(|v| {
-        let v = v.as_bytes();
-        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
-    })
+/// Whether a `Connection` value only says `keep-alive` or `close`, so it
+/// names no other header to remove.
+fn names_only_itself(value: &HeaderValue) -> bool {
+    let v = value.as_bytes();
+    v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
 }
 
 /// The fixed hop-by-hop headers (RFC 9110 7.6.1, and RFC 7540 3.2.1's
