@@ -298,8 +298,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let mut chunked = None;
     let mut length = Ok(None);
     for (n0, n1, v0, v1) in spans {
-        let name = HeaderName::from_bytes(&head[n0..n1])
-            .map_err(|_| H1Error::Invalid("bad header name"))?;
+        let name = field_name(&head[n0..n1]).ok_or(H1Error::Invalid("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| H1Error::Invalid("bad header value"))?;
         if name == header::CONTENT_LENGTH {
@@ -313,6 +312,13 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
             close |= has_token(&value, "close");
+            // Hop-by-hop, read here, and removed before the response goes
+            // on: a `Connection` that names no other header is not kept
+            // (saves an insert and a removal on every response).
+            let v = value.as_bytes();
+            if v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
         }
         headers.append(name, value);
     }
@@ -323,6 +329,27 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
         chunked,
         length,
     }))
+}
+
+/// A response field name. The names nearly every response carries are
+/// matched as servers spell them, a byte comparison; the others (and
+/// other spellings) go through `HeaderName::from_bytes`, which lowercases
+/// and looks each one up.
+fn field_name(bytes: &[u8]) -> Option<HeaderName> {
+    let known = match bytes {
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Date" | b"date" => header::DATE,
+        b"Server" | b"server" => header::SERVER,
+        b"Connection" | b"connection" => header::CONNECTION,
+        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+        b"ETag" | b"etag" => header::ETAG,
+        b"Vary" | b"vary" => header::VARY,
+        _ => return HeaderName::from_bytes(bytes).ok(),
+    };
+    Some(known)
 }
 
 /// How the body of a response to a request is delimited (RFC 9112 6.3).
@@ -411,6 +438,36 @@ mod tests {
         assert_eq!(bare.status, 204);
         assert!(head("HTTP/1.1 2000 OK\r\n\r\n").is_err());
         assert!(head("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn field_names_as_servers_spell_them_and_any_other() {
+        for (raw, want) in [
+            ("Content-Type", header::CONTENT_TYPE),
+            ("content-length", header::CONTENT_LENGTH),
+            ("ETag", header::ETAG),
+            ("CONTENT-TYPE", header::CONTENT_TYPE),
+            ("X-Custom", HeaderName::from_static("x-custom")),
+        ] {
+            assert_eq!(field_name(raw.as_bytes()), Some(want), "{raw}");
+        }
+        assert_eq!(field_name(b"Bad Name"), None);
+        assert_eq!(field_name(b""), None);
+    }
+
+    #[test]
+    fn a_connection_naming_only_itself_is_not_kept() {
+        let h = head("HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert!(h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONNECTION));
+        let naming = head("HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert!(!naming.keep_alive);
+        // Kept: the headers it names are removed with it later.
+        assert_eq!(naming.headers[header::CONNECTION], "close, x-hop");
     }
 
     #[test]
