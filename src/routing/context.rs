@@ -359,23 +359,30 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 
 /// Whether `path` (starting with `/`) is already normal: no `//`, no `.` or
 /// `..` segment, every escape has uppercase hex and encodes a reserved byte.
-/// One pass over the bytes: every request's path goes through it.
+/// One pass over the bytes, one comparison for most of them: every
+/// request's path goes through it.
 fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
-    // Where the segment being read starts (after its `/`).
-    let mut start = 1;
-    for i in 1..=bytes.len() {
-        match bytes.get(i) {
-            None | Some(b'/') => {
-                let seg = bytes.get(start..i).unwrap_or_default();
-                // An empty segment before a `/` is a `//` (a trailing `/`
-                // is kept).
-                if (seg.is_empty() && i < bytes.len()) || seg == b"." || seg == b".." {
+    // The byte before `i`; the path starts with `/`.
+    let mut prev = b'/';
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            // An empty segment (`//`).
+            b'/' if prev == b'/' => return false,
+            // A segment starting with a dot: `.` or `..` unless more follows.
+            b'.' if prev == b'/' => {
+                let next = bytes.get(i + 1).copied();
+                let dot_dot = next == Some(b'.');
+                let after = if dot_dot {
+                    bytes.get(i + 2).copied()
+                } else {
+                    next
+                };
+                if after.is_none_or(|c| c == b'/') {
                     return false;
                 }
-                start = i + 1;
             }
-            Some(b'%') => {
+            b'%' => {
                 if let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
                     && is_hex(h)
                     && is_hex(l)
@@ -386,8 +393,9 @@ fn is_normal(path: &str) -> bool {
                     return false;
                 }
             }
-            Some(_) => {}
+            _ => {}
         }
+        prev = b;
     }
     true
 }
@@ -502,6 +510,45 @@ mod tests {
         assert_eq!(norm("/%%67").as_deref(), Ok("/%g"));
         assert_eq!(norm("a/b"), Err(PathError::Invalid));
         assert_eq!(norm("*"), Err(PathError::Invalid));
+    }
+
+    /// `is_normal` as the definition reads, one rule at a time.
+    fn is_normal_reference(path: &str) -> bool {
+        let bytes = path.as_bytes();
+        if bytes.windows(2).any(|w| w == b"//") {
+            return false;
+        }
+        if path[1..].split('/').any(|s| s == "." || s == "..") {
+            return false;
+        }
+        bytes.windows(3).all(|w| match w {
+            [b'%', h, l] if is_hex(*h) && is_hex(*l) => {
+                !(h.is_ascii_lowercase()
+                    || l.is_ascii_lowercase()
+                    || is_unreserved(hex_val(*h) << 4 | hex_val(*l)))
+            }
+            _ => true,
+        })
+    }
+
+    #[test]
+    fn is_normal_agrees_with_its_definition_on_every_short_path() {
+        const ALPHABET: &[u8] = b"/.%2eEaF";
+        let mut paths = vec![String::from("/")];
+        for _ in 0..5 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| {
+                    ALPHABET
+                        .iter()
+                        .map(move |&c| format!("{p}{}", char::from(c)))
+                })
+                .collect();
+            for p in &longer {
+                assert_eq!(is_normal(p), is_normal_reference(p), "{p}");
+            }
+            paths = longer;
+        }
     }
 
     #[test]
