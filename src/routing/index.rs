@@ -391,25 +391,35 @@ struct Node {
 
 impl PathTrie {
     /// Collects the lists of `node` and of the nodes `rest` (the path after
-    /// the segments that led here; `None`: nothing left) leads to.
-    fn walk<'s>(&'s self, node: u32, rest: Option<&str>, sink: &mut Sink<'_, 's>) {
-        let Some(n) = self.nodes.get(node as usize) else {
-            return;
-        };
-        sink.push(self.slice(n.ends, n.opens));
-        let Some(rest) = rest else {
-            sink.push(self.slice(n.ids_start, n.ends));
-            return;
-        };
-        let (seg, next) = match split_at_byte(rest, b'/') {
-            Some((seg, next)) => (seg, Some(next)),
-            None => (rest, None),
-        };
-        if let Some(child) = self.child(n, seg) {
-            self.walk(child, next, sink);
-        }
-        if n.param != NONE {
-            self.walk(n.param, next, sink);
+    /// the segments that led here; `None`: nothing left) leads to. A loop
+    /// down the path; it recurses only where both a literal and a `{param}`
+    /// child fit the segment.
+    fn walk<'s>(&'s self, mut node: u32, mut rest: Option<&str>, sink: &mut Sink<'_, 's>) {
+        loop {
+            let Some(n) = self.nodes.get(node as usize) else {
+                return;
+            };
+            sink.push(self.slice(n.ends, n.opens));
+            let Some(path) = rest else {
+                sink.push(self.slice(n.ids_start, n.ends));
+                return;
+            };
+            let (seg, next) = match split_at_byte(path, b'/') {
+                Some((seg, next)) => (seg, Some(next)),
+                None => (path, None),
+            };
+            let child = self.child(n, seg);
+            if n.param != NONE {
+                if child.is_none() {
+                    (node, rest) = (n.param, next);
+                    continue;
+                }
+                self.walk(n.param, next, sink);
+            }
+            match child {
+                Some(c) => (node, rest) = (c, next),
+                None => return,
+            }
         }
     }
 
