@@ -804,6 +804,10 @@ impl balance::Endpoints for Available<'_> {
 
 /// A response body as its connection reads it.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "H1 is nearly every response; boxing it would allocate per response"
+)]
 enum Inner {
     H1(h1::ResponseBody),
     H2(hyper::body::Incoming),
