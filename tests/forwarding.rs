@@ -180,6 +180,104 @@ async fn timeouts_hold_on_reused_connections_longer_then_shorter() {
     assert_eq!(up.hits(), 6);
 }
 
+/// A client that goes away before its answer came leaves the upstream
+/// connection with an answer due: a small, quick one is read to its end
+/// and the connection serves the next request; one slower than the drain
+/// allows (1 s) closes it.
+#[tokio::test]
+async fn abandoned_answers_are_drained_and_their_connection_kept() {
+    let up = upstream(Mode::DelayAsked).await;
+    let p = start(fallback_to(&up)).await;
+    let abandon = |delay_ms: u64| async move {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let req = format!("GET / HTTP/1.1\r\nHost: x\r\nx-delay-ms: {delay_ms}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+    };
+    let c = client();
+    abandon(200).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(up.hits(), 2);
+    assert_eq!(
+        up.conns(),
+        1,
+        "the drained connection served the next request"
+    );
+
+    abandon(1500).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(up.hits(), 4);
+    assert_eq!(
+        up.conns(),
+        2,
+        "an answer slower than the drain closed its connection"
+    );
+}
+
+/// The same for a client that leaves mid-body: the rest of the body is
+/// read (the upstream sends it 300 ms later) and the connection serves the
+/// next request.
+#[tokio::test]
+async fn a_body_abandoned_midway_is_drained_and_its_connection_kept() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut first = true;
+                loop {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+                        .await;
+                    if first {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        first = false;
+                    }
+                    let _ = s.write_all(b"67890").await;
+                }
+            });
+        }
+    });
+    let p = start(forward_all("up", &[addr], "")).await;
+    let mut c = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"12345") {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first half: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (resp, body) = send(&client(), get(p.addr, "/").body(Full::default()).unwrap()).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(body, "1234567890");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the drained connection served the next request"
+    );
+}
+
 #[tokio::test]
 async fn get_is_retried_on_another_endpoint_post_is_not() {
     let bad = upstream(Mode::Close).await;

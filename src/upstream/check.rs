@@ -71,7 +71,7 @@ impl Upstream {
                     let (parts, body) = req.into_parts();
                     let out = h1::Outgoing::new(&parts, body)
                         .map_err(|e| connect::h1_fault(label.clone(), e).reason())?;
-                    let answer = h1::exchange(conn, out, false, false, None)
+                    let answer = h1::exchange(conn, out, false, false, None, None)
                         .await
                         .map_err(|f| connect::h1_fault(label.clone(), f.error).reason())?;
                     answer.response.status()

@@ -632,8 +632,16 @@ impl Upstream {
                             }
                         }
                     };
-                    match h1::exchange(conn, out, head_request, wants_upgrade, Some(deadline)).await
-                    {
+                    let release: Arc<dyn h1::Release> = ep.pool.clone();
+                    let attempt = h1::exchange(
+                        conn,
+                        out,
+                        head_request,
+                        wants_upgrade,
+                        Some(deadline),
+                        Some(release),
+                    );
+                    match attempt.await {
                         Ok(answer) => return Ok(answer),
                         Err(h1::Failed {
                             unsent: Some(back), ..
@@ -648,16 +656,10 @@ impl Upstream {
             };
             match exchange.await {
                 Err(e) => Err(e),
-                Ok(h1::Answer {
-                    mut response,
-                    upgraded,
-                }) => {
+                Ok(h1::Answer { response, upgraded }) => {
                     let upgrade = upgraded.map(|io| -> PendingUpgrade {
                         Box::pin(async move { Ok(Box::new(io) as Box<dyn UpgradedIo>) })
                     });
-                    if upgrade.is_none() {
-                        response.body_mut().on_release(ep.pool.clone());
-                    }
                     Ok(sent(
                         response.map(Inner::H1),
                         upgrade,

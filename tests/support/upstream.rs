@@ -34,8 +34,18 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    serve_counted(listener, Arc::default(), handler);
+}
+
+/// [`serve`], counting the connections it accepts in `conns`.
+fn serve_counted<F, Fut>(listener: TcpListener, conns: Arc<AtomicUsize>, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -132,6 +142,8 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl TestUpstream {
@@ -140,10 +152,14 @@ impl TestUpstream {
             addr,
             seen: Arc::default(),
             hits: Arc::default(),
+            conns: Arc::default(),
         }
     }
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
     pub fn last(&self) -> Seen {
         self.seen
@@ -167,7 +183,8 @@ pub async fn upstream(mode: Mode) -> TestUpstream {
             }
         });
     } else {
-        serve(listener, move |req| handle(u.clone(), mode, req));
+        let conns = up.conns.clone();
+        serve_counted(listener, conns, move |req| handle(u.clone(), mode, req));
     }
     up
 }

@@ -11,6 +11,7 @@
 //!   (pool poisoning, RELIABILITY row 26); anything else closes it.
 //! - A `101` is accepted only for a request that asked to upgrade.
 
+mod drain;
 mod io;
 mod read;
 mod write;
@@ -20,11 +21,13 @@ pub(crate) use read::{Release, ResponseBody};
 pub(crate) use write::Outgoing;
 
 use bytes::{Bytes, BytesMut};
+use drain::Awaiting;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use read::Framing;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -151,18 +154,27 @@ pub(crate) async fn exchange(
     head_request: bool,
     wants_upgrade: bool,
     deadline: Option<Instant>,
+    release: Option<Arc<dyn Release>>,
 ) -> Result<Answer, Failed> {
     if let Some(deadline) = deadline {
         conn.arm(deadline);
     }
+    // Dropped before the head came, the answer is drained (`drain.rs`).
+    let mut awaiting = Awaiting::new(conn, head_request, release);
     // A write that fails is not fatal until the head cannot be read: an
     // upstream may answer and close without reading the whole body.
     let mut writing = true;
     let mut write_error = None;
     let head = std::future::poll_fn(|cx| {
+        let Some(conn) = awaiting.conn.as_mut() else {
+            return Poll::Ready(Err(H1Error::Closed("response head")));
+        };
         if writing {
             match out.poll_drive(cx, &mut conn.io) {
-                Poll::Ready(Ok(())) => writing = false,
+                Poll::Ready(Ok(())) => {
+                    writing = false;
+                    awaiting.written = true;
+                }
                 Poll::Ready(Err(H1Error::Io(e))) => {
                     writing = false;
                     write_error = Some(e);
@@ -171,7 +183,7 @@ pub(crate) async fn exchange(
                 Poll::Pending => {}
             }
         }
-        match poll_head(cx, &mut conn) {
+        match poll_head(cx, conn) {
             Poll::Pending if deadline.is_some() && conn.poll_expired(cx) => {
                 Poll::Ready(Err(H1Error::Timeout))
             }
@@ -179,6 +191,13 @@ pub(crate) async fn exchange(
         }
     })
     .await;
+    let release = awaiting.release();
+    let Some(mut conn) = awaiting.take() else {
+        return Err(Failed {
+            error: H1Error::Closed("response head"),
+            unsent: None,
+        });
+    };
     let head = match head {
         Ok(head) => head,
         Err(error) => {
@@ -213,7 +232,10 @@ pub(crate) async fn exchange(
     let reusable = head.keep_alive && write_error.is_none();
     // Still writing: the response body drives the rest of the request.
     let pending = writing.then_some(out);
-    let body = ResponseBody::new(conn, framing, reusable, pending);
+    let mut body = ResponseBody::new(conn, framing, reusable, pending);
+    if let Some(release) = release {
+        body.on_release(release);
+    }
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;

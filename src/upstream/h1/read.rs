@@ -3,6 +3,7 @@
 //! the close), and the connection handed back for reuse only when the
 //! exchange ended cleanly.
 
+use super::drain::{self, Drain};
 use super::{Conn, H1Error, Outgoing};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
@@ -54,6 +55,10 @@ pub(crate) struct ResponseBody {
     /// The rest of a request the upstream answered early.
     pending: Option<Outgoing>,
     release: Option<Arc<dyn Release>>,
+    /// Dropped unfinished, the rest is read in a task of its own so the
+    /// connection can be released (`drain.rs`); off for a body being
+    /// drained.
+    drain_on_drop: bool,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -79,6 +84,7 @@ impl ResponseBody {
             reusable: reusable && framing != Framing::Close,
             pending,
             release: None,
+            drain_on_drop: true,
         }
     }
 
@@ -91,7 +97,14 @@ impl ResponseBody {
             reusable: false,
             pending: None,
             release: None,
+            drain_on_drop: false,
         }
+    }
+
+    /// A body being drained is not drained again when dropped: its
+    /// connection is closed.
+    pub(super) fn no_drain_on_drop(&mut self) {
+        self.drain_on_drop = false;
     }
 
     /// Hands the connection to `release` if the body ends cleanly; a body
@@ -129,7 +142,10 @@ impl ResponseBody {
         Poll::Ready(Some(Err(e)))
     }
 
-    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+    pub(super) fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -193,6 +209,24 @@ impl ResponseBody {
                 Err(e) => return self.fail(H1Error::Io(e)),
             }
         }
+    }
+}
+
+impl Drop for ResponseBody {
+    /// A body dropped before its end (the client went away) whose
+    /// connection could serve again is read to its end elsewhere.
+    fn drop(&mut self) {
+        if !self.drain_on_drop || !self.reusable || self.pending.is_some() || self.conn.is_none() {
+            return;
+        }
+        let (Some(conn), Some(release)) = (self.conn.take(), self.release.take()) else {
+            return;
+        };
+        let mut rest = ResponseBody::new(conn, self.framing, true, None);
+        rest.chunk = self.chunk;
+        rest.release = Some(release);
+        rest.drain_on_drop = false;
+        drain::spawn(Drain::Body(rest));
     }
 }
 
