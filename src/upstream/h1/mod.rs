@@ -10,6 +10,9 @@
 //!   framed end, with the whole request written and no byte beyond it
 //!   (pool poisoning, RELIABILITY row 26); anything else closes it.
 //! - A `101` is accepted only for a request that asked to upgrade.
+//! - An answer its client abandoned is read to its end in a task of its
+//!   own when it is small and quick (`drain.rs`), so the connection is
+//!   kept rather than closed.
 
 mod drain;
 mod io;
