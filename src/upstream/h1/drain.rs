@@ -66,6 +66,14 @@ impl Drop for Awaiting {
     }
 }
 
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(rest) = self.abandoned() {
+            spawn(Drain::Body(rest));
+        }
+    }
+}
+
 /// What is left of an abandoned answer.
 pub(super) enum Drain {
     /// All of it: the head was not read yet.

@@ -3,7 +3,6 @@
 //! the close), and the connection handed back for reuse only when the
 //! exchange ended cleanly.
 
-use super::drain::{self, Drain};
 use super::{Conn, H1Error, Outgoing};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
@@ -212,21 +211,22 @@ impl ResponseBody {
     }
 }
 
-impl Drop for ResponseBody {
+impl ResponseBody {
     /// A body dropped before its end (the client went away) whose
-    /// connection could serve again is read to its end elsewhere.
-    fn drop(&mut self) {
-        if !self.drain_on_drop || !self.reusable || self.pending.is_some() || self.conn.is_none() {
-            return;
+    /// connection could serve again: the rest of it, to be read to its end
+    /// elsewhere (`drain.rs`, which calls this when a body is dropped).
+    pub(super) fn abandoned(&mut self) -> Option<ResponseBody> {
+        if !self.drain_on_drop || !self.reusable || self.pending.is_some() {
+            return None;
         }
         let (Some(conn), Some(release)) = (self.conn.take(), self.release.take()) else {
-            return;
+            return None;
         };
         let mut rest = ResponseBody::new(conn, self.framing, true, None);
         rest.chunk = self.chunk;
         rest.release = Some(release);
         rest.drain_on_drop = false;
-        drain::spawn(Drain::Body(rest));
+        Some(rest)
     }
 }
 
