@@ -31,29 +31,10 @@ P_BACKEND=$BASE_PORT
 P_PROXY=$((BASE_PORT + 1))
 P_ADMIN=$((BASE_PORT + 2))
 
-PIDS=()
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-cg.XXXXXX")
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "error: nothing listens on 127.0.0.1:$1" >&2
-    cat "$TMP"/*.log >&2 || true
-    exit 1
-}
+# cleanup (at exit) and wait_port.
+# shellcheck source=benches/support/procs.sh
+. "$ROOT/benches/support/procs.sh"
 
 if [ -z "${NO_BUILD:-}" ]; then
     if [ -n "$FLOOR" ]; then
