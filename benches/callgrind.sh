@@ -69,24 +69,17 @@ EOF
 nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 
+# The e2e rule generators.
+# shellcheck source=benches/gen_rules.sh
+. "$ROOT/benches/gen_rules.sh"
 HEADERS=()
 URL_PATH=/
 if [ "$RULES" -gt 0 ]; then
-    # The e2e rule generator.
-    # shellcheck source=benches/gen_rules.sh
-    . "$ROOT/benches/gen_rules.sh"
     gen_rules "$RULES" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
     HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
     URL_PATH=/api/v2/items/12345
 else
-    cat >"$TMP/proxy.yaml" <<EOF
-listen: [{bind: "127.0.0.1:$P_PROXY"}]
-admin: {bind: "127.0.0.1:$P_ADMIN"}
-upstreams:
-  backend: {endpoints: ["127.0.0.1:$P_BACKEND"]}
-routes:
-  - {name: all, match: {path_prefix: /}, to: backend}
-EOF
+    plain_rules "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
 fi
 
 cd "$TMP"

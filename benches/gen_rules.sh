@@ -1,4 +1,19 @@
-# Sourced by benches/e2e.sh and benches/idle_memory.sh (not run on its own).
+# Sourced by benches/e2e.sh, benches/idle_memory.sh, benches/callgrind.sh
+# and benches/pool_churn.sh (not run on its own).
+#
+# plain_rules LISTEN_PORT ADMIN_PORT prints the plain rule file: one
+# catch-all route to 127.0.0.1:$P_BACKEND.
+plain_rules() {
+    cat <<EOF
+listen: [{bind: "127.0.0.1:$1"}]
+admin: {bind: "127.0.0.1:$2"}
+upstreams:
+  backend: {endpoints: ["127.0.0.1:$P_BACKEND"]}
+routes:
+  - {name: all, match: {path_prefix: /}, to: backend}
+EOF
+}
+
 #
 # gen_rules N LISTEN_PORT ADMIN_PORT prints a rule file with N routes; every
 # upstream points at 127.0.0.1:$P_BACKEND (set by the caller).

@@ -63,14 +63,9 @@ EOF
 nginx -c "$TMP/nginx.conf" -p "$TMP" >/dev/null 2>&1 &
 PIDS+=($!)
 
-cat >"$TMP/proxy.yaml" <<EOF
-listen: [{bind: "127.0.0.1:$P_PROXY"}]
-admin: {bind: "127.0.0.1:$P_ADMIN"}
-upstreams:
-  backend: {endpoints: ["127.0.0.1:$P_BACKEND"]}
-routes:
-  - {name: all, match: {path_prefix: /}, to: backend}
-EOF
+# shellcheck source=benches/gen_rules.sh
+. "$ROOT/benches/gen_rules.sh"
+plain_rules "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
 "$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1 >"$TMP/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_port "$P_STATUS"
