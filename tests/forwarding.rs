@@ -183,7 +183,7 @@ async fn timeouts_hold_on_reused_connections_longer_then_shorter() {
 /// A client that goes away before its answer came leaves the upstream
 /// connection with an answer due: a small, quick one is read to its end
 /// and the connection serves the next request; one slower than the drain
-/// allows (1 s) closes it.
+/// allows (250 ms) closes it.
 #[tokio::test]
 async fn abandoned_answers_are_drained_and_their_connection_kept() {
     let up = upstream(Mode::DelayAsked).await;
@@ -196,8 +196,8 @@ async fn abandoned_answers_are_drained_and_their_connection_kept() {
         drop(s);
     };
     let c = client();
-    abandon(200).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    abandon(150).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(up.hits(), 2);
@@ -207,8 +207,8 @@ async fn abandoned_answers_are_drained_and_their_connection_kept() {
         "the drained connection served the next request"
     );
 
-    abandon(1500).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    abandon(1000).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(up.hits(), 4);
@@ -220,7 +220,7 @@ async fn abandoned_answers_are_drained_and_their_connection_kept() {
 }
 
 /// The same for a client that leaves mid-body: the rest of the body is
-/// read (the upstream sends it 300 ms later) and the connection serves the
+/// read (the upstream sends it 100 ms later) and the connection serves the
 /// next request.
 #[tokio::test]
 async fn a_body_abandoned_midway_is_drained_and_its_connection_kept() {
@@ -246,7 +246,7 @@ async fn a_body_abandoned_midway_is_drained_and_its_connection_kept() {
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
                         .await;
                     if first {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         first = false;
                     }
                     let _ = s.write_all(b"67890").await;
