@@ -108,6 +108,6 @@ total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(","
 echo "requests: $reqs${errs:+ (non-2xx: $errs)}"
 echo "instructions: $total"
 awk -v t="$total" -v r="$reqs" 'BEGIN {printf "instructions per request: %.0f\n", t / r}'
-[ -z "$KEEP" ] || cp "$dump" "$KEEP/"
+[ -z "$KEEP" ] || { mkdir -p "$KEEP" && cp "$dump" "$KEEP/"; }
 echo
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | head -n "$TOP"

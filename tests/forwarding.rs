@@ -537,7 +537,8 @@ async fn strip_prefix_and_header_ops() {
     let up = upstream(Mode::Echo).await;
     let rules = Rules::new().upstream("up", &[up.addr]).route(
         "name: beta, to: up, strip_prefix: /v1, \
-         request_headers: { set: { x-api: beta }, remove: [cookie] }, \
+         request_headers: { set: { x-api: beta, x-forwarded-proto: https }, \
+         remove: [cookie, via] }, \
          response_headers: { set: { cache-control: no-store } }",
     );
     let p = start(rules).await;
@@ -555,6 +556,11 @@ async fn strip_prefix_and_header_ops() {
     assert_eq!(seen.uri, "/users?id=1");
     assert_eq!(seen.headers["x-api"], "beta");
     assert!(seen.headers.get("cookie").is_none());
+    // The edits act on the fields the proxy adds as well.
+    let proto: Vec<_> = seen.headers.get_all("x-forwarded-proto").iter().collect();
+    assert_eq!(proto, ["https"]);
+    assert!(seen.headers.get("via").is_none());
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     send(&c, get(p.addr, "/v1").body(Full::default()).unwrap()).await;
     assert_eq!(up.last().uri, "/");
 }

@@ -6,15 +6,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// The `Via` entry this proxy adds.
-pub const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 pointsman");
-/// The request id header, kept or generated, echoed on the response.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use super::added::{AddedFields, Present, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+pub use super::added::{X_POINTSMAN_VARIANT, X_REQUEST_ID};
+
 /// The error token header on proxy-generated errors.
 pub const X_POINTSMAN_ERROR: HeaderName = HeaderName::from_static("x-pointsman-error");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -138,16 +134,32 @@ const CONNECTION_BIT: u8 = 1 << 0;
 const TE_BIT: u8 = 1 << 3;
 const UPGRADE_BIT: u8 = 1 << 7;
 
-/// Removes client-sent `x-pointsman-*` headers other than `x-pointsman-force`.
-pub fn strip_internal(headers: &mut HeaderMap) {
-    let internal: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(PREFIX) && k.as_str() != FORCE)
-        .cloned()
-        .collect();
-    for name in internal {
-        headers.remove(name);
+/// Removes client-sent `x-pointsman-*` headers other than
+/// `x-pointsman-force`, and tells, from the same scan of the names, which
+/// of the fields the proxy sets the request carries (so that absent ones
+/// are not looked up).
+pub fn strip_internal(headers: &mut HeaderMap) -> Present {
+    let mut present = Present::default();
+    let mut internal = false;
+    for name in headers.keys() {
+        let name = name.as_str();
+        if name.starts_with(PREFIX) {
+            internal |= name != FORCE;
+        } else {
+            present.note(name);
+        }
     }
+    if internal {
+        let internal: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(PREFIX) && k.as_str() != FORCE)
+            .cloned()
+            .collect();
+        for name in internal {
+            headers.remove(name);
+        }
+    }
+    present
 }
 
 /// Whether `ip` is inside one of the trusted networks.
@@ -189,53 +201,65 @@ pub fn forwarded_for_entry(ip: IpAddr) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Adds the forwarding headers: X-Forwarded-For (`peer`, the client's
-/// [`forwarded_for_entry`], appended),
+/// Sets the forwarding fields in `added`: X-Forwarded-For (`peer`, the
+/// client's [`forwarded_for_entry`], after the entries received),
 /// X-Forwarded-Proto and X-Forwarded-Host (kept from trusted peers, else
-/// replaced; the host as received, port included) and `Via`.
+/// replaced; the host as received, port included) and `Via`. Received
+/// values that are replaced are removed from `headers`; `present` says
+/// which there are.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
+    present: Present,
+    added: &mut AddedFields,
     peer: &HeaderValue,
     peer_trusted: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let xff = {
-        let mut prior = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter(|v| !v.trim().is_empty())
-            .peekable();
-        if prior.peek().is_none() {
-            Ok(peer.clone())
-        } else {
-            let mut joined = String::new();
-            for v in prior {
-                joined.push_str(v.trim());
-                joined.push_str(", ");
-            }
-            joined.push_str(peer.to_str().unwrap_or_default());
-            HeaderValue::from_str(&joined)
+    if !present.forwarded_for {
+        added.set_forwarded_for(peer.clone());
+    } else if let Ok(v) = joined_forwarded_for(headers, peer) {
+        headers.remove(X_FORWARDED_FOR);
+        added.set_forwarded_for(v);
+    }
+    if !(peer_trusted && present.forwarded_proto) {
+        if present.forwarded_proto {
+            headers.remove(X_FORWARDED_PROTO);
         }
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+        added.set_forwarded_proto(HeaderValue::from_static(proto));
     }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(v) if !v.is_empty() => {
-                headers.insert(X_FORWARDED_HOST, v.clone());
-            }
-            _ => {
-                headers.remove(X_FORWARDED_HOST);
-            }
+    if !(peer_trusted && present.forwarded_host) {
+        if present.forwarded_host {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        if let Some(v) = host.filter(|v| !v.is_empty()) {
+            added.set_forwarded_host(v.clone());
         }
     }
-    headers.append(header::VIA, VIA_VALUE);
+    added.set_via();
+}
+
+/// The received X-Forwarded-For entries (blank ones skipped) with `peer`
+/// after them, as one value.
+fn joined_forwarded_for(
+    headers: &HeaderMap,
+    peer: &HeaderValue,
+) -> Result<HeaderValue, header::InvalidHeaderValue> {
+    let mut joined = String::new();
+    for v in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+    {
+        joined.push_str(v.trim());
+        joined.push_str(", ");
+    }
+    if joined.is_empty() {
+        return Ok(peer.clone());
+    }
+    joined.push_str(peer.to_str().unwrap_or_default());
+    HeaderValue::from_str(&joined)
 }
 
 /// Applies route header edits in order: remove, set, add.

@@ -1,15 +1,17 @@
 //! What forwarding needs whatever the wire (SPEC 5 and 6): request and
 //! response bodies ([`body`]), header rewriting ([`headers`]), the path
-//! sent upstream, failures and the answers they become ([`error`]), gRPC
+//! sent upstream, the fields the proxy adds to it ([`added`]), failures and the answers they become ([`error`]), gRPC
 //! calls and their error answers ([`grpc`]), and upgraded tunnels
 //! ([`tunnel`]).
 
+pub mod added;
 pub mod body;
 pub mod error;
 pub mod grpc;
 pub mod headers;
 pub mod tunnel;
 
+pub use added::{AddedFields, NO_FIELDS};
 pub use body::{BodyFailed, BoxError, ClientBodyError, ProxyBody, RequestBody, full};
 pub use error::ForwardError;
 

@@ -12,7 +12,8 @@ use crate::compile::{
 use crate::forward::body::{Unread, Watched};
 use crate::forward::tunnel::{PendingUpgrade, tunnel};
 use crate::forward::{
-    BodyFailed, ForwardError, ProxyBody, RequestBody, full, grpc, headers, strip_path_prefix,
+    AddedFields, BodyFailed, ForwardError, ProxyBody, RequestBody, full, grpc, headers,
+    strip_path_prefix,
 };
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
@@ -57,7 +58,7 @@ pub(super) fn dispatch(
             return Err(ForwardError::NoHealthyUpstream("no upstream".into()));
         };
         let split = decision.split.as_ref();
-        prepare::variant(&mut out.parts, split);
+        prepare::variant(&mut out.added, split);
         note_split(route, split, metrics, served);
         if route.forward.mirror.is_some() {
             mirror::maybe(snapshot, route, metrics, &mut out, request_id).await;
@@ -86,6 +87,7 @@ pub(super) fn dispatch(
 /// always, a streamed one only if the failed send never read it.
 struct Spare<'p> {
     parts: http::request::Parts,
+    added: AddedFields,
     path: &'p str,
     body: SpareBody,
     te_trailers: bool,
@@ -116,6 +118,7 @@ impl<'p> Spare<'p> {
         };
         Some(Box::new(Spare {
             parts: out.parts.clone(),
+            added: out.added.clone(),
             path: out.path,
             te_trailers: out.te_trailers,
             deadline: out.deadline,
@@ -131,6 +134,7 @@ impl<'p> Spare<'p> {
         };
         Some(Outgoing {
             parts: self.parts,
+            added: self.added,
             body,
             path: self.path,
             upgrade: None,
@@ -227,7 +231,8 @@ fn send(
         served.upstream = Some(upstream.def.name.clone());
         // An HTTP/1.1 client that accepts trailers gets them declared.
         let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
-        let mut parts = prepare::for_upstream(out.parts, out.path, opts)?;
+        let mut added = out.added;
+        let mut parts = prepare::for_upstream(out.parts, &mut added, out.path, opts)?;
         prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
         let mut timeout = opts
             .and_then(|o| o.timeout)
@@ -248,7 +253,7 @@ fn send(
             }
         };
         let sent = upstream
-            .send(parts, body, timeout, &mut served.attempts)
+            .send(parts, &added, body, timeout, &mut served.attempts)
             .await?;
         served.endpoint = sent.endpoint.clone();
         let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;

@@ -4,7 +4,7 @@
 
 use super::{Outgoing, prepare};
 use crate::compile::Route;
-use crate::forward::{RequestBody, full, headers, upstream_path};
+use crate::forward::{NO_FIELDS, RequestBody, full, headers, upstream_path};
 use crate::metrics::MirrorCounters;
 use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
@@ -40,6 +40,7 @@ pub(super) async fn maybe(
     match (out.body.held(), snapshot.upstream(m.upstream)) {
         (Some(held), Some(up)) => {
             let mut copy = out.parts.clone();
+            out.added.insert_into(&mut copy.headers);
             headers::apply_ops(&mut copy.headers, &route.forward.request_headers);
             prepare::for_protocol(&mut copy, up.def.protocol, out.te_trailers);
             let path = upstream_path(out.path, None, route.forward.strip_prefix.as_deref());
@@ -69,7 +70,7 @@ fn spawn(
             (Ok(pq), Some(idx)) => {
                 parts.uri = Uri::from(pq);
                 let req = Request::from_parts(parts, full(body));
-                match upstream.send_to(idx, req, timeout).await {
+                match upstream.send_to(idx, req, &NO_FIELDS, timeout).await {
                     Ok(sent) => {
                         let _ = sent.response.into_body().collect().await;
                         true

@@ -25,8 +25,8 @@ mod mirror;
 pub mod prepare;
 mod record;
 
-use crate::forward::RequestBody;
 use crate::forward::tunnel::PendingUpgrade;
+use crate::forward::{AddedFields, RequestBody};
 use crate::forward::{ForwardError, ProxyBody, grpc, headers};
 use crate::routing::RequestContext;
 use crate::runtime::Snapshot;
@@ -73,6 +73,8 @@ impl ConnInfo {
 /// path and the client side of an upgrade.
 pub(super) struct Outgoing<'p> {
     pub(super) parts: Parts,
+    /// The fields the proxy adds, written after the head's own.
+    pub(super) added: AddedFields,
     pub(super) body: RequestBody,
     pub(super) path: &'p str,
     pub(super) upgrade: Option<PendingUpgrade>,
@@ -185,8 +187,10 @@ fn run(
             decision
         };
         let trusted = &config.settings.trusted_proxies;
+        let mut added = AddedFields::default();
         let te_trailers = prepare::head(
             &mut parts,
+            &mut added,
             &admitted,
             trusted,
             conn,
@@ -195,6 +199,7 @@ fn run(
         );
         let out = Outgoing {
             parts,
+            added,
             body,
             path: &path,
             upgrade,

@@ -4,23 +4,22 @@
 use super::ConnInfo;
 use super::admit::Admitted;
 use crate::compile::ForwardOptions;
-use crate::forward::{ForwardError, headers, upstream_path};
+use crate::forward::{AddedFields, ForwardError, headers, upstream_path};
 use crate::split::SplitDecision;
 use crate::upstream::def::Protocol;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Uri, Version, header};
+use http::{HeaderValue, Uri, Version, header};
 use ipnet::IpNet;
 
-/// The variant header sent upstream (SPEC 3).
-pub const X_POINTSMAN_VARIANT: HeaderName = HeaderName::from_static("x-pointsman-variant");
-
 /// Removes hop-by-hop and client-sent internal headers, keeps the Host as
-/// received, and adds the forwarding headers and the request id. A `te:
+/// received, and sets the forwarding fields and the request id in `added`
+/// (written after the head, see [`AddedFields`]). A `te:
 /// trailers` is kept for now (it goes to h2 upstreams only, see
 /// [`for_protocol`]); the answer tells whether the client sent it.
 pub fn head(
     parts: &mut Parts,
+    added: &mut AddedFields,
     admitted: &Admitted,
     trusted: &[IpNet],
     conn: &ConnInfo,
@@ -28,7 +27,7 @@ pub fn head(
     upgrade: bool,
 ) -> bool {
     let te_trailers = headers::strip_hop_by_hop(&mut parts.headers, upgrade, true);
-    headers::strip_internal(&mut parts.headers);
+    let present = headers::strip_internal(&mut parts.headers);
     if let Some(v) = &admitted.host
         && (parts.uri.authority().is_some() || admitted.host_rewritten)
     {
@@ -39,21 +38,24 @@ pub fn head(
     let peer = conn.peer.ip();
     headers::add_forwarded(
         &mut parts.headers,
+        present,
+        added,
         &conn.peer_entry,
         headers::is_trusted(peer, trusted),
         conn.proto(),
         admitted.host.as_ref(),
     );
-    parts
-        .headers
-        .insert(headers::X_REQUEST_ID, request_id.clone());
+    if present.request_id {
+        parts.headers.remove(headers::X_REQUEST_ID);
+    }
+    added.set_request_id(request_id.clone());
     te_trailers
 }
 
 /// Tells the upstream which variant a split chose.
-pub fn variant(parts: &mut Parts, split: Option<&SplitDecision>) {
+pub fn variant(added: &mut AddedFields, split: Option<&SplitDecision>) {
     if let Some(v) = split.and_then(|d| d.variant_header.clone()) {
-        parts.headers.insert(X_POINTSMAN_VARIANT, v);
+        added.set_variant(v);
     }
 }
 
@@ -74,9 +76,11 @@ pub fn for_protocol(parts: &mut Parts, protocol: Protocol, te_trailers: bool) {
 }
 
 /// The head for one upstream: the normalized `path` (after the route's
-/// `strip_prefix`) with the query, and the route's request header edits.
+/// `strip_prefix`) with the query, and the route's request header edits
+/// (which see the `added` fields: those move into the head first).
 pub fn for_upstream(
     mut parts: Parts,
+    added: &mut AddedFields,
     path: &str,
     opts: Option<&ForwardOptions>,
 ) -> Result<Parts, ForwardError> {
@@ -89,7 +93,8 @@ pub fn for_upstream(
             .map_err(|_| ForwardError::BadRequest("unusable path"))?,
     };
     parts.uri = Uri::from(pq);
-    if let Some(o) = opts {
+    if let Some(o) = opts.filter(|o| !o.request_headers.is_empty()) {
+        added.move_into(&mut parts.headers);
         headers::apply_ops(&mut parts.headers, &o.request_headers);
     }
     Ok(parts)

@@ -3,8 +3,8 @@
 //! access line is written when the response body is done.
 
 use super::decide::Decision;
-use super::prepare::X_POINTSMAN_VARIANT;
 use crate::compile::Action;
+use crate::forward::headers::X_POINTSMAN_VARIANT;
 use crate::forward::{BoxError, ProxyBody, headers};
 use crate::metrics::{ROUTE_FALLBACK, ROUTE_NONE, RequestSeries};
 use crate::runtime::Snapshot;

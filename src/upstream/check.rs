@@ -10,7 +10,7 @@
 
 use super::def::{HealthCheck, Protocol};
 use super::{Upstream, connect, h1, h2};
-use crate::forward::full;
+use crate::forward::{NO_FIELDS, full};
 use http::{HeaderValue, Request, Uri, header};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -69,7 +69,7 @@ impl Upstream {
                         .await
                         .map_err(|e| e.reason())?;
                     let (parts, body) = req.into_parts();
-                    let out = h1::Outgoing::new(&parts, body)
+                    let out = h1::Outgoing::new(&parts, &NO_FIELDS, body)
                         .map_err(|e| connect::h1_fault(label.clone(), e).reason())?;
                     let answer = h1::exchange(conn, out, false, false, None, None)
                         .await

@@ -23,6 +23,7 @@ pub mod view;
 
 pub use connect::POOL_IDLE_TIMEOUT;
 
+use crate::forward::AddedFields;
 use crate::forward::body::{BodyFailed, BoxError, ProxyBody, full};
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
 use crate::metrics::{EndpointCounters, UpstreamErrors};
@@ -446,17 +447,19 @@ impl Upstream {
     }
 
     /// Sends one request to endpoint `idx` (the request's URI holds the
-    /// path and query; its version is set to what the upstream speaks).
-    /// Waits at most `timeout` for response headers.
-    pub fn send_to(
-        &self,
+    /// path and query; its version is set to what the upstream speaks)
+    /// with the `added` fields after its own. Waits at most `timeout` for
+    /// response headers.
+    pub fn send_to<'a>(
+        &'a self,
         idx: usize,
         req: Request<ProxyBody>,
+        added: &'a AddedFields,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Sent, SendError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send + 'a {
         // Not an `async fn`: a layer of its own would hold a second copy of
         // the request in every request's future.
-        self.send_watched(idx, req, timeout, None)
+        self.send_watched(idx, req, added, timeout, None)
     }
 
     /// [`Self::send_to`] with a streamed request body watched by `failed`:
@@ -469,7 +472,8 @@ impl Upstream {
     fn send_watched(
         &self,
         idx: usize,
-        req: Request<ProxyBody>,
+        mut req: Request<ProxyBody>,
+        added: &AddedFields,
         timeout: Duration,
         failed: Option<BodyFailed>,
     ) -> impl Future<Output = Result<Sent, SendError>> {
@@ -477,8 +481,14 @@ impl Upstream {
             let mut result = match self.endpoint(idx) {
                 Err(e) => Err(e),
                 Ok((ep, base)) => match self.def.protocol {
-                    Protocol::Http1 => self.send_h1(ep, base, req, timeout, failed.clone()).await,
-                    Protocol::H2 => self.send_h2(ep, base, req, timeout, failed.clone()).await,
+                    Protocol::Http1 => {
+                        self.send_h1(ep, base, req, added, timeout, failed.clone())
+                            .await
+                    }
+                    Protocol::H2 => {
+                        added.insert_into(req.headers_mut());
+                        self.send_h2(ep, base, req, timeout, failed.clone()).await
+                    }
                 },
             };
             if let Err(SendError::Timeout { timeout, .. }) = &result
@@ -586,6 +596,7 @@ impl Upstream {
         ep: &EndpointState,
         base: http::uri::Authority,
         mut req: Request<ProxyBody>,
+        added: &AddedFields,
         timeout: Duration,
         failed: Option<BodyFailed>,
     ) -> impl Future<Output = Result<Sent, SendError>> {
@@ -604,7 +615,8 @@ impl Upstream {
             let head_request = req.method() == Method::HEAD;
             let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
             let (parts, body) = req.into_parts();
-            let out = h1::Outgoing::new(&parts, body).map_err(|e| h1_fault(endpoint.clone(), e))?;
+            let out = h1::Outgoing::new(&parts, added, body)
+                .map_err(|e| h1_fault(endpoint.clone(), e))?;
             drop(parts);
             let in_flight = InFlight::new(&ep.vitals);
             // The deadline is kept by the connection's own timer (see
@@ -688,6 +700,7 @@ impl Upstream {
     pub fn send(
         &self,
         parts: http::request::Parts,
+        added: &AddedFields,
         body: OutBody,
         timeout: Duration,
         attempts: &mut u32,
@@ -701,12 +714,12 @@ impl Upstream {
                 OutBody::Held(held) => {
                     *attempts += 1;
                     let req = Request::from_parts(parts, full(held));
-                    return self.send_to(idx, req, timeout).await;
+                    return self.send_to(idx, req, added, timeout).await;
                 }
                 OutBody::Stream(body, failed) => {
                     *attempts += 1;
                     let req = Request::from_parts(parts, body);
-                    return self.send_watched(idx, req, timeout, failed).await;
+                    return self.send_watched(idx, req, added, timeout, failed).await;
                 }
             };
             let idempotent = is_idempotent(&parts.method);
@@ -716,7 +729,7 @@ impl Upstream {
                 tried.add(idx);
                 *attempts += 1;
                 let attempt = Request::from_parts(parts.clone(), full(held.clone()));
-                let e = match self.send_to(idx, attempt, timeout).await {
+                let e = match self.send_to(idx, attempt, added, timeout).await {
                     Ok(sent) => return Ok(sent),
                     Err(e) => e,
                 };

@@ -4,9 +4,10 @@
 //! (an early answer); whoever reads the response drives the rest.
 
 use super::H1Error;
+use crate::forward::AddedFields;
 use crate::forward::body::ProxyBody;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HeaderMap};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, request::Parts};
 use http_body::Body;
 use std::collections::VecDeque;
@@ -59,11 +60,16 @@ impl std::fmt::Debug for Outgoing {
 
 impl Outgoing {
     /// Encodes the head of `parts` (its URI as the request target, its
-    /// headers in order) with the framing the body needs: the
+    /// headers in order, then the `added` ones) with the framing the body
+    /// needs: the
     /// `Content-Length` it carries, else the body's exact size, else
     /// chunked (a known-empty body of a method without a body gets no
     /// framing header, as hyper does).
-    pub(crate) fn new(parts: &Parts, body: ProxyBody) -> Result<Self, H1Error> {
+    pub(crate) fn new(
+        parts: &Parts,
+        added: &AddedFields,
+        body: ProxyBody,
+    ) -> Result<Self, H1Error> {
         let (framing, add) = match declared_length(&parts.headers)? {
             Some(n) => (Framing::Length(n), Added::Nothing),
             None => match body.size_hint().exact() {
@@ -72,7 +78,7 @@ impl Outgoing {
                 None => (Framing::Chunked, Added::Chunked),
             },
         };
-        let head = encode_head(parts, add);
+        let head = encode_head(parts, added, add);
         let mut out = Outgoing {
             queued: head.len(),
             head,
@@ -257,7 +263,7 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
     Ok(found)
 }
 
-fn encode_head(parts: &Parts, add: Added) -> Bytes {
+fn encode_head(parts: &Parts, added: &AddedFields, add: Added) -> Bytes {
     // Origin form; authority form for CONNECT.
     let target = if parts.method == Method::CONNECT {
         parts.uri.authority().map(|a| a.as_str())
@@ -265,12 +271,13 @@ fn encode_head(parts: &Parts, add: Added) -> Bytes {
         parts.uri.path_and_query().map(|pq| pq.as_str())
     };
     let target = target.unwrap_or("/");
-    let mut head = BytesMut::with_capacity(256 + 32 * parts.headers.len());
+    let mut head = BytesMut::with_capacity(256 + 32 * (parts.headers.len() + added.len()));
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.extend_from_slice(b" ");
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     encode_fields(&mut head, &parts.headers);
+    encode_fields(&mut head, added.iter());
     match add {
         Added::Nothing => {}
         Added::Length(n) => {
@@ -284,7 +291,10 @@ fn encode_head(parts: &Parts, add: Added) -> Bytes {
     head.freeze()
 }
 
-fn encode_fields(out: &mut BytesMut, fields: &HeaderMap) {
+fn encode_fields<'f>(
+    out: &mut BytesMut,
+    fields: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+) {
     for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -323,12 +333,13 @@ fn itoa_buf(mut n: u64) -> Digits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::NO_FIELDS;
     use crate::forward::body::full;
     use http::Request;
 
     fn written(req: Request<ProxyBody>) -> Result<String, H1Error> {
         let (parts, body) = req.into_parts();
-        let mut out = Outgoing::new(&parts, body)?;
+        let mut out = Outgoing::new(&parts, &NO_FIELDS, body)?;
         let mut sink = Vec::new();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
