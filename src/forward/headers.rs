@@ -52,13 +52,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, keep_te_trailers
     let mut present = 0u8;
     let mut connection_names_others = false;
     for (name, value) in headers.iter() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-            if 1 << i == CONNECTION_BIT {
-                connection_names_others |= !names_only_itself(value);
-            }
-        } else if *name == header::UPGRADE {
-            present |= UPGRADE_BIT;
+        let bit = hop_by_hop_bit(name.as_str());
+        present |= bit;
+        if bit == CONNECTION_BIT {
+            connection_names_others |= !names_only_itself(value);
         }
     }
     if present == 0 && !upgrade {
@@ -133,6 +130,24 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 const CONNECTION_BIT: u8 = 1 << 0;
 const TE_BIT: u8 = 1 << 3;
 const UPGRADE_BIT: u8 = 1 << 7;
+
+/// The bit of `name` (lowercase, as every `HeaderName` is) in
+/// [`strip_hop_by_hop`]'s `present`, 0 for a name that is not hop-by-hop.
+/// Text comparisons, mostly of lengths alone: cheaper than comparing
+/// `HeaderName`s, on every field of every message.
+fn hop_by_hop_bit(name: &str) -> u8 {
+    match name {
+        "connection" => CONNECTION_BIT,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "te" => TE_BIT,
+        "trailer" => 1 << 4,
+        "transfer-encoding" => 1 << 5,
+        "http2-settings" => 1 << 6,
+        "upgrade" => UPGRADE_BIT,
+        _ => 0,
+    }
+}
 
 /// Removes client-sent `x-pointsman-*` headers other than
 /// `x-pointsman-force`, and tells, from the same scan of the names, which
@@ -375,6 +390,17 @@ mod tests {
         let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         n.sort_unstable();
         n
+    }
+
+    #[test]
+    fn hop_by_hop_bits_follow_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_bit(name.as_str()), 1 << i, "{name}");
+        }
+        assert_eq!(hop_by_hop_bit(header::UPGRADE.as_str()), UPGRADE_BIT);
+        for other in ["host", "content-length", "via", "tee", "connections"] {
+            assert_eq!(hop_by_hop_bit(other), 0, "{other}");
+        }
     }
 
     #[test]

@@ -79,7 +79,13 @@ pub(crate) struct Conn {
     /// request: tokio then only updates the entry's time (an atomic), where
     /// a timer per request would take the timer wheel's lock twice.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Where each field of the response head being parsed lies, kept
+    /// between responses so that parsing one allocates nothing for it.
+    spans: Vec<Span>,
 }
+
+/// A field's name and value as offsets into its head.
+type Span = (usize, usize, usize, usize);
 
 impl Conn {
     /// A connection over `io`, nothing read yet.
@@ -88,6 +94,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             deadline: None,
+            spans: Vec::new(),
         }
     }
 
@@ -266,7 +273,7 @@ struct Head {
 fn poll_head(cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Result<Head, H1Error>> {
     loop {
         if !conn.buf.is_empty()
-            && let Some(head) = parse_head(&mut conn.buf)?
+            && let Some(head) = parse_head(&mut conn.buf, &mut conn.spans)?
         {
             if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
@@ -285,8 +292,9 @@ fn poll_head(cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Result<Head, H1Error
 }
 
 /// Parses one response head off the front of `buf`, if complete. Header
-/// values share the head's bytes (no copy per value).
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
+/// values share the head's bytes (no copy per value); `spans` is scratch
+/// space.
+fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, H1Error> {
     // Uninitialised slots: nothing is written before the parser fills them.
     let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -311,7 +319,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let base = buf.as_ptr() as usize;
     // Where each name and value lies in the head, to slice the frozen head.
     let count = res.headers.len();
-    let mut spans = Vec::with_capacity(count);
+    spans.clear();
     for h in res.headers.iter() {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
@@ -322,7 +330,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     let mut close = !http11;
     let mut chunked = None;
     let mut length = Ok(None);
-    for (n0, n1, v0, v1) in spans {
+    for &(n0, n1, v0, v1) in spans.iter() {
         let name = field_name(&head[n0..n1]).ok_or(H1Error::Invalid("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| H1Error::Invalid("bad header value"))?;
@@ -336,14 +344,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
                 .unwrap_or(&[]);
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
-            close |= has_token(&value, "close");
             // Hop-by-hop, read here, and removed before the response goes
             // on: a `Connection` that names no other header is not kept
             // (saves an insert and a removal on every response).
             let v = value.as_bytes();
-            if v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close") {
+            if v.eq_ignore_ascii_case(b"keep-alive") {
                 continue;
             }
+            if v.eq_ignore_ascii_case(b"close") {
+                close = true;
+                continue;
+            }
+            close |= has_token(&value, "close");
         }
         headers.append(name, value);
     }
@@ -427,7 +439,7 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Result<Option<Head>, H1Error> {
-        parse_head(&mut BytesMut::from(text))
+        parse_head(&mut BytesMut::from(text), &mut Vec::new())
     }
 
     fn framed(text: &str) -> Result<Framing, H1Error> {
