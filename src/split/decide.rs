@@ -10,7 +10,7 @@ use super::window::Arm;
 use crate::routing::RequestContext;
 use crate::routing::context::{cookie_values, query_values};
 use crate::upstream::def::UpstreamId;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -222,7 +222,7 @@ pub fn decide_canary<'a>(
 
 /// Sticky ids read through the same parsers as the matchers (SPEC 3).
 impl StickyLookup for RequestContext<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
+    fn header(&self, name: &HeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 

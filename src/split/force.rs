@@ -2,10 +2,14 @@
 //! `pm_force`, with comma-separated `name=variant` pairs.
 
 use super::sticky::StickyLookup;
+use http::HeaderName;
 use std::borrow::Cow;
 
 /// The request header that forces variants.
 pub const FORCE_HEADER: &str = "x-pointsman-force";
+/// [`FORCE_HEADER`] as a header name (a `static`: a `const` `HeaderName`
+/// is built afresh at each use).
+static FORCE_NAME: HeaderName = HeaderName::from_static(FORCE_HEADER);
 /// The query parameter that forces variants.
 pub const FORCE_QUERY: &str = "pm_force";
 
@@ -23,7 +27,7 @@ pub fn parse_force(list: &str) -> impl Iterator<Item = (&str, &str)> {
 /// request: the header is read first, then the (decoded) query parameter.
 /// The caller only asks when the experiment or canary has `allow_force`.
 pub fn forced_variant<'a>(req: &'a dyn StickyLookup, name: &str) -> Option<Cow<'a, str>> {
-    if let Some(list) = req.header(FORCE_HEADER)
+    if let Some(list) = req.header(&FORCE_NAME)
         && let Some((_, v)) = parse_force(list).find(|(n, _)| *n == name)
     {
         return Some(Cow::Borrowed(v));

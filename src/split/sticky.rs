@@ -2,6 +2,7 @@
 //! and how a new one is minted and sent back as a cookie.
 
 use crate::routing::context::{cookie_pairs, query_values};
+use http::HeaderName;
 use percent_encoding::percent_decode;
 use std::borrow::Cow;
 use std::fmt;
@@ -21,9 +22,8 @@ pub const COOKIE_MAX_AGE_SECS: u64 = 31_536_000;
 /// request alike. Return the first occurrence when a name appears several
 /// times.
 pub trait StickyLookup {
-    /// The header's value (`name` is lowercase); `None` when absent or not
-    /// valid text.
-    fn header(&self, name: &str) -> Option<&str>;
+    /// The header's value; `None` when absent or not valid text.
+    fn header(&self, name: &HeaderName) -> Option<&str>;
     /// The cookie's value as sent (the split layer decodes it, SPEC 3).
     fn cookie(&self, name: &str) -> Option<Cow<'_, str>>;
     /// The query parameter's value, decoded as query values are (SPEC 2.1).
@@ -35,8 +35,8 @@ pub trait StickyLookup {
 /// One `sticky_on` source.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StickySource {
-    /// `header:NAME` (stored lowercase).
-    Header(Arc<str>),
+    /// `header:NAME` (parsed once, so a lookup only hashes it).
+    Header(HeaderName),
     /// `cookie:NAME`.
     Cookie(Arc<str>),
     /// `query:NAME`.
@@ -76,12 +76,10 @@ impl FromStr for StickySource {
             return Err(StickySourceError::EmptyName(s.to_owned()));
         }
         match kind {
-            "header" => {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(StickySourceError::BadHeaderName(s.to_owned()));
-                }
-                Ok(StickySource::Header(name.to_ascii_lowercase().into()))
-            }
+            "header" => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => Ok(StickySource::Header(name)),
+                Err(_) => Err(StickySourceError::BadHeaderName(s.to_owned())),
+            },
             "cookie" => {
                 check_cookie_name(name)?;
                 Ok(StickySource::Cookie(name.into()))
@@ -301,10 +299,10 @@ impl SimpleRequest {
 }
 
 impl StickyLookup for SimpleRequest {
-    fn header(&self, name: &str) -> Option<&str> {
+    fn header(&self, name: &HeaderName) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_str()))
             .map(|(_, v)| v.as_str())
     }
 
@@ -336,7 +334,7 @@ mod tests {
     fn parses_every_source_kind() {
         assert_eq!(
             "header:X-User".parse(),
-            Ok(StickySource::Header("x-user".into()))
+            Ok(StickySource::Header(HeaderName::from_static("x-user")))
         );
         assert_eq!("cookie:a".parse(), Ok(StickySource::Cookie("a".into())));
         assert_eq!("query:u".parse(), Ok(StickySource::Query("u".into())));
@@ -370,7 +368,7 @@ mod tests {
         assert_eq!(
             c.sources,
             vec![
-                StickySource::Header("x-user-id".into()),
+                StickySource::Header(HeaderName::from_static("x-user-id")),
                 StickySource::Cookie("pm_uid".into())
             ]
         );
