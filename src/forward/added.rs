@@ -16,7 +16,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The variant header sent upstream (SPEC 3).
 pub const X_POINTSMAN_VARIANT: HeaderName = HeaderName::from_static("x-pointsman-variant");
 /// The `Via` entry this proxy adds.
-pub const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 pointsman");
+const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 pointsman");
 
 /// The names of [`AddedFields`], in the order they are written. A
 /// `static`: each use of a `const` `HeaderName` builds a fresh one.
