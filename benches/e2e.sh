@@ -13,6 +13,9 @@
 #                Pointsman --threads (default 1, leaving a core to wrk)
 #   BACKEND_WORKERS  worker_processes of the backend NGINX (default 1)
 #   WRK_THREADS  wrk -t (default 1)     CONNS     wrk -c (default 50)
+#   WRK_CPUS     pin wrk to these CPUs (taskset -c), e.g. 1: with THREADS=1
+#                and THREADS=2, requests per CPU-second at 1 and 2 proxy
+#                threads with wrk on a core of its own (default: unpinned)
 #   DURATION     wrk -d (default 10s)   WARMUP    per target (default 2s)
 #   ROUNDS       rounds; targets alternate inside each round and the
 #                median over rounds is reported (default 3)
@@ -54,6 +57,8 @@ RULES=${RULES:-300}
 MEM_ROUTES=${MEM_ROUTES:-10000}
 BASE_PORT=${BASE_PORT:-18100}
 ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy hyper-floor}
+WRK=(wrk)
+[ -z "${WRK_CPUS:-}" ] || WRK=(taskset -c "$WRK_CPUS" wrk)
 SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -265,7 +270,7 @@ run_wrk() {
     shift 4
     local before after out rps p50 p99 reqs errs
     before=$(cpu_ticks "$pid")
-    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
+    out=$("${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
     after=$(cpu_ticks "$pid")
     echo "$out" >>"$TMP/$name.wrk"
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -475,9 +480,9 @@ log "warm-up ($WARMUP each)"
 for t in "${TARGETS[@]}"; do
     read -r port pid path kind <<<"$(target "$t")"
     if [ "$kind" = rules ]; then
-        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${RULES_HEADERS[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+        "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${RULES_HEADERS[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
     else
-        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+        "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
     fi
 done
 
@@ -495,7 +500,7 @@ done
 echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
-echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency; median of $ROUNDS rounds"
+echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
 table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules nginx-rules haproxy-rules
 echo

@@ -105,7 +105,7 @@ if section large; then
             code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath")
             [ "$code" = 200 ] || { log "error: $name answered $code to the last route's request"; exit 1; }
             var=PID_${name//-/_}
-            wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
+            "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
             for round in $(seq "$ROUNDS"); do
                 run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
             done
@@ -134,7 +134,7 @@ if section reload; then
         large_start "$proxy" "$RELOAD_ROUTES" "$name"
         port=$(large_port "$proxy")
         var=PID_${name//-/_}
-        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
+        "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
         DURATION=$RELOAD_DURATION run_wrk "$name-steady" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
         (
             ok=0
