@@ -155,24 +155,18 @@ fn hop_by_hop_bit(name: &str) -> u8 {
 /// are not looked up).
 pub fn strip_internal(headers: &mut HeaderMap) -> Present {
     let mut present = Present::default();
-    let mut internal = false;
+    // Allocates only when there is one to remove.
+    let mut internal: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        let name = name.as_str();
-        if name.starts_with(PREFIX) {
-            internal |= name != FORCE;
-        } else {
-            present.note(name);
+        let text = name.as_str();
+        if !text.starts_with(PREFIX) {
+            present.note(text);
+        } else if text != FORCE {
+            internal.push(name.clone());
         }
     }
-    if internal {
-        let internal: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(PREFIX) && k.as_str() != FORCE)
-            .cloned()
-            .collect();
-        for name in internal {
-            headers.remove(name);
-        }
+    for name in internal {
+        headers.remove(name);
     }
     present
 }

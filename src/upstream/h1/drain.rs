@@ -121,10 +121,11 @@ async fn run(drain: Drain) {
             };
             let mut body = ResponseBody::new(conn, framing, head.keep_alive, None);
             body.on_release(release);
+            // Not drained again when dropped here: its connection closes.
+            body.no_drain_on_drop();
             body
         }
     };
-    body.no_drain_on_drop();
     let mut read = 0;
     while let Some(frame) = poll_fn(|cx| body.poll_body(cx)).await {
         let Ok(frame) = frame else { return };

@@ -225,7 +225,7 @@ impl ResponseBody {
         let mut rest = ResponseBody::new(conn, self.framing, true, None);
         rest.chunk = self.chunk;
         rest.release = Some(release);
-        rest.drain_on_drop = false;
+        rest.no_drain_on_drop();
         Some(rest)
     }
 }
