@@ -188,18 +188,23 @@ async fn timeouts_hold_on_reused_connections_longer_then_shorter() {
 async fn abandoned_answers_are_drained_and_their_connection_kept() {
     let up = upstream(Mode::DelayAsked).await;
     let p = start(fallback_to(&up)).await;
-    let abandon = |delay_ms: u64| async move {
-        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        let req = format!("GET / HTTP/1.1\r\nHost: x\r\nx-delay-ms: {delay_ms}\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drop(s);
-    };
     let c = client();
-    abandon(150).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
-    assert_eq!(resp.status, StatusCode::OK);
+    // A client asks for an answer `delay_ms` late, leaves after 50 ms, and
+    // `wait_ms` later another request goes out on whatever the pool has.
+    let abandon_then_get = |delay_ms: u64, wait_ms: u64| {
+        let c = c.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+            let req = format!("GET / HTTP/1.1\r\nHost: x\r\nx-delay-ms: {delay_ms}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(s);
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
+            resp.status
+        }
+    };
+    assert_eq!(abandon_then_get(150, 300).await, StatusCode::OK);
     assert_eq!(up.hits(), 2);
     assert_eq!(
         up.conns(),
@@ -207,10 +212,7 @@ async fn abandoned_answers_are_drained_and_their_connection_kept() {
         "the drained connection served the next request"
     );
 
-    abandon(1000).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let (resp, _) = send(&c, get(p.addr, "/").body(Full::default()).unwrap()).await;
-    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(abandon_then_get(1000, 600).await, StatusCode::OK);
     assert_eq!(up.hits(), 4);
     assert_eq!(
         up.conns(),
