@@ -18,8 +18,13 @@ pub struct Files {
 impl Files {
     /// Reads every file `sources` name, in load order.
     pub fn read(sources: &[Source]) -> Files {
+        Files::read_paths(referenced(sources))
+    }
+
+    /// Reads the files at `paths`.
+    pub fn read_paths(paths: impl IntoIterator<Item = PathBuf>) -> Files {
         let mut content = BTreeMap::new();
-        for path in referenced(sources) {
+        for path in paths {
             let bytes = std::fs::read(&path)
                 .map(Arc::from)
                 .map_err(|e| e.to_string());

@@ -84,11 +84,7 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                 continue;
             }
         };
-        let listed = file.file_name().map(|n| n.to_string_lossy().into_owned());
-        hasher.update(listed.unwrap_or_default().as_bytes());
-        hasher.update([0]);
-        hasher.update(text.as_bytes());
-        hasher.update([0]);
+        hash_rule_file(&mut hasher, &file, &text);
         match parse(&name, &text) {
             Ok(doc) => sources.push(Source {
                 dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -110,6 +106,32 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         files,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// The hash [`load`] would give the config at `path` if its rule files
+/// name exactly `named` (the certificate, key, CA and password files of
+/// the config loaded before), without parsing it. Rule files with the same
+/// content name the same files, so when this equals the loaded config's
+/// hash nothing changed, and a watcher event (a log written next to the
+/// rule files, an editor's swap file) costs a read and a hash instead of a
+/// parse. `None` when a rule file cannot be read: [`load`] says why.
+pub fn fingerprint(path: &Path, named: &[PathBuf]) -> Option<String> {
+    let mut hasher = Sha256::new();
+    for file in list_files(path).ok()? {
+        let text = read_rule_file(&file).ok()?;
+        hash_rule_file(&mut hasher, &file, &text);
+    }
+    files::Files::read_paths(named.iter().cloned()).hash_into(&mut hasher);
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// Feeds one rule file's name (as listed) and content into the config hash.
+fn hash_rule_file(hasher: &mut Sha256, file: &Path, text: &str) {
+    let listed = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    hasher.update(listed.unwrap_or_default().as_bytes());
+    hasher.update([0]);
+    hasher.update(text.as_bytes());
+    hasher.update([0]);
 }
 
 /// The most a rule file may hold. Ten thousand routes take about 1 MiB; a
@@ -379,6 +401,43 @@ mod tests {
             .and_then(|t| t.in_)
             .map(|v| v.value.iter().map(raw::Scalar::to_text).collect::<Vec<_>>());
         assert_eq!(values.unwrap_or_default(), ["y", "no", "on", "007", "true"]);
+    }
+
+    /// The watcher's shortcut gives the hash `load` gives, and sees a change
+    /// to a rule file, to a file it names, and a rule file added to a
+    /// directory config.
+    #[test]
+    fn fingerprint_is_the_loaded_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = "upstreams:\n  a: {endpoints: [\"x:1\"], tls: {ca: ca.pem}}\n";
+        std::fs::write(dir.path().join("10-a.yaml"), rules).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "one").unwrap();
+        std::fs::write(dir.path().join("app.log"), "not config").unwrap();
+        let loaded = || load(dir.path()).unwrap();
+        let named = |l: &Loaded| l.files.paths().map(PathBuf::from).collect::<Vec<_>>();
+        let first = loaded();
+        assert_eq!(named(&first).len(), 1);
+        let same = fingerprint(dir.path(), &named(&first));
+        assert_eq!(same.as_ref(), Some(&first.sha256));
+
+        std::fs::write(dir.path().join("ca.pem"), "two").unwrap();
+        let after_ca = fingerprint(dir.path(), &named(&first));
+        assert_ne!(after_ca.as_ref(), Some(&first.sha256));
+        assert_eq!(after_ca, Some(loaded().sha256));
+
+        std::fs::write(dir.path().join("20-b.yaml"), "routes: []\n").unwrap();
+        let after_add = fingerprint(dir.path(), &named(&first));
+        assert_ne!(after_add, after_ca);
+        assert_eq!(after_add, Some(loaded().sha256));
+
+        std::fs::write(dir.path().join("10-a.yaml"), format!("{rules}# edited\n")).unwrap();
+        let after_edit = fingerprint(dir.path(), &named(&first));
+        assert_ne!(after_edit, after_add);
+        assert_eq!(after_edit, Some(loaded().sha256));
+
+        std::fs::remove_file(dir.path().join("10-a.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("20-b.yaml")).unwrap();
+        assert_eq!(fingerprint(dir.path(), &[]), None);
     }
 
     #[test]

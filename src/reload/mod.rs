@@ -202,12 +202,18 @@ impl Reloader {
     async fn prepare(&self, trigger: Trigger) -> Result<Option<Prepared>, Vec<Diagnostic>> {
         let path = self.path.clone();
         let active_sha = self.status().sha256.clone();
+        let active_files = self.files();
         let live = self.live.clone();
         // The parse tree was allocated and freed on the reload thread,
         // whether the result is used, unchanged or rejected: its pages are
         // given back once the result is on its way.
         off_the_request_path(
             move || {
+                if trigger == Trigger::FileChange
+                    && config::fingerprint(&path, &active_files).as_ref() == Some(&active_sha)
+                {
+                    return Ok(None);
+                }
                 let loaded = config::load(&path)?;
                 if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
                     return Ok(None);
