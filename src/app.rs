@@ -166,11 +166,7 @@ impl Started {
             admin,
             admin_listener,
         } = self;
-        let state = admin.clone();
-        tokio::spawn(crate::server::plain::serve_plain(
-            admin_listener,
-            move |req| admin::handle(state.clone(), req),
-        ));
+        let _admin_thread = AdminThread::spawn(admin_listener, admin.clone())?;
         spawn_sighup(admin.reloader.clone());
         spawn_sigusr1(admin.reloader.live().runtime().clone());
         // Watches are in place before /readyz turns 200; dropped on return.
@@ -199,6 +195,58 @@ impl Started {
         let _ = tokio::task::spawn_blocking(move || runtime.flush()).await;
         tracing::info!("drained; bye");
         Ok(())
+    }
+}
+
+/// The admin API's own thread and event loop, as Envoy's main thread: a
+/// slow admin request (`/routes` of 10,000 routes renders for 40 ms, a
+/// scrape of many series, a reload's last steps) never holds a thread that
+/// serves proxied requests, which matters most with `--threads 1`.
+/// Dropping it stops the admin API.
+struct AdminThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AdminThread {
+    fn spawn(listener: TcpListener, state: Arc<AdminState>) -> Result<AdminThread, RunError> {
+        let failed =
+            |e: std::io::Error| RunError::Runtime(format!("cannot start the admin API: {e}"));
+        // Registered with the serving runtime's reactor; moved to the
+        // admin thread's own.
+        let listener = listener.into_std().map_err(failed)?;
+        let event_loop = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("pointsman-admin".into())
+            .spawn(move || {
+                event_loop.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!("admin API stopped: {e}"),
+                    };
+                    let serve = crate::server::plain::serve_plain(listener, move |req| {
+                        admin::handle(state.clone(), req)
+                    });
+                    tokio::select! {
+                        () = serve => {}
+                        _ = stopped => {}
+                    }
+                });
+                event_loop.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(failed)?;
+        Ok(AdminThread { stop: Some(stop) })
+    }
+}
+
+impl Drop for AdminThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

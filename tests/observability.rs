@@ -656,3 +656,63 @@ fn mid_response_reset_is_counted_with_the_access_log_off() {
     }
     assert_eq!(reset(), 2.0);
 }
+
+/// The admin API has a thread of its own: with one serving thread, a
+/// proxied request does not wait while `/routes` renders a large config
+/// over and over. Before, it waited for the render in progress (up to one
+/// whole render); now it only shares the CPU with it.
+#[test]
+fn a_slow_admin_request_does_not_hold_up_proxied_ones() {
+    use std::fmt::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let a = upstream("a");
+    let mut rules = format!(
+        "listen: [{{bind: \"{{LISTEN}}\"}}]\nadmin: {{bind: \"{{ADMIN}}\"}}\n\
+         upstreams:\n  a: {{endpoints: [\"{a}\"]}}\nroutes:\n"
+    );
+    for i in 0..5_000 {
+        let _ = writeln!(
+            rules,
+            "  - {{name: r{i}, match: {{host: h{i}.example.com, path_prefix: /p{i}}}, to: a}}"
+        );
+    }
+    rules.push_str("  - {name: all, match: {path_prefix: /}, to: a}\n");
+    let p = Binary::start_with(&rules, &["--threads", "1"]);
+    let admin = p.admin;
+    let render = move || {
+        let t = Instant::now();
+        let r = support::http::send_blocking(admin, "GET", "/routes", &[], "").expect("/routes");
+        assert_eq!(r.status, 200);
+        t.elapsed()
+    };
+    let one_render = (0..3).map(|_| render()).min().unwrap_or_default();
+    let renders = Arc::new(AtomicUsize::new(0));
+    let poller = {
+        let renders = renders.clone();
+        std::thread::spawn(move || {
+            while renders.load(Ordering::Relaxed) < 3 {
+                render();
+                renders.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Proxied requests until the poller has rendered three more times.
+    let mut worst = Duration::ZERO;
+    let mut sent = 0;
+    while renders.load(Ordering::Relaxed) < 3 {
+        let t = Instant::now();
+        assert_eq!(p.get("/x", &[]).status, 200);
+        worst = worst.max(t.elapsed());
+        sent += 1;
+    }
+    poller.join().expect("poller");
+    assert!(
+        sent >= 10,
+        "only {sent} proxied requests during three renders"
+    );
+    assert!(
+        worst < one_render / 2,
+        "a proxied request waited {worst:?}; one /routes render takes {one_render:?}"
+    );
+}
