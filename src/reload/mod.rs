@@ -253,8 +253,6 @@ impl Reloader {
                  they take effect after a restart"
             );
         }
-        let old = self.live.swap(next.snapshot);
-        self.files.store(Arc::new(next.started.files));
         let now = rfc3339(SystemTime::now());
         let status = Arc::new(ConfigStatus {
             generation: self.status().generation + 1,
@@ -268,6 +266,10 @@ impl Reloader {
             }),
             pending_restart,
         });
+        // `/config` tells the new generation from the moment it serves.
+        let old = self.live.swap(next.snapshot);
+        self.status.store(status.clone());
+        self.files.store(Arc::new(next.started.files));
         tracing::info!(
             generation = status.generation,
             sha256 = %status.sha256,
@@ -277,6 +279,7 @@ impl Reloader {
         // Dropping the series of 10,000 routes takes milliseconds, and so
         // does freeing the old snapshot: both on the reload thread, not on
         // a serving one (nor by the last request that held the snapshot).
+        // The answer to `POST /reload` waits for the metrics.
         let live = self.live.clone();
         let generation = status.generation;
         let metrics_updated = off_the_request_path(
@@ -294,7 +297,6 @@ impl Reloader {
         if let Err(e) = metrics_updated {
             tracing::warn!(target: "reload", "metrics not updated after the reload: {e}");
         }
-        self.status.store(status.clone());
         status
     }
 
