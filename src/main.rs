@@ -10,6 +10,7 @@ use pointsman::runtime::StartingState;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tracing_appender::non_blocking::WorkerGuard;
 
 mod commands;
 
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
             access_log,
             threads,
         } => {
-            init_logging(log_format, access_log);
+            let _log = init_logging(log_format, access_log);
             serve(RunOptions { config }, threads)
         }
         Command::Explain {
@@ -181,7 +182,7 @@ fn main() -> ExitCode {
             _ => ExitCode::from(EXIT_CONFIG),
         },
         Command::Demo { access_log } => {
-            init_logging(LogFormat::Text, access_log);
+            let _log = init_logging(LogFormat::Text, access_log);
             demo()
         }
         Command::Reload { config } => commands::reload(&config),
@@ -342,8 +343,10 @@ fn demo() -> ExitCode {
 }
 
 /// Sets up `tracing`: `POINTSMAN_LOG` filters (default `info`), text or
-/// JSON lines on stderr; `access_log` off silences the `access` target.
-fn init_logging(format: LogFormat, access_log: OnOff) {
+/// JSON lines on stderr, written by the log thread
+/// ([`pointsman::logging`]); `access_log` off silences the `access`
+/// target. Keep the guard until exit: dropping it writes what is queued.
+fn init_logging(format: LogFormat, access_log: OnOff) -> WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let mut filter =
         EnvFilter::try_from_env("POINTSMAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -352,12 +355,14 @@ fn init_logging(format: LogFormat, access_log: OnOff) {
     {
         filter = filter.add_directive(d);
     }
+    let (writer, guard) = pointsman::logging::stderr_writer();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(true);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
     }
+    guard
 }

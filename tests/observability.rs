@@ -716,3 +716,75 @@ fn a_slow_admin_request_does_not_hold_up_proxied_ones() {
         "a proxied request waited {worst:?}; one /routes render takes {one_render:?}"
     );
 }
+
+/// Log lines leave the serving threads through a queue: with stderr a pipe
+/// that nobody reads, every request is still answered (written in place,
+/// the first few hundred access lines filled the pipe and the next write
+/// stalled the proxy), and the lines that did not fit in the queue are
+/// counted in `pointsman_log_lines_dropped_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_reader_does_not_stall_requests() {
+    use std::process::{Command, Stdio};
+    let a = upstream("a");
+    let (listen, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("routes.yaml");
+    let rules = format!(
+        "listen: [{{bind: \"127.0.0.1:{listen}\"}}]\nadmin: {{bind: \"127.0.0.1:{admin}\"}}\n\
+         upstreams:\n  a: {{endpoints: [\"{a}\"]}}\n\
+         routes:\n  - {{name: all, match: {{path_prefix: /}}, to: a}}\n"
+    );
+    std::fs::write(&config, rules).expect("write rules");
+    // stderr is a pipe this test never reads.
+    let mut child = Command::new(support::binary::binary_path())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("POINTSMAN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pointsman");
+    let client = support::client();
+    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    let ready = support::eventually(Duration::from_secs(10), || {
+        let client = client.clone();
+        let u = url(admin, "/readyz");
+        async move { matches!(support::fetch(&client, &u).await, Ok((s, _)) if s == 200) }
+    })
+    .await;
+    assert!(ready, "pointsman did not become ready");
+    // More access lines than the pipe, the writer's buffer and the queue
+    // (16,384 lines) hold together.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, u) = (client.clone(), url(listen, "/x"));
+            tokio::spawn(async move {
+                for _ in 0..2_500 {
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(5), support::fetch(&client, &u));
+                    match answer.await {
+                        Ok(Ok((status, _))) => assert_eq!(status, 200),
+                        Ok(Err(e)) => panic!("request failed: {e}"),
+                        Err(_) => panic!("no answer in 5 s: the proxy waits for its log reader"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let (status, text) = support::fetch(&client, &url(admin, "/metrics"))
+        .await
+        .expect("/metrics");
+    assert_eq!(status, 200);
+    let dropped = value(
+        &support::prom::parse(&text),
+        "pointsman_log_lines_dropped_total",
+        &[],
+    );
+    assert!(dropped > 0.0, "no dropped log line counted:\n{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -61,6 +61,7 @@ pub struct Metrics {
     experiment_users: IntGaugeVec,
     exposures_logged: IntCounter,
     exposures_dropped: IntCounter,
+    log_lines_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -177,6 +178,11 @@ impl Metrics {
             "Exposure log lines dropped (queue full or write failed).",
         )?;
         registry.register(Box::new(exposures_dropped.clone()))?;
+        let log_lines_dropped = IntCounter::new(
+            LOG_LINES_DROPPED_TOTAL,
+            "Log lines dropped because the log queue was full (its reader stalled).",
+        )?;
+        registry.register(Box::new(log_lines_dropped.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "What binary is running (always 1)."),
             &["version", "commit"],
@@ -205,6 +211,7 @@ impl Metrics {
             experiment_users,
             exposures_logged,
             exposures_dropped,
+            log_lines_dropped,
         }))
     }
 
@@ -405,6 +412,12 @@ impl Metrics {
     /// resets the counter first.
     pub fn sync_experiment_assignments(&self, experiment: &str, variant: &str, total: u64) {
         sync_counter(&self.experiment_assignments(experiment, variant), total);
+    }
+
+    /// Brings the dropped log lines counter up to `total` (the log queue's
+    /// own count, read at scrape time).
+    pub fn sync_log_lines_dropped(&self, total: u64) {
+        sync_counter(&self.log_lines_dropped, total);
     }
 
     /// Brings a canary's transition counter for `to` up to `total` (the

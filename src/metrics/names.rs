@@ -35,6 +35,9 @@ pub const EXPERIMENT_USERS: &str = "pointsman_experiment_users";
 pub const EXPOSURES_LOGGED_TOTAL: &str = "pointsman_exposures_logged_total";
 /// Counter: exposure log lines dropped (queue full, write failed).
 pub const EXPOSURES_DROPPED_TOTAL: &str = "pointsman_exposures_dropped_total";
+/// Counter: log lines (access and other) dropped because the log queue was
+/// full (its reader stalled).
+pub const LOG_LINES_DROPPED_TOTAL: &str = "pointsman_log_lines_dropped_total";
 
 /// Gauge: 1 while the fleet's shared store answers (fleet mode only).
 pub const FLEET_CONNECTED: &str = "pointsman_fleet_connected";
@@ -60,6 +63,7 @@ pub const ALL: &[&str] = &[
     EXPERIMENT_USERS,
     EXPOSURES_LOGGED_TOTAL,
     EXPOSURES_DROPPED_TOTAL,
+    LOG_LINES_DROPPED_TOTAL,
     UPSTREAM_EJECTIONS_TOTAL,
     HEALTH_CHECKS_TOTAL,
     FLEET_CONNECTED,

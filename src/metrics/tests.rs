@@ -143,6 +143,7 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPERIMENT_USERS, &["experiment", "variant"]),
         (EXPOSURES_LOGGED_TOTAL, &[]),
         (EXPOSURES_DROPPED_TOTAL, &[]),
+        (LOG_LINES_DROPPED_TOTAL, &[]),
         (UPSTREAM_EJECTIONS_TOTAL, &["upstream", "endpoint"]),
         (HEALTH_CHECKS_TOTAL, &["upstream", "endpoint", "result"]),
         (FLEET_CONNECTED, &[]),
@@ -189,6 +190,7 @@ fn every_name_is_exported_once_with_spec_labels() {
         (EXPERIMENT_USERS, "gauge"),
         (EXPOSURES_LOGGED_TOTAL, "counter"),
         (EXPOSURES_DROPPED_TOTAL, "counter"),
+        (LOG_LINES_DROPPED_TOTAL, "counter"),
         (UPSTREAM_EJECTIONS_TOTAL, "counter"),
         (HEALTH_CHECKS_TOTAL, "counter"),
         (FLEET_CONNECTED, "gauge"),
@@ -199,7 +201,7 @@ fn every_name_is_exported_once_with_spec_labels() {
             "{name} {kind}"
         );
     }
-    assert_eq!(ALL.len(), 19);
+    assert_eq!(ALL.len(), 20);
     let info = format!(
         "{BUILD_INFO}{{commit=\"{}\",version=\"{}\"}} 1",
         crate::version::COMMIT,

@@ -44,6 +44,7 @@ pub fn refresh(metrics: &Metrics, snapshot: &Snapshot) {
                 .set(u.serving(i));
         }
     }
+    metrics.sync_log_lines_dropped(crate::logging::dropped_lines());
     REFRESHING.store(false, Ordering::Release);
 }
 

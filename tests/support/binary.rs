@@ -186,8 +186,21 @@ impl Binary {
         Binary::launch().args(args).start(rules)
     }
 
-    /// What the proxy logged so far.
+    /// What the proxy logged so far. Lines reach the file from the proxy's
+    /// log thread a moment after they are logged, so this waits until the
+    /// file has not grown for 30 ms (at most 500 ms).
     pub fn log_text(&self) -> String {
+        let size = || std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut last = size();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(30));
+            let now = size();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
