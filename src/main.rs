@@ -5,12 +5,12 @@ use pointsman::app::{self, RunError, RunOptions};
 use pointsman::compile::Compiled;
 use pointsman::config::Diagnostic;
 use pointsman::explain::{self, ExplainRequest};
+use pointsman::logging::LogGuard;
 use pointsman::reload;
 use pointsman::runtime::StartingState;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tracing_appender::non_blocking::WorkerGuard;
 
 mod commands;
 
@@ -346,7 +346,7 @@ fn demo() -> ExitCode {
 /// JSON lines on stderr, written by the log thread
 /// ([`pointsman::logging`]); `access_log` off silences the `access`
 /// target. Keep the guard until exit: dropping it writes what is queued.
-fn init_logging(format: LogFormat, access_log: OnOff) -> WorkerGuard {
+fn init_logging(format: LogFormat, access_log: OnOff) -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let mut filter =
         EnvFilter::try_from_env("POINTSMAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
