@@ -788,3 +788,41 @@ async fn a_stalled_log_reader_does_not_stall_requests() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A client that leaves before its answer is logged with status 499
+/// (NGINX's "client closed request"), not with a status it never got.
+#[test]
+fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
+    use std::io::Write;
+    // An upstream that takes the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = silent.local_addr().expect("addr");
+    let p = Binary::start_with(
+        &format!(
+            "listen: [{{bind: \"{{LISTEN}}\"}}]\nadmin: {{bind: \"{{ADMIN}}\"}}\n\
+             upstreams:\n  slow: {{endpoints: [\"{at}\"], request_timeout: 30s}}\n\
+             routes:\n  - {{name: all, match: {{path_prefix: /}}, to: slow}}\n"
+        ),
+        &["--log-format", "json"],
+    );
+    let mut client = TcpStream::connect(p.addr).expect("connect");
+    client
+        .write_all(b"GET /left-early HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let lines = p.json_log("access");
+        if let Some(l) = lines.into_iter().find(|l| l["path"] == "/left-early") {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line: {}",
+            p.log_text()
+        );
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    drop(silent);
+}

@@ -115,7 +115,7 @@ pub(super) fn finish(
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID, request_id.clone());
     log.request_id = request_id;
-    log.status = status;
+    log.status = status.as_u16();
     log.served = served;
     let (parts, body) = resp.into_parts();
     Response::from_parts(
@@ -220,7 +220,8 @@ pub(super) struct AccessLog {
     uri: Uri,
     version: Version,
     user_agent: Option<HeaderValue>,
-    status: StatusCode,
+    /// The status sent, or [`CLIENT_CLOSED`] until there is one.
+    status: u16,
     served: Served,
     start: Instant,
     bytes_out: u64,
@@ -246,13 +247,18 @@ impl AccessLog {
             uri: req.uri().clone(),
             version: req.version(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            status: StatusCode::OK,
+            status: CLIENT_CLOSED,
             served: Served::default(),
             start,
             bytes_out: 0,
         }))
     }
 }
+
+/// The status logged for a request whose client left before it was
+/// answered (NGINX's 499, "client closed request"): the record is dropped
+/// with the request, before any status was chosen.
+const CLIENT_CLOSED: u16 = 499;
 
 /// The `protocol` field: the version the client spoke.
 fn protocol(v: Version) -> &'static str {
@@ -278,7 +284,7 @@ impl Drop for AccessLog {
             query = self.uri.query().unwrap_or(""),
             protocol = protocol(self.version),
             user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-            status = self.status.as_u16(),
+            status = self.status,
             route = s.route_label(),
             upstream = s.upstream.as_deref().unwrap_or(""),
             endpoint = &*s.endpoint,
