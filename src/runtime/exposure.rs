@@ -11,6 +11,7 @@
 
 use crate::bounded::BoundedQueue;
 use crate::clock::rfc3339_millis;
+use crate::logging::WRITE_INTERVAL;
 use http::HeaderValue;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
@@ -112,6 +113,8 @@ impl ExposureLog {
     }
 
     /// Queues a record; when the queue is full it is dropped and counted.
+    /// The writer is not woken (that would be a system call on the serving
+    /// thread): it looks every [`WRITE_INTERVAL`], sooner at half full.
     pub fn push(&self, record: ExposureRecord) {
         if self.shared.queue.push(record).is_err() {
             if let Some(c) = &self.shared.dropped {
@@ -119,7 +122,9 @@ impl ExposureLog {
             }
             return;
         }
-        if let Some(t) = self.writer.get() {
+        if self.shared.queue.len() == QUEUE / 2
+            && let Some(t) = self.writer.get()
+        {
             t.unpark();
         }
     }
@@ -152,12 +157,18 @@ impl ExposureLog {
     }
 }
 
-/// The writer thread: waits to be woken (or 200 ms), reopens when asked,
-/// drains the queue line by line. Never ends (the process owns one log).
+/// The writer thread: every [`WRITE_INTERVAL`] while a log is configured
+/// (200 ms while none is) or when woken, reopens when asked and drains
+/// the queue line by line. Never ends (the process owns one log).
 fn write_loop(shared: &Shared) {
     let mut out: Option<(Arc<ExposureTarget>, Box<dyn Write + Send>)> = None;
     loop {
-        std::thread::park_timeout(Duration::from_millis(200));
+        let wait = if shared.target.load().is_some() {
+            WRITE_INTERVAL
+        } else {
+            Duration::from_millis(200)
+        };
+        std::thread::park_timeout(wait);
         if shared.reopen.swap(false, Ordering::AcqRel) {
             out = None;
         }
