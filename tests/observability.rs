@@ -824,5 +824,13 @@ fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
         );
     };
     assert_eq!(line["status"], 499, "{line}");
+    // What was decided before the client left is kept.
+    assert_eq!(line["route"], "all", "{line}");
+    assert_eq!(line["upstream"], "slow", "{line}");
+    assert_eq!(
+        line["request_id"].as_str().map(str::len),
+        Some(32),
+        "{line}"
+    );
     drop(silent);
 }

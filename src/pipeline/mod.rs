@@ -101,11 +101,17 @@ pub fn serve(
     async move {
         let start = Instant::now();
         let request_id = headers::request_id(req.headers());
-        let log = AccessLog::begin(&req, conn.peer.ip(), start);
+        let mut log = AccessLog::begin(&req, conn.peer.ip(), start, &request_id);
         let h1 = req.version() <= http::Version::HTTP_11;
-        let mut served = Served::default();
+        // Kept in the access record when there is one, so a request whose
+        // client leaves mid-way is logged with what was decided so far.
+        let mut unlogged = Served::default();
+        let served = match log.as_deref_mut() {
+            Some(log) => log.served_mut(),
+            None => &mut unlogged,
+        };
         let grpc = grpc::is_grpc(req.headers());
-        let resp = match run(snapshot, req, upgrade, conn, &request_id, &mut served, grpc).await {
+        let resp = match run(snapshot, req, upgrade, conn, &request_id, served, grpc).await {
             Ok(resp) => resp,
             Err(e) => {
                 if e.is_upstream_failure() {
@@ -122,7 +128,7 @@ pub fn serve(
                     tracing::debug!(error = %e, "request failed");
                 }
                 served.error = e.token();
-                let mut resp = error_response(&e, grpc, &mut served);
+                let mut resp = error_response(&e, grpc, served);
                 if h1 && e.closes_connection() {
                     // Where the next request would start cannot be trusted.
                     resp.headers_mut()
@@ -131,6 +137,7 @@ pub fn serve(
                 resp
             }
         };
+        let served = std::mem::take(served);
         record::finish(snapshot, resp, served, request_id, log, start)
     }
 }

@@ -235,12 +235,13 @@ impl AccessLog {
         req: &Request<B>,
         peer: IpAddr,
         start: Instant,
+        request_id: &HeaderValue,
     ) -> Option<Box<AccessLog>> {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return None;
         }
         Some(Box::new(AccessLog {
-            request_id: HeaderValue::from_static(""),
+            request_id: request_id.clone(),
             peer,
             method: req.method().clone(),
             host: super::admit::raw_host(req).unwrap_or(HeaderValue::from_static("")),
@@ -252,6 +253,11 @@ impl AccessLog {
             start,
             bytes_out: 0,
         }))
+    }
+
+    /// What the pipeline decided so far, filled in as it goes.
+    pub(super) fn served_mut(&mut self) -> &mut Served {
+        &mut self.served
     }
 }
 
