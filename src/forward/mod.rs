@@ -1,8 +1,8 @@
 //! What forwarding needs whatever the wire (SPEC 5 and 6): request and
 //! response bodies ([`body`]), header rewriting ([`headers`]), the path
-//! sent upstream, the fields the proxy adds to it ([`added`]), failures and the answers they become ([`error`]), gRPC
-//! calls and their error answers ([`grpc`]), and upgraded tunnels
-//! ([`tunnel`]).
+//! sent upstream, the fields the proxy adds to it ([`added`]), failures
+//! and the answers they become ([`error`]), gRPC calls and their error
+//! answers ([`grpc`]), and upgraded tunnels ([`tunnel`]).
 
 pub mod added;
 pub mod body;
