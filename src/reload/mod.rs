@@ -186,65 +186,82 @@ impl Reloader {
 
     /// Reloads now. The file watcher's trigger is skipped when the content
     /// hash equals the active config's; SIGHUP and `POST /reload` always
-    /// make a new generation.
-    pub async fn reload(&self, trigger: Trigger) -> Result<Arc<ConfigStatus>, ReloadError> {
+    /// make a new generation. The whole reload runs on a thread of its own
+    /// ([`off_the_request_path`]), never on a serving one.
+    pub async fn reload(
+        self: &Arc<Self>,
+        trigger: Trigger,
+    ) -> Result<Arc<ConfigStatus>, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
-        match self.prepare(trigger).await {
-            Ok(None) => Err(ReloadError::Unchanged),
-            Ok(Some(next)) => Ok(self.apply(next, trigger).await),
-            Err(errors) => Err(self.refuse(errors, trigger)),
-        }
-    }
-
-    /// Reads, compiles and links the config off the request path, on a
-    /// thread of lower CPU priority (`None`: a file change that left the
-    /// content as it is).
-    async fn prepare(&self, trigger: Trigger) -> Result<Option<Prepared>, Vec<Diagnostic>> {
-        let path = self.path.clone();
-        let active_sha = self.status().sha256.clone();
-        let active_files = self.files();
-        let live = self.live.clone();
-        // The parse tree was allocated and freed on the reload thread,
-        // whether the result is used, unchanged or rejected: its pages are
-        // given back once the result is on its way.
-        off_the_request_path(
-            move || {
-                if trigger == Trigger::FileChange
-                    && config::fingerprint(&path, &active_files).as_ref() == Some(&active_sha)
-                {
-                    return Ok(None);
+        let this = self.clone();
+        off_the_request_path(move |answer| {
+            let retired = match this.prepare(trigger) {
+                Ok(None) => {
+                    let _ = answer.send(Err(ReloadError::Unchanged));
+                    None
                 }
-                let loaded = config::load(&path)?;
-                if trigger == Trigger::FileChange && loaded.sha256 == active_sha {
-                    return Ok(None);
+                Ok(Some(next)) => {
+                    let (status, old) = this.apply(next, trigger);
+                    let _ = answer.send(Ok(status));
+                    Some(old)
                 }
-                let compiled = compile::compile(&loaded)?;
-                for w in &compiled.warnings {
-                    tracing::warn!(target: "reload", "{w}");
+                Err(errors) => {
+                    let _ = answer.send(Err(this.refuse(errors, trigger)));
+                    None
                 }
-                Ok(Some(Prepared {
-                    bound: Bound::of(&compiled.config.settings),
-                    snapshot: live.runtime().link(compiled.config),
-                    started: Started {
-                        sources: loaded.source_names(),
-                        sha256: loaded.sha256.clone(),
-                        files: loaded.files.paths().map(PathBuf::from).collect(),
-                    },
-                }))
-            },
-            crate::allocator::release_free_memory,
-        )
+            };
+            // After the answer. The parse tree was freed on this thread,
+            // whether the result was used, unchanged or rejected: its pages
+            // go back. Freeing the old snapshot takes milliseconds for a
+            // large rule set, and is not left to the last request that
+            // held it.
+            crate::allocator::release_free_memory();
+            if let Some(old) = retired {
+                drop_when_unshared(old, RETIRE_WAIT);
+                crate::allocator::release_free_memory();
+            }
+        })
         .await
         .unwrap_or_else(|e| {
-            Err(vec![Diagnostic::whole_file(
+            Err(ReloadError::Invalid(vec![Diagnostic::whole_file(
                 &self.path.display().to_string(),
                 format!("reload task failed: {e}"),
-            )])
+            )]))
         })
     }
 
-    /// Swaps the new snapshot in and records the new generation.
-    async fn apply(&self, next: Prepared, trigger: Trigger) -> Arc<ConfigStatus> {
+    /// Reads, compiles and links the config (`None`: a file change that
+    /// left the content as it is, told by its hash before any parsing).
+    fn prepare(&self, trigger: Trigger) -> Result<Option<Prepared>, Vec<Diagnostic>> {
+        if trigger == Trigger::FileChange
+            && config::fingerprint(&self.path, &self.files()).as_ref()
+                == Some(&self.status().sha256)
+        {
+            return Ok(None);
+        }
+        let loaded = config::load(&self.path)?;
+        let compiled = compile::compile(&loaded)?;
+        for w in &compiled.warnings {
+            tracing::warn!(target: "reload", "{w}");
+        }
+        Ok(Some(Prepared {
+            bound: Bound::of(&compiled.config.settings),
+            snapshot: self.live.runtime().link(compiled.config),
+            started: Started {
+                sources: loaded.source_names(),
+                sha256: loaded.sha256.clone(),
+                files: loaded.files.paths().map(PathBuf::from).collect(),
+            },
+        }))
+    }
+
+    /// Swaps the new snapshot in, records the new generation and updates
+    /// the metrics; gives back the replaced snapshot.
+    fn apply(
+        &self,
+        next: Prepared,
+        trigger: Trigger,
+    ) -> (Arc<ConfigStatus>, Arc<crate::runtime::Snapshot>) {
         // Compared with what is bound, so undoing the change clears it.
         let pending_restart = next.bound != self.bound;
         if pending_restart {
@@ -276,28 +293,13 @@ impl Reloader {
             ?trigger,
             "config reloaded"
         );
-        // Dropping the series of 10,000 routes takes milliseconds, and so
-        // does freeing the old snapshot: both on the reload thread, not on
-        // a serving one (nor by the last request that held the snapshot).
-        // The answer to `POST /reload` waits for the metrics.
-        let live = self.live.clone();
-        let generation = status.generation;
-        let metrics_updated = off_the_request_path(
-            move || {
-                if let Some(m) = live.runtime().metrics() {
-                    crate::runtime::scrape::after_reload(m, Some(&live.snapshot()), generation);
-                }
-            },
-            move || {
-                drop_when_unshared(old, RETIRE_WAIT);
-                crate::allocator::release_free_memory();
-            },
-        )
-        .await;
-        if let Err(e) = metrics_updated {
-            tracing::warn!(target: "reload", "metrics not updated after the reload: {e}");
+        // Drops the series of routes that are gone (milliseconds for
+        // 10,000 routes); the answer to `POST /reload` waits for it.
+        if let Some(m) = self.live.runtime().metrics() {
+            let active = self.live.snapshot();
+            crate::runtime::scrape::after_reload(m, Some(&active), status.generation);
         }
-        status
+        (status, old)
     }
 
     /// Keeps the old config serving and records why the new one was refused.
@@ -326,22 +328,20 @@ struct Prepared {
     started: Started,
 }
 
-/// Runs `work` on a thread of its own at nice 10 and answers with its
-/// result, then runs `cleanup` on that thread, which nobody waits for. On a
+/// Runs `f` on a thread of its own at nice 10; `f` answers through the
+/// sender it is given and may go on with work nobody waits for. On a
 /// machine whose cores are busy serving, a reload's compile (about 125 ms
 /// of CPU for 10,000 routes) then takes the CPU the requests leave, instead
 /// of an equal share of it.
 async fn off_the_request_path<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-    cleanup: impl FnOnce() + Send + 'static,
+    f: impl FnOnce(tokio::sync::oneshot::Sender<T>) + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("pointsman-reload".into())
         .spawn(move || {
             lower_this_threads_priority();
-            let _ = tx.send(work());
-            cleanup();
+            f(tx);
         })
         .map_err(|e| e.to_string())?;
     rx.await
