@@ -33,6 +33,8 @@
 #                memory  idle memory with MEM_ROUTES routes loaded
 #                large   10 and 10,000 routes in each proxy's own idiom
 #                reload  20 reloads of a 10,000-route config under load
+#                        (RELOAD_CONTROL=1: the same admin requests and
+#                        no reload, what the harness itself costs)
 #                h2      h2load over h2c and TLS 1.3
 #                conns   memory of 10,000 idle keep-alive connections
 #                The settings of the last four are at the top of

@@ -6,7 +6,8 @@
 #           header, the request matching the last route
 #   reload  RELOAD_COUNT reloads (20) of a RELOAD_ROUTES-route (10000) config
 #           during a RELOAD_DURATION (20s) wrk run, against the same run
-#           without reloads
+#           without reloads; RELOAD_CONTROL=1 sends the same admin requests
+#           (and no signals) without reloading
 #   h2      h2load over h2c and over TLS 1.3 (ALPN h2): H2_CLIENTS (50)
 #           connections, H2_STREAMS (10) concurrent streams each
 #   PROXIES picks the proxies of large, reload and h2 (default: all three)
@@ -73,22 +74,35 @@ large_port() {
 }
 
 # large_reload PROXY NAME: one reload of the running proxy; fails when the
-# proxy refused it.
+# proxy refused it. Shell built-ins only: spawning curl or `nginx -s
+# reload` (which parses the whole config to find the pid file) costs the
+# saturated machine more than some reloads do, and would be measured as
+# the reload's effect on latency.
 large_reload() {
-    local var=PID_${2//-/_} dir=$TMP/large/nginx-$RELOAD_ROUTES
+    local var=PID_${2//-/_}
     case $1 in
     pointsman)
-        # RELOAD_CONTROL=1: the same curl, asking GET /config instead (what
-        # the harness itself costs the machine, without any reload).
+        # RELOAD_CONTROL=1: the same request, asking GET /config instead
+        # (what the harness itself costs the machine, without any reload).
         local method=POST path=/reload
         [ -z "${RELOAD_CONTROL:-}" ] || method=GET path=/config
-        [ "$(curl -s -o /dev/null -w '%{http_code}' -X "$method" "http://127.0.0.1:$P_L_ADMIN$path")" = 200 ]
+        admin_request "$method" "$path" && [ "$ADMIN_STATUS" = 200 ]
         ;;
-    haproxy) kill -USR2 "${!var}" ;;
-    nginx)
-        nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log" -s reload 2>/dev/null
-        ;;
+    haproxy) [ -n "${RELOAD_CONTROL:-}" ] || kill -USR2 "${!var}" ;;
+    # What `nginx -s reload` sends to the master.
+    nginx) [ -n "${RELOAD_CONTROL:-}" ] || kill -HUP "${!var}" ;;
     esac
+}
+
+# admin_request METHOD PATH: sets ADMIN_STATUS to the status code
+# Pointsman's admin API answers, over bash's /dev/tcp (no process started,
+# not even a subshell).
+admin_request() {
+    ADMIN_STATUS=000
+    exec 7<>"/dev/tcp/127.0.0.1/$P_L_ADMIN" || return 1
+    printf '%s %s HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' "$1" "$2" >&7
+    read -r _ ADMIN_STATUS _ <&7 || true
+    exec 7<&-
 }
 
 # --------------------------------------------------------------------------
@@ -137,10 +151,16 @@ if section reload; then
         "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
         DURATION=$RELOAD_DURATION run_wrk "$name-steady" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
         (
+            # `read -t` on a FIFO nobody writes is a sleep without a process.
+            mkfifo "$TMP/tick-$proxy"
+            exec 8<>"$TMP/tick-$proxy"
             ok=0
-            for _ in $(seq "$RELOAD_COUNT"); do
-                sleep "$gap"
+            for ((i = 0; i < RELOAD_COUNT; i++)); do
+                read -r -t "$gap" -u 8 _ || true
+                t0=$EPOCHREALTIME
                 large_reload "$proxy" "$name" && ok=$((ok + 1))
+                t1=$EPOCHREALTIME
+                echo "${t0/./} ${t1/./}" >>"$TMP/$name.reload-times"
             done
             echo "$ok" >"$TMP/$name.reloads"
         ) &
@@ -159,6 +179,12 @@ if section reload; then
             "$(awk '{n += $5} END {print n + 0}' "$TMP/$name.results" 2>/dev/null || echo -)" \
             "$(cat "$TMP/$name.reloads" 2>/dev/null || echo 0)" "$RELOAD_COUNT"
     done
+    # POST /reload answers once the new config serves: how long a reload
+    # takes on the loaded machine (the others' signals return at once).
+    if [ -s "$TMP/reload-pointsman.reload-times" ] && [ -z "${RELOAD_CONTROL:-}" ]; then
+        sort -n -k1 "$TMP/reload-pointsman.reload-times" | awk '{print ($2 - $1) / 1000}' | sort -n |
+            awk '{a[NR] = $1} END {printf "pointsman: POST /reload answered in %.0f ms (median), %.0f ms (max)\n", a[int((NR + 1) / 2)], a[NR]}'
+    fi
 fi
 
 # --------------------------------------------------------------------------
