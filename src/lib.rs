@@ -40,3 +40,4 @@ pub mod split;
 pub mod tls;
 pub mod upstream;
 pub mod version;
+pub mod yielding;

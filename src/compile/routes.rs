@@ -26,6 +26,7 @@ impl Builder<'_> {
         let mut names: HashMap<String, Place> = HashMap::new();
         for src in self.files() {
             for r in &src.doc.routes {
+                crate::yielding::yield_point();
                 let f = &src.name;
                 let name = &r.value.name;
                 if name.value.is_empty() {

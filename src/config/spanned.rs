@@ -35,6 +35,9 @@ impl<T> Spanned<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Every value the rule types read passes here: a reload's parse
+        // gives way to the serving threads (`crate::yielding`).
+        crate::yielding::yield_point();
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
         Ok(Spanned {
             value: s.value,
