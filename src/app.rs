@@ -222,6 +222,9 @@ impl AdminThread {
         std::thread::Builder::new()
             .name("pointsman-admin".into())
             .spawn(move || {
+                // A 10,000-route `/routes` renders for tens of milliseconds
+                // of CPU the serving threads should have first.
+                crate::yielding::run_in_background();
                 event_loop.block_on(async move {
                     let listener = match TcpListener::from_std(listener) {
                         Ok(l) => l,

@@ -33,6 +33,29 @@ thread_local! {
     static SLICE: Cell<Option<Slice>> = const { Cell::new(None) };
 }
 
+/// Makes the calling thread a background one: nice 10 (it takes the CPU
+/// the serving threads leave, not an equal share) and yielding every
+/// [`BACKGROUND_SLICE`]. For the reload and admin threads.
+pub fn run_in_background() {
+    lower_priority();
+    yield_every(BACKGROUND_SLICE);
+}
+
+/// Sets the calling thread's nice value to 10 (Linux: a thread's own
+/// priority; elsewhere, nothing).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` take no pointers; on Linux
+    // `PRIO_PROCESS` with a thread id changes that thread only.
+    #[allow(unsafe_code)]
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("cannot lower a background thread's priority");
+        }
+    }
+}
+
 /// Makes the calling thread yield at a [`yield_point`] once it has run for
 /// `length` since it started or last yielded.
 pub fn yield_every(length: Duration) {

@@ -329,7 +329,7 @@ struct Prepared {
 }
 
 /// Runs `f` on a thread of its own at nice 10 that yields every 100 µs
-/// ([`crate::yielding`]); `f` answers through the sender it is given and
+/// ([`crate::yielding::run_in_background`]); `f` answers through the sender it is given and
 /// may go on with work nobody waits for. On a machine whose cores are busy
 /// serving, a reload's parse and compile (about 125 ms of CPU for 10,000
 /// routes) then take the CPU the requests leave, instead of an equal share
@@ -342,28 +342,12 @@ async fn off_the_request_path<T: Send + 'static>(
     std::thread::Builder::new()
         .name("pointsman-reload".into())
         .spawn(move || {
-            lower_this_threads_priority();
-            crate::yielding::yield_every(crate::yielding::BACKGROUND_SLICE);
+            crate::yielding::run_in_background();
             f(tx);
         })
         .map_err(|e| e.to_string())?;
     rx.await
         .map_err(|_| "the reload thread ended early".to_string())
-}
-
-/// Sets the calling thread's nice value to 10 (Linux: a thread's own
-/// priority; elsewhere, nothing).
-fn lower_this_threads_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `gettid` and `setpriority` take no pointers; on Linux
-    // `PRIO_PROCESS` with a thread id changes that thread only.
-    #[allow(unsafe_code)]
-    unsafe {
-        let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
-            tracing::debug!("cannot lower the reload thread's priority");
-        }
-    }
 }
 
 /// How long a replaced snapshot waits for the requests still using it
