@@ -5,10 +5,11 @@
 //! scheduler hands that core back only at its next tick (4 ms at the usual
 //! `HZ=250`) or when the thread blocks: a serving thread it displaced
 //! waits that long, and every request on it with it. A thread marked with
-//! [`yield_every`] gives its core up at the next [`yield_point`] once it has
+//! [`run_in_background`] gives its core up at the next [`yield_point`] once it has
 //! run for its slice, so such a wait is bounded by the slice instead.
-//! [`yield_point`] is placed in the loops of long work (the parse, the
-//! compile); on threads not marked it reads one thread-local and returns.
+//! [`yield_point`] is placed in the loops of long work (a reload's parse
+//! and compile, the admin API's large answers); on threads not marked it
+//! reads one thread-local and returns.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -58,7 +59,7 @@ fn lower_priority() {
 
 /// Makes the calling thread yield at a [`yield_point`] once it has run for
 /// `length` since it started or last yielded.
-pub fn yield_every(length: Duration) {
+fn yield_every(length: Duration) {
     SLICE.set(Some(Slice {
         length,
         ends: Instant::now() + length,
@@ -66,8 +67,8 @@ pub fn yield_every(length: Duration) {
     }));
 }
 
-/// Yields the CPU if the calling thread was marked with [`yield_every`] and
-/// its slice is used up.
+/// Yields the CPU if the calling thread was marked with
+/// [`run_in_background`] and its slice is used up.
 #[inline]
 pub fn yield_point() {
     let Some(mut slice) = SLICE.get() else { return };
