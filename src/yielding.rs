@@ -27,6 +27,8 @@ struct Slice {
     length: Duration,
     ends: Instant,
     calls: u32,
+    /// Yield points passed since the thread was marked.
+    passed: u64,
 }
 
 thread_local! {
@@ -64,6 +66,7 @@ fn yield_every(length: Duration) {
         length,
         ends: Instant::now() + length,
         calls: 0,
+        passed: 0,
     }));
 }
 
@@ -72,6 +75,7 @@ fn yield_every(length: Duration) {
 #[inline]
 pub fn yield_point() {
     let Some(mut slice) = SLICE.get() else { return };
+    slice.passed += 1;
     slice.calls += 1;
     if slice.calls >= CALLS_PER_LOOK {
         slice.calls = 0;
@@ -83,9 +87,10 @@ pub fn yield_point() {
     SLICE.set(Some(slice));
 }
 
-/// Whether the calling thread yields (for tests).
-pub fn yields() -> bool {
-    SLICE.get().is_some()
+/// The yield points the calling thread has passed since it was marked;
+/// `None` when it does not yield (for tests).
+pub fn points_passed() -> Option<u64> {
+    SLICE.get().map(|s| s.passed)
 }
 
 #[cfg(test)]
@@ -95,16 +100,16 @@ mod tests {
     #[test]
     fn only_a_marked_thread_yields() {
         std::thread::spawn(|| {
-            assert!(!yields());
+            assert_eq!(points_passed(), None);
             yield_point();
             yield_every(Duration::ZERO);
-            assert!(yields());
             for _ in 0..CALLS_PER_LOOK * 2 {
                 yield_point();
             }
+            assert_eq!(points_passed(), Some(u64::from(CALLS_PER_LOOK) * 2));
         })
         .join()
         .unwrap();
-        assert!(!yields());
+        assert_eq!(points_passed(), None);
     }
 }

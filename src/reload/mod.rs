@@ -405,12 +405,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reload_runs_on_a_thread_that_yields_to_serving_ones() {
-        assert!(!crate::yielding::yields());
-        let on_reload_thread = off_the_request_path(|answer| {
-            let _ = answer.send(crate::yielding::yields());
+    async fn a_reload_passes_yield_points_as_it_parses_and_compiles() {
+        use std::fmt::Write;
+        let mut text = String::from("upstreams:\n  b: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n");
+        for i in 0..200 {
+            let _ = writeln!(
+                text,
+                "  - {{name: r{i}, match: {{path_prefix: /p{i}, header: {{name: x, equals: v}}}}, to: b}}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.yaml");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(crate::yielding::points_passed(), None);
+        let passed = off_the_request_path(move |answer| {
+            let loaded = load_and_compile(&path).map(|l| l.compiled.config.routes.routes().len());
+            let _ = answer.send((loaded.ok(), crate::yielding::points_passed()));
         })
         .await;
-        assert_eq!(on_reload_thread, Ok(true));
+        let (routes, passed) = passed.unwrap();
+        assert_eq!(routes, Some(200));
+        // At least one point per route read and one per route compiled.
+        assert!(passed.unwrap_or(0) >= 400, "{passed:?}");
     }
 }
