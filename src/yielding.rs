@@ -8,8 +8,8 @@
 //! [`run_in_background`] gives its core up at the next [`yield_point`] once it has
 //! run for its slice, so such a wait is bounded by the slice instead.
 //! [`yield_point`] is placed in the loops of long work (a reload's parse
-//! and compile, the admin API's large answers); on threads not marked it
-//! reads one thread-local and returns.
+//! and compile, the admin API's large answers, through [`YieldingWriter`]);
+//! on threads not marked it reads one thread-local and returns.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -85,6 +85,22 @@ pub fn yield_point() {
         }
     }
     SLICE.set(Some(slice));
+}
+
+/// A writer that passes a [`yield_point`] at every write: a large answer
+/// (`/routes`, `/metrics` of 10,000 routes: megabytes written in small
+/// pieces) rendered into it gives the core back as it goes.
+pub struct YieldingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for YieldingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        yield_point();
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// The yield points the calling thread has passed since it was marked;

@@ -486,7 +486,7 @@ fn explain(snapshot: &Snapshot, body: &[u8]) -> AdminResponse {
 
 fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> AdminResponse {
     let mut body = Vec::new();
-    if serde_json::to_writer_pretty(Yielding(&mut body), value).is_err() {
+    if serde_json::to_writer_pretty(crate::yielding::YieldingWriter(&mut body), value).is_err() {
         body.clear();
     }
     body.push(b'\n');
@@ -495,22 +495,6 @@ fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) ->
         .header(header::CONTENT_TYPE, "application/json")
         .body(Bytes::from(body))
         .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
-}
-
-/// A writer that passes a yield point at every write: rendering a large
-/// answer gives the admin thread's core back to the serving threads.
-struct Yielding<'a>(&'a mut Vec<u8>);
-
-impl std::io::Write for Yielding<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        crate::yielding::yield_point();
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// JSON without indentation: for answers read by the dashboard rather

@@ -30,6 +30,7 @@ pub use handles::{
 pub use names::*;
 pub use series::{RequestSeries, SeriesTarget};
 
+use crate::yielding::YieldingWriter;
 use prometheus::core::Collector;
 use prometheus::proto::LabelPair;
 use prometheus::{
@@ -445,11 +446,17 @@ impl Metrics {
     /// Every metric in the Prometheus text format (for `GET /metrics`).
     pub fn render(&self) -> String {
         let families = self.registry.gather();
-        let mut out = String::new();
-        if let Err(err) = TextEncoder::new().encode_utf8(&families, &mut out) {
+        // 10,000 routes' series are megabytes of text: written through a
+        // yield point (the admin thread gives way to the serving ones).
+        let mut out = Vec::new();
+        let written = TextEncoder::new().encode(&families, &mut YieldingWriter(&mut out));
+        if let Err(err) = written {
             tracing::error!(%err, "encoding metrics failed");
         }
-        out
+        String::from_utf8(out).unwrap_or_else(|err| {
+            tracing::error!(%err, "encoded metrics are not UTF-8");
+            String::new()
+        })
     }
 
     /// The `Content-Type` of [`Metrics::render`]'s output.

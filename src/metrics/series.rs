@@ -354,6 +354,7 @@ impl Collector for RequestCollector {
         let mut requests = Vec::new();
         let mut durations = Vec::new();
         for s in &table {
+            crate::yielding::yield_point();
             for (code, n) in s.codes() {
                 let mut labels = s.labels();
                 labels.push(label_pair("code", &code));
