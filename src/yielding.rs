@@ -5,8 +5,9 @@
 //! scheduler hands that core back only at its next tick (4 ms at the usual
 //! `HZ=250`) or when the thread blocks: a serving thread it displaced
 //! waits that long, and every request on it with it. A thread marked with
-//! [`run_in_background`] gives its core up at the next [`yield_point`] once it has
-//! run for its slice, so such a wait is bounded by the slice instead.
+//! [`run_in_background`] gives its core up at the next [`yield_point`]
+//! once it has run for its slice, so such a wait is bounded by the slice
+//! instead.
 //! [`yield_point`] is placed in the loops of long work (a reload's parse
 //! and compile, the admin API's large answers, through [`YieldingWriter`]);
 //! on threads not marked it reads one thread-local and returns.
@@ -114,7 +115,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_marked_thread_yields() {
+    fn only_a_marked_thread_counts_the_points_it_passes() {
         std::thread::spawn(|| {
             assert_eq!(points_passed(), None);
             yield_point();
