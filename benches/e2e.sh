@@ -27,7 +27,8 @@
 #   BASE_BIN     an earlier pointsman build, measured in the same rounds on
 #                the plain config as `pointsman-base` (before/after ratios)
 #   ONLY         space-separated subset of targets to run in "plain"
-#                (backend pointsman pointsman-rules nginx haproxy hyper-floor)
+#                (backend pointsman pointsman-rules nginx haproxy hyper-floor;
+#                also hyper-origin, not run by default)
 #   SECTIONS     what to measure (default: all of them, in this order):
 #                plain   the plain proxy and the 300-route rule set
 #                memory  idle memory with MEM_ROUTES routes loaded
@@ -42,6 +43,8 @@
 #
 # `hyper-floor` is examples/hyper_floor.rs: the least a proxy on Pointsman's
 # stack (tokio, hyper 1 HTTP/1.1, mimalloc) does per request, no routing.
+# `hyper-origin` is the same example answering itself, as the backend NGINX
+# does: the server half of the stack, to compare with the `backend` row.
 #
 # It starts every process itself, tracks their PIDs and stops only those
 # on exit (trap EXIT). Configs live in a temporary directory.
@@ -77,6 +80,7 @@ P_NGINX=$((BASE_PORT + 3))
 P_HAPROXY=$((BASE_PORT + 4))
 P_FLOOR=$((BASE_PORT + 5))
 P_BASE=$((BASE_PORT + 6))
+P_ORIGIN=$((BASE_PORT + 7))
 P_ADMIN1=$((BASE_PORT + 11))
 P_ADMIN2=$((BASE_PORT + 12))
 P_MEM=$((BASE_PORT + 13))
@@ -323,7 +327,7 @@ table() {
     done
 }
 
-for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_BASE $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3 $P_ADMIN4; do
+for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_BASE $P_ORIGIN $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3 $P_ADMIN4; do
     if ! port_free "$port"; then
         log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
         exit 1
@@ -421,6 +425,7 @@ start pointsman-rules "$BIN" run --config "$TMP/conf/rules/rules.yaml" --access-
 start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
 start haproxy haproxy -f "$TMP/haproxy.cfg" -db
 start hyper-floor "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACKEND" "$THREADS"
+start hyper-origin "$FLOOR_BIN" "127.0.0.1:$P_ORIGIN" origin "$THREADS"
 if [ -n "$BASE_BIN" ]; then
     start pointsman-base "$BASE_BIN" run --config "$TMP/conf/base/pointsman.yaml" --access-log off --threads "$THREADS"
     wait_port "$P_BASE" pointsman-base
@@ -430,6 +435,7 @@ wait_port "$P_RULES" pointsman-rules
 wait_port "$P_NGINX" nginx
 wait_port "$P_HAPROXY" haproxy
 wait_port "$P_FLOOR" hyper-floor
+wait_port "$P_ORIGIN" hyper-origin
 
 # target NAME -> "port pid path headers-kind"
 target() {
@@ -440,6 +446,7 @@ target() {
     nginx) echo "$P_NGINX $PID_nginx / plain" ;;
     haproxy) echo "$P_HAPROXY $PID_haproxy / plain" ;;
     hyper-floor) echo "$P_FLOOR $PID_hyper_floor / plain" ;;
+    hyper-origin) echo "$P_ORIGIN $PID_hyper_origin / plain" ;;
     pointsman-base) echo "$P_BASE $PID_pointsman_base / plain" ;;
     nginx-rules) echo "$P_NGINX $PID_nginx $RULES_PATH rules" ;;
     haproxy-rules) echo "$P_HAPROXY $PID_haproxy $RULES_PATH rules" ;;
@@ -447,7 +454,7 @@ target() {
 }
 
 # Sanity: every target answers the benchmark request with the backend's 200.
-for t in backend pointsman nginx haproxy hyper-floor ${BASE_BIN:+pointsman-base}; do
+for t in backend pointsman nginx haproxy hyper-floor hyper-origin ${BASE_BIN:+pointsman-base}; do
     read -r port _ <<<"$(target "$t")"
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")
     [ "$code" = 200 ] || { log "error: $t answered $code"; cat "$TMP/$t.log" >&2; exit 1; }
@@ -503,12 +510,13 @@ echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
-table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base
+table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules nginx-rules haproxy-rules
 echo
 echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
 echo "hyper-floor: examples/hyper_floor.rs, the same stack with no routing, headers, metrics or timeouts."
+[[ " $ONLY " != *" hyper-origin "* ]] || echo "hyper-origin: the same example answering itself; compare with the backend row (NGINX answering)."
 [ -z "$BASE_BIN" ] || echo "pointsman-base: $BASE_BIN on the plain config."
 
 echo
@@ -518,7 +526,7 @@ for t in pointsman pointsman-rules nginx haproxy; do
     printf '  %-16s %8s kB\n' "$t" "$(rss_kb "${!var}")"
 done
 
-for t in pointsman pointsman-rules nginx haproxy hyper-floor ${BASE_BIN:+pointsman-base}; do stop "$t"; done
+for t in pointsman pointsman-rules nginx haproxy hyper-floor hyper-origin ${BASE_BIN:+pointsman-base}; do stop "$t"; done
 fi # section plain
 
 # ==========================================================================

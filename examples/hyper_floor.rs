@@ -13,6 +13,11 @@
 //! ```sh
 //! cargo run --release --example hyper_floor -- 127.0.0.1:8081 127.0.0.1:8080 [THREADS]
 //! ```
+//!
+//! With `origin` for the upstream it answers every request itself with the
+//! benches' backend answer (`200`, `text/plain`, `hello from the backend`):
+//! the server half of the stack alone, to set against NGINX serving the
+//! same answer (`benches/e2e.sh`'s `hyper-origin` and `backend` rows).
 
 use bytes::Bytes;
 use crossbeam_queue::SegQueue;
@@ -32,12 +37,39 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: hyper_floor LISTEN UPSTREAM [THREADS]";
+    let usage = "usage: hyper_floor LISTEN UPSTREAM|origin [THREADS]";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
-    let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
+    let upstream = args.next().ok_or(usage)?;
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
     // The same runtime as `pointsman run --threads N`.
-    pointsman::app::runtime(Some(threads))?.block_on(serve(listen, upstream))
+    let runtime = pointsman::app::runtime(Some(threads))?;
+    match upstream.as_str() {
+        "origin" => runtime.block_on(origin(listen)),
+        addr => runtime.block_on(serve(listen, addr.parse()?)),
+    }
+}
+
+/// Answers every request itself: hyper's HTTP/1.1 server and tokio, nothing
+/// else.
+async fn origin(listen: SocketAddr) -> Result<(), BoxError> {
+    let listener = TcpListener::bind(listen).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let service = service_fn(|_req: Request<Incoming>| async {
+                let mut resp =
+                    Response::new(Full::new(Bytes::from_static(b"hello from the backend\n")));
+                let plain = hyper::header::HeaderValue::from_static("text/plain");
+                resp.headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, plain);
+                Ok::<_, std::convert::Infallible>(resp)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 async fn serve(listen: SocketAddr, upstream: SocketAddr) -> Result<(), BoxError> {
