@@ -3,7 +3,8 @@
 # should be far ahead, each proxy measured in turn in the same run.
 #
 #   large   LARGE_SIZES routes (default "10 10000") of host + path prefix +
-#           header, the request matching the last route
+#           header, the request matching the last route; the proxies run
+#           side by side and take turns inside each round
 #   reload  RELOAD_COUNT reloads (20) of a RELOAD_ROUTES-route (10000) config
 #           during a RELOAD_DURATION (20s) wrk run, against the same run
 #           without reloads; RELOAD_CONTROL=1 sends the same admin requests
@@ -115,15 +116,27 @@ if section large; then
         for proxy in $PROXIES; do
             name=large-$proxy-$n
             large_start "$proxy" "$n" "$name"
+            echo "$READY_SECS" >"$TMP/$name.ready"
             port=$(large_port "$proxy")
             code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath")
             [ "$code" = 200 ] || { log "error: $name answered $code to the last route's request"; exit 1; }
-            var=PID_${name//-/_}
             "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
-            for round in $(seq "$ROUNDS"); do
-                run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
+        done
+        # The proxies alternate inside each round, in a rotated order (as
+        # in the plain section), so a slow spell of the VM falls on all.
+        read -r -a order <<<"$PROXIES"
+        for round in $(seq "$ROUNDS"); do
+            for ((k = 0; k < ${#order[@]}; k++)); do
+                proxy=${order[$(((k + round - 1) % ${#order[@]}))]}
+                name=large-$proxy-$n
+                var=PID_${name//-/_}
+                run_wrk "$name" "$(large_port "$proxy")" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
             done
-            echo "$(rss_kb "${!var}") $READY_SECS" >"$TMP/$name.mem"
+        done
+        for proxy in $PROXIES; do
+            name=large-$proxy-$n
+            var=PID_${name//-/_}
+            echo "$(rss_kb "${!var}") $(cat "$TMP/$name.ready")" >"$TMP/$name.mem"
             stop "$name"
         done
         table "large rule set, $n routes" "large-haproxy-$n" "large-pointsman-$n" "large-haproxy-$n" "large-nginx-$n"
