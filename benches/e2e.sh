@@ -512,6 +512,10 @@ echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
 table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules nginx-rules haproxy-rules
+if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/pointsman-rules.results" ]; then
+    # Issue 19's goal: the rule set within 5 % of the plain path.
+    echo "  pointsman-rules against pointsman: $(ratio "$(col pointsman-rules 1)" "$(col pointsman 1)")× req/s, $(ratio "$(col pointsman-rules 4)" "$(col pointsman 4)")× CPU/request"
+fi
 echo
 echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
