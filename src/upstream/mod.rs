@@ -614,10 +614,13 @@ impl Upstream {
             }
             let head_request = req.method() == Method::HEAD;
             let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
-            let (parts, body) = req.into_parts();
-            let out = h1::Outgoing::new(&parts, added, body)
-                .map_err(|e| h1_fault(endpoint.clone(), e))?;
-            drop(parts);
+            // In a block of its own: the head's storage ends here, not at
+            // the end of the future (where it would take room in every
+            // state after the first await).
+            let mut out = {
+                let (parts, body) = req.into_parts();
+                h1::Outgoing::new(&parts, added, body).map_err(|e| h1_fault(endpoint.clone(), e))?
+            };
             let in_flight = InFlight::new(&ep.vitals);
             // The deadline is kept by the connection's own timer (see
             // `h1::Conn`), and by a timer of its own for a connect.
@@ -626,61 +629,56 @@ impl Upstream {
                 endpoint: endpoint.clone(),
                 timeout,
             };
-            let exchange = async {
-                let mut out = out;
-                loop {
-                    let (conn, reused) = match ep.pool.checkout() {
-                        Some(conn) => (conn, true),
-                        // Boxed: the connect future is large and cold; inline,
-                        // it would bloat (and be memcpy'd with) every request's
-                        // future.
-                        None => {
-                            let open =
-                                self.dialer
-                                    .open(&ep.vitals.label, ep.sni.as_ref(), &endpoint);
-                            match tokio::time::timeout_at(deadline, Box::pin(open)).await {
-                                Ok(conn) => (conn?, false),
-                                Err(_) => return Err(timed_out()),
-                            }
+            // One loop in this future, not an async block of its own: a
+            // layer fewer to set up, move and poll on every request.
+            let answer = loop {
+                let (conn, reused) = match ep.pool.checkout() {
+                    Some(conn) => (conn, true),
+                    // Boxed: the connect future is large and cold; inline,
+                    // it would bloat (and be memcpy'd with) every request's
+                    // future.
+                    None => {
+                        let open = self
+                            .dialer
+                            .open(&ep.vitals.label, ep.sni.as_ref(), &endpoint);
+                        match tokio::time::timeout_at(deadline, Box::pin(open)).await {
+                            Ok(conn) => (conn?, false),
+                            Err(_) => return Err(timed_out()),
                         }
-                    };
-                    let release: Arc<dyn h1::Release> = ep.pool.clone();
-                    let attempt = h1::exchange(
-                        conn,
-                        out,
-                        head_request,
-                        wants_upgrade,
-                        Some(deadline),
-                        Some(release),
-                    );
-                    match attempt.await {
-                        Ok(answer) => return Ok(answer),
-                        Err(h1::Failed {
-                            unsent: Some(back), ..
-                        }) if reused => out = back,
-                        Err(h1::Failed {
-                            error: h1::H1Error::Timeout,
-                            ..
-                        }) => return Err(timed_out()),
-                        Err(failed) => return Err(h1_fault(endpoint.clone(), failed.error)),
                     }
+                };
+                let release: Arc<dyn h1::Release> = ep.pool.clone();
+                let attempt = h1::exchange(
+                    conn,
+                    out,
+                    head_request,
+                    wants_upgrade,
+                    Some(deadline),
+                    Some(release),
+                );
+                match attempt.await {
+                    Ok(answer) => break answer,
+                    Err(h1::Failed {
+                        unsent: Some(back), ..
+                    }) if reused => out = back,
+                    Err(h1::Failed {
+                        error: h1::H1Error::Timeout,
+                        ..
+                    }) => return Err(timed_out()),
+                    Err(failed) => return Err(h1_fault(endpoint.clone(), failed.error)),
                 }
             };
-            match exchange.await {
-                Err(e) => Err(e),
-                Ok(h1::Answer { response, upgraded }) => {
-                    let upgrade = upgraded.map(|io| -> PendingUpgrade {
-                        Box::pin(async move { Ok(Box::new(io) as Box<dyn UpgradedIo>) })
-                    });
-                    Ok(sent(
-                        response.map(Inner::H1),
-                        upgrade,
-                        endpoint,
-                        in_flight,
-                        failed,
-                    ))
-                }
-            }
+            let h1::Answer { response, upgraded } = answer;
+            let upgrade = upgraded.map(|io| -> PendingUpgrade {
+                Box::pin(async move { Ok(Box::new(io) as Box<dyn UpgradedIo>) })
+            });
+            Ok(sent(
+                response.map(Inner::H1),
+                upgrade,
+                endpoint,
+                in_flight,
+                failed,
+            ))
         }
     }
 

@@ -158,102 +158,108 @@ pub(crate) struct Failed {
 /// [`H1Error::Timeout`] if it has not come by `deadline`. The request body
 /// goes on being written while the head is awaited (an upstream may
 /// answer early), and after it by the response body.
-pub(crate) async fn exchange(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "smaller future: see the pipeline module"
+)]
+pub(crate) fn exchange(
     mut conn: Conn,
     mut out: Outgoing,
     head_request: bool,
     wants_upgrade: bool,
     deadline: Option<Instant>,
     release: Option<Arc<dyn Release>>,
-) -> Result<Answer, Failed> {
-    if let Some(deadline) = deadline {
-        conn.arm(deadline);
-    }
-    // Dropped before the head came, the answer is drained (`drain.rs`).
-    let mut awaiting = Awaiting::new(conn, head_request, release);
-    // A write that fails is not fatal until the head cannot be read: an
-    // upstream may answer and close without reading the whole body.
-    let mut writing = true;
-    let mut write_error = None;
-    let head = std::future::poll_fn(|cx| {
-        let Some(conn) = awaiting.conn.as_mut() else {
-            return Poll::Ready(Err(H1Error::Closed("response head")));
-        };
-        if writing {
-            match out.poll_drive(cx, &mut conn.io) {
-                Poll::Ready(Ok(())) => {
-                    writing = false;
-                    awaiting.written = true;
-                }
-                Poll::Ready(Err(H1Error::Io(e))) => {
-                    writing = false;
-                    write_error = Some(e);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
+) -> impl Future<Output = Result<Answer, Failed>> {
+    async move {
+        if let Some(deadline) = deadline {
+            conn.arm(deadline);
         }
-        match poll_head(cx, conn) {
-            Poll::Pending if deadline.is_some() && conn.poll_expired(cx) => {
-                Poll::Ready(Err(H1Error::Timeout))
-            }
-            polled => polled,
-        }
-    })
-    .await;
-    let release = awaiting.release();
-    let Some(mut conn) = awaiting.take() else {
-        return Err(Failed {
-            error: H1Error::Closed("response head"),
-            unsent: None,
-        });
-    };
-    let head = match head {
-        Ok(head) => head,
-        Err(error) => {
-            let error = match (error, write_error) {
-                (H1Error::Closed(_), Some(e)) => H1Error::Io(e),
-                (error, _) => error,
+        // Dropped before the head came, the answer is drained (`drain.rs`).
+        let mut awaiting = Awaiting::new(conn, head_request, release);
+        // A write that fails is not fatal until the head cannot be read: an
+        // upstream may answer and close without reading the whole body.
+        let mut writing = true;
+        let mut write_error = None;
+        let head = std::future::poll_fn(|cx| {
+            let Some(conn) = awaiting.conn.as_mut() else {
+                return Poll::Ready(Err(H1Error::Closed("response head")));
             };
-            let unsent = (!out.started).then_some(out);
-            return Err(Failed { error, unsent });
+            if writing {
+                match out.poll_drive(cx, &mut conn.io) {
+                    Poll::Ready(Ok(())) => {
+                        writing = false;
+                        awaiting.written = true;
+                    }
+                    Poll::Ready(Err(H1Error::Io(e))) => {
+                        writing = false;
+                        write_error = Some(e);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            match poll_head(cx, conn) {
+                Poll::Pending if deadline.is_some() && conn.poll_expired(cx) => {
+                    Poll::Ready(Err(H1Error::Timeout))
+                }
+                polled => polled,
+            }
+        })
+        .await;
+        let release = awaiting.release();
+        let Some(mut conn) = awaiting.take() else {
+            return Err(Failed {
+                error: H1Error::Closed("response head"),
+                unsent: None,
+            });
+        };
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                let error = match (error, write_error) {
+                    (H1Error::Closed(_), Some(e)) => H1Error::Io(e),
+                    (error, _) => error,
+                };
+                let unsent = (!out.started).then_some(out);
+                return Err(Failed { error, unsent });
+            }
+        };
+        let fail = |error| Failed {
+            error,
+            unsent: None,
+        };
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            if !wants_upgrade {
+                return Err(fail(H1Error::Invalid(
+                    "101 to a request that did not ask to upgrade",
+                )));
+            }
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            let early = conn.buf.split().freeze();
+            return Ok(Answer {
+                response,
+                upgraded: Some(Rewind { early, io: conn.io }),
+            });
         }
-    };
-    let fail = |error| Failed {
-        error,
-        unsent: None,
-    };
-    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-        if !wants_upgrade {
-            return Err(fail(H1Error::Invalid(
-                "101 to a request that did not ask to upgrade",
-            )));
+        let framing = framing(&head, head_request).map_err(fail)?;
+        let reusable = head.keep_alive && write_error.is_none();
+        // Still writing: the response body drives the rest of the request.
+        let pending = writing.then_some(out);
+        let mut body = ResponseBody::new(conn, framing, reusable, pending);
+        if let Some(release) = release {
+            body.on_release(release);
         }
-        let mut response = Response::new(ResponseBody::empty());
+        let mut response = Response::new(body);
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
-        let early = conn.buf.split().freeze();
-        return Ok(Answer {
+        *response.version_mut() = Version::HTTP_11;
+        Ok(Answer {
             response,
-            upgraded: Some(Rewind { early, io: conn.io }),
-        });
+            upgraded: None,
+        })
     }
-    let framing = framing(&head, head_request).map_err(fail)?;
-    let reusable = head.keep_alive && write_error.is_none();
-    // Still writing: the response body drives the rest of the request.
-    let pending = writing.then_some(out);
-    let mut body = ResponseBody::new(conn, framing, reusable, pending);
-    if let Some(release) = release {
-        body.on_release(release);
-    }
-    let mut response = Response::new(body);
-    *response.status_mut() = head.status;
-    *response.headers_mut() = head.headers;
-    *response.version_mut() = Version::HTTP_11;
-    Ok(Answer {
-        response,
-        upgraded: None,
-    })
 }
 
 /// A parsed response head, with what its framing headers said (noted
