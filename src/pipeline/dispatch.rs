@@ -64,7 +64,25 @@ pub(super) fn dispatch(
             mirror::maybe(snapshot, route, metrics, &mut out, request_id).await;
         }
         let spare = Spare::keep(snapshot, &mut out);
-        match send(snapshot, upstream, out, Some(&route.forward), served).await {
+        let opts: Option<&ForwardOptions> = Some(&route.forward);
+        // `send`'s steps, in this future.
+        let result = match to_send(snapshot, upstream, out, opts, served) {
+            Err(e) => Err(e),
+            Ok(ToSend {
+                upstream,
+                parts,
+                added,
+                body,
+                timeout,
+                then,
+            }) => {
+                let sent = upstream
+                    .send(parts, &added, body, timeout, &mut served.attempts)
+                    .await;
+                then.answer(snapshot, upstream, sent, opts, served)
+            }
+        };
+        match result {
             Err(e) if e.fails_over() => match spare.and_then(Spare::outgoing) {
                 Some(out) => {
                     tracing::warn!(
@@ -213,6 +231,8 @@ fn fallback(
 
 /// Sends the request to upstream `id` with a route's options (path
 /// rewrite, header edits, timeout) and turns its answer into the client's.
+/// The fallback's way; [`dispatch`] runs the same three steps in its own
+/// future, a layer fewer on every request.
 #[expect(
     clippy::manual_async_fn,
     reason = "smaller future: see the pipeline module"
@@ -225,44 +245,108 @@ fn send(
     served: &mut Served,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
     async move {
-        let Some(upstream) = snapshot.upstream(id) else {
-            return Err(ForwardError::NoHealthyUpstream("unknown upstream".into()));
-        };
-        served.upstream = Some(upstream.def.name.clone());
-        // An HTTP/1.1 client that accepts trailers gets them declared.
-        let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
-        let mut added = out.added;
-        let mut parts = prepare::for_upstream(out.parts, &mut added, out.path, opts)?;
-        prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
-        let mut timeout = opts
-            .and_then(|o| o.timeout)
-            .unwrap_or(upstream.def.request_timeout);
-        if let Some(deadline) = out.deadline {
-            // A gRPC deadline shorter than the route's timeout wins (SPEC 5).
-            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        let max = snapshot.config.settings.limits.max_body_bytes;
-        let body = match out.body {
-            RequestBody::Held(held) => OutBody::Held(held),
-            streamed => {
-                // Streamed: its failure is the client's, also once the
-                // response has started (SPEC 5.1).
-                let failed = BodyFailed::default();
-                let body = Watched::new(streamed.into_proxy_body(max), failed.clone()).boxed();
-                OutBody::Stream(body, Some(failed))
-            }
-        };
+        let ToSend {
+            upstream,
+            parts,
+            added,
+            body,
+            timeout,
+            then,
+        } = to_send(snapshot, id, out, opts, served)?;
         let sent = upstream
             .send(parts, &added, body, timeout, &mut served.attempts)
-            .await?;
+            .await;
+        then.answer(snapshot, upstream, sent, opts, served)
+    }
+}
+
+/// A request ready for its upstream's [`Upstream::send`].
+struct ToSend<'s> {
+    upstream: &'s Upstream,
+    parts: http::request::Parts,
+    added: AddedFields,
+    body: OutBody,
+    timeout: Duration,
+    then: Then,
+}
+
+/// What turning the upstream's answer into the client's needs.
+struct Then {
+    /// The client is an HTTP/1.1 one that accepts trailers.
+    declare_trailers: bool,
+    /// The client side of an upgrade.
+    upgrade: Option<PendingUpgrade>,
+}
+
+/// Readies `out` for upstream `id` with a route's options: the path
+/// rewrite and header edits, the head for the upstream's protocol, the
+/// timeout (a gRPC deadline shorter than it wins), the body.
+fn to_send<'s>(
+    snapshot: &'s Snapshot,
+    id: UpstreamId,
+    out: Outgoing<'_>,
+    opts: Option<&ForwardOptions>,
+    served: &mut Served,
+) -> Result<ToSend<'s>, ForwardError> {
+    let Some(upstream) = snapshot.upstream(id) else {
+        return Err(ForwardError::NoHealthyUpstream("unknown upstream".into()));
+    };
+    served.upstream = Some(upstream.def.name.clone());
+    // An HTTP/1.1 client that accepts trailers gets them declared.
+    let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
+    let mut added = out.added;
+    let mut parts = prepare::for_upstream(out.parts, &mut added, out.path, opts)?;
+    prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
+    let mut timeout = opts
+        .and_then(|o| o.timeout)
+        .unwrap_or(upstream.def.request_timeout);
+    if let Some(deadline) = out.deadline {
+        // A gRPC deadline shorter than the route's timeout wins (SPEC 5).
+        timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+    }
+    let max = snapshot.config.settings.limits.max_body_bytes;
+    let body = match out.body {
+        RequestBody::Held(held) => OutBody::Held(held),
+        streamed => {
+            // Streamed: its failure is the client's, also once the
+            // response has started (SPEC 5.1).
+            let failed = BodyFailed::default();
+            let body = Watched::new(streamed.into_proxy_body(max), failed.clone()).boxed();
+            OutBody::Stream(body, Some(failed))
+        }
+    };
+    Ok(ToSend {
+        upstream,
+        parts,
+        added,
+        body,
+        timeout,
+        then: Then {
+            declare_trailers,
+            upgrade: out.upgrade,
+        },
+    })
+}
+
+impl Then {
+    /// The client's answer to what the upstream sent.
+    fn answer(
+        self,
+        snapshot: &Snapshot,
+        upstream: &Upstream,
+        sent: Result<Sent, SendError>,
+        opts: Option<&ForwardOptions>,
+        served: &mut Served,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let sent = sent?;
         served.endpoint = sent.endpoint.clone();
         let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
         answer(
             upstream,
             sent,
             opts,
-            out.upgrade,
-            declare_trailers,
+            self.upgrade,
+            self.declare_trailers,
             tunnel_idle,
         )
     }
