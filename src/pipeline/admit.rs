@@ -5,7 +5,7 @@
 
 use super::ConnInfo;
 use crate::compile::{Config, UnderscoreHeaders};
-use crate::forward::{ForwardError, ProxyBody, RequestBody, headers};
+use crate::forward::{ForwardError, RequestBody, headers};
 use crate::routing::matchers::is_token;
 use crate::routing::{canonical_host, normalize_path};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
@@ -184,25 +184,20 @@ pub fn path(uri: &Uri) -> Result<Cow<'_, str>, ForwardError> {
     normalize_path(uri.path()).map_err(|_| ForwardError::BadRequest("bad path"))
 }
 
-/// The request body as routing needs it: read (up to
-/// `inspect_body_bytes`) when a matcher inspects bodies, else streamed.
-/// A gRPC call's body is never read ahead: it is a stream of
-/// length-prefixed messages (never JSON to `body_json`), and a streaming
-/// call's client may send nothing before the first answer.
-/// A body held in full over `max_body_bytes` is a 413; a body that the
-/// client broke while it was read is a 400.
-pub async fn body(
-    config: &Config,
-    body: ProxyBody,
-    grpc: bool,
-) -> Result<RequestBody, ForwardError> {
+/// Whether the request body is read ahead (up to `inspect_body_bytes`)
+/// before routing: when a matcher inspects bodies. A gRPC call's body
+/// never is: it is a stream of length-prefixed messages (never JSON to
+/// `body_json`), and a streaming call's client may send nothing before
+/// the first answer.
+pub fn reads_body(config: &Config, grpc: bool) -> bool {
+    config.needs_body && !grpc
+}
+
+/// The request body as routing got it ([`reads_body`]), checked: a body
+/// held in full over `max_body_bytes` is a 413; a body that the client
+/// broke while it was read is a 400.
+pub fn body(config: &Config, body: RequestBody) -> Result<RequestBody, ForwardError> {
     let limits = &config.settings.limits;
-    let body = RequestBody::streaming(body);
-    let body = if config.needs_body && !grpc {
-        body.inspect(limits.inspect_body_bytes).await
-    } else {
-        body
-    };
     if body.failed() {
         return Err(ForwardError::ClientBody);
     }

@@ -11,12 +11,17 @@
 //! upgrade types; the server (and the upstream connections) translate from
 //! and to the wire. It never fails: every failure is a response.
 //!
-//! Future size: hyper moves each request's future once, so its size is a
-//! cost per request. An `async fn` keeps its arguments twice (as captured
-//! and as moved locals), so the layers a request passes through (here and
-//! in `upstream`) are plain fns returning one `async move` block, and cold
-//! branches (the fallback, the failover spare, the access record) are
-//! boxed. `RUSTFLAGS=-Zprint-type-sizes` (nightly) shows the sizes.
+//! Future size and depth: hyper moves each request's future once, so its
+//! size is a cost per request, and every nested future is set up, moved
+//! into its parent and polled through on every request. An `async fn`
+//! keeps its arguments twice (as captured and as moved locals), so the
+//! layers a request passes through (here and in `upstream`) are plain fns
+//! returning one `async move` block; steps with nothing to wait for are
+//! plain fns run inside their caller's future (`serve` runs the phases
+//! itself, `dispatch` readies and finishes the send around the upstream's
+//! future); cold branches (the fallback, the failover spare, the access
+//! record) are boxed. `RUSTFLAGS=-Zprint-type-sizes` (nightly) shows the
+//! sizes, `benches/callgrind.sh` the cost.
 
 pub mod admit;
 pub mod decide;
@@ -111,7 +116,75 @@ pub fn serve(
             None => &mut unlogged,
         };
         let grpc = grpc::is_grpc(req.headers());
-        let resp = match run(snapshot, req, upgrade, conn, &request_id, served, grpc).await {
+        // The request's steps run in this future, not in one of their own:
+        // an async layer fewer to set up, move and poll on every request.
+        let result: Result<Response<ProxyBody>, ForwardError> = 'run: {
+            let config = &snapshot.config;
+            let mut req = req;
+            let admitted = match admit::admit(config, &mut req, conn) {
+                Ok(admitted) => admitted,
+                Err(e) => break 'run Err(e),
+            };
+            served.client_ip = Some(admitted.client_ip);
+            let uri = req.uri().clone();
+            let path = match admit::path(&uri) {
+                Ok(path) => path,
+                Err(e) => break 'run Err(e),
+            };
+            let (mut parts, body) = req.into_parts();
+            // A call's deadline counts from its arrival.
+            let deadline = match grpc {
+                true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
+                false => None,
+            };
+            let mut body = RequestBody::streaming(body);
+            if admit::reads_body(config, grpc) {
+                body = body
+                    .inspect(config.settings.limits.inspect_body_bytes)
+                    .await;
+            }
+            let body = match admit::body(config, body) {
+                Ok(body) => body,
+                Err(e) => break 'run Err(e),
+            };
+            let decision = {
+                let ctx = RequestContext::new(
+                    &parts.method,
+                    admitted.host_str(),
+                    &path,
+                    uri.query(),
+                    &parts.headers,
+                    admitted.client_ip,
+                    body.held().map(|b| b.as_ref()),
+                );
+                let (decision, sticky) =
+                    decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
+                record::expose(snapshot, &decision, sticky.as_ref(), &request_id);
+                decision
+            };
+            let trusted = &config.settings.trusted_proxies;
+            let mut added = AddedFields::default();
+            let te_trailers = prepare::head(
+                &mut parts,
+                &mut added,
+                &admitted,
+                trusted,
+                conn,
+                &request_id,
+                upgrade.is_some(),
+            );
+            let out = Outgoing {
+                parts,
+                added,
+                body,
+                path: &path,
+                upgrade,
+                te_trailers,
+                deadline,
+            };
+            dispatch::dispatch(snapshot, decision, out, &request_id, served).await
+        };
+        let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 if e.is_upstream_failure() {
@@ -150,69 +223,4 @@ fn error_response(e: &ForwardError, grpc: bool, served: &mut Served) -> Response
         return resp;
     }
     e.to_response(served.route.as_deref())
-}
-
-#[expect(
-    clippy::manual_async_fn,
-    reason = "smaller future: see the pipeline module"
-)]
-fn run(
-    snapshot: &Snapshot,
-    mut req: Request<ProxyBody>,
-    upgrade: Option<PendingUpgrade>,
-    conn: &ConnInfo,
-    request_id: &HeaderValue,
-    served: &mut Served,
-    grpc: bool,
-) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
-    async move {
-        let config = &snapshot.config;
-        let admitted = admit::admit(config, &mut req, conn)?;
-        served.client_ip = Some(admitted.client_ip);
-        let uri = req.uri().clone();
-        let path = admit::path(&uri)?;
-        let (mut parts, body) = req.into_parts();
-        // A call's deadline counts from its arrival.
-        let deadline = match grpc {
-            true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
-            false => None,
-        };
-        let body = admit::body(config, body, grpc).await?;
-        let decision = {
-            let ctx = RequestContext::new(
-                &parts.method,
-                admitted.host_str(),
-                &path,
-                uri.query(),
-                &parts.headers,
-                admitted.client_ip,
-                body.held().map(|b| b.as_ref()),
-            );
-            let (decision, sticky) =
-                decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
-            record::expose(snapshot, &decision, sticky.as_ref(), request_id);
-            decision
-        };
-        let trusted = &config.settings.trusted_proxies;
-        let mut added = AddedFields::default();
-        let te_trailers = prepare::head(
-            &mut parts,
-            &mut added,
-            &admitted,
-            trusted,
-            conn,
-            request_id,
-            upgrade.is_some(),
-        );
-        let out = Outgoing {
-            parts,
-            added,
-            body,
-            path: &path,
-            upgrade,
-            te_trailers,
-            deadline,
-        };
-        dispatch::dispatch(snapshot, decision, out, request_id, served).await
-    }
 }
