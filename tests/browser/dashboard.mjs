@@ -93,9 +93,11 @@ try {
   check(/endpoint|upstream health: not available/.test(upstreams), 'upstreams: health per endpoint, or said to be unavailable');
 
   // The charts: the test sends traffic; the first point comes after one
-  // 10 s bucket.
-  await canaryCard.locator('svg.chart path.line').first().waitFor({ timeout: 30_000 });
-  await experimentCard.locator('svg.chart path.line').first().waitFor({ timeout: 15_000 });
+  // 10 s bucket. Attached, not "visible": a series that stays level (the
+  // sender's steady rate) draws a line of zero height, which Playwright
+  // counts as hidden.
+  await canaryCard.locator('svg.chart path.line').first().waitFor({ state: 'attached', timeout: 30_000 });
+  await experimentCard.locator('svg.chart path.line').first().waitFor({ state: 'attached', timeout: 15_000 });
   check((await canaryCard.locator('svg.chart').count()) === 3, 'the canary has requests, error rate and p99 charts');
 
   // Phone width: nothing wider than the screen.
