@@ -40,6 +40,8 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use record::{AccessLog, Served};
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What the pipeline knows about the connection a request came on.
@@ -98,12 +100,15 @@ pub(super) struct Outgoing<'p> {
     reason = "smaller future: see the pipeline module"
 )]
 pub fn serve(
-    snapshot: &Snapshot,
+    snapshot: Arc<Snapshot>,
     req: Request<ProxyBody>,
     upgrade: Option<PendingUpgrade>,
-    conn: &ConnInfo,
-) -> impl Future<Output = Response<ProxyBody>> {
+    conn: impl Deref<Target = ConnInfo> + Send + 'static,
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
     async move {
+        // Owned by the future (dropped as it ends, however it ends): the
+        // caller needs no async layer of its own to hold them.
+        let (snapshot, conn) = (&*snapshot, &*conn);
         let start = Instant::now();
         let request_id = headers::request_id(req.headers());
         let mut log = AccessLog::begin(&req, conn.peer.ip(), start, &request_id);
