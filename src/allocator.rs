@@ -27,8 +27,9 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// 1 KiB or of a power-of-two size; any other size (a read buffer of
 /// 8 KiB plus a little, a boxed response body) is over-allocated by the
 /// alignment and its page marked as holding interior pointers, which
-/// slows every free on it. Two such allocations a proxied request cost
-/// ~200 instructions (callgrind) for an alignment `mi_malloc` gives anyway.
+/// slows every free on it. Asking `mi_malloc` for the alignment it gives
+/// anyway took a proxied request from 27,018 to 26,539 instructions
+/// (callgrind; two such allocations a request).
 struct Mimalloc;
 
 // SAFETY: every pointer handed out comes from mimalloc with at least the

@@ -101,7 +101,7 @@ pub(super) struct Outgoing<'p> {
 )]
 pub fn serve(
     snapshot: Arc<Snapshot>,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
     upgrade: Option<PendingUpgrade>,
     conn: impl Deref<Target = ConnInfo> + Send + 'static,
 ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
@@ -125,7 +125,6 @@ pub fn serve(
         // an async layer fewer to set up, move and poll on every request.
         let result: Result<Response<ProxyBody>, ForwardError> = 'run: {
             let config = &snapshot.config;
-            let mut req = req;
             let admitted = match admit::admit(config, &mut req, conn) {
                 Ok(admitted) => admitted,
                 Err(e) => break 'run Err(e),
