@@ -353,7 +353,7 @@ impl Upstream {
     fn pick_after(&self, tried: &Tried) -> Option<usize> {
         let eps = Available {
             endpoints: &self.endpoints,
-            now: now_ms(),
+            now: std::cell::OnceCell::new(),
         };
         balance::pick(self.def.balance, &eps, &self.next, tried)
     }
@@ -624,7 +624,9 @@ impl Upstream {
             let in_flight = InFlight::new(&ep.vitals);
             // The deadline is kept by the connection's own timer (see
             // `h1::Conn`), and by a timer of its own for a connect.
-            let deadline = tokio::time::Instant::now() + timeout;
+            // One clock read for the deadline and the pool's idle check.
+            let now = tokio::time::Instant::now();
+            let deadline = now + timeout;
             let timed_out = || SendError::Timeout {
                 endpoint: endpoint.clone(),
                 timeout,
@@ -632,7 +634,7 @@ impl Upstream {
             // One loop in this future, not an async block of its own: a
             // layer fewer to set up, move and poll on every request.
             let answer = loop {
-                let (conn, reused) = match ep.pool.checkout() {
+                let (conn, reused) = match ep.pool.checkout(now.into_std()) {
                     Some(conn) => (conn, true),
                     // Boxed: the connect future is large and cold; inline,
                     // it would bloat (and be memcpy'd with) every request's
@@ -794,7 +796,8 @@ pub enum OutBody {
 /// The endpoints as the balancer sees them at one moment.
 struct Available<'a> {
     endpoints: &'a [EndpointState],
-    now: u64,
+    /// [`now_ms`], read at the first look that needs it.
+    now: std::cell::OnceCell<u64>,
 }
 
 impl balance::Endpoints for Available<'_> {
@@ -805,7 +808,7 @@ impl balance::Endpoints for Available<'_> {
     fn available(&self, i: usize) -> bool {
         self.endpoints
             .get(i)
-            .is_some_and(|e| e.vitals.available(self.now))
+            .is_some_and(|e| e.vitals.available_at(|| *self.now.get_or_init(now_ms)))
     }
 
     fn load(&self, i: usize) -> usize {

@@ -51,11 +51,13 @@ impl EndpointPool {
         })
     }
 
-    /// An idle connection that is ready for a request.
-    pub(crate) fn checkout(&self) -> Option<Conn> {
+    /// An idle connection that is ready for a request at `now`.
+    pub(crate) fn checkout(&self, now: Instant) -> Option<Conn> {
         loop {
             let mut idle = self.idle.pop()?;
-            if idle.since.elapsed() < self.idle_timeout && idle.conn.is_reusable() {
+            if now.saturating_duration_since(idle.since) < self.idle_timeout
+                && idle.conn.is_reusable()
+            {
                 return Some(idle.conn);
             }
             // Stale, closed or sent bytes unasked: dropping closes it.
