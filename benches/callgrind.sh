@@ -6,6 +6,8 @@
 #   benches/callgrind.sh                # plain catch-all route
 #   RULES=300 benches/callgrind.sh      # the realistic rule set of e2e.sh
 #   FLOOR=1 benches/callgrind.sh        # examples/hyper_floor.rs instead
+#   NGINX=1 benches/callgrind.sh        # NGINX as the proxy (plain only):
+#                                       # the same count for the reference
 #
 # Starts an NGINX backend and the release binary under callgrind
 # (--threads 1), warms up, zeroes the counters, sends wrk traffic for
@@ -25,6 +27,11 @@ KEEP=${KEEP:-} # a directory to copy callgrind.out into
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pointsman}
 FLOOR=${FLOOR:-}
+NGINX=${NGINX:-}
+if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
+    echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
+    exit 2
+fi
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
 export PATH=$PATH:/usr/sbin
 P_BACKEND=$BASE_PORT
@@ -36,7 +43,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-cg.XXXXXX")
 # shellcheck source=benches/support/procs.sh
 . "$ROOT/benches/support/procs.sh"
 
-if [ -z "${NO_BUILD:-}" ]; then
+if [ -z "${NO_BUILD:-}" ] && [ -z "$NGINX" ]; then
     if [ -n "$FLOOR" ]; then
         (cd "$ROOT" && cargo build --release --quiet --example hyper_floor)
     else
@@ -83,7 +90,48 @@ else
 fi
 
 cd "$TMP"
-if [ -n "$FLOOR" ]; then
+if [ -n "$NGINX" ]; then
+    # One process (no master), one worker's work: what e2e.sh's nginx
+    # target does per request, with the same proxy settings.
+    mkdir -p "$TMP/proxy"
+    cat >"$TMP/proxy/nginx.conf" <<EOF
+daemon off;
+master_process off;
+pid $TMP/proxy/nginx.pid;
+error_log $TMP/proxy/error.log crit;
+user root;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    client_body_temp_path $TMP/proxy/cb;
+    proxy_temp_path $TMP/proxy/p;
+    fastcgi_temp_path $TMP/proxy/f;
+    uwsgi_temp_path $TMP/proxy/u;
+    scgi_temp_path $TMP/proxy/s;
+    upstream backend {
+        server 127.0.0.1:$P_BACKEND;
+        keepalive 256;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$P_PROXY;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 30s;
+        }
+    }
+}
+EOF
+    CMD=(nginx -c "$TMP/proxy/nginx.conf" -p "$TMP/proxy" -e "$TMP/proxy/error.log")
+elif [ -n "$FLOOR" ]; then
     CMD=("$FLOOR_BIN" "127.0.0.1:$P_PROXY" "127.0.0.1:$P_BACKEND" 1)
 else
     CMD=("$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1)
