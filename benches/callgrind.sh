@@ -51,28 +51,22 @@ if [ -z "${NO_BUILD:-}" ] && [ -z "$NGINX" ]; then
     fi
 fi
 
+# nginx_common and nginx_proxy_settings, as e2e.sh configures NGINX.
+# shellcheck source=benches/support/nginx.sh
+. "$ROOT/benches/support/nginx.sh"
+
 mkdir -p "$TMP/backend"
-cat >"$TMP/backend/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/error.log crit;
-user root;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $TMP/backend/cb;
-    proxy_temp_path $TMP/backend/p;
-    fastcgi_temp_path $TMP/backend/f;
-    uwsgi_temp_path $TMP/backend/u;
-    scgi_temp_path $TMP/backend/s;
+{
+    echo "worker_processes 1;"
+    nginx_common "$TMP/backend"
+    cat <<EOF
     server {
         listen 127.0.0.1:$P_BACKEND;
         location / { default_type text/plain; return 200 "hello from the backend\n"; }
     }
 }
 EOF
+} >"$TMP/backend/nginx.conf"
 nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 
@@ -94,42 +88,23 @@ if [ -n "$NGINX" ]; then
     # One process (no master), one worker's work: what e2e.sh's nginx
     # target does per request, with the same proxy settings.
     mkdir -p "$TMP/proxy"
-    cat >"$TMP/proxy/nginx.conf" <<EOF
-daemon off;
-master_process off;
-pid $TMP/proxy/nginx.pid;
-error_log $TMP/proxy/error.log crit;
-user root;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_timeout 75s;
-    keepalive_requests 100000000;
-    client_body_temp_path $TMP/proxy/cb;
-    proxy_temp_path $TMP/proxy/p;
-    fastcgi_temp_path $TMP/proxy/f;
-    uwsgi_temp_path $TMP/proxy/u;
-    scgi_temp_path $TMP/proxy/s;
+    {
+        nginx_common "$TMP/proxy" off
+        cat <<EOF
     upstream backend {
         server 127.0.0.1:$P_BACKEND;
         keepalive 256;
         keepalive_requests 100000000;
+        keepalive_timeout 30s;
     }
     server {
         listen 127.0.0.1:$P_PROXY;
         location / {
             proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 30s;
-        }
-    }
-}
 EOF
+        nginx_proxy_settings "            "
+        printf '        }\n    }\n}\n'
+    } >"$TMP/proxy/nginx.conf"
     CMD=(nginx -c "$TMP/proxy/nginx.conf" -p "$TMP/proxy" -e "$TMP/proxy/error.log")
 elif [ -n "$FLOOR" ]; then
     CMD=("$FLOOR_BIN" "127.0.0.1:$P_PROXY" "127.0.0.1:$P_BACKEND" 1)

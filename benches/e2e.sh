@@ -207,26 +207,9 @@ stop() {
     wait "${!var}" 2>/dev/null || true
 }
 
-nginx_common() {
-    # Logs off, keep-alive on and never cut short by a request count.
-    cat <<EOF
-daemon off;
-master_process on;
-pid $1/nginx.pid;
-error_log $1/error.log crit;
-user root;
-events { worker_connections 10240; }
-http {
-    access_log off;
-    keepalive_timeout 75s;
-    keepalive_requests 100000000;
-    client_body_temp_path $1/client_body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-EOF
-}
+# nginx_common and nginx_proxy_settings.
+# shellcheck source=benches/support/nginx.sh
+. "$ROOT/benches/support/nginx.sh"
 
 # haproxy_head [GLOBAL-LINE...]: the global and defaults sections every
 # HAProxy config here shares (keep-alive both ways, X-Forwarded-For).
@@ -244,20 +227,6 @@ defaults
     timeout client 60s
     timeout server 30s
     timeout http-keep-alive 60s
-EOF
-}
-
-# nginx_proxy_settings INDENT: how every NGINX config here proxies (HTTP/1.1
-# keep-alive upstream, Host kept, X-Forwarded-For and -Proto added).
-nginx_proxy_settings() {
-    sed "s/^/$1/" <<'EOF'
-proxy_http_version 1.1;
-proxy_set_header Connection "";
-proxy_set_header Host $http_host;
-proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-proxy_set_header X-Forwarded-Proto $scheme;
-proxy_connect_timeout 2s;
-proxy_read_timeout 30s;
 EOF
 }
 

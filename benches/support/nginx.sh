@@ -1,0 +1,40 @@
+# Sourced by the bench scripts (not run on its own): the NGINX configs they
+# share, so that every NGINX here proxies and answers the same way.
+
+# nginx_common DIR [MASTER]: the head of an NGINX config whose files live
+# in DIR, up to inside its `http` block: logs off, keep-alive on and never
+# cut short by a request count. MASTER is `master_process` (default on;
+# off runs one process, as under valgrind).
+nginx_common() {
+    cat <<EOF
+daemon off;
+master_process ${2:-on};
+pid $1/nginx.pid;
+error_log $1/error.log crit;
+user root;
+events { worker_connections 10240; }
+http {
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+# nginx_proxy_settings INDENT: how every NGINX config here proxies (HTTP/1.1
+# keep-alive upstream, Host kept, X-Forwarded-For and -Proto added).
+nginx_proxy_settings() {
+    sed "s/^/$1/" <<'EOF'
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Host $http_host;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_connect_timeout 2s;
+proxy_read_timeout 30s;
+EOF
+}
