@@ -8,6 +8,8 @@
 #   FLOOR=1 benches/callgrind.sh        # examples/hyper_floor.rs instead
 #   NGINX=1 benches/callgrind.sh        # NGINX as the proxy (plain only):
 #                                       # the same count for the reference
+#   ATOMICS=1 benches/callgrind.sh      # also atomic read-modify-writes
+#                                       # per request, by function
 #
 # Starts an NGINX backend and the release binary under callgrind
 # (--threads 1), warms up, zeroes the counters, sends wrk traffic for
@@ -28,6 +30,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pointsman}
 FLOOR=${FLOOR:-}
 NGINX=${NGINX:-}
+ATOMICS=${ATOMICS:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
     echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
     exit 2
@@ -111,7 +114,9 @@ elif [ -n "$FLOOR" ]; then
 else
     CMD=("$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1)
 fi
-valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
+VG_OPTS=()
+[ -z "$ATOMICS" ] || VG_OPTS=(--dump-instr=yes)
+valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" "${VG_OPTS[@]}" \
     "${CMD[@]}" >"$TMP/proxy.log" 2>&1 &
 VG=$!
 PIDS+=($VG)
@@ -132,5 +137,9 @@ echo "requests: $reqs${errs:+ (non-2xx: $errs)}"
 echo "instructions: $total"
 awk -v t="$total" -v r="$reqs" 'BEGIN {printf "instructions per request: %.0f\n", t / r}'
 [ -z "$KEEP" ] || { mkdir -p "$KEEP" && cp "$dump" "$KEEP/"; }
+if [ -n "$ATOMICS" ]; then
+    python3 "$ROOT/benches/support/atomics.py" "$(readlink -f "$(command -v "${CMD[0]}")")" \
+        "$dump" "$reqs" "$TOP"
+fi
 echo
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | head -n "$TOP"
