@@ -4,13 +4,14 @@
 //! reached: the exposure log's queue, an endpoint's idle connections.
 
 use crossbeam_queue::SegQueue;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// At most `capacity` items, first in, first out.
+/// At most `capacity` items, first in, first out. The bound is checked
+/// against the queue's own length (loads, no atomic read-modify-write:
+/// the pool pushes and pops on every request), so pushes racing on
+/// several threads may each pass it by one.
 #[derive(Debug)]
 pub struct BoundedQueue<T> {
     items: SegQueue<T>,
-    len: AtomicUsize,
     capacity: usize,
 }
 
@@ -19,15 +20,13 @@ impl<T> BoundedQueue<T> {
     pub const fn new(capacity: usize) -> Self {
         BoundedQueue {
             items: SegQueue::new(),
-            len: AtomicUsize::new(0),
             capacity,
         }
     }
 
     /// Queues `item`, or hands it back when `capacity` items wait already.
     pub fn push(&self, item: T) -> Result<(), T> {
-        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.len.fetch_sub(1, Ordering::AcqRel);
+        if self.items.len() >= self.capacity {
             return Err(item);
         }
         self.items.push(item);
@@ -36,14 +35,12 @@ impl<T> BoundedQueue<T> {
 
     /// The oldest item, if any.
     pub fn pop(&self) -> Option<T> {
-        let item = self.items.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        Some(item)
+        self.items.pop()
     }
 
     /// How many items wait (a snapshot: pushes and pops may be under way).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.items.len()
     }
 
     /// Whether no item waits.

@@ -19,7 +19,7 @@ use crate::runtime::Snapshot;
 use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
 use crate::upstream::def::UpstreamId;
-use crate::upstream::{OutBody, SendError, Sent, Upstream};
+use crate::upstream::{InFlight, OutBody, SendError, Sent, Upstream};
 use bytes::Bytes;
 use http::{HeaderValue, Response, Version, header};
 use http_body_util::BodyExt;
@@ -338,12 +338,17 @@ impl Then {
         opts: Option<&ForwardOptions>,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let sent = sent?;
-        served.endpoint = sent.endpoint.clone();
+        let Sent {
+            response,
+            upgrade,
+            endpoint,
+        } = sent?;
+        served.endpoint = Some(endpoint);
         let tunnel_idle = snapshot.config.settings.limits.tunnel_idle_timeout;
         answer(
             upstream,
-            sent,
+            response,
+            upgrade,
             opts,
             self.upgrade,
             self.declare_trailers,
@@ -359,15 +364,13 @@ impl Then {
 /// a 502).
 fn answer(
     upstream: &Upstream,
-    sent: Sent,
+    response: Response<ProxyBody>,
+    upgrade: Option<(PendingUpgrade, InFlight)>,
     opts: Option<&ForwardOptions>,
     client_upgrade: Option<PendingUpgrade>,
     declare_trailers: bool,
     tunnel_idle: Duration,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    let Sent {
-        response, upgrade, ..
-    } = sent;
     let (mut parts, body) = response.into_parts();
     let tunnelled = upgrade.is_some() && client_upgrade.is_some();
     let declared = match declare_trailers {

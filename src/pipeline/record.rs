@@ -30,7 +30,9 @@ pub(super) struct Served {
     /// The fallback served (the `route` label is `fallback`).
     pub(super) via_fallback: bool,
     pub(super) upstream: Option<Arc<str>>,
-    pub(super) endpoint: Arc<str>,
+    /// `None` until an upstream answered (not an empty `Arc<str>`: its
+    /// default is a shared static, counted atomically on every request).
+    pub(super) endpoint: Option<Arc<str>>,
     /// The experiment variant or canary arm, when a split decided.
     pub(super) variant: Option<Arc<str>>,
     /// `Set-Cookie` for a sticky id minted for this request.
@@ -293,7 +295,7 @@ impl Drop for AccessLog {
             status = self.status,
             route = s.route_label(),
             upstream = s.upstream.as_deref().unwrap_or(""),
-            endpoint = &*s.endpoint,
+            endpoint = s.endpoint.as_deref().unwrap_or(""),
             attempts = s.attempts,
             error = s.error.unwrap_or(""),
             variant = s.variant.as_deref().unwrap_or(""),
