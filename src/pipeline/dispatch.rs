@@ -4,7 +4,7 @@
 //! fallback when `fallback.failover` allows; no route goes to the fallback.
 
 use super::decide::Decision;
-use super::record::Served;
+use super::record::{SeriesAt, Served};
 use super::{Outgoing, mirror, prepare};
 use crate::compile::{
     Action, FallbackAction, ForwardOptions, Redirect, RedirectPart, Respond, Route,
@@ -16,7 +16,6 @@ use crate::forward::{
     strip_path_prefix,
 };
 use crate::runtime::Snapshot;
-use crate::runtime::handles::RouteMetrics;
 use crate::split::{Arm, SplitDecision};
 use crate::upstream::def::UpstreamId;
 use crate::upstream::{InFlight, OutBody, SendError, Sent, Upstream};
@@ -48,7 +47,7 @@ pub(super) fn dispatch(
         };
         served.route = Some(route.name.clone());
         let metrics = snapshot.route_metrics(i);
-        served.series = metrics.and_then(|m| m.direct.clone());
+        served.series = Some(SeriesAt::Direct(i));
         match &route.action {
             Action::Respond(r) => return Ok(respond(r)),
             Action::Redirect(r) => return redirect(r, &out),
@@ -59,7 +58,7 @@ pub(super) fn dispatch(
         };
         let split = decision.split.as_ref();
         prepare::variant(&mut out.added, split);
-        note_split(route, split, metrics, served);
+        note_split(route, i, split, served);
         if route.forward.mirror.is_some() {
             mirror::maybe(snapshot, route, metrics, &mut out, request_id).await;
         }
@@ -166,8 +165,8 @@ impl<'p> Spare<'p> {
 /// arm for its guard, the exposure, and the arm's request series.
 fn note_split(
     route: &Route,
+    route_index: usize,
     split: Option<&SplitDecision>,
-    metrics: Option<&RouteMetrics>,
     served: &mut Served,
 ) {
     served.variant = split.and_then(|d| d.variant.clone());
@@ -196,7 +195,7 @@ fn note_split(
         }
         _ => 0,
     };
-    served.series = metrics.and_then(|m| m.arms.get(arm).cloned());
+    served.series = Some(SeriesAt::Arm(route_index, arm));
 }
 
 /// Serves through the fallback; `failed` is the error that caused a
@@ -216,7 +215,7 @@ fn fallback(
             return Err(failed.unwrap_or(ForwardError::NoRoute));
         };
         served.via_fallback = true;
-        served.series = snapshot.metrics().fallback.clone();
+        served.series = Some(SeriesAt::Fallback);
         let result = match &fb.action {
             FallbackAction::Respond(r) => Ok(respond(r)),
             FallbackAction::Forward(id) => send(snapshot, *id, out, None, served).await,

@@ -46,8 +46,10 @@ pub(super) struct Served {
     /// `x-pointsman-variant` for the response (`expose_variant`).
     pub(super) expose: Option<HeaderValue>,
     /// The request series to count the answer in (`None`: the snapshot's
-    /// `route="none"` series).
-    pub(super) series: Option<Arc<RequestSeries>>,
+    /// `route="none"` series), found in the snapshot when the answer is
+    /// counted: a place, not an `Arc` clone (an atomic increment and
+    /// decrement a request).
+    pub(super) series: Option<SeriesAt>,
     /// The status to count and log when the answer's own differs: a gRPC
     /// call the proxy failed is answered 200 (trailers-only) but counted,
     /// in metrics and the canary guard, as the 502/503/504 it stands for.
@@ -59,6 +61,28 @@ pub(super) struct Served {
     /// The client address once admitted (SPEC 5: trusted proxies'
     /// `X-Forwarded-For` believed); before that, the TCP peer is logged.
     pub(super) client_ip: Option<IpAddr>,
+}
+
+/// Where a request's series is among the snapshot's metric handles.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SeriesAt {
+    /// Route `i`'s `respond`/`redirect` series.
+    Direct(usize),
+    /// Route `i`'s series for arm `j` (`RouteMetrics::arms`).
+    Arm(usize, usize),
+    /// The fallback's.
+    Fallback,
+}
+
+impl SeriesAt {
+    fn find(self, snapshot: &Snapshot) -> Option<&RequestSeries> {
+        let route = |i| snapshot.route_metrics(i);
+        match self {
+            SeriesAt::Direct(i) => route(i)?.direct.as_deref(),
+            SeriesAt::Arm(i, j) => route(i)?.arms.get(j).map(|s| &**s),
+            SeriesAt::Fallback => snapshot.metrics().fallback.as_deref(),
+        }
+    }
 }
 
 impl Served {
@@ -106,7 +130,8 @@ pub(super) fn finish(
     if let Some(v) = served.expose.take() {
         resp.headers_mut().insert(X_POINTSMAN_VARIANT, v);
     }
-    if let Some(series) = served.series.as_ref().or(snapshot.metrics().none.as_ref()) {
+    let series = served.series.and_then(|at| at.find(snapshot));
+    if let Some(series) = series.or(snapshot.metrics().none.as_deref()) {
         series.observe(status.as_u16(), elapsed);
     }
     let Some(mut log) = log else {
