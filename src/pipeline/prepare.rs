@@ -48,7 +48,12 @@ pub fn head(
     if present.request_id {
         parts.headers.remove(headers::X_REQUEST_ID);
     }
-    added.set_request_id(request_id.clone());
+    // A copy, not a clone: the first clone of a value that owns its bytes
+    // makes them shared (an allocation, then an atomic count on every
+    // clone and drop); a copy of these 32 bytes is one small allocation.
+    added.set_request_id(
+        HeaderValue::from_bytes(request_id.as_bytes()).unwrap_or_else(|_| request_id.clone()),
+    );
     te_trailers
 }
 
