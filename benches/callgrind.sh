@@ -91,23 +91,7 @@ if [ -n "$NGINX" ]; then
     # One process (no master), one worker's work: what e2e.sh's nginx
     # target does per request, with the same proxy settings.
     mkdir -p "$TMP/proxy"
-    {
-        nginx_common "$TMP/proxy" off
-        cat <<EOF
-    upstream backend {
-        server 127.0.0.1:$P_BACKEND;
-        keepalive 256;
-        keepalive_requests 100000000;
-        keepalive_timeout 30s;
-    }
-    server {
-        listen 127.0.0.1:$P_PROXY;
-        location / {
-            proxy_pass http://backend;
-EOF
-        nginx_proxy_settings "            "
-        printf '        }\n    }\n}\n'
-    } >"$TMP/proxy/nginx.conf"
+    nginx_plain_proxy "$TMP/proxy" "127.0.0.1:$P_PROXY" "$P_BACKEND" off >"$TMP/proxy/nginx.conf"
     CMD=(nginx -c "$TMP/proxy/nginx.conf" -p "$TMP/proxy" -e "$TMP/proxy/error.log")
 elif [ -n "$FLOOR" ]; then
     CMD=("$FLOOR_BIN" "127.0.0.1:$P_PROXY" "127.0.0.1:$P_BACKEND" 1)

@@ -334,21 +334,7 @@ if section plain; then
 
 {
     echo "worker_processes $THREADS;"
-    nginx_common "$TMP/nginx"
-    cat <<EOF
-    upstream backend {
-        server 127.0.0.1:$P_BACKEND;
-        keepalive 256;
-        keepalive_requests 100000000;
-        keepalive_timeout 30s;
-    }
-    server {
-        listen 127.0.0.1:$P_NGINX backlog=4096;
-        location / {
-            proxy_pass http://backend;
-EOF
-    nginx_proxy_settings "            "
-    printf '        }\n    }\n}\n'
+    nginx_plain_proxy "$TMP/nginx" "127.0.0.1:$P_NGINX backlog=4096" "$P_BACKEND"
 } >"$TMP/nginx/nginx.conf"
 
 {

@@ -38,3 +38,25 @@ proxy_connect_timeout 2s;
 proxy_read_timeout 30s;
 EOF
 }
+
+# nginx_plain_proxy DIR LISTEN BACKEND_PORT [MASTER]: the whole config of the
+# plain proxy (one catch-all location, a keep-alive upstream pool) that
+# e2e.sh's `nginx` target runs and `NGINX=1 callgrind.sh` counts; LISTEN is
+# what follows `listen`. Callers put `worker_processes` before it.
+nginx_plain_proxy() {
+    nginx_common "$1" "${4:-on}"
+    cat <<EOF
+    upstream backend {
+        server 127.0.0.1:$3;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 30s;
+    }
+    server {
+        listen $2;
+        location / {
+            proxy_pass http://backend;
+EOF
+    nginx_proxy_settings "            "
+    printf '        }\n    }\n}\n'
+}
