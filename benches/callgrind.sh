@@ -10,6 +10,10 @@
 #                                       # the same count for the reference
 #   ATOMICS=1 benches/callgrind.sh      # also atomic read-modify-writes
 #                                       # per request, by function
+#   RULES_REQUEST=1 benches/callgrind.sh  # the plain route, sent the rule
+#                                       # set's request (its path, Host,
+#                                       # x-user-id and Cookie): what the
+#                                       # rules cost, request held equal
 #
 # Starts an NGINX backend and the release binary under callgrind
 # (--threads 1), warms up, zeroes the counters, sends wrk traffic for
@@ -31,6 +35,7 @@ BIN=${BIN:-$ROOT/target/release/pointsman}
 FLOOR=${FLOOR:-}
 NGINX=${NGINX:-}
 ATOMICS=${ATOMICS:-}
+RULES_REQUEST=${RULES_REQUEST:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
     echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
     exit 2
@@ -78,10 +83,12 @@ PIDS+=($!)
 . "$ROOT/benches/gen_rules.sh"
 HEADERS=()
 URL_PATH=/
-if [ "$RULES" -gt 0 ]; then
-    gen_rules "$RULES" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
+if [ "$RULES" -gt 0 ] || [ -n "$RULES_REQUEST" ]; then
     HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
     URL_PATH=/api/v2/items/12345
+fi
+if [ "$RULES" -gt 0 ]; then
+    gen_rules "$RULES" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
 else
     plain_rules "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
 fi
