@@ -363,6 +363,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// request's path goes through it.
 fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
+    if plainly_normal(bytes) {
+        return true;
+    }
     // The byte before `i`; the path starts with `/`.
     let mut prev = b'/';
     for (i, &b) in bytes.iter().enumerate().skip(1) {
@@ -396,6 +399,45 @@ fn is_normal(path: &str) -> bool {
             _ => {}
         }
         prev = b;
+    }
+    true
+}
+
+/// Whether `path` has none of the bytes that can make it not normal: no
+/// `.`, no `%`, no `//`. Eight bytes at a time, as a `u64` (every
+/// request's path goes through it). It may say no to a normal path (a
+/// `.` inside a segment): [`is_normal`] then looks byte by byte.
+fn plainly_normal(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `v` equal to `b`; exact when none is,
+    // and otherwise never missing one (a byte above a match may be
+    // flagged too, which only sends the path the slow way).
+    let equal = |v: u64, b: u8| {
+        let x = v ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    // Whether the byte before the current chunk was a `/`.
+    let mut slash_before = false;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            return false;
+        };
+        let v = u64::from_le_bytes(word);
+        let slashes = equal(v, b'/');
+        // A `/` right after a `/`: the next byte up, little-endian.
+        let double = (slashes & (slashes << 8)) | (u64::from(slash_before) * (slashes & 0x80));
+        if equal(v, b'.') | equal(v, b'%') | double != 0 {
+            return false;
+        }
+        slash_before = slashes >> 63 != 0;
+    }
+    for &b in chunks.remainder() {
+        if b == b'.' || b == b'%' || (b == b'/' && slash_before) {
+            return false;
+        }
+        slash_before = b == b'/';
     }
     true
 }
@@ -471,6 +513,40 @@ fn is_unreserved(b: u8) -> bool {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fast path says yes exactly to paths without `.`, `%` and
+        /// `//` (long enough to span several words).
+        #[test]
+        fn plainly_normal_is_no_dot_no_escape_no_empty_segment(path in "/[a/.%2fF]{0,40}") {
+            let plain = !path.contains('.') && !path.contains('%') && !path.contains("//");
+            prop_assert_eq!(plainly_normal(path.as_bytes()), plain, "{:?}", path);
+        }
+    }
+
+    #[test]
+    fn plainly_normal_finds_each_kind_in_each_position() {
+        for len in 1..=20 {
+            let base = format!("/{}", "a".repeat(len));
+            assert!(plainly_normal(base.as_bytes()), "{base}");
+            for at in 1..=len {
+                for bad in [".", "%", "/"] {
+                    let mut p = base.clone();
+                    p.replace_range(at..at + 1, bad);
+                    let found = !plainly_normal(p.as_bytes());
+                    // A single `/` inside is fine; `//` (at 1, after the
+                    // leading one) is not.
+                    let expect = bad != "/" || at == 1;
+                    assert_eq!(found, expect, "{p:?}");
+                    if bad == "/" && at > 1 {
+                        p.insert(at, '/');
+                        assert!(!plainly_normal(p.as_bytes()), "{p:?}");
+                    }
+                }
+            }
+        }
+    }
 
     fn norm(p: &str) -> Result<String, PathError> {
         normalize_path(p).map(|c| c.into_owned())
