@@ -447,9 +447,17 @@ impl PathTrie {
 }
 
 /// The order of a node's edges: by length first, so a lookup compares
-/// the text only of labels as long as the segment it looks for.
+/// the text only of labels as long as the segment it looks for. The text
+/// byte by byte: labels are a few bytes long, and a slice comparison
+/// calls `memcmp` for each probe of the binary search.
 fn by_length_then_text(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    a.len().cmp(&b.len()).then_with(|| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    })
 }
 
 /// The trie while it is built: a node per template prefix.
