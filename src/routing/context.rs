@@ -359,8 +359,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 
 /// Whether `path` (starting with `/`) is already normal: no `//`, no `.` or
 /// `..` segment, every escape has uppercase hex and encodes a reserved byte.
-/// One pass over the bytes, one comparison for most of them: every
-/// request's path goes through it.
+/// Every request's path goes through it: [`plainly_normal`] settles most
+/// paths eight bytes at a time, the rest take one pass byte by byte.
 fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
     if plainly_normal(bytes) {
