@@ -123,9 +123,21 @@ impl Body for Watched {
     }
 }
 
-/// A held body as a [`ProxyBody`].
+/// A held body as a [`ProxyBody`] ([`empty`] when there are no bytes).
 pub fn full(bytes: Bytes) -> ProxyBody {
+    if bytes.is_empty() {
+        return empty();
+    }
     http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// No body, as a [`ProxyBody`] that allocates nothing: the body and its
+/// error mapping take no room, and a box of nothing is no allocation.
+/// Most requests (every GET) and many responses have no body.
+pub fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed()
 }
@@ -429,5 +441,18 @@ mod tests {
         let mut body = RequestBody::Held(Bytes::from_static(b"x"));
         assert!(body.lend().is_none());
         assert_eq!(body.held(), Some(&Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn an_empty_body_ends_at_once_and_takes_no_room() {
+        let body = empty();
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        let held = full(Bytes::new());
+        assert!(held.is_end_stream());
+        assert_eq!(held.size_hint().exact(), Some(0));
+        // What `empty` boxes is zero-sized, so boxing it allocates nothing.
+        let inner = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {});
+        assert_eq!(std::mem::size_of_val(&inner), 0);
     }
 }

@@ -12,7 +12,7 @@ pub mod headers;
 pub mod tunnel;
 
 pub use added::{AddedFields, NO_FIELDS};
-pub use body::{BodyFailed, BoxError, ClientBodyError, ProxyBody, RequestBody, full};
+pub use body::{BodyFailed, BoxError, ClientBodyError, ProxyBody, RequestBody, empty, full};
 pub use error::ForwardError;
 
 /// The path forwarded for `path` under `strip_prefix` (segment-aware; a

@@ -4,12 +4,13 @@
 //! flight on its connection until hyper is done with it, however it ends.
 
 use super::sweep::Watch;
-use crate::forward::body::{BoxError, ClientBodyError, ProxyBody};
+use crate::forward::body::{BoxError, ClientBodyError, ProxyBody, empty};
 use crate::forward::headers;
 use crate::forward::tunnel::{PendingUpgrade, UpgradedIo};
 use crate::pipeline::{self, ConnInfo};
 use crate::runtime::Live;
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -77,9 +78,12 @@ pub(super) fn proxy_service(
         let upgrade = (req.version() == http::Version::HTTP_11
             && headers::is_upgrade(req.headers()))
         .then(|| client_upgrade(&mut req));
-        let req = req.map(|body| {
-            body.map_err(|e| BoxError::from(ClientBodyError(e.into())))
-                .boxed()
+        // Most requests have no body: theirs is `empty`, no allocation.
+        let req = req.map(|body| match body.is_end_stream() {
+            true => empty(),
+            false => body
+                .map_err(|e| BoxError::from(ClientBodyError(e.into())))
+                .boxed(),
         });
         Answered {
             inner: pipeline::serve(live.snapshot(), req, upgrade, in_flight),
