@@ -451,13 +451,7 @@ impl PathTrie {
 /// byte by byte: labels are a few bytes long, and a slice comparison
 /// calls `memcmp` for each probe of the binary search.
 fn by_length_then_text(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| x.cmp(y))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-    })
+    a.len().cmp(&b.len()).then_with(|| a.iter().cmp(b))
 }
 
 /// The trie while it is built: a node per template prefix.
