@@ -8,6 +8,8 @@
 #   FLOOR=1 benches/callgrind.sh        # examples/hyper_floor.rs instead
 #   NGINX=1 benches/callgrind.sh        # NGINX as the proxy (plain only):
 #                                       # the same count for the reference
+#   NGINX=1 SAME=1 benches/callgrind.sh # NGINX adding the headers Pointsman
+#                                       # adds (e2e.sh's nginx-same row)
 #   ATOMICS=1 benches/callgrind.sh      # also atomic read-modify-writes
 #                                       # per request, by function
 #   RULES_REQUEST=1 benches/callgrind.sh  # the plain route, sent the rule
@@ -36,6 +38,7 @@ FLOOR=${FLOOR:-}
 NGINX=${NGINX:-}
 ATOMICS=${ATOMICS:-}
 RULES_REQUEST=${RULES_REQUEST:-}
+SAME=${SAME:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
     echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
     exit 2
@@ -98,7 +101,7 @@ if [ -n "$NGINX" ]; then
     # One process (no master), one worker's work: what e2e.sh's nginx
     # target does per request, with the same proxy settings.
     mkdir -p "$TMP/proxy"
-    nginx_plain_proxy "$TMP/proxy" "127.0.0.1:$P_PROXY" "$P_BACKEND" off >"$TMP/proxy/nginx.conf"
+    nginx_plain_proxy "$TMP/proxy" "127.0.0.1:$P_PROXY" "$P_BACKEND" off "$SAME" >"$TMP/proxy/nginx.conf"
     CMD=(nginx -c "$TMP/proxy/nginx.conf" -p "$TMP/proxy" -e "$TMP/proxy/error.log")
 elif [ -n "$FLOOR" ]; then
     CMD=("$FLOOR_BIN" "127.0.0.1:$P_PROXY" "127.0.0.1:$P_BACKEND" 1)

@@ -27,8 +27,9 @@
 #   BASE_BIN     an earlier pointsman build, measured in the same rounds on
 #                the plain config as `pointsman-base` (before/after ratios)
 #   ONLY         space-separated subset of targets to run in "plain"
-#                (backend pointsman pointsman-rules nginx haproxy hyper-floor;
-#                also hyper-origin, not run by default). With
+#                (backend pointsman pointsman-rules nginx haproxy hyper-floor
+#                nginx-same haproxy-same; also hyper-origin, not run by
+#                default). With
 #                pointsman-rules, nginx, haproxy and pointsman are also
 #                sent the rule-set request (nginx-rules, haproxy-rules,
 #                pointsman-catchall: the plain config, that request)
@@ -43,6 +44,12 @@
 #                conns   memory of 10,000 idle keep-alive connections
 #                The settings of the last four are at the top of
 #                benches/e2e/sections.sh.
+#
+# `nginx-same` and `haproxy-same` are NGINX and HAProxy configured to add
+# the headers Pointsman's contract adds to every request (SPEC 5):
+# X-Forwarded-Host, Via, and a request id sent upstream and echoed on the
+# response (the plain `nginx` and `haproxy` rows add X-Forwarded-For and
+# -Proto only). Pointsman against them is the comparison at equal work.
 #
 # `hyper-floor` is examples/hyper_floor.rs: the least a proxy on Pointsman's
 # stack (tokio, hyper 1 HTTP/1.1, mimalloc) does per request, no routing.
@@ -64,7 +71,7 @@ ROUNDS=${ROUNDS:-3}
 RULES=${RULES:-300}
 MEM_ROUTES=${MEM_ROUTES:-10000}
 BASE_PORT=${BASE_PORT:-18100}
-ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy hyper-floor}
+ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy hyper-floor nginx-same haproxy-same}
 WRK=(wrk)
 [ -z "${WRK_CPUS:-}" ] || WRK=(taskset -c "$WRK_CPUS" wrk)
 SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
@@ -84,6 +91,8 @@ P_HAPROXY=$((BASE_PORT + 4))
 P_FLOOR=$((BASE_PORT + 5))
 P_BASE=$((BASE_PORT + 6))
 P_ORIGIN=$((BASE_PORT + 7))
+P_NGINX_SAME=$((BASE_PORT + 8))
+P_HAPROXY_SAME=$((BASE_PORT + 9))
 P_ADMIN1=$((BASE_PORT + 11))
 P_ADMIN2=$((BASE_PORT + 12))
 P_MEM=$((BASE_PORT + 13))
@@ -299,7 +308,7 @@ table() {
     done
 }
 
-for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_BASE $P_ORIGIN $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3 $P_ADMIN4; do
+for port in $P_BACKEND $P_POINTSMAN $P_RULES $P_NGINX $P_HAPROXY $P_FLOOR $P_BASE $P_ORIGIN $P_NGINX_SAME $P_HAPROXY_SAME $P_ADMIN1 $P_ADMIN2 $P_MEM $P_ADMIN3 $P_ADMIN4; do
     if ! port_free "$port"; then
         log "error: 127.0.0.1:$port is in use; set BASE_PORT to another range"
         exit 1
@@ -310,7 +319,7 @@ done
 
 BODY="hello from the backend\n"
 
-mkdir -p "$TMP/backend" "$TMP/nginx"
+mkdir -p "$TMP/backend" "$TMP/nginx" "$TMP/nginx-same"
 {
     echo "worker_processes $BACKEND_WORKERS;"
     nginx_common "$TMP/backend"
@@ -339,6 +348,10 @@ if section plain; then
     echo "worker_processes $THREADS;"
     nginx_plain_proxy "$TMP/nginx" "127.0.0.1:$P_NGINX backlog=4096" "$P_BACKEND"
 } >"$TMP/nginx/nginx.conf"
+{
+    echo "worker_processes $THREADS;"
+    nginx_plain_proxy "$TMP/nginx-same" "127.0.0.1:$P_NGINX_SAME backlog=4096" "$P_BACKEND" on same
+} >"$TMP/nginx-same/nginx.conf"
 
 {
     haproxy_head
@@ -350,6 +363,25 @@ backend be
     server backend 127.0.0.1:$P_BACKEND
 EOF
 } >"$TMP/haproxy.cfg"
+
+# HAProxy adding the headers Pointsman adds (see nginx-same): its idiom for
+# a request id is unique-id-format; the client's id is kept when it sent one.
+{
+    haproxy_head
+    cat <<EOF
+frontend fe
+    bind 127.0.0.1:$P_HAPROXY_SAME
+    unique-id-format %{+X}o\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+    http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
+    http-request set-var(txn.request_id) req.hdr(x-request-id)
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via "1.1 haproxy"
+    http-response set-header X-Request-Id %[var(txn.request_id)]
+    default_backend be
+backend be
+    server backend 127.0.0.1:$P_BACKEND
+EOF
+} >"$TMP/haproxy-same.cfg"
 
 # Rule files sit in their own directory: Pointsman watches it, and the logs
 # written into $TMP would wake its watcher.
@@ -382,6 +414,8 @@ start pointsman "$BIN" run --config "$TMP/conf/plain/pointsman.yaml" --access-lo
 start pointsman-rules "$BIN" run --config "$TMP/conf/rules/rules.yaml" --access-log off --threads "$THREADS"
 start nginx nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log"
 start haproxy haproxy -f "$TMP/haproxy.cfg" -db
+start nginx-same nginx -c "$TMP/nginx-same/nginx.conf" -p "$TMP/nginx-same" -e "$TMP/nginx-same/error.log"
+start haproxy-same haproxy -f "$TMP/haproxy-same.cfg" -db
 start hyper-floor "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACKEND" "$THREADS"
 start hyper-origin "$FLOOR_BIN" "127.0.0.1:$P_ORIGIN" origin "$THREADS"
 if [ -n "$BASE_BIN" ]; then
@@ -392,6 +426,8 @@ wait_port "$P_POINTSMAN" pointsman
 wait_port "$P_RULES" pointsman-rules
 wait_port "$P_NGINX" nginx
 wait_port "$P_HAPROXY" haproxy
+wait_port "$P_NGINX_SAME" nginx-same
+wait_port "$P_HAPROXY_SAME" haproxy-same
 wait_port "$P_FLOOR" hyper-floor
 wait_port "$P_ORIGIN" hyper-origin
 
@@ -403,6 +439,8 @@ target() {
     pointsman-rules) echo "$P_RULES $PID_pointsman_rules $RULES_PATH rules" ;;
     nginx) echo "$P_NGINX $PID_nginx / plain" ;;
     haproxy) echo "$P_HAPROXY $PID_haproxy / plain" ;;
+    nginx-same) echo "$P_NGINX_SAME $PID_nginx_same / plain" ;;
+    haproxy-same) echo "$P_HAPROXY_SAME $PID_haproxy_same / plain" ;;
     hyper-floor) echo "$P_FLOOR $PID_hyper_floor / plain" ;;
     hyper-origin) echo "$P_ORIGIN $PID_hyper_origin / plain" ;;
     pointsman-base) echo "$P_BASE $PID_pointsman_base / plain" ;;
@@ -413,10 +451,16 @@ target() {
 }
 
 # Sanity: every target answers the benchmark request with the backend's 200.
-for t in backend pointsman nginx haproxy hyper-floor hyper-origin ${BASE_BIN:+pointsman-base}; do
+for t in backend pointsman nginx haproxy hyper-floor hyper-origin nginx-same haproxy-same ${BASE_BIN:+pointsman-base}; do
     read -r port _ <<<"$(target "$t")"
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")
     [ "$code" = 200 ] || { log "error: $t answered $code"; cat "$TMP/$t.log" >&2; exit 1; }
+done
+# The equal-work rows do add the headers: each answer carries a request id.
+for t in pointsman nginx-same haproxy-same; do
+    read -r port _ <<<"$(target "$t")"
+    curl -s -D - -o /dev/null "http://127.0.0.1:$port/" | grep -qi '^x-request-id: ' ||
+        { log "error: $t answered without an X-Request-Id"; exit 1; }
 done
 for t in pointsman-rules nginx haproxy; do
     case $t in pointsman-rules) port=$P_RULES ;; nginx) port=$P_NGINX ;; haproxy) port=$P_HAPROXY ;; esac
@@ -475,7 +519,13 @@ echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
-table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin
+table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin nginx-same haproxy-same
+if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/nginx-same.results" ]; then
+    # At equal work: NGINX and HAProxy adding the headers Pointsman adds.
+    echo "  pointsman against nginx-same (the same headers added): $(ratio "$(col pointsman 1)" "$(col nginx-same 1)")× req/s, $(ratio "$(col pointsman 4)" "$(col nginx-same 4)")× CPU/request, $(ratio "$(col pointsman 3)" "$(col nginx-same 3)")× p99"
+    [ ! -f "$TMP/haproxy-same.results" ] ||
+        echo "  pointsman against haproxy-same (the same headers added): $(ratio "$(col pointsman 1)" "$(col haproxy-same 1)")× req/s, $(ratio "$(col pointsman 4)" "$(col haproxy-same 4)")× CPU/request, $(ratio "$(col pointsman 3)" "$(col haproxy-same 3)")× p99"
+fi
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules pointsman-catchall nginx-rules haproxy-rules
 if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/pointsman-rules.results" ]; then
     # Issue 19's goal: the rule set within 5 % of the plain path. Against
@@ -489,6 +539,7 @@ echo
 echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
 echo "hyper-floor: examples/hyper_floor.rs, the same stack with no routing, headers, metrics or timeouts."
+echo "nginx-same, haproxy-same: adding the headers Pointsman adds (X-Forwarded-Host, Via, X-Request-Id both ways)."
 [[ " $ONLY " != *" hyper-origin "* ]] || echo "hyper-origin: the same example answering itself; compare with the backend row (NGINX answering)."
 [ -z "$BASE_BIN" ] || echo "pointsman-base: $BASE_BIN on the plain config."
 
@@ -499,7 +550,7 @@ for t in pointsman pointsman-rules nginx haproxy; do
     printf '  %-16s %8s kB\n' "$t" "$(rss_kb "${!var}")"
 done
 
-for t in pointsman pointsman-rules nginx haproxy hyper-floor hyper-origin ${BASE_BIN:+pointsman-base}; do stop "$t"; done
+for t in pointsman pointsman-rules nginx haproxy hyper-floor hyper-origin nginx-same haproxy-same ${BASE_BIN:+pointsman-base}; do stop "$t"; done
 fi # section plain
 
 # ==========================================================================

@@ -39,12 +39,36 @@ proxy_read_timeout 30s;
 EOF
 }
 
-# nginx_plain_proxy DIR LISTEN BACKEND_PORT [MASTER]: the whole config of the
-# plain proxy (one catch-all location, a keep-alive upstream pool) that
-# e2e.sh's `nginx` target runs and `NGINX=1 callgrind.sh` counts; LISTEN is
-# what follows `listen`. Callers put `worker_processes` before it.
+# nginx_same_headers INDENT: what NGINX needs on top of
+# nginx_proxy_settings to send and answer the headers Pointsman's contract
+# adds to every request (SPEC 5): X-Forwarded-Host, Via, and a request id
+# (the client's, else a new one: NGINX's idiom is $request_id) sent
+# upstream and echoed on the response. Needs nginx_request_id_map at the
+# http level.
+nginx_same_headers() {
+    sed "s/^/$1/" <<'EOF'
+proxy_set_header X-Forwarded-Host $http_host;
+proxy_set_header Via "1.1 nginx";
+proxy_set_header X-Request-Id $bench_request_id;
+add_header X-Request-Id $bench_request_id always;
+EOF
+}
+
+# nginx_request_id_map: the client's X-Request-Id when it sent one, else
+# NGINX's own $request_id (http level, for nginx_same_headers).
+nginx_request_id_map() {
+    printf '    map $http_x_request_id $bench_request_id { "" $request_id; default $http_x_request_id; }\n'
+}
+
+# nginx_plain_proxy DIR LISTEN BACKEND_PORT [MASTER] [SAME]: the whole config
+# of the plain proxy (one catch-all location, a keep-alive upstream pool)
+# that e2e.sh's `nginx` target runs and `NGINX=1 callgrind.sh` counts;
+# LISTEN is what follows `listen`. With SAME non-empty it also adds the
+# headers Pointsman adds (nginx_same_headers: e2e.sh's `nginx-same`).
+# Callers put `worker_processes` before it.
 nginx_plain_proxy() {
     nginx_common "$1" "${4:-on}"
+    [ -z "${5:-}" ] || nginx_request_id_map
     cat <<EOF
     upstream backend {
         server 127.0.0.1:$3;
@@ -58,5 +82,6 @@ nginx_plain_proxy() {
             proxy_pass http://backend;
 EOF
     nginx_proxy_settings "            "
+    [ -z "${5:-}" ] || nginx_same_headers "            "
     printf '        }\n    }\n}\n'
 }
