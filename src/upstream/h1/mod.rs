@@ -317,10 +317,11 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>,
         }
         Err(_) => return Err(H1Error::Invalid("malformed head")),
     };
-    let status = res
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(H1Error::Invalid("bad status code"))?;
+    // `let ... else` rather than `ok_or`: an error built eagerly is dropped
+    // on every success, a call into H1Error's drop each time.
+    let Some(status) = res.code.and_then(|c| StatusCode::from_u16(c).ok()) else {
+        return Err(H1Error::Invalid("bad status code"));
+    };
     let http11 = res.version == Some(1);
     let base = buf.as_ptr() as usize;
     // Where each name and value lies in the head, to slice the frozen head.
@@ -337,7 +338,9 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>,
     let mut chunked = None;
     let mut length = Ok(None);
     for &(n0, n1, v0, v1) in spans.iter() {
-        let name = field_name(&head[n0..n1]).ok_or(H1Error::Invalid("bad header name"))?;
+        let Some(name) = field_name(&head[n0..n1]) else {
+            return Err(H1Error::Invalid("bad header name"));
+        };
         let value = field_value(head.slice(v0..v1));
         if name == header::CONTENT_LENGTH {
             length = length.and_then(|known| content_length(&value, known));
