@@ -165,8 +165,10 @@ pub fn strip_internal(headers: &mut HeaderMap) -> Present {
             internal.push(name.clone());
         }
     }
-    for name in internal {
-        headers.remove(name);
+    if !internal.is_empty() {
+        for name in internal {
+            headers.remove(name);
+        }
     }
     present
 }
