@@ -16,6 +16,11 @@
 #   WRK_CPUS     pin wrk to these CPUs (taskset -c), e.g. 1: with THREADS=1
 #                and THREADS=2, requests per CPU-second at 1 and 2 proxy
 #                threads with wrk on a core of its own (default: unpinned)
+#   PROXY_CPUS   pin every proxy to these CPUs (taskset -c), and
+#   BACKEND_CPUS the backend NGINX: PROXY_CPUS=0 BACKEND_CPUS=1 WRK_CPUS=1
+#                gives the proxy a core of its own, as in production, so
+#                that where the scheduler happens to put the three
+#                processes stops moving the figures (default: unpinned)
 #   DURATION     wrk -d (default 10s)   WARMUP    per target (default 2s)
 #   ROUNDS       rounds; targets alternate inside each round and the
 #                median over rounds is reported (default 3)
@@ -184,6 +189,19 @@ cpu_ticks() {
     echo "$total"
 }
 
+# user_ticks PID: the utime part of cpu_ticks (the proxy's own code; the
+# rest is the kernel's, mostly the sockets' work).
+user_ticks() {
+    local total=0 p stat
+    for p in $(tree "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        set -- $stat
+        total=$((total + ${12}))
+    done
+    echo "$total"
+}
+
 rss_kb() {
     local total=0 p kb
     for p in $(tree "$1"); do
@@ -243,22 +261,26 @@ EOF
 }
 
 start() {
-    local name=$1
+    local name=$1 pin=${PROXY_CPUS:-}
     shift
+    [ "$name" != backend ] || pin=${BACKEND_CPUS:-}
+    [ -z "$pin" ] || set -- taskset -c "$pin" "$@"
     "$@" >"$TMP/$name.log" 2>&1 &
     PIDS+=($!)
     eval "PID_${name//-/_}=$!"
 }
 
 # run_wrk NAME PORT PID PATH [HEADERS...]: one wrk run; appends
-# "rps p50 p99 cpu10k errors" to $TMP/NAME.results.
+# "rps p50 p99 cpu10k errors user10k" to $TMP/NAME.results.
 run_wrk() {
     local name=$1 port=$2 pid=$3 path=$4
     shift 4
-    local before after out rps p50 p99 reqs errs
+    local before after ubefore uafter out rps p50 p99 reqs errs
     before=$(cpu_ticks "$pid")
+    ubefore=$(user_ticks "$pid")
     out=$("${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
     after=$(cpu_ticks "$pid")
+    uafter=$(user_ticks "$pid")
     echo "$out" >>"$TMP/$name.wrk"
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -269,9 +291,10 @@ run_wrk() {
         log "warning: no result from wrk against $name"
         return
     fi
-    local cpu10k
+    local cpu10k user10k
     cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs" >>"$TMP/$name.results"
+    user10k=$(awk -v t=$((uafter - ubefore)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs $user10k" >>"$TMP/$name.results"
     local note=
     [ "$errs" = 0 ] || note=", $errs errors"
     log "  $name: $rps req/s, p50 $p50, p99 $p99, $cpu10k CPU s/10k req$note"
@@ -287,24 +310,27 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan") print "
 table() {
     local title=$1 ref=$2
     shift 2
-    local rrps rp50 rp99 rcpu
+    local rrps rp50 rp99 rcpu ruser
     rrps=$(col "$ref" 1)
     rp50=$(col "$ref" 2)
     rp99=$(col "$ref" 3)
     rcpu=$(col "$ref" 4)
+    ruser=$(col "$ref" 6)
     echo
     echo "$title (ratios to ${ref})"
-    printf '%-16s %10s %6s %9s %6s %9s %6s %12s %6s %7s\n' target 'req/s' '×' 'p50 ms' '×' 'p99 ms' '×' 'CPU s/10k' '×' errors
-    local t rps p50 p99 cpu errs
+    printf '%-16s %10s %6s %9s %6s %9s %6s %12s %6s %10s %6s %7s\n' target 'req/s' '×' 'p50 ms' '×' 'p99 ms' '×' 'CPU s/10k' '×' 'user s/10k' '×' errors
+    local t rps p50 p99 cpu user errs
     for t in "$@"; do
         [ -f "$TMP/$t.results" ] || continue
         rps=$(col "$t" 1)
         p50=$(col "$t" 2)
         p99=$(col "$t" 3)
         cpu=$(col "$t" 4)
+        user=$(col "$t" 6)
         errs=$(awk '{n += $5} END {print n + 0}' "$TMP/$t.results")
-        printf '%-16s %10.0f %6s %9.3f %6s %9.3f %6s %12.4f %6s %7s\n' "$t" "$rps" "$(ratio "$rps" "$rrps")" \
-            "$p50" "$(ratio "$p50" "$rp50")" "$p99" "$(ratio "$p99" "$rp99")" "$cpu" "$(ratio "$cpu" "$rcpu")" "$errs"
+        printf '%-16s %10.0f %6s %9.3f %6s %9.3f %6s %12.4f %6s %10.4f %6s %7s\n' "$t" "$rps" "$(ratio "$rps" "$rrps")" \
+            "$p50" "$(ratio "$p50" "$rp50")" "$p99" "$(ratio "$p99" "$rp99")" "$cpu" "$(ratio "$cpu" "$rcpu")" \
+            "$user" "$(ratio "$user" "$ruser")" "$errs"
     done
 }
 
@@ -517,7 +543,7 @@ done
 
 echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "proxies: $THREADS worker(s) each; backend: NGINX, $BACKEND_WORKERS worker(s)"
+echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}; backend: NGINX, $BACKEND_WORKERS worker(s)${BACKEND_CPUS:+ (pinned to CPU $BACKEND_CPUS)}"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
 table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin nginx-same haproxy-same
 if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/nginx-same.results" ]; then
@@ -536,7 +562,7 @@ if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/pointsman-rules.results" ]; the
         echo "  pointsman-rules against pointsman-catchall (same request): $(ratio "$(col pointsman-rules 1)" "$(col pointsman-catchall 1)")× req/s, $(ratio "$(col pointsman-rules 4)" "$(col pointsman-catchall 4)")× CPU/request"
 fi
 echo
-echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests."
+echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests; user s/10k: the utime part."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
 echo "hyper-floor: examples/hyper_floor.rs, the same stack with no routing, headers, metrics or timeouts."
 echo "nginx-same, haproxy-same: adding the headers Pointsman adds (X-Forwarded-Host, Via, X-Request-Id both ways)."

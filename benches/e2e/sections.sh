@@ -201,14 +201,17 @@ if section reload; then
 fi
 
 # --------------------------------------------------------------------------
-# h2load_run NAME URL PID: one h2load run; appends "rps mean_ms cpu10k
-# failed" to $TMP/NAME.results (p50/p99: h2load gives min/max/mean only).
+# h2load_run NAME URL PID: one h2load run; appends "rps mean_ms 0 cpu10k
+# failed user10k" to $TMP/NAME.results (p50/p99: h2load gives min/max/mean
+# only).
 h2load_run() {
-    local name=$1 url=$2 pid=$3 before after out rps done_ failed mean cpu10k secs
+    local name=$1 url=$2 pid=$3 before after ubefore uafter out rps done_ failed mean cpu10k user10k secs
     secs=$(awk -v d="${DURATION%s}" 'BEGIN {print d + 0}')
     before=$(cpu_ticks "$pid")
+    ubefore=$(user_ticks "$pid")
     out=$(h2load -c"$H2_CLIENTS" -m"$H2_STREAMS" -t"$WRK_THREADS" -D"$secs" --warm-up-time=1 "$url" 2>&1) || true
     after=$(cpu_ticks "$pid")
+    uafter=$(user_ticks "$pid")
     echo "$out" >>"$TMP/$name.h2load"
     rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
     # requests: T total, S started, D done, OK succeeded, F failed, E errored
@@ -220,7 +223,8 @@ h2load_run() {
         return
     fi
     cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$done_" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
-    echo "$rps $(to_ms "$mean") 0 $cpu10k $failed" >>"$TMP/$name.results"
+    user10k=$(awk -v t=$((uafter - ubefore)) -v hz="$CLK_TCK" -v r="$done_" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    echo "$rps $(to_ms "$mean") 0 $cpu10k $failed $user10k" >>"$TMP/$name.results"
     log "  $name: $rps req/s, mean $mean, $cpu10k CPU s/10k req, $failed failed"
 }
 
