@@ -67,17 +67,7 @@ fi
 . "$ROOT/benches/support/nginx.sh"
 
 mkdir -p "$TMP/backend"
-{
-    echo "worker_processes 1;"
-    nginx_common "$TMP/backend"
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$P_BACKEND;
-        location / { default_type text/plain; return 200 "hello from the backend\n"; }
-    }
-}
-EOF
-} >"$TMP/backend/nginx.conf"
+nginx_backend "$TMP/backend" "$P_BACKEND" >"$TMP/backend/nginx.conf"
 nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" >"$TMP/backend.log" 2>&1 &
 PIDS+=($!)
 

@@ -176,31 +176,24 @@ tree() {
     done
 }
 
-# utime+stime in clock ticks of PID and its descendants.
+# cpu_ticks PID [user]: utime+stime (utime alone with `user`) in clock
+# ticks of PID and its descendants.
 cpu_ticks() {
-    local total=0 p stat
+    local total=0 p stat user_only=${2:-}
     for p in $(tree "$1"); do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         # Fields after the ")" closing comm: state is 3, utime 14, stime 15.
         stat=${stat##*) }
         set -- $stat
-        total=$((total + ${12} + ${13}))
+        total=$((total + ${12}))
+        [ -n "$user_only" ] || total=$((total + ${13}))
     done
     echo "$total"
 }
 
 # user_ticks PID: the utime part of cpu_ticks (the proxy's own code; the
 # rest is the kernel's, mostly the sockets' work).
-user_ticks() {
-    local total=0 p stat
-    for p in $(tree "$1"); do
-        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        stat=${stat##*) }
-        set -- $stat
-        total=$((total + ${12}))
-    done
-    echo "$total"
-}
+user_ticks() { cpu_ticks "$1" user; }
 
 rss_kb() {
     local total=0 p kb

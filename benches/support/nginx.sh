@@ -25,6 +25,21 @@ http {
 EOF
 }
 
+# nginx_backend DIR PORT: the whole config of a one-worker backend that
+# answers every request on 127.0.0.1:PORT with the same 200 (callgrind.sh,
+# pgo.sh).
+nginx_backend() {
+    echo "worker_processes 1;"
+    nginx_common "$1"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$2;
+        location / { default_type text/plain; return 200 "hello from the backend\n"; }
+    }
+}
+EOF
+}
+
 # nginx_proxy_settings INDENT: how every NGINX config here proxies (HTTP/1.1
 # keep-alive upstream, Host kept, X-Forwarded-For and -Proto added).
 nginx_proxy_settings() {
