@@ -539,21 +539,20 @@ echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model na
 echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}; backend: NGINX, $BACKEND_WORKERS worker(s)${BACKEND_CPUS:+ (pinned to CPU $BACKEND_CPUS)}"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
 table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin nginx-same haproxy-same
-if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/nginx-same.results" ]; then
-    # At equal work: NGINX and HAProxy adding the headers Pointsman adds.
-    echo "  pointsman against nginx-same (the same headers added): $(ratio "$(col pointsman 1)" "$(col nginx-same 1)")× req/s, $(ratio "$(col pointsman 4)" "$(col nginx-same 4)")× CPU/request, $(ratio "$(col pointsman 3)" "$(col nginx-same 3)")× p99"
-    [ ! -f "$TMP/haproxy-same.results" ] ||
-        echo "  pointsman against haproxy-same (the same headers added): $(ratio "$(col pointsman 1)" "$(col haproxy-same 1)")× req/s, $(ratio "$(col pointsman 4)" "$(col haproxy-same 4)")× CPU/request, $(ratio "$(col pointsman 3)" "$(col haproxy-same 3)")× p99"
-fi
+# versus A B [NOTE]: one line of A's medians against B's, when both ran.
+versus() {
+    [ -f "$TMP/$1.results" ] && [ -f "$TMP/$2.results" ] || return 0
+    echo "  $1 against $2${3:+ ($3)}: $(ratio "$(col "$1" 1)" "$(col "$2" 1)")× req/s, $(ratio "$(col "$1" 4)" "$(col "$2" 4)")× CPU/request, $(ratio "$(col "$1" 3)" "$(col "$2" 3)")× p99"
+}
+# At equal work: NGINX and HAProxy adding the headers Pointsman adds.
+versus pointsman nginx-same "the same headers added"
+versus pointsman haproxy-same "the same headers added"
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules pointsman-catchall nginx-rules haproxy-rules
-if [ -f "$TMP/pointsman.results" ] && [ -f "$TMP/pointsman-rules.results" ]; then
-    # Issue 19's goal: the rule set within 5 % of the plain path. Against
-    # the plain row the request differs too (path, three more headers);
-    # against pointsman-catchall only the rules do.
-    echo "  pointsman-rules against pointsman: $(ratio "$(col pointsman-rules 1)" "$(col pointsman 1)")× req/s, $(ratio "$(col pointsman-rules 4)" "$(col pointsman 4)")× CPU/request"
-    [ ! -f "$TMP/pointsman-catchall.results" ] ||
-        echo "  pointsman-rules against pointsman-catchall (same request): $(ratio "$(col pointsman-rules 1)" "$(col pointsman-catchall 1)")× req/s, $(ratio "$(col pointsman-rules 4)" "$(col pointsman-catchall 4)")× CPU/request"
-fi
+# Issue 19's goal: the rule set within 5 % of the plain path. Against the
+# plain row the request differs too (path, three more headers); against
+# pointsman-catchall only the rules do.
+versus pointsman-rules pointsman
+versus pointsman-rules pointsman-catchall "same request"
 echo
 echo "CPU s/10k: utime+stime of the proxy's processes (all workers) per 10,000 requests; user s/10k: the utime part."
 echo "The backend row is the ceiling: wrk against the backend directly (its CPU is the backend's)."
