@@ -12,6 +12,9 @@
 #                                       # adds (e2e.sh's nginx-same row)
 #   ATOMICS=1 benches/callgrind.sh      # also atomic read-modify-writes
 #                                       # per request, by function
+#   CACHE=1 benches/callgrind.sh        # also simulated first-level cache
+#                                       # misses per request (instruction
+#                                       # and data; --cache-sim=yes)
 #   RULES_REQUEST=1 benches/callgrind.sh  # the plain route, sent the rule
 #                                       # set's request (its path, Host,
 #                                       # x-user-id and Cookie): what the
@@ -39,6 +42,7 @@ NGINX=${NGINX:-}
 ATOMICS=${ATOMICS:-}
 RULES_REQUEST=${RULES_REQUEST:-}
 SAME=${SAME:-}
+CACHE=${CACHE:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
     echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
     exit 2
@@ -99,7 +103,8 @@ else
     CMD=("$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1)
 fi
 VG_OPTS=()
-[ -z "$ATOMICS" ] || VG_OPTS=(--dump-instr=yes)
+[ -z "$ATOMICS" ] || VG_OPTS+=(--dump-instr=yes)
+[ -z "$CACHE" ] || VG_OPTS+=(--cache-sim=yes)
 valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" "${VG_OPTS[@]}" \
     "${CMD[@]}" >"$TMP/proxy.log" 2>&1 &
 VG=$!
@@ -116,10 +121,19 @@ sleep 1
 reqs=$(awk '/requests in/ {print $1}' <<<"$out")
 errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
 dump=$(ls -t "$TMP"/callgrind.out* | grep -v '^$' | head -1)
-total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+event_total() {
+    callgrind_annotate --show="$1" "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
+}
+total=$(event_total Ir)
 echo "requests: $reqs${errs:+ (non-2xx: $errs)}"
 echo "instructions: $total"
 awk -v t="$total" -v r="$reqs" 'BEGIN {printf "instructions per request: %.0f\n", t / r}'
+if [ -n "$CACHE" ]; then
+    for event in I1mr D1mr D1mw; do
+        awk -v e="$event" -v t="$(event_total "$event")" -v r="$reqs" \
+            'BEGIN {printf "%s per request: %.0f\n", e, t / r}'
+    done
+fi
 [ -z "$KEEP" ] || { mkdir -p "$KEEP" && cp "$dump" "$KEEP/"; }
 if [ -n "$ATOMICS" ]; then
     python3 "$ROOT/benches/support/atomics.py" "$(readlink -f "$(command -v "${CMD[0]}")")" \
