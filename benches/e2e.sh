@@ -28,7 +28,11 @@
 #   MEM_ROUTES   routes loaded for the idle-memory figure (default 10000)
 #   BASE_PORT    first of the loopback ports used (default 18100)
 #   NO_BUILD=1   skip `cargo build --release`
-#   BIN, FLOOR_BIN  the binaries measured (default: this tree's release build)
+#   BIN          the Pointsman measured (default: target/pgo/pointsman, the
+#                profile-guided build the container image ships, when
+#                benches/pgo.sh made it after the last change to src/ or
+#                Cargo.*; else this tree's release build, said so)
+#   FLOOR_BIN    examples/hyper_floor.rs (default: this tree's release build)
 #   BASE_BIN     an earlier pointsman build, measured in the same rounds on
 #                the plain config as `pointsman-base` (before/after ratios)
 #   ONLY         space-separated subset of targets to run in "plain"
@@ -82,6 +86,11 @@ WRK=(wrk)
 SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PGO_BIN=$ROOT/target/pgo/pointsman
+if [ -z "${BIN:-}" ] && [ -x "$PGO_BIN" ] \
+    && [ -z "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$PGO_BIN" -print -quit)" ]; then
+    BIN=$PGO_BIN
+fi
 BIN=${BIN:-$ROOT/target/release/pointsman}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
 BASE_BIN=${BASE_BIN:-}
@@ -538,6 +547,11 @@ echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}; backend: NGINX, $BACKEND_WORKERS worker(s)${BACKEND_CPUS:+ (pinned to CPU $BACKEND_CPUS)}"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
+if [ "$BIN" = "$PGO_BIN" ]; then
+    echo "pointsman: $BIN (profile-guided, benches/pgo.sh: what the container image ships)"
+else
+    echo "pointsman: $BIN (not the profile-guided build the container image ships: benches/pgo.sh makes it)"
+fi
 table "plain proxy, one catch-all route" nginx backend pointsman nginx haproxy hyper-floor pointsman-base hyper-origin nginx-same haproxy-same
 # versus A B [NOTE]: one line of A's medians against B's, when both ran.
 versus() {
