@@ -20,8 +20,8 @@
 #      blocks reordered and its cold paths split off. Skipped, with a
 #      message, when llvm-bolt is missing and apt cannot install it, or
 #      with BOLT=0.
-# Needs nginx, wrk and h2load. Stops only what it started. About 15
-# minutes on two cores.
+# Needs nginx, wrk and h2load. Stops only what it started. About 9
+# minutes on two cores from a clean tree.
 #
 # Settings: TRAIN (wrk -d per workload, default 10s), BASE_PORT (default
 # 18500), BOLT (default 1).
