@@ -42,7 +42,8 @@ profdata() {
     local sysroot_bin
     sysroot_bin=$(rustc --print sysroot)/lib/rustlib/$TARGET/bin
     if [ -x "$sysroot_bin/llvm-profdata" ] \
-        || { command -v rustup >/dev/null && rustup component add llvm-tools >&2; }; then
+        || { command -v rustup >/dev/null && rustup component add llvm-tools >&2 \
+            && [ -x "$sysroot_bin/llvm-profdata" ]; }; then
         echo "$sysroot_bin/llvm-profdata"
         return
     fi
