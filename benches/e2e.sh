@@ -185,24 +185,26 @@ tree() {
     done
 }
 
-# cpu_ticks PID [user]: utime+stime (utime alone with `user`) in clock
-# ticks of PID and its descendants.
+# cpu_ticks PID: "TOTAL USER" in clock ticks of PID and its descendants:
+# utime+stime, and utime alone (the proxy's own code; the rest is the
+# kernel's, mostly the sockets' work).
 cpu_ticks() {
-    local total=0 p stat user_only=${2:-}
+    local total=0 user=0 p stat
     for p in $(tree "$1"); do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         # Fields after the ")" closing comm: state is 3, utime 14, stime 15.
         stat=${stat##*) }
         set -- $stat
-        total=$((total + ${12}))
-        [ -n "$user_only" ] || total=$((total + ${13}))
+        user=$((user + ${12}))
+        total=$((total + ${12} + ${13}))
     done
-    echo "$total"
+    echo "$total $user"
 }
 
-# user_ticks PID: the utime part of cpu_ticks (the proxy's own code; the
-# rest is the kernel's, mostly the sockets' work).
-user_ticks() { cpu_ticks "$1" user; }
+# per10k TICKS REQUESTS: CPU seconds per 10,000 requests.
+per10k() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN {printf "%.4f", t / hz / r * 10000}'
+}
 
 rss_kb() {
     local total=0 p kb
@@ -278,11 +280,9 @@ run_wrk() {
     local name=$1 port=$2 pid=$3 path=$4
     shift 4
     local before after ubefore uafter out rps p50 p99 reqs errs
-    before=$(cpu_ticks "$pid")
-    ubefore=$(user_ticks "$pid")
+    read -r before ubefore <<<"$(cpu_ticks "$pid")"
     out=$("${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port$path" 2>&1) || true
-    after=$(cpu_ticks "$pid")
-    uafter=$(user_ticks "$pid")
+    read -r after uafter <<<"$(cpu_ticks "$pid")"
     echo "$out" >>"$TMP/$name.wrk"
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -294,8 +294,8 @@ run_wrk() {
         return
     fi
     local cpu10k user10k
-    cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
-    user10k=$(awk -v t=$((uafter - ubefore)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    cpu10k=$(per10k $((after - before)) "$reqs")
+    user10k=$(per10k $((uafter - ubefore)) "$reqs")
     echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs $user10k" >>"$TMP/$name.results"
     local note=
     [ "$errs" = 0 ] || note=", $errs errors"
@@ -345,23 +345,8 @@ done
 
 # --- configs --------------------------------------------------------------
 
-BODY="hello from the backend\n"
-
 mkdir -p "$TMP/backend" "$TMP/nginx" "$TMP/nginx-same"
-{
-    echo "worker_processes $BACKEND_WORKERS;"
-    nginx_common "$TMP/backend"
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$P_BACKEND backlog=4096;
-        location / {
-            default_type text/plain;
-            return 200 "$BODY";
-        }
-    }
-}
-EOF
-} >"$TMP/backend/nginx.conf"
+nginx_backend "$TMP/backend" "$P_BACKEND" "$BACKEND_WORKERS" >"$TMP/backend/nginx.conf"
 start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
 wait_port "$P_BACKEND" backend
 

@@ -207,11 +207,9 @@ fi
 h2load_run() {
     local name=$1 url=$2 pid=$3 before after ubefore uafter out rps done_ failed mean cpu10k user10k secs
     secs=$(awk -v d="${DURATION%s}" 'BEGIN {print d + 0}')
-    before=$(cpu_ticks "$pid")
-    ubefore=$(user_ticks "$pid")
+    read -r before ubefore <<<"$(cpu_ticks "$pid")"
     out=$(h2load -c"$H2_CLIENTS" -m"$H2_STREAMS" -t"$WRK_THREADS" -D"$secs" --warm-up-time=1 "$url" 2>&1) || true
-    after=$(cpu_ticks "$pid")
-    uafter=$(user_ticks "$pid")
+    read -r after uafter <<<"$(cpu_ticks "$pid")"
     echo "$out" >>"$TMP/$name.h2load"
     rps=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
     # requests: T total, S started, D done, OK succeeded, F failed, E errored
@@ -222,8 +220,8 @@ h2load_run() {
         log "warning: no result from h2load against $name"
         return
     fi
-    cpu10k=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$done_" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
-    user10k=$(awk -v t=$((uafter - ubefore)) -v hz="$CLK_TCK" -v r="$done_" 'BEGIN {printf "%.4f", t / hz / r * 10000}')
+    cpu10k=$(per10k $((after - before)) "$done_")
+    user10k=$(per10k $((uafter - ubefore)) "$done_")
     echo "$rps $(to_ms "$mean") 0 $cpu10k $failed $user10k" >>"$TMP/$name.results"
     log "  $name: $rps req/s, mean $mean, $cpu10k CPU s/10k req, $failed failed"
 }

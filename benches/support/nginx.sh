@@ -25,15 +25,15 @@ http {
 EOF
 }
 
-# nginx_backend DIR PORT: the whole config of a one-worker backend that
-# answers every request on 127.0.0.1:PORT with the same 200 (callgrind.sh,
-# pgo.sh).
+# nginx_backend DIR PORT [WORKERS]: the whole config of the backend
+# (WORKERS processes, default 1) that answers every request on
+# 127.0.0.1:PORT with the same 200 (e2e.sh, callgrind.sh, pgo.sh).
 nginx_backend() {
-    echo "worker_processes 1;"
+    echo "worker_processes ${3:-1};"
     nginx_common "$1"
     cat <<EOF
     server {
-        listen 127.0.0.1:$2;
+        listen 127.0.0.1:$2 backlog=4096;
         location / { default_type text/plain; return 200 "hello from the backend\n"; }
     }
 }
