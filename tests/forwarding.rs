@@ -498,6 +498,33 @@ async fn h2_upstream_gets_requests() {
 }
 
 #[tokio::test]
+async fn an_h2_retry_sends_the_whole_head_again() {
+    // The first attempt goes to a closed port (a connect failure, always
+    // retried); the retry must carry the same head: path, query, the
+    // client's fields and the ones the proxy adds.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let up = h2_upstream().await;
+    let p = start(forward_all("grpc", &[dead, up.addr], "protocol: h2")).await;
+    let req = get(p.addr, "/svc?q=1")
+        .header("x-client", "kept")
+        .body(Full::default())
+        .unwrap();
+    let (resp, body) = send(&client(), req).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(body, "ok");
+    assert_eq!(up.hits(), 1);
+    let seen = up.last();
+    println!("retried: {} {:?}", seen.uri, seen.headers);
+    assert_eq!(seen.uri, format!("http://{}/svc?q=1", p.addr));
+    assert_eq!(seen.headers["x-client"], "kept");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert!(seen.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
 async fn upgrade_is_tunnelled_only_after_101() {
     let ws = upstream(Mode::Upgrade).await;
     let p = start(fallback_to(&ws)).await;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub(super) fn dispatch(
     snapshot: &Snapshot,
     decision: Decision,
-    mut out: Outgoing<'_>,
+    out: &mut Outgoing<'_>,
     request_id: &HeaderValue,
     served: &mut Served,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
@@ -50,7 +50,7 @@ pub(super) fn dispatch(
         served.series = Some(SeriesAt::Direct(i));
         match &route.action {
             Action::Respond(r) => return Ok(respond(r)),
-            Action::Redirect(r) => return redirect(r, &out),
+            Action::Redirect(r) => return redirect(r, out),
             _ => {}
         }
         let Some(upstream) = decision.upstream(config) else {
@@ -60,43 +60,61 @@ pub(super) fn dispatch(
         prepare::variant(&mut out.added, split);
         note_split(route, i, split, served);
         if route.forward.mirror.is_some() {
-            mirror::maybe(snapshot, route, metrics, &mut out, request_id).await;
+            mirror::maybe(snapshot, route, metrics, out, request_id).await;
         }
-        let spare = Spare::keep(snapshot, &mut out);
+        let spare = Spare::keep(snapshot, out);
         let opts: Option<&ForwardOptions> = Some(&route.forward);
         // `send`'s steps, in this future.
         let result = match to_send(snapshot, upstream, out, opts, served) {
             Err(e) => Err(e),
             Ok(ToSend {
                 upstream,
-                parts,
-                added,
                 body,
                 timeout,
                 then,
             }) => {
                 let sent = upstream
-                    .send(parts, &added, body, timeout, &mut served.attempts)
+                    .send(
+                        &mut out.parts,
+                        &out.added,
+                        body,
+                        timeout,
+                        &mut served.attempts,
+                    )
                     .await;
                 then.answer(snapshot, upstream, sent, opts, served)
             }
         };
-        match result {
-            Err(e) if e.fails_over() => match spare.and_then(Spare::outgoing) {
-                Some(out) => {
-                    tracing::warn!(
-                        route = %route.name,
-                        upstream = served.upstream.as_deref().unwrap_or(""),
-                        error = %e,
-                        "upstream failed; failing over to the fallback"
-                    );
-                    Box::pin(fallback(snapshot, out, served, Some(e))).await
-                }
-                None => Err(e),
-            },
-            result => result,
+        match (result, spare) {
+            (Err(e), Some(spare)) if e.fails_over() => {
+                // Boxed: the spare request and a second send, inline, would
+                // take room in every request's future.
+                Box::pin(failover(snapshot, route, spare, served, e)).await
+            }
+            (result, _) => result,
         }
     }
+}
+
+/// Fails over to the fallback after `e`, with the request as it was
+/// before the route's edits, if its body can still be sent.
+async fn failover(
+    snapshot: &Snapshot,
+    route: &Route,
+    spare: Box<Spare<'_>>,
+    served: &mut Served,
+    e: ForwardError,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let Some(mut out) = spare.outgoing() else {
+        return Err(e);
+    };
+    tracing::warn!(
+        route = %route.name,
+        upstream = served.upstream.as_deref().unwrap_or(""),
+        error = %e,
+        "upstream failed; failing over to the fallback"
+    );
+    fallback(snapshot, &mut out, served, Some(e)).await
 }
 
 /// What a failover to the fallback needs (SPEC 6): the head before the
@@ -206,7 +224,7 @@ fn note_split(
 )]
 fn fallback(
     snapshot: &Snapshot,
-    out: Outgoing<'_>,
+    out: &mut Outgoing<'_>,
     served: &mut Served,
     failed: Option<ForwardError>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
@@ -239,31 +257,34 @@ fn fallback(
 fn send(
     snapshot: &Snapshot,
     id: UpstreamId,
-    out: Outgoing<'_>,
+    out: &mut Outgoing<'_>,
     opts: Option<&ForwardOptions>,
     served: &mut Served,
 ) -> impl Future<Output = Result<Response<ProxyBody>, ForwardError>> {
     async move {
         let ToSend {
             upstream,
-            parts,
-            added,
             body,
             timeout,
             then,
         } = to_send(snapshot, id, out, opts, served)?;
         let sent = upstream
-            .send(parts, &added, body, timeout, &mut served.attempts)
+            .send(
+                &mut out.parts,
+                &out.added,
+                body,
+                timeout,
+                &mut served.attempts,
+            )
             .await;
         then.answer(snapshot, upstream, sent, opts, served)
     }
 }
 
-/// A request ready for its upstream's [`Upstream::send`].
+/// A request ready for its upstream's [`Upstream::send`] (with the head
+/// readied in place).
 struct ToSend<'s> {
     upstream: &'s Upstream,
-    parts: http::request::Parts,
-    added: AddedFields,
     body: OutBody,
     timeout: Duration,
     then: Then,
@@ -278,12 +299,13 @@ struct Then {
 }
 
 /// Readies `out` for upstream `id` with a route's options: the path
-/// rewrite and header edits, the head for the upstream's protocol, the
-/// timeout (a gRPC deadline shorter than it wins), the body.
+/// rewrite and header edits, the head for the upstream's protocol (both
+/// in place), the timeout (a gRPC deadline shorter than it wins), the
+/// body (taken).
 fn to_send<'s>(
     snapshot: &'s Snapshot,
     id: UpstreamId,
-    out: Outgoing<'_>,
+    out: &mut Outgoing<'_>,
     opts: Option<&ForwardOptions>,
     served: &mut Served,
 ) -> Result<ToSend<'s>, ForwardError> {
@@ -293,9 +315,8 @@ fn to_send<'s>(
     served.upstream = Some(upstream.def.name.clone());
     // An HTTP/1.1 client that accepts trailers gets them declared.
     let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
-    let mut added = out.added;
-    let mut parts = prepare::for_upstream(out.parts, &mut added, out.path, opts)?;
-    prepare::for_protocol(&mut parts, upstream.def.protocol, out.te_trailers);
+    prepare::for_upstream(&mut out.parts, &mut out.added, out.path, opts)?;
+    prepare::for_protocol(&mut out.parts, upstream.def.protocol, out.te_trailers);
     let mut timeout = opts
         .and_then(|o| o.timeout)
         .unwrap_or(upstream.def.request_timeout);
@@ -304,7 +325,7 @@ fn to_send<'s>(
         timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
     }
     let max = snapshot.config.settings.limits.max_body_bytes;
-    let body = match out.body {
+    let body = match std::mem::replace(&mut out.body, RequestBody::Held(Bytes::new())) {
         RequestBody::Held(held) => OutBody::Held(held),
         streamed => {
             // Streamed: its failure is the client's, also once the
@@ -316,13 +337,11 @@ fn to_send<'s>(
     };
     Ok(ToSend {
         upstream,
-        parts,
-        added,
         body,
         timeout,
         then: Then {
             declare_trailers,
-            upgrade: out.upgrade,
+            upgrade: out.upgrade.take(),
         },
     })
 }

@@ -12,7 +12,7 @@ use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderValue, Uri};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,8 +69,8 @@ fn spawn(
         let sent = match (PathAndQuery::try_from(pq), upstream.pick()) {
             (Ok(pq), Some(idx)) => {
                 parts.uri = Uri::from(pq);
-                let req = Request::from_parts(parts, full(body));
-                match upstream.send_to(idx, req, &NO_FIELDS, timeout).await {
+                let sent = upstream.send_to(idx, &mut parts, &NO_FIELDS, full(body), timeout);
+                match sent.await {
                     Ok(sent) => {
                         let _ = sent.response.into_body().collect().await;
                         true

@@ -20,8 +20,12 @@
 //! plain fns run inside their caller's future (`serve` runs the phases
 //! itself, `dispatch` readies and finishes the send around the upstream's
 //! future); cold branches (the fallback, the failover spare, the access
-//! record) are boxed. `RUSTFLAGS=-Zprint-type-sizes` (nightly) shows the
-//! sizes, `benches/callgrind.sh` the cost.
+//! record, an h2 upstream's exchange) are boxed. The request is owned once,
+//! by `serve`'s future, and the layers below borrow it (`&mut Outgoing`,
+//! then the head as `&mut Parts`): a value passed down by value would be
+//! kept again in each layer's state, and an HTTP/1.1 upstream encodes the
+//! head from the borrow. `RUSTFLAGS=-Zprint-type-sizes` (nightly) shows
+//! the sizes, `benches/callgrind.sh` the cost.
 
 pub mod admit;
 pub mod decide;
@@ -125,68 +129,74 @@ pub fn serve(
         // an async layer fewer to set up, move and poll on every request.
         let result: Result<Response<ProxyBody>, ForwardError> = 'run: {
             let config = &snapshot.config;
-            let admitted = match admit::admit(config, &mut req, conn) {
-                Ok(admitted) => admitted,
-                Err(e) => break 'run Err(e),
-            };
-            served.client_ip = Some(admitted.client_ip);
+            // Admitted before the path is looked at (a bad Host is answered
+            // first), and in a block: what is moved into `out` keeps no
+            // room of its own in the future while the request is dispatched.
             let uri = req.uri().clone();
-            let path = match admit::path(&uri) {
-                Ok(path) => path,
-                Err(e) => break 'run Err(e),
-            };
-            let (mut parts, body) = req.into_parts();
-            // A call's deadline counts from its arrival.
-            let deadline = match grpc {
-                true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
-                false => None,
-            };
-            let mut body = RequestBody::streaming(body);
-            if admit::reads_body(config, grpc) {
-                body = body
-                    .inspect(config.settings.limits.inspect_body_bytes)
-                    .await;
-            }
-            let body = match admit::body(config, body) {
-                Ok(body) => body,
-                Err(e) => break 'run Err(e),
-            };
-            let decision = {
-                let ctx = RequestContext::new(
-                    &parts.method,
-                    admitted.host_str(),
-                    &path,
-                    uri.query(),
-                    &parts.headers,
-                    admitted.client_ip,
-                    body.held().map(|b| b.as_ref()),
+            let (path, decision, mut out);
+            {
+                let admitted = match admit::admit(config, &mut req, conn) {
+                    Ok(admitted) => admitted,
+                    Err(e) => break 'run Err(e),
+                };
+                served.client_ip = Some(admitted.client_ip);
+                path = match admit::path(&uri) {
+                    Ok(path) => path,
+                    Err(e) => break 'run Err(e),
+                };
+                let (mut parts, body) = req.into_parts();
+                // A call's deadline counts from its arrival.
+                let deadline = match grpc {
+                    true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
+                    false => None,
+                };
+                let mut body = RequestBody::streaming(body);
+                if admit::reads_body(config, grpc) {
+                    body = body
+                        .inspect(config.settings.limits.inspect_body_bytes)
+                        .await;
+                }
+                let body = match admit::body(config, body) {
+                    Ok(body) => body,
+                    Err(e) => break 'run Err(e),
+                };
+                decision = {
+                    let ctx = RequestContext::new(
+                        &parts.method,
+                        admitted.host_str(),
+                        &path,
+                        uri.query(),
+                        &parts.headers,
+                        admitted.client_ip,
+                        body.held().map(|b| b.as_ref()),
+                    );
+                    let (decision, sticky) =
+                        decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
+                    record::expose(snapshot, &decision, sticky.as_ref(), &request_id);
+                    decision
+                };
+                let trusted = &config.settings.trusted_proxies;
+                let mut added = AddedFields::default();
+                let te_trailers = prepare::head(
+                    &mut parts,
+                    &mut added,
+                    &admitted,
+                    trusted,
+                    conn,
+                    &request_id,
+                    upgrade.is_some(),
                 );
-                let (decision, sticky) =
-                    decide::decide(config, snapshot, &ctx, conn.tls, Purpose::Serve);
-                record::expose(snapshot, &decision, sticky.as_ref(), &request_id);
-                decision
-            };
-            let trusted = &config.settings.trusted_proxies;
-            let mut added = AddedFields::default();
-            let te_trailers = prepare::head(
-                &mut parts,
-                &mut added,
-                &admitted,
-                trusted,
-                conn,
-                &request_id,
-                upgrade.is_some(),
-            );
-            let out = Outgoing {
-                parts,
-                added,
-                body,
-                path: &path,
-                upgrade,
-                te_trailers,
-                deadline,
-            };
-            dispatch::dispatch(snapshot, decision, out, &request_id, served).await
+                out = Outgoing {
+                    parts,
+                    added,
+                    body,
+                    path: &path,
+                    upgrade,
+                    te_trailers,
+                    deadline,
+                };
+            }
+            dispatch::dispatch(snapshot, decision, &mut out, &request_id, served).await
         };
         let resp = match result {
             Ok(resp) => resp,

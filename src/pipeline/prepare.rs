@@ -84,11 +84,11 @@ pub fn for_protocol(parts: &mut Parts, protocol: Protocol, te_trailers: bool) {
 /// `strip_prefix`) with the query, and the route's request header edits
 /// (which see the `added` fields: those move into the head first).
 pub fn for_upstream(
-    mut parts: Parts,
+    parts: &mut Parts,
     added: &mut AddedFields,
     path: &str,
     opts: Option<&ForwardOptions>,
-) -> Result<Parts, ForwardError> {
+) -> Result<(), ForwardError> {
     let strip = opts.and_then(|o| o.strip_prefix.as_deref());
     let pq = match parts.uri.path_and_query() {
         // Unchanged by normalization and not stripped: as received (a
@@ -102,5 +102,5 @@ pub fn for_upstream(
         added.move_into(&mut parts.headers);
         headers::apply_ops(&mut parts.headers, &o.request_headers);
     }
-    Ok(parts)
+    Ok(())
 }

@@ -32,7 +32,8 @@ use connect::{Connector, H1Dialer, classify, h1_fault};
 use def::{Outlier, Protocol, UpstreamDef};
 use h2::H2Slot;
 use health::{EndpointMetrics, FaultKind, LogLimit, Vitals, now_ms};
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pool::EndpointPool;
@@ -446,53 +447,76 @@ impl Upstream {
         self.ejecting.store(false, Ordering::Release);
     }
 
-    /// Sends one request to endpoint `idx` (the request's URI holds the
-    /// path and query; its version is set to what the upstream speaks)
-    /// with the `added` fields after its own. Waits at most `timeout` for
-    /// response headers.
+    /// Sends one request to endpoint `idx`: `head` (its URI holds the path
+    /// and query; its version is set to what the upstream speaks) with the
+    /// `added` fields after its own. Waits at most `timeout` for response
+    /// headers. The head is borrowed: an HTTP/1.1 upstream's head is
+    /// encoded from it in place, an h2 upstream's takes it.
     pub fn send_to<'a>(
         &'a self,
         idx: usize,
-        req: Request<ProxyBody>,
+        head: &'a mut Parts,
         added: &'a AddedFields,
+        body: ProxyBody,
         timeout: Duration,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send + 'a {
         // Not an `async fn`: a layer of its own would hold a second copy of
-        // the request in every request's future.
-        self.send_watched(idx, req, added, timeout, None)
+        // its arguments in every request's future.
+        self.send_once(
+            idx,
+            head,
+            added,
+            OutBody::Stream(body, None),
+            timeout,
+            false,
+        )
     }
 
-    /// [`Self::send_to`] with a streamed request body watched by `failed`:
-    /// a response cut short after that body failed is not counted as the
-    /// upstream's reset.
+    /// [`Self::send_to`] with the body as [`Self::send`] has it: a streamed
+    /// one watched by its failure flag (a response cut short after that
+    /// body failed is not counted as the upstream's reset). `again` keeps
+    /// the head for another attempt (an h2 upstream gets a copy of it).
     #[expect(
         clippy::manual_async_fn,
         reason = "smaller future: see the pipeline module"
     )]
-    fn send_watched(
-        &self,
+    fn send_once<'a>(
+        &'a self,
         idx: usize,
-        mut req: Request<ProxyBody>,
-        added: &AddedFields,
+        head: &'a mut Parts,
+        added: &'a AddedFields,
+        body: OutBody,
         timeout: Duration,
-        failed: Option<BodyFailed>,
-    ) -> impl Future<Output = Result<Sent, SendError>> {
+        again: bool,
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send + 'a {
         async move {
+            let (body, failed) = body.into_parts();
+            let waiting_on_client = failed.clone();
             let mut result = match self.endpoint(idx) {
                 Err(e) => Err(e),
                 Ok((ep, base)) => match self.def.protocol {
                     Protocol::Http1 => {
-                        self.send_h1(ep, base, req, added, timeout, failed.clone())
+                        self.send_h1(ep, base, head, added, body, timeout, failed)
                             .await
                     }
                     Protocol::H2 => {
+                        let parts = match again {
+                            true => head.clone(),
+                            false => take_head(head),
+                        };
+                        let mut req = Request::from_parts(parts, body);
                         added.insert_into(req.headers_mut());
-                        self.send_h2(ep, base, req, timeout, failed.clone()).await
+                        // Boxed: an h2 exchange's state is larger than an
+                        // HTTP/1.1 one's, and inline it would set the size
+                        // of every request's future (which is moved).
+                        Box::pin(self.send_h2(ep, base.clone(), req, timeout, failed)).await
                     }
                 },
             };
             if let Err(SendError::Timeout { timeout, .. }) = &result
-                && failed.as_ref().is_some_and(BodyFailed::waiting_on_client)
+                && waiting_on_client
+                    .as_ref()
+                    .is_some_and(BodyFailed::waiting_on_client)
             {
                 result = Err(SendError::ClientTimeout(*timeout));
             }
@@ -502,13 +526,13 @@ impl Upstream {
     }
 
     /// Endpoint `idx` and the authority requests to it carry.
-    fn endpoint(&self, idx: usize) -> Result<(&EndpointState, http::uri::Authority), SendError> {
+    fn endpoint(&self, idx: usize) -> Result<(&EndpointState, &http::uri::Authority), SendError> {
         let Some(ep) = self.endpoints.get(idx) else {
             return Err(SendError::NoHealthy {
                 upstream: self.def.name.clone(),
             });
         };
-        match ep.base.clone() {
+        match &ep.base {
             Some(base) => Ok((ep, base)),
             None => Err(SendError::Connect {
                 endpoint: ep.vitals.label.clone(),
@@ -591,36 +615,32 @@ impl Upstream {
         clippy::manual_async_fn,
         reason = "smaller future: see the pipeline module"
     )]
-    fn send_h1(
-        &self,
-        ep: &EndpointState,
-        base: http::uri::Authority,
-        mut req: Request<ProxyBody>,
-        added: &AddedFields,
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one layer fewer than a struct of them would take"
+    )]
+    fn send_h1<'a>(
+        &'a self,
+        ep: &'a EndpointState,
+        base: &'a http::uri::Authority,
+        head: &'a Parts,
+        added: &'a AddedFields,
+        body: ProxyBody,
         timeout: Duration,
         failed: Option<BodyFailed>,
-    ) -> impl Future<Output = Result<Sent, SendError>> {
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send + 'a {
         async move {
             let endpoint = ep.vitals.label.clone();
+            let head_request = head.method == Method::HEAD;
+            let wants_upgrade = head.headers.contains_key(http::header::UPGRADE);
             // The head goes out in origin form (authority form for
             // CONNECT), with a Host when the request has none.
-            if req.method() == Method::CONNECT {
-                *req.uri_mut() = Uri::from(base);
-            }
-            if let Some(host) = &ep.host
-                && !req.headers().contains_key(http::header::HOST)
-            {
-                req.headers_mut().insert(http::header::HOST, host.clone());
-            }
-            let head_request = req.method() == Method::HEAD;
-            let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
-            // In a block of its own: the head's storage ends here, not at
-            // the end of the future (where it would take room in every
-            // state after the first await).
-            let mut out = {
-                let (parts, body) = req.into_parts();
-                h1::Outgoing::new(&parts, added, body).map_err(|e| h1_fault(endpoint.clone(), e))?
+            let adds = h1::EndpointHead {
+                authority: (head.method == Method::CONNECT).then(|| base.as_str()),
+                host: ep.host.as_ref(),
             };
+            let mut out = h1::Outgoing::to_endpoint(head, adds, added, body)
+                .map_err(|e| h1_fault(endpoint.clone(), e))?;
             let in_flight = InFlight::new(&ep.vitals);
             // The deadline is kept by the connection's own timer (see
             // `h1::Conn`), and by a timer of its own for a connect.
@@ -689,47 +709,42 @@ impl Upstream {
     /// watched by `failed` (a cut after the client's body failed is the
     /// client's). Retries go to another endpoint (a single endpoint is not
     /// retried) without moving the round-robin position. The head is
-    /// copied for a retry only when one is possible (retries configured,
-    /// more than one endpoint, a held body). `attempts` counts each
-    /// exchange tried (the access log's `attempts`, SPEC 10), whether the
-    /// send ends well or not.
+    /// borrowed (see [`Self::send_to`]); an h2 upstream gets a copy of it
+    /// only when a retry is possible (retries configured, more than one
+    /// endpoint, a held body). `attempts` counts each exchange tried (the
+    /// access log's `attempts`, SPEC 10), whether the send ends well or
+    /// not.
     #[expect(
         clippy::manual_async_fn,
         reason = "smaller future: see the pipeline module"
     )]
-    pub fn send(
-        &self,
-        parts: http::request::Parts,
-        added: &AddedFields,
+    pub fn send<'a>(
+        &'a self,
+        head: &'a mut Parts,
+        added: &'a AddedFields,
         body: OutBody,
         timeout: Duration,
-        attempts: &mut u32,
-    ) -> impl Future<Output = Result<Sent, SendError>> {
+        attempts: &'a mut u32,
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send + 'a {
         async move {
             let Some(mut idx) = self.pick() else {
                 return Err(self.no_healthy());
             };
             let held = match body {
                 OutBody::Held(held) if self.def.retries > 0 && self.endpoints.len() > 1 => held,
-                OutBody::Held(held) => {
+                body => {
                     *attempts += 1;
-                    let req = Request::from_parts(parts, full(held));
-                    return self.send_to(idx, req, added, timeout).await;
-                }
-                OutBody::Stream(body, failed) => {
-                    *attempts += 1;
-                    let req = Request::from_parts(parts, body);
-                    return self.send_watched(idx, req, added, timeout, failed).await;
+                    return self.send_once(idx, head, added, body, timeout, false).await;
                 }
             };
-            let idempotent = is_idempotent(&parts.method);
+            let idempotent = is_idempotent(&head.method);
             let mut tried = Tried::default();
             let mut attempts_left = self.def.retries;
             loop {
                 tried.add(idx);
                 *attempts += 1;
-                let attempt = Request::from_parts(parts.clone(), full(held.clone()));
-                let e = match self.send_to(idx, attempt, added, timeout).await {
+                let body = OutBody::Held(held.clone());
+                let e = match self.send_once(idx, head, added, body, timeout, true).await {
                     Ok(sent) => return Ok(sent),
                     Err(e) => e,
                 };
@@ -750,6 +765,11 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The head, taken out of `head` (left empty): the last use of it.
+fn take_head(head: &mut Parts) -> Parts {
+    std::mem::replace(head, Request::new(()).into_parts().0)
 }
 
 /// The exchange's answer: a 101 hands its upgrade on; any other
@@ -791,6 +811,16 @@ pub enum OutBody {
     /// Streaming: sent once, with the flag its failure sets (the client's
     /// fault, SPEC 5.1), when watched.
     Stream(ProxyBody, Option<BodyFailed>),
+}
+
+impl OutBody {
+    /// The body to send, and the flag that watches it.
+    fn into_parts(self) -> (ProxyBody, Option<BodyFailed>) {
+        match self {
+            OutBody::Held(held) => (full(held), None),
+            OutBody::Stream(body, failed) => (body, failed),
+        }
+    }
 }
 
 /// The endpoints as the balancer sees them at one moment.

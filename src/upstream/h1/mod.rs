@@ -21,7 +21,7 @@ mod write;
 
 pub(crate) use io::{Io, Rewind};
 pub(crate) use read::{Release, ResponseBody};
-pub(crate) use write::Outgoing;
+pub(crate) use write::{EndpointHead, Outgoing};
 
 use bytes::{Bytes, BytesMut};
 use drain::Awaiting;

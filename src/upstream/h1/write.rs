@@ -7,7 +7,7 @@ use super::H1Error;
 use crate::forward::AddedFields;
 use crate::forward::body::ProxyBody;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, request::Parts};
 use http_body::Body;
 use std::collections::VecDeque;
@@ -70,6 +70,18 @@ impl Outgoing {
         added: &AddedFields,
         body: ProxyBody,
     ) -> Result<Self, H1Error> {
+        Self::to_endpoint(parts, EndpointHead::default(), added, body)
+    }
+
+    /// [`Self::new`] with what the endpoint adds to the head: a CONNECT's
+    /// target and a Host for a request without one. The head is borrowed,
+    /// not changed: a retry to another endpoint encodes it again.
+    pub(crate) fn to_endpoint(
+        parts: &Parts,
+        endpoint: EndpointHead<'_>,
+        added: &AddedFields,
+        body: ProxyBody,
+    ) -> Result<Self, H1Error> {
         let (framing, add) = match declared_length(&parts.headers)? {
             Some(n) => (Framing::Length(n), Added::Nothing),
             None => match body.size_hint().exact() {
@@ -78,7 +90,7 @@ impl Outgoing {
                 None => (Framing::Chunked, Added::Chunked),
             },
         };
-        let head = encode_head(parts, added, add);
+        let head = encode_head(parts, endpoint, added, add);
         let mut out = Outgoing {
             queued: head.len(),
             head,
@@ -263,10 +275,26 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, H1Error> {
     Ok(found)
 }
 
-fn encode_head(parts: &Parts, added: &AddedFields, add: Added) -> Bytes {
+/// What an endpoint adds to a request's head.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EndpointHead<'a> {
+    /// A CONNECT's target (authority form), in place of the URI's.
+    pub(crate) authority: Option<&'a str>,
+    /// The Host field of a request that has none.
+    pub(crate) host: Option<&'a HeaderValue>,
+}
+
+fn encode_head(
+    parts: &Parts,
+    endpoint: EndpointHead<'_>,
+    added: &AddedFields,
+    add: Added,
+) -> Bytes {
     // Origin form; authority form for CONNECT.
     let target = if parts.method == Method::CONNECT {
-        parts.uri.authority().map(|a| a.as_str())
+        endpoint
+            .authority
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
     } else {
         parts.uri.path_and_query().map(|pq| pq.as_str())
     };
@@ -277,6 +305,11 @@ fn encode_head(parts: &Parts, added: &AddedFields, add: Added) -> Bytes {
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     encode_fields(&mut head, &parts.headers);
+    if let Some(host) = endpoint.host
+        && !parts.headers.contains_key(HOST)
+    {
+        encode_fields(&mut head, [(&HOST, host)]);
+    }
     encode_fields(&mut head, added.iter());
     match add {
         Added::Nothing => {}
@@ -338,8 +371,12 @@ mod tests {
     use http::Request;
 
     fn written(req: Request<ProxyBody>) -> Result<String, H1Error> {
+        written_to(req, EndpointHead::default())
+    }
+
+    fn written_to(req: Request<ProxyBody>, ep: EndpointHead<'_>) -> Result<String, H1Error> {
         let (parts, body) = req.into_parts();
-        let mut out = Outgoing::new(&parts, &NO_FIELDS, body)?;
+        let mut out = Outgoing::to_endpoint(&parts, ep, &NO_FIELDS, body)?;
         let mut sink = Vec::new();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -349,6 +386,39 @@ mod tests {
         }
         assert!(out.is_done());
         Ok(String::from_utf8(sink).expect("utf-8"))
+    }
+
+    #[test]
+    fn the_endpoint_adds_a_missing_host_and_a_connect_target() {
+        let host = HeaderValue::from_static("backend:8080");
+        let ep = EndpointHead {
+            authority: Some("backend:8080"),
+            host: Some(&host),
+        };
+        let bare = Request::get("/a")
+            .body(full(Bytes::new()))
+            .expect("request");
+        assert_eq!(
+            written_to(bare, ep).expect("bare"),
+            "GET /a HTTP/1.1\r\nhost: backend:8080\r\n\r\n"
+        );
+        // A Host of its own is kept; the authority is a CONNECT's only.
+        let own = Request::get("/a")
+            .header("host", "x")
+            .body(full(Bytes::new()))
+            .expect("request");
+        assert_eq!(
+            written_to(own, ep).expect("own"),
+            "GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
+        );
+        let connect = Request::connect("client.example:443")
+            .header("host", "x")
+            .body(full(Bytes::new()))
+            .expect("request");
+        assert_eq!(
+            written_to(connect, ep).expect("connect"),
+            "CONNECT backend:8080 HTTP/1.1\r\nhost: x\r\n\r\n"
+        );
     }
 
     #[test]
