@@ -30,8 +30,8 @@
 #   NO_BUILD=1   skip `cargo build --release`
 #   BIN          the Pointsman measured (default: target/pgo/pointsman, the
 #                profile-guided build the container image ships, when
-#                benches/pgo.sh made it after the last change to src/ or
-#                Cargo.*; else this tree's release build, said so)
+#                benches/pgo.sh made it from this tree's src/, Cargo.* and
+#                build.rs; else this tree's release build, said so)
 #   FLOOR_BIN    examples/hyper_floor.rs (default: this tree's release build)
 #   BASE_BIN     an earlier pointsman build, measured in the same rounds on
 #                the plain config as `pointsman-base` (before/after ratios)
@@ -87,8 +87,21 @@ SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PGO_BIN=$ROOT/target/pgo/pointsman
-if [ -z "${BIN:-}" ] && [ -x "$PGO_BIN" ] \
-    && [ -z "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$PGO_BIN" -print -quit)" ]; then
+# Whether the profile-guided build is of this tree's code: the sources at
+# the commit it names (`--version`) are those of HEAD and of the work tree.
+# By file times, outside a git checkout (a checkout rewrites a file's time
+# without changing it).
+pgo_is_current() {
+    [ -x "$PGO_BIN" ] || return 1
+    local sources=(src Cargo.toml Cargo.lock build.rs) commit
+    commit=$("$PGO_BIN" --version 2>/dev/null | sed -n 's/.*(commit \([0-9a-f]*\)).*/\1/p')
+    if [ -n "$commit" ] && git -C "$ROOT" cat-file -e "$commit^{commit}" 2>/dev/null; then
+        git -C "$ROOT" diff --quiet "$commit" -- "${sources[@]}"
+    else
+        [ -z "$(cd "$ROOT" && find "${sources[@]}" -newer "$PGO_BIN" -print -quit)" ]
+    fi
+}
+if [ -z "${BIN:-}" ] && pgo_is_current; then
     BIN=$PGO_BIN
 fi
 BIN=${BIN:-$ROOT/target/release/pointsman}
