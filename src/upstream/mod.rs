@@ -495,10 +495,7 @@ impl Upstream {
             let mut result = match self.endpoint(idx) {
                 Err(e) => Err(e),
                 Ok((ep, base)) => match self.def.protocol {
-                    Protocol::Http1 => {
-                        self.send_h1(ep, base, head, added, body, timeout, failed)
-                            .await
-                    }
+                    Protocol::Http1 => self.send_h1(ep, head, added, body, timeout, failed).await,
                     Protocol::H2 => {
                         let parts = match again {
                             true => head.clone(),
@@ -615,14 +612,9 @@ impl Upstream {
         clippy::manual_async_fn,
         reason = "smaller future: see the pipeline module"
     )]
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one layer fewer than a struct of them would take"
-    )]
     fn send_h1<'a>(
         &'a self,
         ep: &'a EndpointState,
-        base: &'a http::uri::Authority,
         head: &'a Parts,
         added: &'a AddedFields,
         body: ProxyBody,
@@ -636,7 +628,11 @@ impl Upstream {
             // The head goes out in origin form (authority form for
             // CONNECT), with a Host when the request has none.
             let adds = h1::EndpointHead {
-                authority: (head.method == Method::CONNECT).then(|| base.as_str()),
+                authority: ep
+                    .base
+                    .as_ref()
+                    .filter(|_| head.method == Method::CONNECT)
+                    .map(|base| base.as_str()),
                 host: ep.host.as_ref(),
             };
             let mut out = h1::Outgoing::to_endpoint(head, adds, added, body)
