@@ -706,8 +706,8 @@ impl Upstream {
     /// client's). Retries go to another endpoint (a single endpoint is not
     /// retried) without moving the round-robin position. The head is
     /// borrowed (see [`Self::send_to`]); an h2 upstream gets a copy of it
-    /// only when a retry is possible (retries configured, more than one
-    /// endpoint, a held body). `attempts` counts each exchange tried (the
+    /// only when a retry may follow (retries left, more than one endpoint,
+    /// a held body). `attempts` counts each exchange tried (the
     /// access log's `attempts`, SPEC 10), whether the send ends well or
     /// not.
     #[expect(
@@ -740,7 +740,9 @@ impl Upstream {
                 tried.add(idx);
                 *attempts += 1;
                 let body = OutBody::Held(held.clone());
-                let e = match self.send_once(idx, head, added, body, timeout, true).await {
+                // The last attempt allowed needs no copy of the head after it.
+                let again = attempts_left > 0;
+                let e = match self.send_once(idx, head, added, body, timeout, again).await {
                     Ok(sent) => return Ok(sent),
                     Err(e) => e,
                 };
