@@ -15,6 +15,10 @@
 #   CACHE=1 benches/callgrind.sh        # also simulated first-level cache
 #                                       # misses per request (instruction
 #                                       # and data; --cache-sim=yes)
+#   BRANCH=1 benches/callgrind.sh       # also simulated branch
+#                                       # mispredictions per request
+#                                       # (conditional, indirect;
+#                                       # --branch-sim=yes)
 #   RULES_REQUEST=1 benches/callgrind.sh  # the plain route, sent the rule
 #                                       # set's request (its path, Host,
 #                                       # x-user-id and Cookie): what the
@@ -43,6 +47,7 @@ ATOMICS=${ATOMICS:-}
 RULES_REQUEST=${RULES_REQUEST:-}
 SAME=${SAME:-}
 CACHE=${CACHE:-}
+BRANCH=${BRANCH:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
     echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
     exit 2
@@ -105,6 +110,7 @@ fi
 VG_OPTS=()
 [ -z "$ATOMICS" ] || VG_OPTS+=(--dump-instr=yes)
 [ -z "$CACHE" ] || VG_OPTS+=(--cache-sim=yes)
+[ -z "$BRANCH" ] || VG_OPTS+=(--branch-sim=yes)
 valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" "${VG_OPTS[@]}" \
     "${CMD[@]}" >"$TMP/proxy.log" 2>&1 &
 VG=$!
@@ -128,8 +134,11 @@ total=$(event_total Ir)
 echo "requests: $reqs${errs:+ (non-2xx: $errs)}"
 echo "instructions: $total"
 awk -v t="$total" -v r="$reqs" 'BEGIN {printf "instructions per request: %.0f\n", t / r}'
-if [ -n "$CACHE" ]; then
-    for event in I1mr D1mr D1mw; do
+events=()
+[ -z "$CACHE" ] || events+=(I1mr D1mr D1mw)
+[ -z "$BRANCH" ] || events+=(Bc Bcm Bi Bim)
+if [ "${#events[@]}" -gt 0 ]; then
+    for event in "${events[@]}"; do
         awk -v e="$event" -v t="$(event_total "$event")" -v r="$reqs" \
             'BEGIN {printf "%s per request: %.0f\n", e, t / r}'
     done
