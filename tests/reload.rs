@@ -6,6 +6,7 @@
 //! - `sighup_and_post_reload_make_new_generations`
 //! - `invalid_edit_keeps_the_old_config`
 //! - `configmap_symlink_swap_is_picked_up`
+//! - `other_files_in_the_directory_are_not_read_as_config`
 //! - `fifty_reloads_under_load_fail_no_request`
 //! - `upgraded_stream_survives_a_reload`
 //! - `experiment_counts_survive_only_an_unchanged_definition`
@@ -263,6 +264,51 @@ async fn configmap_symlink_swap_is_picked_up() {
         "sources list the name, not the link's target: {}",
         cfg["sources"]
     );
+}
+
+/// Bytes the process has read so far, files and sockets (`rchar`).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.parse().ok())
+        .expect("rchar")
+}
+
+#[tokio::test]
+async fn other_files_in_the_directory_are_not_read_as_config() {
+    let s = setup().await;
+    // 256 KiB of comments: one more read of the config stands out from
+    // whatever else the process reads meanwhile.
+    let padding = format!("# {}\n", "x".repeat(1023)).repeat(256);
+    std::fs::write(s.file(), s.rules("a") + &padding).expect("write");
+    let p = run(&s.file(), s.listen, s.admin);
+    assert_eq!(body(&p).await, "a");
+    let pid = p.child.id();
+    let before = bytes_read(pid);
+    // A log written next to the rules, every 100 ms for 1.5 s: each write
+    // an event in the watched directory, and never 150 ms of quiet.
+    let log = s.dir.path().join("access.log");
+    for i in 0..15 {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the log");
+        writeln!(f, "line {i}").expect("append");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let read = bytes_read(pid) - before;
+    assert!(read < 64 * 1024, "the config was read again: {read} bytes");
+    assert_eq!(p.generation().await, 1);
+    // The rule file itself still counts, and is read (the measure works).
+    std::fs::write(s.file(), s.rules("b") + &padding).expect("write");
+    let took = until_served_by(&p, "b", Duration::from_secs(3)).await;
+    assert!(took.is_some(), "the rule file's change was not picked up");
+    let read = bytes_read(pid) - before;
+    assert!(read >= 256 * 1024, "the new config read: {read} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

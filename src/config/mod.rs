@@ -157,6 +157,12 @@ fn read_rule_file(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// Whether a config directory lists a file of this name: `*.yaml` or
+/// `*.yml`, not hidden.
+pub fn is_rule_file_name(name: &[u8]) -> bool {
+    !name.starts_with(b".") && (name.ends_with(b".yaml") || name.ends_with(b".yml"))
+}
+
 /// The files a config path stands for, in load order.
 pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     let name: Arc<str> = Arc::from(path.display().to_string());
@@ -170,9 +176,7 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     let mut files = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let bytes = file_name.as_encoded_bytes();
-        let is_yaml = bytes.ends_with(b".yaml") || bytes.ends_with(b".yml");
-        if bytes.starts_with(b".") || !is_yaml {
+        if !is_rule_file_name(file_name.as_encoded_bytes()) {
             continue;
         }
         let p = entry.path();
