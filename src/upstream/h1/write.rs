@@ -395,30 +395,35 @@ mod tests {
             authority: Some("backend:8080"),
             host: Some(&host),
         };
-        let bare = Request::get("/a")
-            .body(full(Bytes::new()))
-            .expect("request");
-        assert_eq!(
-            written_to(bare, ep).expect("bare"),
-            "GET /a HTTP/1.1\r\nhost: backend:8080\r\n\r\n"
-        );
         // A Host of its own is kept; the authority is a CONNECT's only.
-        let own = Request::get("/a")
-            .header("host", "x")
-            .body(full(Bytes::new()))
-            .expect("request");
-        assert_eq!(
-            written_to(own, ep).expect("own"),
-            "GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
-        );
-        let connect = Request::connect("client.example:443")
-            .header("host", "x")
-            .body(full(Bytes::new()))
-            .expect("request");
-        assert_eq!(
-            written_to(connect, ep).expect("connect"),
-            "CONNECT backend:8080 HTTP/1.1\r\nhost: x\r\n\r\n"
-        );
+        let cases = [
+            (
+                Method::GET,
+                "/a",
+                None,
+                "GET /a HTTP/1.1\r\nhost: backend:8080\r\n\r\n",
+            ),
+            (
+                Method::GET,
+                "/a",
+                Some("x"),
+                "GET /a HTTP/1.1\r\nhost: x\r\n\r\n",
+            ),
+            (
+                Method::CONNECT,
+                "client.example:443",
+                Some("x"),
+                "CONNECT backend:8080 HTTP/1.1\r\nhost: x\r\n\r\n",
+            ),
+        ];
+        for (method, target, own_host, want) in cases {
+            let mut req = Request::builder().method(method).uri(target);
+            if let Some(h) = own_host {
+                req = req.header("host", h);
+            }
+            let req = req.body(full(Bytes::new())).expect("request");
+            assert_eq!(written_to(req, ep).expect(target), want);
+        }
     }
 
     #[test]
