@@ -288,7 +288,8 @@ start() {
 }
 
 # run_wrk NAME PORT PID PATH [HEADERS...]: one wrk run; appends
-# "rps p50 p99 cpu10k errors user10k" to $TMP/NAME.results.
+# "rps p50 p99 cpu10k errors user10k round" to $TMP/NAME.results ($round:
+# the caller's round, 0 outside one).
 run_wrk() {
     local name=$1 port=$2 pid=$3 path=$4
     shift 4
@@ -309,7 +310,7 @@ run_wrk() {
     local cpu10k user10k
     cpu10k=$(per10k $((after - before)) "$reqs")
     user10k=$(per10k $((uafter - ubefore)) "$reqs")
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs $user10k" >>"$TMP/$name.results"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu10k $errs $user10k ${round:-0}" >>"$TMP/$name.results"
     local note=
     [ "$errs" = 0 ] || note=", $errs errors"
     log "  $name: $rps req/s, p50 $p50, p99 $p99, $cpu10k CPU s/10k req$note"
@@ -318,6 +319,49 @@ run_wrk() {
 col() { # col NAME FIELD -> median of that field over rounds
     [ -f "$TMP/$1.results" ] || { echo nan; return; }
     median $(awk -v f="$2" '{print $f}' "$TMP/$1.results")
+}
+
+# paired A B: A against B round by round. The two ran back to back in each
+# round, on the same state of the host, so the ratio of each round's pair
+# varies less than the ratio of the two medians: the median of those
+# ratios, how many rounds A did at least as well, and the sign test's
+# two-sided p (the chance of a split this uneven or more if neither were
+# better; small p: a real difference, large p: no difference the rounds
+# can show).
+paired() {
+    [ -f "$TMP/$1.results" ] && [ -f "$TMP/$2.results" ] || return 0
+    awk -v a="$1" -v b="$2" '
+        function median(v, n,    i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) { t = v[j]; v[j] = v[j-1]; v[j-1] = t }
+            return n % 2 ? v[(n+1)/2] : (v[n/2] + v[n/2+1]) / 2
+        }
+        function sign_p(k, n,    i, m, c, s) {
+            m = k < n - k ? k : n - k; c = 1; s = 0
+            for (i = 0; i <= m; i++) { s += c; c = c * (n - i) / (i + 1) }
+            s = 2 * s / 2 ^ n
+            return s > 1 ? 1 : s
+        }
+        function line(what, v, better, n,    k, i, list) {
+            for (i = 1; i <= n; i++) list = list sprintf(" %.3f", v[i])
+            k = better
+            printf "  %-13s median %.3f×, %s in %d of %d rounds (sign test p = %.2f):%s\n", what, median(v, n), (what == "req/s" ? "at least level" : "at most level"), k, n, sign_p(k, n), list
+        }
+        FNR == NR { first[$7] = $0; next }
+        $7 in first && $1 > 0 && $3 > 0 && $4 > 0 {
+            split(first[$7], x)
+            n++
+            rps[n] = x[1] / $1; cpu[n] = x[4] / $4; p99[n] = x[3] / $3
+            if (rps[n] >= 1) wr++
+            if (cpu[n] <= 1) wc++
+            if (p99[n] <= 1) wp++
+        }
+        END {
+            if (n == 0) exit
+            printf "%s against %s, round by round:\n", a, b
+            line("req/s", rps, wr, n)
+            line("CPU/request", cpu, wc, n)
+            line("p99", p99, wp, n)
+        }' "$TMP/$1.results" "$TMP/$2.results"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan") print "-"; else printf "%.2f", a / b }'; }
@@ -559,6 +603,9 @@ versus() {
 # At equal work: NGINX and HAProxy adding the headers Pointsman adds.
 versus pointsman nginx-same "the same headers added"
 versus pointsman haproxy-same "the same headers added"
+echo
+paired pointsman nginx
+paired pointsman haproxy
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules pointsman-catchall nginx-rules haproxy-rules
 # Issue 19's goal: the rule set within 5 % of the plain path. Against the
 # plain row the request differs too (path, three more headers); against

@@ -141,6 +141,7 @@ if section large; then
         done
         table "large rule set, $n routes" "large-haproxy-$n" "large-pointsman-$n" "large-haproxy-$n" "large-nginx-$n"
         echo "  ratios to nginx: pointsman $(ratio "$(col "large-pointsman-$n" 1)" "$(col "large-nginx-$n" 1)")× req/s, $(ratio "$(col "large-pointsman-$n" 4)" "$(col "large-nginx-$n" 4)")× CPU/request"
+        paired "large-pointsman-$n" "large-nginx-$n" | sed 's/^/  /'
         for proxy in $PROXIES; do
             read -r kb secs <"$TMP/large-$proxy-$n.mem"
             printf '  %-10s %6d routes: VmRSS %8d kB after the runs, ready in %ss\n' "$proxy" "$n" "$kb" "$secs"
