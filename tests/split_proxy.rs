@@ -9,6 +9,8 @@
 //! - `forcing_needs_allow_force`: header and `pm_force`, experiment and canary.
 //! - `canary_progresses_through_short_steps`: weights seen via `/canaries`
 //!   and traffic; the start-up warning without `state_file`.
+//! - `a_canary_added_to_an_idle_proxy_is_driven`: the driver, asleep
+//!   while no canary is live, wakes for one a reload adds.
 //! - `failing_canary_rolls_back_and_stable_keeps_serving`: the guard.
 //! - `operator_actions_answer_200_404_409`.
 //! - `rollback_survives_a_restart_with_state_file`.
@@ -275,6 +277,37 @@ async fn forcing_needs_allow_force() {
     );
     // Forced requests are not counted.
     assert_eq!(experiment_stats(&p, "open").await["total"], 0);
+}
+
+/// While no canary is live the driver sleeps (an idle proxy is not woken
+/// for it); a canary a reload adds is then driven through its steps all
+/// the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_added_to_an_idle_proxy_is_driven() {
+    let Ab { dir: _dir, p, .. } = start_ab("routes:\n  - name: shop\n    to: a\n").await;
+    // Long past the driver's first look: it waits for a canary now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let with_canary = text.replace(
+        "    to: a\n",
+        "    canary:\n      stable: a\n      canary: b\n      sticky_on: [header:x-user-id]\n      steps:\n        - { weight: 0, hold: 300ms }\n        - { weight: 100 }\n",
+    );
+    assert_ne!(text, with_canary);
+    support::write_atomic(&p.config, &with_canary);
+    let (status, body) = p.post_reload().await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = canary_view(&p, "shop").await;
+        if view["state"] == "promoted" {
+            assert_eq!(view["weight"].as_f64(), Some(100.0), "{view}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not driven: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = get(p.addr, "/", &[("x-user-id", "after")]).await;
+    assert_eq!(r.header("x-seen-variant"), Some("shop=canary"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// (route name, definition identity).
@@ -22,6 +23,9 @@ pub struct CanaryRegistry {
     map: ArcSwap<HashMap<RegistryKey, Weak<CanaryRuntime>>>,
     /// The `state_file`, once [`CanaryRegistry::use_state_file`] ran.
     store: ArcSwapOption<StateStore>,
+    /// Told when a canary starts, or the registry goes: the driver waits
+    /// on it while no canary is live.
+    started: Arc<Notify>,
 }
 
 impl CanaryRegistry {
@@ -62,6 +66,7 @@ impl CanaryRegistry {
             next.insert(key.clone(), Arc::downgrade(&runtime));
             let prev = self.map.compare_and_swap(&cur, Arc::new(next));
             if Arc::ptr_eq(&prev, &cur) {
+                self.started.notify_one();
                 runtime.set_store(store, now);
                 return Canary::from_parts(def, runtime);
             }
@@ -104,6 +109,11 @@ impl CanaryRegistry {
         self.map.load().values().filter_map(Weak::upgrade).collect()
     }
 
+    /// Whether any canary is live (a snapshot holds it).
+    fn any_live(&self) -> bool {
+        self.map.load().values().any(|w| w.strong_count() > 0)
+    }
+
     /// Advances steps and judges guards of every live canary.
     pub fn tick(&self, now: Instant) {
         for runtime in self.live() {
@@ -111,9 +121,13 @@ impl CanaryRegistry {
         }
     }
 
-    /// Spawns a task calling [`CanaryRegistry::tick`] every `period`.
+    /// Spawns a task calling [`CanaryRegistry::tick`] every `period` while
+    /// a canary is live; while none is, it sleeps until one starts (an
+    /// idle process is not woken four times a second for nothing). It ends
+    /// with the registry.
     pub fn spawn_driver(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
         let registry = Arc::downgrade(self);
+        let started = self.started.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -122,9 +136,23 @@ impl CanaryRegistry {
                 let Some(registry) = registry.upgrade() else {
                     return;
                 };
-                registry.tick(Instant::now());
+                if registry.any_live() {
+                    registry.tick(Instant::now());
+                    continue;
+                }
+                drop(registry);
+                // A start since the look above left a permit: no wait then.
+                started.notified().await;
+                interval.reset();
             }
         })
+    }
+}
+
+impl Drop for CanaryRegistry {
+    fn drop(&mut self) {
+        // Ends a driver waiting for a start.
+        self.started.notify_one();
     }
 }
 
