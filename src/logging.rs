@@ -7,12 +7,15 @@
 //! stalls (a full pipe, a slow log shipper) then stalled every request.
 //! Queued, a line costs its copy into the queue. The writer wakes every
 //! [`WRITE_INTERVAL`] (sooner when the queue is half full) and writes what
-//! gathered in one `write`, so lines appear up to that late. When the
+//! gathered in one `write`, so lines appear up to that late. After a
+//! quiet second it sleeps until the next line wakes it
+//! ([`IdlePark`]): an idle process is not woken. When the
 //! reader stalls long enough to fill the queue, lines are dropped and
 //! counted (`pointsman_log_lines_dropped_total`), as HAProxy drops log
 //! lines rather than wait, so traffic goes on.
 
 use crate::bounded::BoundedQueue;
+use crate::idle_park::IdlePark;
 use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -39,6 +42,8 @@ static DROPPED: OnceLock<Arc<Shared>> = OnceLock::new();
 #[derive(Debug)]
 struct Shared {
     queue: BoundedQueue<Vec<u8>>,
+    /// The writer's wait between drains.
+    park: IdlePark,
     dropped: AtomicU64,
     /// Set by the guard: write what is queued now.
     closing: AtomicBool,
@@ -77,6 +82,7 @@ pub fn dropped_lines() -> u64 {
 fn writer_to(out: impl Write + Send + 'static) -> (LogQueue, LogGuard) {
     let shared = Arc::new(Shared {
         queue: BoundedQueue::new(QUEUED_LINES),
+        park: IdlePark::new(WRITE_INTERVAL),
         dropped: AtomicU64::new(0),
         closing: AtomicBool::new(false),
         closed: AtomicBool::new(false),
@@ -99,14 +105,18 @@ fn writer_to(out: impl Write + Send + 'static) -> (LogQueue, LogGuard) {
 impl LogQueue {
     fn push(&self, line: Vec<u8>) {
         let shared = &self.0;
-        if shared.writer.get().is_none() || shared.queue.push(line).is_err() {
+        let Some(writer) = shared.writer.get() else {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if shared.queue.push(line).is_err() {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if shared.queue.len() == QUEUED_LINES / 2
-            && let Some(t) = shared.writer.get()
-        {
-            t.unpark();
+        if shared.queue.len() == QUEUED_LINES / 2 {
+            writer.unpark();
+        } else {
+            shared.park.pushed(writer);
         }
     }
 }
@@ -163,19 +173,27 @@ impl Drop for LogGuard {
     }
 }
 
-/// The writer thread: every [`WRITE_INTERVAL`] (or when woken), writes
-/// every queued line and flushes. A write error drops the line, counted.
+/// The writer thread: every [`WRITE_INTERVAL`] while lines come, or when
+/// woken, writes every queued line and flushes. A write error drops the
+/// line, counted.
 fn write_loop(shared: &Shared, out: impl Write) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, out);
     loop {
-        std::thread::park_timeout(WRITE_INTERVAL);
+        shared
+            .park
+            .wait(|| shared.queue.is_empty() && !shared.closing.load(Ordering::Acquire));
         let closing = shared.closing.load(Ordering::Acquire);
+        let mut found = false;
         while let Some(line) = shared.queue.pop() {
+            found = true;
             if out.write_all(&line).is_err() {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let _ = out.flush();
+        shared.park.drained(found);
+        if found {
+            let _ = out.flush();
+        }
         if closing {
             shared.closed.store(true, Ordering::Release);
         }

@@ -21,6 +21,7 @@ mod fuzz_corpus;
 mod grpc;
 mod hardening;
 mod health;
+mod idle;
 mod metrics_dashboard;
 mod observability;
 mod reload;

@@ -11,6 +11,7 @@
 
 use crate::bounded::BoundedQueue;
 use crate::clock::rfc3339_millis;
+use crate::idle_park::IdlePark;
 use crate::logging::WRITE_INTERVAL;
 use http::HeaderValue;
 use prometheus::IntCounter;
@@ -63,6 +64,8 @@ pub struct ExposureLog {
 struct Shared {
     /// At most [`QUEUE`] records, allocated as they arrive.
     queue: BoundedQueue<ExposureRecord>,
+    /// The writer's wait between drains.
+    park: IdlePark,
     target: arc_swap::ArcSwapOption<ExposureTarget>,
     reopen: AtomicBool,
     logged: Option<IntCounter>,
@@ -78,6 +81,7 @@ impl ExposureLog {
         ExposureLog {
             shared: Arc::new(Shared {
                 queue: BoundedQueue::new(QUEUE),
+                park: IdlePark::new(WRITE_INTERVAL),
                 target: Default::default(),
                 reopen: AtomicBool::new(false),
                 logged,
@@ -114,7 +118,9 @@ impl ExposureLog {
 
     /// Queues a record; when the queue is full it is dropped and counted.
     /// The writer is not woken (that would be a system call on the serving
-    /// thread): it looks every [`WRITE_INTERVAL`], sooner at half full.
+    /// thread): it looks every [`WRITE_INTERVAL`], sooner at half full,
+    /// unless it went quiet ([`IdlePark`]): the first record after a quiet
+    /// second wakes it.
     pub fn push(&self, record: ExposureRecord) {
         if self.shared.queue.push(record).is_err() {
             if let Some(c) = &self.shared.dropped {
@@ -122,10 +128,12 @@ impl ExposureLog {
             }
             return;
         }
-        if self.shared.queue.len() == QUEUE / 2
-            && let Some(t) = self.writer.get()
-        {
-            t.unpark();
+        if let Some(t) = self.writer.get() {
+            if self.shared.queue.len() == QUEUE / 2 {
+                t.unpark();
+            } else {
+                self.shared.park.pushed(t);
+            }
         }
     }
 
@@ -157,24 +165,26 @@ impl ExposureLog {
     }
 }
 
-/// The writer thread: every [`WRITE_INTERVAL`] while a log is configured
-/// (200 ms while none is) or when woken, reopens when asked and drains
-/// the queue line by line. Never ends (the process owns one log).
+/// The writer thread: every [`WRITE_INTERVAL`] while records come, or
+/// when woken (a record after a quiet spell, a reopen, a new config),
+/// reopens when asked and drains the queue line by line. Never ends (the
+/// process owns one log).
 fn write_loop(shared: &Shared) {
     let mut out: Option<(Arc<ExposureTarget>, Box<dyn Write + Send>)> = None;
     loop {
-        let wait = if shared.target.load().is_some() {
-            WRITE_INTERVAL
-        } else {
-            Duration::from_millis(200)
-        };
-        std::thread::park_timeout(wait);
+        shared
+            .park
+            .wait(|| shared.queue.is_empty() && !shared.reopen.load(Ordering::Acquire));
         if shared.reopen.swap(false, Ordering::AcqRel) {
             out = None;
         }
         let Some(target) = shared.target.load_full() else {
             // Disabled: records queued before are dropped quietly.
-            while shared.queue.pop().is_some() {}
+            let mut found = false;
+            while shared.queue.pop().is_some() {
+                found = true;
+            }
+            shared.park.drained(found);
             out = None;
             continue;
         };
@@ -182,10 +192,15 @@ fn write_loop(shared: &Shared) {
             out = open(&target).map(|w| (target.clone(), w));
         }
         let Some((target, w)) = out.as_mut() else {
+            // Not open: tried again at the next drain while records wait,
+            // else when the next one comes.
+            shared.park.drained(!shared.queue.is_empty());
             continue;
         };
         let mut wrote = false;
+        let mut found = false;
         while let Some(r) = shared.queue.pop() {
+            found = true;
             let line = format_line(&r, target.hash_ids, &shared.replica);
             match w.write_all(line.as_bytes()) {
                 Ok(()) => {
@@ -205,6 +220,7 @@ fn write_loop(shared: &Shared) {
         if wrote && let Err(e) = w.flush() {
             tracing::error!("cannot write the exposure log: {e}");
         }
+        shared.park.drained(found);
     }
 }
 
