@@ -113,11 +113,7 @@ impl LogQueue {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if shared.queue.len() == QUEUED_LINES / 2 {
-            writer.unpark();
-        } else {
-            shared.park.pushed(writer);
-        }
+        shared.park.pushed(writer, shared.queue.len(), QUEUED_LINES);
     }
 }
 

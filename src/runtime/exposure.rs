@@ -129,11 +129,7 @@ impl ExposureLog {
             return;
         }
         if let Some(t) = self.writer.get() {
-            if self.shared.queue.len() == QUEUE / 2 {
-                t.unpark();
-            } else {
-                self.shared.park.pushed(t);
-            }
+            self.shared.park.pushed(t, self.shared.queue.len(), QUEUE);
         }
     }
 
