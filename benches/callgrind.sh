@@ -5,6 +5,10 @@
 #
 #   benches/callgrind.sh                # plain catch-all route
 #   RULES=300 benches/callgrind.sh      # the realistic rule set of e2e.sh
+#   LARGE=10000 benches/callgrind.sh    # e2e.sh's large rule set (host +
+#                                       # path prefix + header per route,
+#                                       # the last one matched); with
+#                                       # NGINX=1, NGINX's form of it
 #   FLOOR=1 benches/callgrind.sh        # examples/hyper_floor.rs instead
 #   NGINX=1 benches/callgrind.sh        # NGINX as the proxy (plain only):
 #                                       # the same count for the reference
@@ -35,6 +39,7 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-10}
 RULES=${RULES:-0}
+LARGE=${LARGE:-0}
 BASE_PORT=${BASE_PORT:-18200}
 TOP=${TOP:-40}
 KEEP=${KEEP:-} # a directory to copy callgrind.out into
@@ -49,7 +54,7 @@ SAME=${SAME:-}
 CACHE=${CACHE:-}
 BRANCH=${BRANCH:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
-    echo "error: NGINX=1 measures the plain proxy only (RULES=0)" >&2
+    echo "error: NGINX=1 measures the plain proxy or LARGE=N, not RULES" >&2
     exit 2
 fi
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
@@ -89,7 +94,15 @@ if [ "$RULES" -gt 0 ] || [ -n "$RULES_REQUEST" ]; then
     HEADERS=(-H "Host: shop.example.com" -H "x-user-id: user-4217" -H "Cookie: session=abc123; theme=dark")
     URL_PATH=/api/v2/items/12345
 fi
-if [ "$RULES" -gt 0 ]; then
+if [ "$LARGE" -gt 0 ]; then
+    # shellcheck source=benches/e2e/large_rules.sh
+    . "$ROOT/benches/e2e/large_rules.sh"
+    THREADS=1
+    read -r lpath lhost ltenant <<<"$(large_request "$LARGE")"
+    HEADERS=(-H "Host: $lhost" -H "x-tenant: $ltenant")
+    URL_PATH=$lpath
+    gen_large_pointsman "$LARGE" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
+elif [ "$RULES" -gt 0 ]; then
     gen_rules "$RULES" "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
 else
     plain_rules "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
@@ -100,7 +113,12 @@ if [ -n "$NGINX" ]; then
     # One process (no master), one worker's work: what e2e.sh's nginx
     # target does per request, with the same proxy settings.
     mkdir -p "$TMP/proxy"
-    nginx_plain_proxy "$TMP/proxy" "127.0.0.1:$P_PROXY" "$P_BACKEND" off "$SAME" >"$TMP/proxy/nginx.conf"
+    if [ "$LARGE" -gt 0 ]; then
+        gen_large_nginx "$LARGE" "$P_PROXY" "$TMP/proxy" |
+            sed 's/master_process on;/master_process off;/' >"$TMP/proxy/nginx.conf"
+    else
+        nginx_plain_proxy "$TMP/proxy" "127.0.0.1:$P_PROXY" "$P_BACKEND" off "$SAME" >"$TMP/proxy/nginx.conf"
+    fi
     CMD=(nginx -c "$TMP/proxy/nginx.conf" -p "$TMP/proxy" -e "$TMP/proxy/error.log")
 elif [ -n "$FLOOR" ]; then
     CMD=("$FLOOR_BIN" "127.0.0.1:$P_PROXY" "127.0.0.1:$P_BACKEND" 1)
