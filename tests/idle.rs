@@ -34,9 +34,11 @@ fn switches(pid: u32) -> Vec<(String, u64)> {
 
 /// With the access log on and a request served (so the log writer, the
 /// connection sweeper and the request path have all run), the process
-/// then sits idle: at most 15 wake-ups in 3 s, all threads together. The
-/// log writer alone woke 300 times (every 10 ms) and the canary driver 24
-/// (every 250 ms, and no canary configured) before they learnt to sleep.
+/// then sits idle: at most 6 wake-ups in 3 s, all threads together (the
+/// dashboard's sampler, every 10 s, may fall in them). The log writer
+/// alone woke 300 times (every 10 ms), the canary driver 24 (every 250 ms,
+/// and no canary configured) and the connection sweeper 6 (every second)
+/// before they learnt to sleep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxy_is_not_woken() {
     let p = Binary::start(
@@ -55,7 +57,7 @@ async fn an_idle_proxy_is_not_woken() {
         after.iter().map(|t| t.1).sum::<u64>() - before.iter().map(|t| t.1).sum::<u64>();
     assert!(!before.is_empty());
     assert!(
-        woken <= 15,
+        woken <= 6,
         "{woken} wake-ups in 3 s of idle; per thread, before and after: {before:?} {after:?}"
     );
 }

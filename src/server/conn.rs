@@ -84,8 +84,7 @@ pub(super) async fn serve_connection(
     registry: Arc<Registry>,
 ) {
     let limits = live.snapshot().config.settings.limits.clone();
-    let watch = Arc::new(Watch::new(peer, &limits));
-    registry.add(&watch);
+    let watch = registry.open(peer, &limits);
     // `closed` resolves when the socket is dropped: an upgraded stream
     // (WebSocket) outlives hyper's connection, and the connection, its
     // permit included, lasts until then, so the drain waits for it too.

@@ -12,6 +12,9 @@
 //! are woken by the sweeper, instead of one tokio timer entry per request.
 //! Deadlines are kept to within one sweep period (a quarter of the
 //! smallest of `idle_timeout` and `header_read_timeout`, at most 1 s).
+//! While no connection is open the sweeper sleeps until one opens, so an
+//! idle proxy is not woken for it; each connection brings the coarse
+//! clock to now as it opens, since the clock stands still meanwhile.
 
 use crate::compile::Limits;
 use atomic_waker::AtomicWaker;
@@ -19,7 +22,7 @@ use crossbeam_queue::SegQueue;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -216,12 +219,43 @@ impl Watch {
 #[derive(Debug, Default)]
 pub(super) struct Registry {
     conns: SegQueue<Weak<Watch>>,
+    /// The sweeper waits for a connection to open (none is).
+    idle: AtomicBool,
+    /// Wakes an idle sweeper.
+    opened: tokio::sync::Notify,
 }
 
 impl Registry {
-    /// Adds a connection; it leaves when it is dropped.
-    pub(super) fn add(&self, conn: &Arc<Watch>) {
-        self.conns.push(Arc::downgrade(conn));
+    /// A new connection's watch, registered (it leaves when dropped); an
+    /// idle sweeper is woken.
+    pub(super) fn open(&self, peer: SocketAddr, limits: &Limits) -> Arc<Watch> {
+        // The coarse clock stood still if no connection was open; the
+        // watch's deadlines start from it.
+        tick_clock();
+        let watch = Arc::new(Watch::new(peer, limits));
+        self.conns.push(Arc::downgrade(&watch));
+        // Pairs with the fence in `going_idle`: either the sweeper sees
+        // this connection, or this sees the sweeper idle.
+        fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::Relaxed) {
+            self.opened.notify_one();
+        }
+        watch
+    }
+
+    /// After a sweep: whether no connection is open, and if so the
+    /// sweeper counts as idle (the next [`Registry::open`] wakes it).
+    fn going_idle(&self) -> bool {
+        if !self.conns.is_empty() {
+            return false;
+        }
+        self.idle.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.conns.is_empty() {
+            return true;
+        }
+        self.idle.store(false, Ordering::Relaxed);
+        false
     }
 
     /// Looks at every connection once: asks the idle ones to close (or,
@@ -246,8 +280,9 @@ impl Registry {
         released
     }
 
-    /// Sweeps every `period()` until the process ends; from the first
-    /// `stop`, every connection is asked to close.
+    /// Sweeps every `period()` while a connection is open, until the
+    /// process ends; from the first `stop`, every connection is asked to
+    /// close.
     pub(super) async fn run(
         self: Arc<Self>,
         period: impl Fn() -> Duration,
@@ -255,9 +290,16 @@ impl Registry {
     ) {
         let mut stopping = *stop.borrow();
         let mut release = false;
+        let mut idle = false;
         loop {
             if stopping {
                 tokio::time::sleep(period()).await;
+            } else if idle {
+                tokio::select! {
+                    r = stop.changed() => stopping = r.is_err() || *stop.borrow(),
+                    () = self.opened.notified() => {}
+                }
+                self.idle.store(false, Ordering::Relaxed);
             } else {
                 tokio::select! {
                     r = stop.changed() => stopping = r.is_err() || *stop.borrow(),
@@ -272,6 +314,8 @@ impl Registry {
                 crate::allocator::release_free_memory();
             }
             release = self.sweep(tick_clock(), stopping) > 0;
+            // Memory a closing connection freed is handed back first.
+            idle = !release && !stopping && self.going_idle();
         }
     }
 }

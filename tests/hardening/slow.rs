@@ -53,6 +53,29 @@ async fn row18_silent_and_slow_heads_close_at_the_header_timeout() {
     assert_eq!(t.backend.count(), 5, "only the probes arrived");
 }
 
+/// While no connection is open the sweeper sleeps and the coarse clock it
+/// keeps stands still. The first connection after an idle spell longer
+/// than `header_read_timeout` must wake it (else a silent client is
+/// never closed) and start from the real time (else it is closed at once,
+/// its deadline long past on the stale clock); a client is served after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_idle_spell_a_silent_connection_closes_at_the_header_timeout() {
+    let t = Target::start(", header_read_timeout: 600ms, idle_timeout: 30s", "");
+    for _ in 0..2 {
+        // Longer than the header timeout, with no connection open.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let s = TcpStream::connect(t.addr()).await.expect("connect");
+        let closed = until_closed(s, Duration::from_secs(5)).await;
+        println!("closed after {closed:?}");
+        let closed = closed.expect("not closed within 5 s");
+        assert!(closed >= Duration::from_millis(500), "{closed:?}");
+        assert!(closed < Duration::from_millis(2000), "{closed:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(probe(t.addr(), 3, Duration::from_millis(50)).await.len(), 3);
+    assert_eq!(t.backend.count(), 3);
+}
+
 /// Row 21: a flood of idle sockets past `max_connections` is refused (the
 /// excess closed at once), the admin API still answers, and once the
 /// silent sockets hit the header timeout, clients are served again.
