@@ -109,16 +109,14 @@ impl CanaryRegistry {
         self.map.load().values().filter_map(Weak::upgrade).collect()
     }
 
-    /// Whether any canary is live (a snapshot holds it).
-    fn any_live(&self) -> bool {
-        self.map.load().values().any(|w| w.strong_count() > 0)
-    }
-
-    /// Advances steps and judges guards of every live canary.
-    pub fn tick(&self, now: Instant) {
-        for runtime in self.live() {
+    /// Advances steps and judges guards of every live canary; whether
+    /// any was live.
+    pub fn tick(&self, now: Instant) -> bool {
+        let live = self.live();
+        for runtime in &live {
             runtime.tick(now);
         }
+        !live.is_empty()
     }
 
     /// Spawns a task calling [`CanaryRegistry::tick`] every `period` while
@@ -136,8 +134,7 @@ impl CanaryRegistry {
                 let Some(registry) = registry.upgrade() else {
                     return;
                 };
-                if registry.any_live() {
-                    registry.tick(Instant::now());
+                if registry.tick(Instant::now()) {
                     continue;
                 }
                 drop(registry);
