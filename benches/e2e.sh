@@ -341,10 +341,9 @@ paired() {
             s = 2 * s / 2 ^ n
             return s > 1 ? 1 : s
         }
-        function line(what, v, better, n,    k, i, list) {
+        function line(what, level, v, k, n,    i, list) {
             for (i = 1; i <= n; i++) list = list sprintf(" %.3f", v[i])
-            k = better
-            printf "  %-13s median %.3f×, %s in %d of %d rounds (sign test p = %.2f):%s\n", what, median(v, n), (what == "req/s" ? "at least level" : "at most level"), k, n, sign_p(k, n), list
+            printf "  %-13s median %.3f×, %s in %d of %d rounds (sign test p = %.2f):%s\n", what, median(v, n), level, k, n, sign_p(k, n), list
         }
         FNR == NR { first[$7] = $0; next }
         $7 in first && $1 > 0 && $3 > 0 && $4 > 0 {
@@ -358,9 +357,9 @@ paired() {
         END {
             if (n == 0) exit
             printf "%s against %s, round by round:\n", a, b
-            line("req/s", rps, wr, n)
-            line("CPU/request", cpu, wc, n)
-            line("p99", p99, wp, n)
+            line("req/s", "at least level", rps, wr, n)
+            line("CPU/request", "at most level", cpu, wc, n)
+            line("p99", "at most level", p99, wp, n)
         }' "$TMP/$1.results" "$TMP/$2.results"
 }
 
