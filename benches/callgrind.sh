@@ -23,6 +23,8 @@
 #                                       # mispredictions per request
 #                                       # (conditional, indirect;
 #                                       # --branch-sim=yes)
+#   H2=1 benches/callgrind.sh           # the plain route over h2c (h2load,
+#                                       # CONNS connections x 10 streams)
 #   RULES_REQUEST=1 benches/callgrind.sh  # the plain route, sent the rule
 #                                       # set's request (its path, Host,
 #                                       # x-user-id and Cookie): what the
@@ -53,6 +55,7 @@ RULES_REQUEST=${RULES_REQUEST:-}
 SAME=${SAME:-}
 CACHE=${CACHE:-}
 BRANCH=${BRANCH:-}
+H2=${H2:-}
 if [ -n "$NGINX" ] && [ "$RULES" -gt 0 ]; then
     echo "error: NGINX=1 measures the plain proxy or LARGE=N, not RULES" >&2
     exit 2
@@ -137,13 +140,23 @@ wait_port "$P_BACKEND"
 wait_port "$P_PROXY"
 URL=http://127.0.0.1:$P_PROXY$URL_PATH
 curl -sf "${HEADERS[@]}" -o /dev/null "$URL" || { echo "error: proxy did not answer 200" >&2; exit 1; }
-wrk -t1 -c"$CONNS" -d3s "${HEADERS[@]}" "$URL" >/dev/null 2>&1 || true
+if [ -n "$H2" ]; then
+    load() { h2load -c"$CONNS" -m10 -t1 -D"${1%s}" "${HEADERS[@]}" "$URL" 2>&1; }
+else
+    load() { wrk -t1 -c"$CONNS" -d"$1" "${HEADERS[@]}" "$URL" 2>&1; }
+fi
+load 3s >/dev/null || true
 callgrind_control -z "$VG" >/dev/null
-out=$(wrk -t1 -c"$CONNS" -d"$DURATION" "${HEADERS[@]}" "$URL" 2>&1)
+out=$(load "$DURATION")
 callgrind_control -d "$VG" >/dev/null
 sleep 1
-reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+if [ -n "$H2" ]; then
+    reqs=$(awk '/^requests:/ {print $8}' <<<"$out")
+    errs=$(awk '/^status codes:/ {n = $5 + $7 + $9} END {if (n) print n}' <<<"$out")
+else
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+fi
 dump=$(ls -t "$TMP"/callgrind.out* | grep -v '^$' | head -1)
 event_total() {
     callgrind_annotate --show="$1" "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
