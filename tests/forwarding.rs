@@ -479,6 +479,47 @@ async fn h2c_prior_knowledge_is_routed_like_h1() {
     assert_eq!(seen.headers["host"], p.addr.to_string());
 }
 
+/// A request id differs in every response, so over HTTP/2 it is sent as a
+/// literal never indexed: indexed, each one took an HPACK table entry no
+/// later response could use and pushed out those that could. It is the
+/// only such field in the answer.
+#[tokio::test]
+async fn h2_request_ids_are_never_indexed() {
+    use support::h2raw::{self, Repr};
+    let up = upstream(Mode::Echo).await;
+    let p = start(fallback_to(&up)).await;
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(&h2raw::hello()).await.unwrap();
+    wr.write_all(&h2raw::frame(h2raw::SETTINGS, 0x1, 0, &[]))
+        .await
+        .unwrap();
+    let authority = p.addr.to_string();
+    for stream in [1u32, 3, 5] {
+        let block = h2raw::get_block(&authority, "/id");
+        let flags = h2raw::END_HEADERS | h2raw::END_STREAM;
+        wr.write_all(&h2raw::frame(h2raw::HEADERS, flags, stream, &block))
+            .await
+            .unwrap();
+        let answer = loop {
+            let (kind, flags, on, payload) =
+                tokio::time::timeout(Duration::from_secs(5), h2raw::read_frame(&mut rd))
+                    .await
+                    .expect("an answer within 5 s")
+                    .unwrap();
+            if kind == h2raw::HEADERS && on == stream {
+                assert_ne!(flags & h2raw::END_HEADERS, 0, "one HEADERS frame");
+                break h2raw::reprs(&payload);
+            }
+        };
+        let never: Vec<_> = answer
+            .iter()
+            .filter(|r| **r == Repr::NeverIndexed)
+            .collect();
+        assert_eq!(never.len(), 1, "stream {stream}: {answer:?}");
+    }
+}
+
 #[tokio::test]
 async fn h2_upstream_gets_requests() {
     let up = h2_upstream().await;

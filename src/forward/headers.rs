@@ -328,20 +328,33 @@ pub fn declare_trailers(headers: &mut HeaderMap, declared: Option<HeaderValue>, 
 }
 
 /// The request id: the client's when usable (1–200 visible ASCII bytes),
-/// else 32 random hex digits.
+/// else 32 random hex digits. Marked [`never_indexed`].
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
+            return never_indexed(v.clone());
         }
     }
     // Hex into a stack buffer: `format!` cost ~1,000 instructions here.
     let mut id = [0u8; 32];
     match hex::encode_to_slice(fresh_id().to_be_bytes(), &mut id) {
-        Ok(()) => HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0")),
+        Ok(()) => HeaderValue::from_bytes(&id).map_or(HeaderValue::from_static("0"), never_indexed),
         Err(_) => HeaderValue::from_static("0"),
     }
+}
+
+/// `v`, to be sent over HTTP/2 as a literal "never indexed" (RFC 7541
+/// 6.2.3) rather than added to the connection's HPACK table. For a value
+/// that differs in every message, such as a request id: indexed, each one
+/// took a table entry no later message could use, evicting the entries
+/// that could (the upstream's `server`, `content-type`), and the h2
+/// encoder walked every earlier id of the same name looking for a match:
+/// 5,000 instructions a response with 50 ids in the table (callgrind,
+/// `H2=1 benches/callgrind.sh`).
+pub fn never_indexed(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
 }
 
 thread_local! {
@@ -409,7 +422,13 @@ mod tests {
         for id in &ids {
             assert_eq!(id.len(), 32);
             assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+            assert!(id.is_sensitive(), "never indexed over HTTP/2");
         }
+        let mut client = HeaderMap::new();
+        client.insert(X_REQUEST_ID, HeaderValue::from_static("from-the-client"));
+        let id = request_id(&client);
+        assert_eq!(id, "from-the-client");
+        assert!(id.is_sensitive(), "the client's id is never indexed either");
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub fn head(
     // makes them shared (an allocation, then an atomic count on every
     // clone and drop); a copy of these 32 bytes is one small allocation.
     added.set_request_id(
-        HeaderValue::from_bytes(request_id.as_bytes()).unwrap_or_else(|_| request_id.clone()),
+        HeaderValue::from_bytes(request_id.as_bytes())
+            .map_or_else(|_| request_id.clone(), headers::never_indexed),
     );
     te_trailers
 }

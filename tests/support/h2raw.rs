@@ -100,3 +100,79 @@ pub async fn connect(
     wr.write_all(&hello()).await?;
     Ok(wr)
 }
+
+/// Reads one frame: its type, flags, stream and payload.
+pub async fn read_frame<R: AsyncReadExt + Unpin>(
+    rd: &mut R,
+) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    rd.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    rd.read_exact(&mut payload).await?;
+    Ok((head[3], head[4], stream, payload))
+}
+
+/// How a field of an HPACK block is represented (RFC 7541 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repr {
+    /// A table entry by index.
+    Indexed,
+    /// A literal added to the dynamic table.
+    Incremental,
+    /// A literal left out of the table.
+    WithoutIndexing,
+    /// A literal no encoder may add to a table, here or downstream.
+    NeverIndexed,
+    /// A dynamic table size update.
+    SizeUpdate,
+}
+
+/// The representation of each field in `block`, in order. Strings are
+/// skipped by their length, so Huffman-coded ones need no decoding.
+pub fn reprs(block: &[u8]) -> Vec<Repr> {
+    fn int(b: &[u8], at: &mut usize, n: u8) -> usize {
+        let max = (1usize << n) - 1;
+        let mut v = usize::from(b[*at]) & max;
+        *at += 1;
+        if v == max {
+            let mut shift = 0;
+            loop {
+                let byte = b[*at];
+                *at += 1;
+                v += usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        v
+    }
+    fn skip_string(b: &[u8], at: &mut usize) {
+        let len = int(b, at, 7);
+        *at += len;
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < block.len() {
+        let first = block[at];
+        let (repr, prefix) = match first {
+            f if f & 0x80 != 0 => (Repr::Indexed, 7),
+            f if f & 0xc0 == 0x40 => (Repr::Incremental, 6),
+            f if f & 0xe0 == 0x20 => (Repr::SizeUpdate, 5),
+            f if f & 0xf0 == 0x10 => (Repr::NeverIndexed, 4),
+            _ => (Repr::WithoutIndexing, 4),
+        };
+        let index = int(block, &mut at, prefix);
+        if !matches!(repr, Repr::Indexed | Repr::SizeUpdate) {
+            if index == 0 {
+                skip_string(block, &mut at);
+            }
+            skip_string(block, &mut at);
+        }
+        out.push(repr);
+    }
+    out
+}
