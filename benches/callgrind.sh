@@ -33,7 +33,8 @@
 # Starts an NGINX backend and the release binary under callgrind
 # (--threads 1), warms up, zeroes the counters, sends wrk traffic for
 # DURATION (default 10s), dumps, and prints instructions per request and
-# the costliest functions (inclusive). Needs valgrind, nginx, wrk.
+# the costliest functions (inclusive). Needs valgrind, nginx, wrk (h2load
+# for H2).
 # Stops only what it started.
 
 set -euo pipefail
