@@ -203,8 +203,8 @@ fi
 
 # --------------------------------------------------------------------------
 # h2load_run NAME URL PID: one h2load run; appends "rps mean_ms 0 cpu10k
-# failed user10k" to $TMP/NAME.results (p50/p99: h2load gives min/max/mean
-# only).
+# failed user10k round" to $TMP/NAME.results (p50/p99: h2load gives
+# min/max/mean only; $round: the caller's).
 h2load_run() {
     local name=$1 url=$2 pid=$3 before after ubefore uafter out rps done_ failed mean cpu10k user10k secs
     secs=$(awk -v d="${DURATION%s}" 'BEGIN {print d + 0}')
@@ -223,7 +223,7 @@ h2load_run() {
     fi
     cpu10k=$(per10k $((after - before)) "$done_")
     user10k=$(per10k $((uafter - ubefore)) "$done_")
-    echo "$rps $(to_ms "$mean") 0 $cpu10k $failed $user10k" >>"$TMP/$name.results"
+    echo "$rps $(to_ms "$mean") 0 $cpu10k $failed $user10k ${round:-0}" >>"$TMP/$name.results"
     log "  $name: $rps req/s, mean $mean, $cpu10k CPU s/10k req, $failed failed"
 }
 
@@ -306,6 +306,10 @@ EOF
     done
     table "h2c (p50 column: mean; no p99 from h2load)" h2c-nginx h2c-pointsman h2c-nginx h2c-haproxy
     table "h2 over TLS 1.3 (p50 column: mean)" h2tls-nginx h2tls-pointsman h2tls-nginx h2tls-haproxy
+    echo
+    for kind in h2c h2tls; do
+        for other in nginx haproxy; do paired "$kind-pointsman" "$kind-$other"; done
+    done
     for proxy in pointsman nginx haproxy; do stop "h2-$proxy"; done
 fi
 
