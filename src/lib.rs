@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gather;
 pub mod idle_park;
 pub mod logging;
 pub mod metrics;

@@ -10,6 +10,7 @@ use super::service::{BoxedResponse, Conn, proxy_service};
 use super::sweep::{CLOSE, CLOSE_NOW, HeadTimer, PARK, Registry, Watch};
 use crate::compile::Limits;
 use crate::forward::tunnel::replay;
+use crate::gather::poll_write_gathered;
 use crate::pipeline::ConnInfo;
 use crate::runtime::Live;
 use bytes::Bytes;
@@ -457,7 +458,7 @@ impl AsyncWrite for Tracked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let res = poll_write_gathered(Pin::new(&mut this.inner), cx, bufs);
         this.watch.wrote(&res);
         res
     }

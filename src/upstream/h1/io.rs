@@ -3,6 +3,7 @@
 //! read first).
 
 use crate::forward::tunnel::replay;
+use crate::gather::poll_write_gathered;
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
@@ -51,7 +52,7 @@ impl AsyncWrite for Io {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Plain(s) => poll_write_gathered(Pin::new(s), cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
