@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 /// The most bytes copied into one `send`: copying 4 KiB costs tens of
-/// nanoseconds, a fraction of what the `writev` would have.
+/// nanoseconds, a fraction of what the `writev` would cost over a `send`.
 const GATHER_MAX: usize = 4096;
 
 /// A smaller stack buffer for the common case (a head and a short body),
