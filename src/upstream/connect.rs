@@ -3,7 +3,7 @@
 
 use super::SendError;
 use super::def::UpstreamDef;
-use super::h1::{Conn, H1Error, Io};
+use super::h1::{Conn, GatheredTcp, H1Error, Io};
 use super::h2::H2Sender;
 use crate::forward::body::{BoxError, ClientBodyError};
 use hyper_rustls::MaybeHttpsStream;
@@ -121,7 +121,7 @@ impl H1Dialer {
         let Some(name) = sni else {
             return Ok(Conn::new(Io::Plain(tcp)));
         };
-        match self.tls.connect(name.clone(), tcp).await {
+        match self.tls.connect(name.clone(), GatheredTcp(tcp)).await {
             Ok(tls) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
             Err(e) => Err(SendError::Tls {
                 endpoint: endpoint.clone(),
