@@ -3,20 +3,54 @@
 
 use super::SendError;
 use super::def::UpstreamDef;
-use super::h1::{Conn, GatheredTcp, H1Error, Io};
+use super::h1::{Conn, H1Error, Io};
 use super::h2::H2Sender;
 use crate::forward::body::{BoxError, ClientBodyError};
+use crate::gather::Gathered;
 use hyper_rustls::MaybeHttpsStream;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tower_service::Service as _;
 
 /// The connector toward upstreams: TCP, with rustls on top for `https://`
 /// endpoints (plain `http://` passes through).
-pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub(crate) type Connector = hyper_rustls::HttpsConnector<GatheringTcp>;
+
+/// hyper-util's TCP connector, its streams wrapped in [`Gathered`] so that
+/// h2's frames and rustls's records go out as one `send` when small.
+#[derive(Clone, Debug)]
+pub(crate) struct GatheringTcp(HttpConnector);
+
+impl tower_service::Service<http::Uri> for GatheringTcp {
+    type Response = TokioIo<Gathered<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            Ok(TokioIo::new(Gathered(tcp.into_inner())))
+        })
+    }
+}
+
+impl Connection for Gathered<TcpStream> {
+    fn connected(&self) -> Connected {
+        self.0.connected()
+    }
+}
 
 /// How long a pooled connection may sit idle. Kept below the usual backend
 /// keep-alive (60 s in nginx, 75 s default) so we close first and never
@@ -66,7 +100,7 @@ pub(crate) fn connector(def: &UpstreamDef) -> Connector {
         Some(n) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(n)),
         None => builder,
     };
-    builder.enable_http2().wrap_connector(tcp)
+    builder.enable_http2().wrap_connector(GatheringTcp(tcp))
 }
 
 /// How new HTTP/1.1 connections of one upstream are opened: TCP within
@@ -121,7 +155,7 @@ impl H1Dialer {
         let Some(name) = sni else {
             return Ok(Conn::new(Io::Plain(tcp)));
         };
-        match self.tls.connect(name.clone(), GatheredTcp(tcp)).await {
+        match self.tls.connect(name.clone(), Gathered(tcp)).await {
             Ok(tls) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
             Err(e) => Err(SendError::Tls {
                 endpoint: endpoint.clone(),
@@ -181,8 +215,7 @@ async fn dial(
     connector: &Connector,
     url: &str,
     endpoint: &Arc<str>,
-) -> Result<MaybeHttpsStream<TokioIo<TcpStream>>, SendError> {
-    use tower_service::Service;
+) -> Result<MaybeHttpsStream<TokioIo<Gathered<TcpStream>>>, SendError> {
     let uri = http::Uri::try_from(url).map_err(|e| SendError::Connect {
         endpoint: endpoint.clone(),
         source: e.into(),

@@ -3,7 +3,7 @@
 //! read first).
 
 use crate::forward::tunnel::replay;
-use crate::gather::poll_write_gathered;
+use crate::gather::{Gathered, poll_write_gathered};
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
@@ -18,53 +18,7 @@ pub(crate) enum Io {
     /// `http://`.
     Plain(TcpStream),
     /// `https://` (boxed: rustls's state is large and cold here).
-    Tls(Box<TlsStream<GatheredTcp>>),
-}
-
-/// The TCP stream under rustls, which writes its records with
-/// `poll_write_vectored`: small writes go out as one `send`
-/// ([`poll_write_gathered`]), as on a clear-text connection.
-#[derive(Debug)]
-pub(crate) struct GatheredTcp(pub(crate) TcpStream);
-
-impl AsyncRead for GatheredTcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for GatheredTcp {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        poll_write_gathered(Pin::new(&mut self.get_mut().0), cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
+    Tls(Box<TlsStream<Gathered<TcpStream>>>),
 }
 
 impl AsyncRead for Io {

@@ -19,7 +19,7 @@ mod io;
 mod read;
 mod write;
 
-pub(crate) use io::{GatheredTcp, Io, Rewind};
+pub(crate) use io::{Io, Rewind};
 pub(crate) use read::{Release, ResponseBody};
 pub(crate) use write::{EndpointHead, Outgoing};
 
