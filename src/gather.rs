@@ -48,9 +48,10 @@ pub fn poll_write_gathered<W: AsyncWrite + ?Sized>(
     }
 }
 
-/// A stream whose vectored writes go through [`poll_write_gathered`]: for
-/// a TCP stream under rustls (which writes its records vectored) or
-/// under hyper's h2 client (frame headers and payloads).
+/// A stream whose vectored writes go through [`poll_write_gathered`]:
+/// every upstream TCP stream, under Pointsman's HTTP/1.1 client (head and
+/// body), rustls (its records) or hyper's h2 client (frame headers and
+/// payloads).
 #[derive(Debug)]
 pub struct Gathered<T>(pub T);
 

@@ -153,7 +153,7 @@ impl H1Dialer {
             };
         let _ = tcp.set_nodelay(true);
         let Some(name) = sni else {
-            return Ok(Conn::new(Io::Plain(tcp)));
+            return Ok(Conn::new(Io::Plain(Gathered(tcp))));
         };
         match self.tls.connect(name.clone(), Gathered(tcp)).await {
             Ok(tls) => Ok(Conn::new(Io::Tls(Box::new(tls)))),

@@ -3,7 +3,7 @@
 //! read first).
 
 use crate::forward::tunnel::replay;
-use crate::gather::{Gathered, poll_write_gathered};
+use crate::gather::Gathered;
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 #[derive(Debug)]
 pub(crate) enum Io {
     /// `http://`.
-    Plain(TcpStream),
+    Plain(Gathered<TcpStream>),
     /// `https://` (boxed: rustls's state is large and cold here).
     Tls(Box<TlsStream<Gathered<TcpStream>>>),
 }
@@ -52,7 +52,7 @@ impl AsyncWrite for Io {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Io::Plain(s) => poll_write_gathered(Pin::new(s), cx, bufs),
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
