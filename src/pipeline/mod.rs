@@ -147,7 +147,7 @@ pub fn serve(
                 let (mut parts, body) = req.into_parts();
                 // A call's deadline counts from its arrival.
                 let deadline = match grpc {
-                    true => grpc::timeout(&parts.headers).map(|t| Instant::now() + t),
+                    true => grpc::timeout(&parts.headers).map(|t| start + t),
                     false => None,
                 };
                 let mut body = RequestBody::streaming(body);
