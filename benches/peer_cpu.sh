@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Who pays for a proxied request: the CPU the proxy, the backend and wrk
+# each spend per request, how long the host's cores stood idle, and how
+# often the proxy and the backend slept (voluntary context switches) or
+# were preempted, with Pointsman and with NGINX as the proxy in front of
+# the same NGINX backend.
+#
+# e2e.sh counts the proxy's CPU only. On a machine where the load
+# generator, the backend and the proxy share the cores, requests per second
+# also depend on what the proxy makes the other two spend and on how often
+# it leaves a core with nothing to run; this script measures both.
+#
+#   benches/peer_cpu.sh                  # 4 rounds of 8 s, wrk -c50
+#   ROUNDS=8 BIN=target/pgo/pointsman benches/peer_cpu.sh
+#
+# Settings (environment variables): ROUNDS (4; the two proxies alternate
+# which goes first), DURATION (8s), CONNS (50), BASE_PORT (18700),
+# NO_BUILD=1, BIN (the pointsman binary). A benchmark, not a test. Needs
+# nginx, wrk, GNU time (/usr/bin/time). Stops only what it started.
+
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-4}
+DURATION=${DURATION:-8s}
+CONNS=${CONNS:-50}
+BASE_PORT=${BASE_PORT:-18700}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release/pointsman}
+export PATH=$PATH:/usr/sbin
+P_BACKEND=$BASE_PORT
+P_NGINX=$((BASE_PORT + 1))
+P_POINTSMAN=$((BASE_PORT + 2))
+P_ADMIN=$((BASE_PORT + 3))
+HZ=$(getconf CLK_TCK)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
+# cleanup (at exit) and wait_port.
+# shellcheck source=benches/support/procs.sh
+. "$ROOT/benches/support/procs.sh"
+# shellcheck source=benches/support/nginx.sh
+. "$ROOT/benches/support/nginx.sh"
+# shellcheck source=benches/gen_rules.sh
+. "$ROOT/benches/gen_rules.sh"
+
+[ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
+
+mkdir -p "$TMP/backend" "$TMP/nginx" "$TMP/conf"
+nginx_backend "$TMP/backend" "$P_BACKEND" 1 >"$TMP/backend/nginx.conf"
+{
+    echo "worker_processes 1;"
+    nginx_plain_proxy "$TMP/nginx" "127.0.0.1:$P_NGINX backlog=4096" "$P_BACKEND"
+} >"$TMP/nginx/nginx.conf"
+plain_rules "$P_POINTSMAN" "$P_ADMIN" >"$TMP/conf/pointsman.yaml"
+
+nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" &
+PID_BACKEND=$!
+PIDS+=("$PID_BACKEND")
+nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/error.log" &
+PID_NGINX=$!
+PIDS+=("$PID_NGINX")
+"$BIN" run --config "$TMP/conf/pointsman.yaml" --access-log off --threads 1 >"$TMP/pointsman.log" 2>&1 &
+PID_POINTSMAN=$!
+PIDS+=("$PID_POINTSMAN")
+wait_port "$P_BACKEND"
+wait_port "$P_NGINX"
+wait_port "$P_POINTSMAN"
+
+# ticks PID: utime + stime of PID and its children (NGINX's workers).
+ticks() {
+    local total=0 p stat
+    for p in "$1" $(pgrep -P "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        # shellcheck disable=SC2086
+        set -- $stat
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# switches PID: voluntary and involuntary context switches of the threads
+# of PID and of its children.
+switches() {
+    local p
+    for p in "$1" $(pgrep -P "$1"); do cat "/proc/$p"/task/*/status; done 2>/dev/null |
+        awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v + 0, n + 0}'
+}
+
+# idle_busy: the host's idle and total ticks so far (/proc/stat).
+idle_busy() {
+    awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat
+}
+
+# sample PID: the counters one run reads before and after, on one line:
+# the proxy's and the backend's CPU ticks, the host's idle and total ticks,
+# the proxy's and the backend's voluntary and involuntary switches.
+sample() {
+    echo "$(ticks "$1") $(ticks "$PID_BACKEND") $(idle_busy) $(switches "$1") $(switches "$PID_BACKEND")"
+}
+
+# run NAME PORT PID: one wrk run through that proxy; prints two lines and
+# appends its figures to $TMP/NAME.results.
+run() {
+    local name=$1 port=$2 pid=$3 before after out
+    wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
+    before=$(sample "$pid")
+    out=$(/usr/bin/time -f "TIME %U %S" wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/" 2>&1)
+    after=$(sample "$pid")
+    awk -v name="$name" -v hz="$HZ" -v before="$before" -v after="$after" -v results="$TMP/$name.results" '
+        /requests in/ {reqs = $1}
+        /^Requests\/sec:/ {rps = $2}
+        /^TIME/ {wrk = $2 + $3}
+        END {
+            split(before, b); split(after, a)
+            for (i = 1; i <= 8; i++) d[i] = a[i] - b[i]
+            us = 1e6 / reqs
+            proxy = d[1] / hz * us; backend = d[2] / hz * us; wrk *= us; idle = 100 * d[3] / d[4]
+            printf "%-10s %8.0f req/s  proxy %6.2f  backend %6.2f  wrk %6.2f  all %6.2f us/req  host idle %4.1f %%\n",
+                name, rps, proxy, backend, wrk, proxy + backend + wrk, idle
+            printf "%-10s per 1,000 requests: proxy slept %.1f, preempted %.1f; backend slept %.1f, preempted %.1f\n",
+                "", d[5] * 1000 / reqs, d[6] * 1000 / reqs, d[7] * 1000 / reqs, d[8] * 1000 / reqs
+            print rps, proxy, backend, wrk, idle, d[5] * 1000 / reqs >>results
+        }' <<<"$out"
+}
+
+# median NAME FIELD: the median of that figure over NAME's rounds.
+median() {
+    awk -v f="$2" '{print $f}' "$TMP/$1.results" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+echo "wrk -t1 -c$CONNS -d$DURATION, CPU per request of each process ($ROUNDS rounds)"
+for i in $(seq "$ROUNDS"); do
+    if [ $((i % 2)) = 1 ]; then
+        run nginx "$P_NGINX" "$PID_NGINX"
+        run pointsman "$P_POINTSMAN" "$PID_POINTSMAN"
+    else
+        run pointsman "$P_POINTSMAN" "$PID_POINTSMAN"
+        run nginx "$P_NGINX" "$PID_NGINX"
+    fi
+done
+
+echo
+echo "medians:    req/s  proxy  backend  wrk (us/req)  host idle %  proxy slept /1k"
+for name in nginx pointsman; do
+    printf '%-10s %6.0f %6.2f %8.2f %4.2f %13.1f %16.1f\n' "$name" \
+        "$(median "$name" 1)" "$(median "$name" 2)" "$(median "$name" 3)" \
+        "$(median "$name" 4)" "$(median "$name" 5)" "$(median "$name" 6)"
+done
