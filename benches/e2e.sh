@@ -20,7 +20,11 @@
 #   BACKEND_CPUS the backend NGINX: PROXY_CPUS=0 BACKEND_CPUS=1 WRK_CPUS=1
 #                gives the proxy a core of its own, as in production, so
 #                that where the scheduler happens to put the three
-#                processes stops moving the figures (default: unpinned)
+#                processes stops moving the figures (default: unpinned);
+#                PROXY_CPUS=0 BACKEND_CPUS=0 WRK_CPUS=1 has the proxy and
+#                the backend share a core, so the proxy's cost sets the
+#                rate (unpinned on 2 cores, wrk and the backend fill one
+#                and a cheaper proxy waits for them: benches/peer_cpu.sh)
 #   DURATION     wrk -d (default 10s)   WARMUP    per target (default 2s)
 #   ROUNDS       rounds; targets alternate inside each round and the
 #                median over rounds is reported (default 3)
