@@ -191,45 +191,13 @@ wait_port() {
     exit 1
 }
 
-# Every process in the tree under PID (nginx master + workers; haproxy and
-# pointsman are one process whose stat already sums its threads).
-tree() {
-    local pid=$1
-    echo "$pid"
-    local child
-    for child in $(pgrep -P "$pid" 2>/dev/null || true); do
-        tree "$child"
-    done
-}
-
-# cpu_ticks PID: "TOTAL USER" in clock ticks of PID and its descendants:
-# utime+stime, and utime alone (the proxy's own code; the rest is the
-# kernel's, mostly the sockets' work).
-cpu_ticks() {
-    local total=0 user=0 p stat
-    for p in $(tree "$1"); do
-        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        # Fields after the ")" closing comm: state is 3, utime 14, stime 15.
-        stat=${stat##*) }
-        set -- $stat
-        user=$((user + ${12}))
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total $user"
-}
+# tree, cpu_ticks and rss_kb.
+# shellcheck source=benches/support/proc_stats.sh
+. "$ROOT/benches/support/proc_stats.sh"
 
 # per10k TICKS REQUESTS: CPU seconds per 10,000 requests.
 per10k() {
     awk -v t="$1" -v hz="$CLK_TCK" -v r="$2" 'BEGIN {printf "%.4f", t / hz / r * 10000}'
-}
-
-rss_kb() {
-    local total=0 p kb
-    for p in $(tree "$1"); do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
 }
 
 # wrk latency figure ("812.00us", "1.23ms", "2.01s") to milliseconds.

@@ -40,19 +40,9 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-idle.XXXXXX")
 # shellcheck source=benches/support/procs.sh
 . "$ROOT/benches/support/procs.sh"
 
-tree() {
-    local pid=$1 child
-    echo "$pid"
-    for child in $(pgrep -P "$pid" 2>/dev/null || true); do tree "$child"; done
-}
-rss_kb() {
-    local total=0 p kb
-    for p in $(tree "$1"); do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
-}
+# tree and rss_kb.
+# shellcheck source=benches/support/proc_stats.sh
+. "$ROOT/benches/support/proc_stats.sh"
 
 nginx_http() {
     cat <<EOF

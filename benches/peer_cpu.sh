@@ -41,6 +41,9 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
 . "$ROOT/benches/support/nginx.sh"
 # shellcheck source=benches/gen_rules.sh
 . "$ROOT/benches/gen_rules.sh"
+# tree and cpu_ticks.
+# shellcheck source=benches/support/proc_stats.sh
+. "$ROOT/benches/support/proc_stats.sh"
 
 [ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
 
@@ -65,24 +68,11 @@ wait_port "$P_BACKEND"
 wait_port "$P_NGINX"
 wait_port "$P_POINTSMAN"
 
-# ticks PID: utime + stime of PID and its children (NGINX's workers).
-ticks() {
-    local total=0 p stat
-    for p in "$1" $(pgrep -P "$1"); do
-        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        stat=${stat##*) }
-        # shellcheck disable=SC2086
-        set -- $stat
-        total=$((total + ${12} + ${13}))
-    done
-    echo "$total"
-}
-
 # switches PID: voluntary and involuntary context switches of the threads
-# of PID and of its children.
+# of PID and of its descendants.
 switches() {
     local p
-    for p in "$1" $(pgrep -P "$1"); do cat "/proc/$p"/task/*/status; done 2>/dev/null |
+    for p in $(tree "$1"); do cat "/proc/$p"/task/*/status; done 2>/dev/null |
         awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v + 0, n + 0}'
 }
 
@@ -95,7 +85,10 @@ idle_busy() {
 # the proxy's and the backend's CPU ticks, the host's idle and total ticks,
 # the proxy's and the backend's voluntary and involuntary switches.
 sample() {
-    echo "$(ticks "$1") $(ticks "$PID_BACKEND") $(idle_busy) $(switches "$1") $(switches "$PID_BACKEND")"
+    local proxy backend
+    read -r proxy _ <<<"$(cpu_ticks "$1")"
+    read -r backend _ <<<"$(cpu_ticks "$PID_BACKEND")"
+    echo "$proxy $backend $(idle_busy) $(switches "$1") $(switches "$PID_BACKEND")"
 }
 
 # run NAME PORT PID: one wrk run through that proxy; prints two lines and
