@@ -48,6 +48,9 @@
 #                pointsman-catchall: the plain config, that request)
 #   SECTIONS     what to measure (default: all of them, in this order):
 #                plain   the plain proxy and the 300-route rule set
+#                rate    the plain proxies at a fixed rate below capacity,
+#                        latency from when each request was due
+#                        (settings at the top of benches/e2e/rate.sh)
 #                memory  idle memory with MEM_ROUTES routes loaded
 #                large   10 and 10,000 routes in each proxy's own idiom
 #                reload  20 reloads of a 10,000-route config under load
@@ -87,7 +90,7 @@ BASE_PORT=${BASE_PORT:-18100}
 ONLY=${ONLY:-backend pointsman pointsman-rules nginx haproxy hyper-floor nginx-same haproxy-same}
 WRK=(wrk)
 [ -z "${WRK_CPUS:-}" ] || WRK=(taskset -c "$WRK_CPUS" wrk)
-SECTIONS=${SECTIONS:-plain memory large reload h2 conns}
+SECTIONS=${SECTIONS:-plain rate memory large reload h2 conns}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PGO_BIN=$ROOT/target/pgo/pointsman
@@ -173,7 +176,7 @@ export PATH=$PATH:/usr/sbin
 
 if [ -z "${NO_BUILD:-}" ]; then
     log "building pointsman (release)"
-    (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example hyper_floor)
+    (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example hyper_floor --example fixed_rate)
 fi
 
 # --- helpers --------------------------------------------------------------
@@ -293,16 +296,19 @@ col() { # col NAME FIELD -> median of that field over rounds
     median $(awk -v f="$2" '{print $f}' "$TMP/$1.results")
 }
 
-# paired A B: A against B round by round. The two ran back to back in each
-# round, on the same state of the host, so the ratio of each round's pair
-# varies less than the ratio of the two medians: the median of those
-# ratios, how many rounds A did at least as well, and the sign test's
-# two-sided p (the chance of a split this uneven or more if neither were
-# better; small p: a real difference, large p: no difference the rounds
-# can show).
+# paired A B [METRICS]: A against B round by round. The two ran back to
+# back in each round, on the same state of the host, so the ratio of each
+# round's pair varies less than the ratio of the two medians: the median of
+# those ratios, how many rounds A did at least as well, and the sign
+# test's two-sided p (the chance of a split this uneven or more if neither
+# were better; small p: a real difference, large p: no difference the
+# rounds can show). METRICS: NAME:FIELD:BETTER words, FIELD a column of
+# the .results lines and BETTER high or low (default: req/s, CPU/request
+# and p99); a round where either side has 0 in a field (h2load gives no
+# p99) is left out of that line.
 paired() {
     [ -f "$TMP/$1.results" ] && [ -f "$TMP/$2.results" ] || return 0
-    awk -v a="$1" -v b="$2" '
+    awk -v a="$1" -v b="$2" -v metrics="${3:-req/s:1:high CPU/request:4:low p99:3:low}" '
         function median(v, n,    i, j, t) {
             for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) { t = v[j]; v[j] = v[j-1]; v[j-1] = t }
             return n % 2 ? v[(n+1)/2] : (v[n/2] + v[n/2+1]) / 2
@@ -317,25 +323,31 @@ paired() {
             for (i = 1; i <= n; i++) list = list sprintf(" %.3f", v[i])
             printf "  %-13s median %.3f×, %s in %d of %d rounds (sign test p = %.2f):%s\n", what, median(v, n), level, k, n, sign_p(k, n), list
         }
+        BEGIN {
+            nm = split(metrics, m, " ")
+            for (i = 1; i <= nm; i++) { split(m[i], p, ":"); label[i] = p[1]; field[i] = p[2]; high[i] = p[3] == "high" }
+        }
         FNR == NR { first[$7] = $0; next }
-        $7 in first && $1 > 0 && $4 > 0 {
+        $7 in first {
             split(first[$7], x)
-            n++
-            rps[n] = x[1] / $1; cpu[n] = x[4] / $4
-            if (rps[n] >= 1) wr++
-            if (cpu[n] <= 1) wc++
-            # h2load gives no p99 (0): that line is left out.
-            if ($3 > 0 && x[3] > 0) {
-                np++; p99[np] = x[3] / $3
-                if (p99[np] <= 1) wp++
+            rounds++
+            for (i = 1; i <= nm; i++) {
+                f = field[i]
+                if (x[f] > 0 && $f > 0) {
+                    r = x[f] / $f
+                    ratios[i, ++n[i]] = r
+                    if (high[i] ? r >= 1 : r <= 1) won[i]++
+                }
             }
         }
         END {
-            if (n == 0) exit
+            if (rounds == 0) exit
             printf "%s against %s, round by round:\n", a, b
-            line("req/s", "at least level", rps, wr, n)
-            line("CPU/request", "at most level", cpu, wc, n)
-            if (np > 0) line("p99", "at most level", p99, wp, np)
+            for (i = 1; i <= nm; i++) {
+                if (n[i] == 0) continue
+                for (k = 1; k <= n[i]; k++) v[k] = ratios[i, k]
+                line(label[i], high[i] ? "at least level" : "at most level", v, won[i] + 0, n[i])
+            }
         }' "$TMP/$1.results" "$TMP/$2.results"
 }
 
@@ -384,9 +396,10 @@ wait_port "$P_BACKEND" backend
 
 # ==========================================================================
 # Section "plain": the plain proxy and the realistic rule set, every target
-# running side by side, rounds alternating between them.
+# running side by side, rounds alternating between them. Section "rate"
+# (benches/e2e/rate.sh) sends the same plain proxies a fixed rate.
 # ==========================================================================
-if section plain; then
+if section plain || section rate; then
 
 
 {
@@ -514,6 +527,7 @@ for t in pointsman-rules nginx haproxy; do
 done
 
 # --- runs -----------------------------------------------------------------
+if section plain; then
 
 # The rule-set variant sends the rule-set request (host, headers, cookies)
 # to the plain proxies too, so they carry the same bytes.
@@ -602,8 +616,15 @@ for t in pointsman pointsman-rules nginx haproxy; do
     printf '  %-16s %8s kB\n' "$t" "$(rss_kb "${!var}")"
 done
 
+fi # the plain runs
+
+if section rate; then
+    # shellcheck source=benches/e2e/rate.sh
+    . "$ROOT/benches/e2e/rate.sh"
+fi
+
 for t in pointsman pointsman-rules nginx haproxy hyper-floor hyper-origin nginx-same haproxy-same ${BASE_BIN:+pointsman-base}; do stop "$t"; done
-fi # section plain
+fi # sections plain and rate
 
 # ==========================================================================
 # Section "memory": idle memory with MEM_ROUTES routes loaded.
