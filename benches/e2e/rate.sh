@@ -53,7 +53,7 @@ run_rate() {
 
 echo
 echo "fixed rate: $RATE_RPS requests a second over $RATE_CONNS connections, ${RATE_SECONDS}s counted per run, latency from when each request was due (examples/fixed_rate.rs)"
-echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}; backend${BACKEND_CPUS:+ pinned to CPU $BACKEND_CPUS}; client${WRK_CPUS:+ pinned to CPU $WRK_CPUS}; pointsman: $BIN"
+echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}${BACKEND_CPUS:+; backend pinned to CPU $BACKEND_CPUS}${WRK_CPUS:+; client pinned to CPU $WRK_CPUS}; pointsman: $BIN"
 read -r -a rate_order <<<"$RATE_TARGETS"
 for round in $(seq "$ROUNDS"); do
     log "fixed rate, round $round/$ROUNDS"
