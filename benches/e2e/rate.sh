@@ -6,9 +6,10 @@
 # p99 is mostly how the host's scheduler shares two cores, and a stall
 # holds back only the one request each connection has out.
 #
-#   RATE_RPS       requests a second in all (default 25000: about half of
-#                  what one proxy worker serves on the 2-core machine of
-#                  BENCHMARKS.md; pick a rate every target keeps up with)
+#   RATE_RPS       requests a second in all (default 25000: a third to
+#                  half of what one proxy worker serves on the 2-core
+#                  machine of BENCHMARKS.md; pick a rate every target
+#                  keeps up with, or the run warns that one is behind)
 #   RATE_CONNS     keep-alive connections sharing it (default: CONNS)
 #   RATE_SECONDS   counted seconds per run, after a second of warm-up
 #                  (default: DURATION's)
@@ -47,7 +48,7 @@ run_rate() {
     }' <<<"$out" >>"$TMP/rate-$name.results"
     log "  rate-$name: $out"
     awk -v want="$RATE_RPS" -v n="$name" '$1 < 0.99 * want {
-        printf "warning: %s answered %d a second of the %d sent: it is behind, lower RATE_RPS\n", n, $1, want }' \
+        printf "warning: %s answered %d a second of the %d due: it is behind, lower RATE_RPS\n", n, $1, want }' \
         <(tail -n 1 "$TMP/rate-$name.results") >&2
 }
 
