@@ -214,7 +214,7 @@ fn read_answer(c: &mut Conn) -> Result<Option<u16>, BoxError> {
 fn ppoll(fds: &mut [libc::pollfd], timeout: Duration) -> std::io::Result<()> {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `fds` is a valid slice of pollfd for the call's length, `ts`
     // lives across the call, and a null signal mask leaves it unchanged.

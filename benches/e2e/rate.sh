@@ -22,6 +22,7 @@ RATE_RPS=${RATE_RPS:-25000}
 RATE_CONNS=${RATE_CONNS:-$CONNS}
 RATE_SECONDS=${RATE_SECONDS:-$(awk -v d="${DURATION%s}" 'BEGIN {print d + 0}')}
 RATE_TARGETS=${RATE_TARGETS:-backend pointsman nginx haproxy}
+RATE_WARMUP=1 # seconds sent before the counted ones, in every run
 RATE_CLIENT=("$ROOT/target/release/examples/fixed_rate")
 [ -z "${WRK_CPUS:-}" ] || RATE_CLIENT=(taskset -c "$WRK_CPUS" "${RATE_CLIENT[@]}")
 
@@ -31,15 +32,15 @@ RATE_CLIENT=("$ROOT/target/release/examples/fixed_rate")
 run_rate() {
     local name=$1 port=$2 pid=$3 before after ubefore uafter out
     read -r before ubefore <<<"$(cpu_ticks "$pid")"
-    out=$("${RATE_CLIENT[@]}" "127.0.0.1:$port" "$RATE_RPS" "$RATE_CONNS" "$RATE_SECONDS" 1 2>&1) || {
+    out=$("${RATE_CLIENT[@]}" "127.0.0.1:$port" "$RATE_RPS" "$RATE_CONNS" "$RATE_SECONDS" "$RATE_WARMUP" 2>&1) || {
         log "warning: fixed_rate against $name failed: $out"
         return
     }
     read -r after uafter <<<"$(cpu_ticks "$pid")"
     echo "$out" >>"$TMP/rate-$name.out"
-    # key=value pairs, latencies in µs; the run's CPU includes its second
-    # of warm-up, so it is divided by every request sent.
-    awk -v t=$((after - before)) -v u=$((uafter - ubefore)) -v hz="$CLK_TCK" -v warm="$RATE_RPS" -v round="${round:-0}" '{
+    # key=value pairs, latencies in µs; the run's CPU includes its
+    # warm-up, so it is divided by every request sent.
+    awk -v t=$((after - before)) -v u=$((uafter - ubefore)) -v hz="$CLK_TCK" -v warm=$((RATE_RPS * RATE_WARMUP)) -v round="${round:-0}" '{
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         sent = v["requests"] + warm
         printf "%s %.3f %.3f %.4f %d %.4f %d %.3f %.3f %.3f\n", v["rate"], v["p50_us"] / 1000, v["p99_us"] / 1000,
@@ -53,7 +54,7 @@ run_rate() {
 }
 
 echo
-echo "fixed rate: $RATE_RPS requests a second over $RATE_CONNS connections, ${RATE_SECONDS}s counted per run, latency from when each request was due (examples/fixed_rate.rs)"
+echo "fixed rate: $RATE_RPS requests a second over $RATE_CONNS connections, ${RATE_SECONDS}s counted per run after ${RATE_WARMUP}s of warm-up, latency from when each request was due (examples/fixed_rate.rs)"
 echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}${BACKEND_CPUS:+; backend pinned to CPU $BACKEND_CPUS}${WRK_CPUS:+; client pinned to CPU $WRK_CPUS}; pointsman: $BIN"
 read -r -a rate_order <<<"$RATE_TARGETS"
 for round in $(seq "$ROUNDS"); do
