@@ -24,7 +24,8 @@
 #                PROXY_CPUS=0 BACKEND_CPUS=0 WRK_CPUS=1 has the proxy and
 #                the backend share a core, so the proxy's cost sets the
 #                rate (unpinned on 2 cores, wrk and the backend fill one
-#                and a cheaper proxy waits for them: benches/peer_cpu.sh)
+#                and a cheaper proxy waits for them: benches/peer_cpu.sh;
+#                WRK_THREADS=2 BACKEND_WORKERS=2 lets their work spread)
 #   DURATION     wrk -d (default 10s)   WARMUP    per target (default 2s)
 #   ROUNDS       rounds; targets alternate inside each round and the
 #                median over rounds is reported (default 3)
@@ -233,24 +234,9 @@ stop() {
 # shellcheck source=benches/support/nginx.sh
 . "$ROOT/benches/support/nginx.sh"
 
-# haproxy_head [GLOBAL-LINE...]: the global and defaults sections every
-# HAProxy config here shares (keep-alive both ways, X-Forwarded-For).
-haproxy_head() {
-    printf 'global\n    nbthread %s\n    maxconn 4096\n' "$THREADS"
-    local line
-    for line in "$@"; do printf '    %s\n' "$line"; done
-    cat <<EOF
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
-    timeout http-keep-alive 60s
-EOF
-}
+# haproxy_head.
+# shellcheck source=benches/support/haproxy.sh
+. "$ROOT/benches/support/haproxy.sh"
 
 start() {
     local name=$1 pin=${PROXY_CPUS:-}

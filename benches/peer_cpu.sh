@@ -2,8 +2,8 @@
 # Who pays for a proxied request: the CPU the proxy, the backend and wrk
 # each spend per request, how long the host's cores stood idle, and how
 # often the proxy and the backend slept (voluntary context switches) or
-# were preempted, with Pointsman and with NGINX as the proxy in front of
-# the same NGINX backend.
+# were preempted, with Pointsman, NGINX and HAProxy (one worker each) as the
+# proxy in front of the same NGINX backend.
 #
 # e2e.sh counts the proxy's CPU only. On a machine where the load
 # generator, the backend and the proxy share the cores, requests per second
@@ -12,17 +12,24 @@
 #
 #   benches/peer_cpu.sh                  # 4 rounds of 8 s, wrk -c50
 #   ROUNDS=8 BIN=target/pgo/pointsman benches/peer_cpu.sh
+#   WRK_THREADS=2 BACKEND_WORKERS=2 benches/peer_cpu.sh
 #
-# Settings (environment variables): ROUNDS (4; the two proxies alternate
-# which goes first), DURATION (8s), CONNS (50), BASE_PORT (18700),
-# NO_BUILD=1, BIN (the pointsman binary). A benchmark, not a test. Needs
-# nginx, wrk, GNU time (/usr/bin/time). Stops only what it started.
+# Settings (environment variables): ROUNDS (4; the proxies rotate which
+# goes first), PROXIES (nginx pointsman haproxy), DURATION (8s), CONNS
+# (50), WRK_THREADS (wrk -t, 1), BACKEND_WORKERS (the backend NGINX's
+# worker_processes, 1), BASE_PORT (18700), NO_BUILD=1, BIN (the pointsman
+# binary). A benchmark, not a test. Needs nginx, haproxy, wrk, GNU time
+# (/usr/bin/time). Stops only what it started.
 
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-50}
+PROXIES=${PROXIES:-nginx pointsman haproxy}
+WRK_THREADS=${WRK_THREADS:-1}
+BACKEND_WORKERS=${BACKEND_WORKERS:-1}
+THREADS=1
 BASE_PORT=${BASE_PORT:-18700}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pointsman}
@@ -31,6 +38,7 @@ P_BACKEND=$BASE_PORT
 P_NGINX=$((BASE_PORT + 1))
 P_POINTSMAN=$((BASE_PORT + 2))
 P_ADMIN=$((BASE_PORT + 3))
+P_HAPROXY=$((BASE_PORT + 4))
 HZ=$(getconf CLK_TCK)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
@@ -39,6 +47,9 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
 . "$ROOT/benches/support/procs.sh"
 # shellcheck source=benches/support/nginx.sh
 . "$ROOT/benches/support/nginx.sh"
+# haproxy_head.
+# shellcheck source=benches/support/haproxy.sh
+. "$ROOT/benches/support/haproxy.sh"
 # shellcheck source=benches/gen_rules.sh
 . "$ROOT/benches/gen_rules.sh"
 # tree and cpu_ticks.
@@ -48,12 +59,17 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
 [ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
 
 mkdir -p "$TMP/backend" "$TMP/nginx" "$TMP/conf"
-nginx_backend "$TMP/backend" "$P_BACKEND" 1 >"$TMP/backend/nginx.conf"
+nginx_backend "$TMP/backend" "$P_BACKEND" "$BACKEND_WORKERS" >"$TMP/backend/nginx.conf"
 {
     echo "worker_processes 1;"
     nginx_plain_proxy "$TMP/nginx" "127.0.0.1:$P_NGINX backlog=4096" "$P_BACKEND"
 } >"$TMP/nginx/nginx.conf"
 plain_rules "$P_POINTSMAN" "$P_ADMIN" >"$TMP/conf/pointsman.yaml"
+{
+    haproxy_head
+    printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "$P_HAPROXY"
+    printf 'backend be\n    server backend 127.0.0.1:%s\n' "$P_BACKEND"
+} >"$TMP/haproxy.cfg"
 
 nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" &
 PID_BACKEND=$!
@@ -64,9 +80,13 @@ PIDS+=("$PID_NGINX")
 "$BIN" run --config "$TMP/conf/pointsman.yaml" --access-log off --threads 1 >"$TMP/pointsman.log" 2>&1 &
 PID_POINTSMAN=$!
 PIDS+=("$PID_POINTSMAN")
+haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
+PID_HAPROXY=$!
+PIDS+=("$PID_HAPROXY")
 wait_port "$P_BACKEND"
 wait_port "$P_NGINX"
 wait_port "$P_POINTSMAN"
+wait_port "$P_HAPROXY"
 
 # switches PID: voluntary and involuntary context switches of the threads
 # of PID and of its descendants.
@@ -95,9 +115,9 @@ sample() {
 # appends its figures to $TMP/NAME.results.
 run() {
     local name=$1 port=$2 pid=$3 before after out
-    wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
     before=$(sample "$pid")
-    out=$(/usr/bin/time -f "TIME %U %S" wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/" 2>&1)
+    out=$(/usr/bin/time -f "TIME %U %S" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$port/" 2>&1)
     after=$(sample "$pid")
     awk -v name="$name" -v hz="$HZ" -v before="$before" -v after="$after" -v results="$TMP/$name.results" '
         /requests in/ {reqs = $1}
@@ -112,7 +132,7 @@ run() {
                 name, rps, proxy, backend, wrk, proxy + backend + wrk, idle
             printf "%-10s per 1,000 requests: proxy slept %.1f, preempted %.1f; backend slept %.1f, preempted %.1f\n",
                 "", d[5] * 1000 / reqs, d[6] * 1000 / reqs, d[7] * 1000 / reqs, d[8] * 1000 / reqs
-            print rps, proxy, backend, wrk, idle, d[5] * 1000 / reqs >>results
+            print rps, proxy, backend, wrk, idle, d[5] * 1000 / reqs, d[6] * 1000 / reqs >>results
         }' <<<"$out"
 }
 
@@ -121,21 +141,30 @@ median() {
     awk -v f="$2" '{print $f}' "$TMP/$1.results" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
-echo "wrk -t1 -c$CONNS -d$DURATION, CPU per request of each process ($ROUNDS rounds)"
-for i in $(seq "$ROUNDS"); do
-    if [ $((i % 2)) = 1 ]; then
-        run nginx "$P_NGINX" "$PID_NGINX"
-        run pointsman "$P_POINTSMAN" "$PID_POINTSMAN"
-    else
-        run pointsman "$P_POINTSMAN" "$PID_POINTSMAN"
-        run nginx "$P_NGINX" "$PID_NGINX"
-    fi
+# proxy NAME: the port and PID of that proxy.
+proxy() {
+    case $1 in
+    nginx) echo "$P_NGINX $PID_NGINX" ;;
+    pointsman) echo "$P_POINTSMAN $PID_POINTSMAN" ;;
+    haproxy) echo "$P_HAPROXY $PID_HAPROXY" ;;
+    *) echo "unknown proxy: $1" >&2 && return 1 ;;
+    esac
+}
+
+read -ra ORDER <<<"$PROXIES"
+echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION, backend: $BACKEND_WORKERS worker(s); CPU per request of each process ($ROUNDS rounds)"
+for i in $(seq 0 $((ROUNDS - 1))); do
+    for j in $(seq 0 $((${#ORDER[@]} - 1))); do
+        name=${ORDER[$(((i + j) % ${#ORDER[@]}))]}
+        # shellcheck disable=SC2046 # port and PID, two words
+        run "$name" $(proxy "$name")
+    done
 done
 
 echo
-echo "medians:    req/s  proxy  backend  wrk (us/req)  host idle %  proxy slept /1k"
-for name in nginx pointsman; do
-    printf '%-10s %6.0f %6.2f %8.2f %4.2f %13.1f %16.1f\n' "$name" \
+echo "medians:    req/s  proxy  backend  wrk (us/req)  host idle %  proxy slept, preempted /1k"
+for name in "${ORDER[@]}"; do
+    printf '%-10s %6.0f %6.2f %8.2f %4.2f %13.1f %16.1f %9.1f\n' "$name" \
         "$(median "$name" 1)" "$(median "$name" 2)" "$(median "$name" 3)" \
-        "$(median "$name" 4)" "$(median "$name" 5)" "$(median "$name" 6)"
+        "$(median "$name" 4)" "$(median "$name" 5)" "$(median "$name" 6)" "$(median "$name" 7)"
 done
