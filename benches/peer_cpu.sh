@@ -18,8 +18,9 @@
 # goes first), PROXIES (nginx pointsman haproxy), DURATION (8s), CONNS
 # (50), WRK_THREADS (wrk -t, 1), BACKEND_WORKERS (the backend NGINX's
 # worker_processes, 1), BASE_PORT (18700), NO_BUILD=1, BIN (the pointsman
-# binary). A benchmark, not a test. Needs nginx, haproxy, wrk, GNU time
-# (/usr/bin/time). Stops only what it started.
+# binary). A benchmark, not a test. Needs nginx, wrk, GNU time
+# (/usr/bin/time), and haproxy when PROXIES names it. Stops only what it
+# started.
 
 set -euo pipefail
 
@@ -40,6 +41,13 @@ P_POINTSMAN=$((BASE_PORT + 2))
 P_ADMIN=$((BASE_PORT + 3))
 P_HAPROXY=$((BASE_PORT + 4))
 HZ=$(getconf CLK_TCK)
+read -ra ORDER <<<"$PROXIES"
+for name in "${ORDER[@]}"; do
+    case $name in
+    nginx | pointsman | haproxy) ;;
+    *) echo "unknown proxy in PROXIES: $name (nginx, pointsman, haproxy)" >&2 && exit 2 ;;
+    esac
+done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
 # cleanup (at exit) and wait_port.
@@ -80,13 +88,16 @@ PIDS+=("$PID_NGINX")
 "$BIN" run --config "$TMP/conf/pointsman.yaml" --access-log off --threads 1 >"$TMP/pointsman.log" 2>&1 &
 PID_POINTSMAN=$!
 PIDS+=("$PID_POINTSMAN")
-haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
-PID_HAPROXY=$!
-PIDS+=("$PID_HAPROXY")
+PID_HAPROXY=
+if [[ " $PROXIES " == *" haproxy "* ]]; then
+    haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
+    PID_HAPROXY=$!
+    PIDS+=("$PID_HAPROXY")
+    wait_port "$P_HAPROXY"
+fi
 wait_port "$P_BACKEND"
 wait_port "$P_NGINX"
 wait_port "$P_POINTSMAN"
-wait_port "$P_HAPROXY"
 
 # switches PID: voluntary and involuntary context switches of the threads
 # of PID and of its descendants.
@@ -147,11 +158,9 @@ proxy() {
     nginx) echo "$P_NGINX $PID_NGINX" ;;
     pointsman) echo "$P_POINTSMAN $PID_POINTSMAN" ;;
     haproxy) echo "$P_HAPROXY $PID_HAPROXY" ;;
-    *) echo "unknown proxy: $1" >&2 && return 1 ;;
     esac
 }
 
-read -ra ORDER <<<"$PROXIES"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION, backend: $BACKEND_WORKERS worker(s); CPU per request of each process ($ROUNDS rounds)"
 for i in $(seq 0 $((ROUNDS - 1))); do
     for j in $(seq 0 $((${#ORDER[@]} - 1))); do
