@@ -234,7 +234,7 @@ stop() {
 # shellcheck source=benches/support/nginx.sh
 . "$ROOT/benches/support/nginx.sh"
 
-# haproxy_head.
+# haproxy_head and haproxy_plain.
 # shellcheck source=benches/support/haproxy.sh
 . "$ROOT/benches/support/haproxy.sh"
 
@@ -397,16 +397,7 @@ if section plain || section rate; then
     nginx_plain_proxy "$TMP/nginx-same" "127.0.0.1:$P_NGINX_SAME backlog=4096" "$P_BACKEND" on same
 } >"$TMP/nginx-same/nginx.conf"
 
-{
-    haproxy_head
-    cat <<EOF
-frontend fe
-    bind 127.0.0.1:$P_HAPROXY
-    default_backend be
-backend be
-    server backend 127.0.0.1:$P_BACKEND
-EOF
-} >"$TMP/haproxy.cfg"
+haproxy_plain "$P_HAPROXY" "$P_BACKEND" >"$TMP/haproxy.cfg"
 
 # HAProxy adding the headers Pointsman adds (see nginx-same): its idiom for
 # a request id is unique-id-format; the client's id is kept when it sent one.

@@ -40,6 +40,10 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-idle.XXXXXX")
 # shellcheck source=benches/support/procs.sh
 . "$ROOT/benches/support/procs.sh"
 
+# haproxy_plain.
+# shellcheck source=benches/support/haproxy.sh
+. "$ROOT/benches/support/haproxy.sh"
+
 # tree and rss_kb.
 # shellcheck source=benches/support/proc_stats.sh
 . "$ROOT/benches/support/proc_stats.sh"
@@ -97,25 +101,8 @@ EOF
 }
 EOF
 } >"$TMP/nginx/nginx.conf"
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $((CONNS * 2 + 500))
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-    timeout connect 2s
-    timeout client 300s
-    timeout server 30s
-    timeout http-keep-alive 300s
-frontend fe
-    bind 127.0.0.1:$P_HAPROXY
-    default_backend be
-backend be
-    server backend 127.0.0.1:$P_BACKEND
-EOF
+THREADS=1 HAPROXY_MAXCONN=$((CONNS * 2 + 500)) HAPROXY_IDLE=300s \
+    haproxy_plain "$P_HAPROXY" "$P_BACKEND" >"$TMP/haproxy.cfg"
 cat >"$TMP/conf/pointsman.yaml" <<EOF
 listen: [{bind: "127.0.0.1:$P_POINTSMAN"}]
 admin: {bind: "127.0.0.1:$P_ADMIN"}

@@ -55,7 +55,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-peer.XXXXXX")
 . "$ROOT/benches/support/procs.sh"
 # shellcheck source=benches/support/nginx.sh
 . "$ROOT/benches/support/nginx.sh"
-# haproxy_head.
+# haproxy_plain.
 # shellcheck source=benches/support/haproxy.sh
 . "$ROOT/benches/support/haproxy.sh"
 # shellcheck source=benches/gen_rules.sh
@@ -73,11 +73,7 @@ nginx_backend "$TMP/backend" "$P_BACKEND" "$BACKEND_WORKERS" >"$TMP/backend/ngin
     nginx_plain_proxy "$TMP/nginx" "127.0.0.1:$P_NGINX backlog=4096" "$P_BACKEND"
 } >"$TMP/nginx/nginx.conf"
 plain_rules "$P_POINTSMAN" "$P_ADMIN" >"$TMP/conf/pointsman.yaml"
-{
-    haproxy_head
-    printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "$P_HAPROXY"
-    printf 'backend be\n    server backend 127.0.0.1:%s\n' "$P_BACKEND"
-} >"$TMP/haproxy.cfg"
+haproxy_plain "$P_HAPROXY" "$P_BACKEND" >"$TMP/haproxy.cfg"
 
 nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log" &
 PID_BACKEND=$!
