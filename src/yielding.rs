@@ -96,7 +96,7 @@ pub fn yield_point() {
 /// way ([`before_waiting`]): a little over one scheduler slice (1.4 ms on
 /// a 2-CPU Linux 6.x), so a thread queued behind it waits about that long
 /// instead of two slices or more, and seldom enough that the serving
-/// thread keeps its share of the CPU (giving way every 300 µs cost 9 % of
+/// thread keeps its share of the CPU (giving way every 300 µs cost 12 % of
 /// the requests per second).
 pub const SERVING_TURN: Duration = Duration::from_millis(2);
 
