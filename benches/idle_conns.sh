@@ -33,7 +33,12 @@ P_NGINX=$((BASE_PORT + 2))
 P_HAPROXY=$((BASE_PORT + 3))
 P_ADMIN=$((BASE_PORT + 4))
 
-ulimit -n $((CONNS * 2 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# HAProxy asks for two descriptors per maxconn (2 * CONNS + 500 below), so
+# about four per connection; the others need two. Up to the hard limit.
+want=$((CONNS * 4 + 2000))
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] || [ "$want" -le "$hard" ] || want=$hard
+ulimit -n "$want"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pointsman-idle.XXXXXX")
 # cleanup (at exit) and wait_port.
