@@ -555,7 +555,7 @@ echo
 echo "pointsman e2e: $(date -u +%FT%TZ), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "proxies: $THREADS worker(s) each${PROXY_CPUS:+ (pinned to CPU $PROXY_CPUS)}; backend: NGINX, $BACKEND_WORKERS worker(s)${BACKEND_CPUS:+ (pinned to CPU $BACKEND_CPUS)}"
 echo "wrk -t$WRK_THREADS -c$CONNS -d$DURATION --latency${WRK_CPUS:+ (pinned to CPU $WRK_CPUS)}; median of $ROUNDS rounds"
-if [ "$BIN" = "$PGO_BIN" ]; then
+if [ "$(realpath -m "$BIN")" = "$(realpath -m "$PGO_BIN")" ]; then
     echo "pointsman: $BIN (profile-guided, benches/pgo.sh: what the container image ships)"
 else
     echo "pointsman: $BIN (not the profile-guided build the container image ships: benches/pgo.sh makes it)"
