@@ -37,7 +37,7 @@ pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
     // `READ_SLICE` bytes, and `hardening::h2flood` sees a probe's p90 stay
     // near 1 ms under every flood, with one worker or two.
     //
-    // A serving thread that has run for 2 ms without blocking lets the
+    // A serving thread that has run for 1 ms without blocking lets the
     // threads queued for its CPU go first when it next runs out of work.
     builder.on_thread_park(crate::yielding::before_waiting);
     builder.on_thread_unpark(crate::yielding::after_waiting);
