@@ -572,6 +572,8 @@ versus pointsman haproxy-same "the same headers added"
 echo
 paired pointsman nginx
 paired pointsman haproxy
+paired pointsman nginx-same
+paired pointsman haproxy-same
 [ -z "$BASE_BIN" ] || paired pointsman pointsman-base
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules pointsman-catchall nginx-rules haproxy-rules
 # Issue 19's goal: the rule set within 5 % of the plain path. Against the
