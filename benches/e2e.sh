@@ -570,11 +570,10 @@ versus() {
 versus pointsman nginx-same "the same headers added"
 versus pointsman haproxy-same "the same headers added"
 echo
-paired pointsman nginx
-paired pointsman haproxy
-paired pointsman nginx-same
-paired pointsman haproxy-same
-[ -z "$BASE_BIN" ] || paired pointsman pointsman-base
+# Each reference that ran (paired skips the others).
+for ref in nginx haproxy nginx-same haproxy-same pointsman-base; do
+    paired pointsman "$ref"
+done
 table "realistic rule set ($RULES routes, request matches route $((RULES - 1)))" nginx-rules pointsman-rules pointsman-catchall nginx-rules haproxy-rules
 # Issue 19's goal: the rule set within 5 % of the plain path. Against the
 # plain row the request differs too (path, three more headers); against
