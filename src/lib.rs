@@ -42,4 +42,5 @@ pub mod split;
 pub mod tls;
 pub mod upstream;
 pub mod version;
+pub mod worker;
 pub mod yielding;
