@@ -41,8 +41,16 @@ fn main() -> Result<(), BoxError> {
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream = args.next().ok_or(usage)?;
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(1);
-    // The same runtime as `pointsman run --threads N`.
-    let runtime = pointsman::app::runtime(Some(threads))?;
+    // One thread: the event loop of a Pointsman serving thread; more:
+    // tokio's work-stealing runtime.
+    let runtime = if threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    } else {
+        pointsman::app::runtime()?
+    };
     match upstream.as_str() {
         "origin" => runtime.block_on(origin(listen)),
         addr => runtime.block_on(serve(listen, addr.parse()?)),

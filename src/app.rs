@@ -18,30 +18,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The runtime `run` serves on: `threads` workers (default: one per CPU).
-/// One worker runs on a current-thread runtime: the same event loop
-/// without the work-stealing scheduler's atomics and cross-thread wakeups.
-pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match threads {
-        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    if let Some(n) = threads.filter(|&n| n > 1) {
-        builder.worker_threads(n);
-    }
-    // tokio's default event interval: 61 task polls between two looks at
-    // the sockets while every task stays busy. An interval of 16 brought in
-    // half as many requests per `epoll_wait` (0.13 calls a request on
-    // HTTP/1.1, against 0.06) and cost 7 % of HTTP/2 throughput. Isolation
-    // (SPEC 5.1) does not need it: a connection yields after reading
-    // `READ_SLICE` bytes, and `hardening::h2flood` sees a probe's p90 stay
-    // near 1 ms under every flood, with one worker or two.
-    //
-    // A serving thread that has run for 1 ms without blocking lets the
-    // threads queued for its CPU go first when it next runs out of work.
-    builder.on_thread_park(crate::yielding::before_waiting);
-    builder.on_thread_unpark(crate::yielding::after_waiting);
-    builder.enable_all().build()
+/// The event loop `run` starts on: the first serving thread's
+/// ([`crate::server::serving_runtime`]); [`Started::serve`] starts the
+/// others.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    crate::server::serving_runtime()
+}
+
+/// How many serving threads `--threads` asks for: one per CPU by default.
+pub fn serving_threads(threads: Option<usize>) -> usize {
+    threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1)
 }
 
 /// Why `run` stopped with an error.
@@ -60,6 +48,8 @@ pub enum RunError {
 pub struct RunOptions {
     /// The rule file or directory.
     pub config: PathBuf,
+    /// Serving threads (`--threads`; see [`serving_threads`]).
+    pub threads: usize,
 }
 
 /// Addresses a started proxy listens on.
@@ -95,6 +85,8 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
     let token = read_admin_token(&config)?;
     let admin_addr = config.settings.admin.addr;
     let fleet_settings = config.settings.fleet.clone();
+    // Before the config is linked: its pools keep a queue per thread.
+    crate::worker::set_count(opts.threads);
     let metrics =
         Metrics::new().map_err(|e| RunError::Runtime(format!("cannot create metrics: {e}")))?;
     metrics.set_generation(1);
@@ -103,7 +95,7 @@ pub async fn start(opts: &RunOptions) -> Result<Started, RunError> {
         runtime.use_state_file(path);
     }
     let live = Live::new(runtime.link(config), runtime.clone());
-    let server = Server::bind(live.clone())
+    let server = Server::bind(live.clone(), opts.threads)
         .map_err(|e| RunError::Runtime(format!("cannot bind listener: {e}")))?;
     let listeners = server
         .local_addrs()

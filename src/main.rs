@@ -33,7 +33,7 @@ enum Command {
         log_format: LogFormat,
         #[arg(long, value_enum, default_value = "on")]
         access_log: OnOff,
-        /// Worker threads (default: one per CPU).
+        /// Serving threads, each with its own event loop (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -152,7 +152,10 @@ fn main() -> ExitCode {
             threads,
         } => {
             let _log = init_logging(log_format, access_log);
-            serve(RunOptions { config }, threads)
+            serve(RunOptions {
+                config,
+                threads: app::serving_threads(threads),
+            })
         }
         Command::Explain {
             config,
@@ -281,8 +284,8 @@ fn explain_cmd(
 }
 
 /// Runs the proxy on a tokio runtime.
-fn serve(opts: RunOptions, threads: Option<usize>) -> ExitCode {
-    let runtime = match app::runtime(threads) {
+fn serve(opts: RunOptions) -> ExitCode {
+    let runtime = match app::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -317,7 +320,7 @@ fn demo() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match app::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -333,7 +336,10 @@ fn demo() -> ExitCode {
         eprintln!("error: cannot start the demo upstreams on 127.0.0.1:9001/9002: {e}");
         return ExitCode::from(EXIT_RUNTIME);
     }
-    let opts = RunOptions { config };
+    let opts = RunOptions {
+        config,
+        threads: app::serving_threads(None),
+    };
     let result = runtime.block_on(async {
         let started = app::start(&opts).await?;
         commands::print_demo_banner(&opts.config, &started.bound);

@@ -338,7 +338,7 @@ async fn a_dead_upstream_is_unavailable() {
     let metrics = pointsman::metrics::Metrics::new().unwrap();
     let runtime = pointsman::runtime::Runtime::new(Some(metrics.clone()));
     let live = pointsman::runtime::Live::new(runtime.link(rules.config()), runtime);
-    let server = pointsman::server::Server::bind(live).unwrap();
+    let server = pointsman::server::Server::bind(live, 1).unwrap();
     let addr = server.local_addrs().unwrap()[0];
     tokio::spawn(server.serve(std::future::pending()));
 

@@ -111,7 +111,7 @@ async fn start(dir: &Path) -> Running {
     };
     let runtime = Runtime::new(None);
     let live = Live::new(runtime.link(loaded.compiled.config), runtime);
-    let server = Server::bind(live.clone()).unwrap();
+    let server = Server::bind(live.clone(), 1).unwrap();
     let addr = server.local_addrs().unwrap()[0];
     let reloader = Reloader::new(config, live, loaded.started);
     tokio::spawn(server.serve(std::future::pending()));

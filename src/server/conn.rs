@@ -375,7 +375,7 @@ where
 /// Bytes a connection may read before its task yields to the others.
 /// hyper's HTTP/2 side handles every frame it has read before it returns,
 /// and a client that keeps the socket full (a PING or SETTINGS flood, tiny
-/// frames by the hundred thousand) would otherwise hold a worker thread
+/// frames by the hundred thousand) would otherwise hold a serving thread
 /// for as long as tokio's budget of 128 reads lasts: up to a second in
 /// tests, while every other client waited (SPEC 5.1, the 20 ms promise).
 const READ_SLICE: usize = 16 * 1024;

@@ -189,7 +189,7 @@ pub struct Running {
 pub async fn start(rules: Rules) -> Running {
     let runtime = Runtime::serving(None);
     let live = Live::new(runtime.link(rules.config()), runtime);
-    let server = Server::bind(live.clone()).unwrap();
+    let server = Server::bind(live.clone(), 1).unwrap();
     let addr = server.local_addrs().unwrap()[0];
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
