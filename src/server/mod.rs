@@ -207,8 +207,8 @@ fn listen(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener> {
 /// between threads. A thread that has run for a while gives way before it
 /// waits for events (`yielding`).
 pub fn serving_runtime() -> io::Result<tokio::runtime::Runtime> {
-    // tokio's default event interval: 61 task polls between two looks at
-    // the sockets while every task stays busy. An interval of 16 brought in
+    // Keeps tokio's default event interval: 61 task polls between two
+    // looks at the sockets while every task stays busy. An interval of 16 brought in
     // half as many requests per `epoll_wait` (0.13 calls a request on
     // HTTP/1.1, against 0.06) and cost 7 % of HTTP/2 throughput. Isolation
     // (SPEC 5.1) does not need it: a connection yields after reading
