@@ -10,7 +10,9 @@
 #   RUNS=5 CONNS=200 benches/pool_churn.sh
 #
 # Settings (environment variables): RUNS (3), DURATION (10s), CONNS (50),
-# BASE_PORT (18600), NO_BUILD=1, BIN (the pointsman binary).
+# THREADS (Pointsman --threads, 1; with 2 each serving thread keeps its
+# own connections), BASE_PORT (18600), NO_BUILD=1, BIN (the pointsman
+# binary).
 # A benchmark, not a test. Needs nginx, wrk, curl. Stops only what it
 # started.
 
@@ -66,7 +68,7 @@ PIDS+=($!)
 # shellcheck source=benches/gen_rules.sh
 . "$ROOT/benches/gen_rules.sh"
 plain_rules "$P_PROXY" "$P_ADMIN" >"$TMP/proxy.yaml"
-"$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads 1 >"$TMP/proxy.log" 2>&1 &
+"$BIN" run --config "$TMP/proxy.yaml" --access-log off --threads "${THREADS:-1}" >"$TMP/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_port "$P_STATUS"
 wait_port "$P_PROXY"
