@@ -208,12 +208,13 @@ fn listen(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener> {
 /// waits for events (`yielding`).
 pub fn serving_runtime() -> io::Result<tokio::runtime::Runtime> {
     // Keeps tokio's default event interval: 61 task polls between two
-    // looks at the sockets while every task stays busy. An interval of 16 brought in
-    // half as many requests per `epoll_wait` (0.13 calls a request on
-    // HTTP/1.1, against 0.06) and cost 7 % of HTTP/2 throughput. Isolation
-    // (SPEC 5.1) does not need it: a connection yields after reading
-    // `READ_SLICE` bytes, and `hardening::h2flood` sees a probe's p90 stay
-    // near 1 ms under every flood, with one worker or two.
+    // looks at the sockets while every task stays busy. An interval of 16
+    // brought in half as many requests per `epoll_wait` (0.13 calls a
+    // request on HTTP/1.1, against 0.06) and cost 7 % of HTTP/2
+    // throughput. Isolation (SPEC 5.1) does not need it: a connection
+    // yields after reading `READ_SLICE` bytes, and `hardening::h2flood`
+    // sees a probe's p90 stay near 1 ms under every flood, with one
+    // serving thread or two.
     tokio::runtime::Builder::new_current_thread()
         .on_thread_park(crate::yielding::before_waiting)
         .on_thread_unpark(crate::yielding::after_waiting)
