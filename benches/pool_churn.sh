@@ -11,7 +11,7 @@
 #
 # Settings (environment variables): RUNS (3), DURATION (10s), CONNS (50),
 # THREADS (Pointsman --threads, 1; with 2 each serving thread keeps its
-# own connections), BASE_PORT (18600), NO_BUILD=1, BIN (the pointsman
+# own connections and takes another's when it has none), BASE_PORT (18600), NO_BUILD=1, BIN (the pointsman
 # binary).
 # A benchmark, not a test. Needs nginx, wrk, curl. Stops only what it
 # started.

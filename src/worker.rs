@@ -1,7 +1,8 @@
 //! Which serving thread the caller is. Each serving thread runs an event
 //! loop of its own (`server`), and a socket is watched by the event loop
 //! that opened it; so each serving thread keeps its own idle HTTP/1.1
-//! upstream connections (`upstream::pool`), and a request to an HTTP/1.1
+//! upstream connections (`upstream::pool`, which moves a socket to the
+//! loop of a thread that takes another's), and a request to an HTTP/1.1
 //! upstream never waits on a socket another thread's loop watches.
 
 use std::cell::Cell;

@@ -3,7 +3,10 @@
 //! Each endpoint keeps a lock-free queue of idle connections for each
 //! serving thread (its memory allocated as they arrive): a connection is
 //! watched by the event loop of the thread that opened it, so that thread
-//! alone reuses it. A connection comes back only from a
+//! reuses it first. A thread with none of its own takes another thread's
+//! and moves the socket to its own loop (as HAProxy's threads take over
+//! each other's idle connections), rather than opening one while another
+//! thread's stay idle. A connection comes back only from a
 //! response body that ended cleanly (see [`h1::ResponseBody`]); a
 //! response dropped part-way, a 101, or any error closes it instead (no
 //! pool poisoning). Idle connections that are older than the idle
@@ -63,16 +66,31 @@ impl EndpointPool {
         })
     }
 
-    /// The calling serving thread's queue.
-    fn own(&self) -> &BoundedQueue<Idle> {
-        &self.idle[crate::worker::index() % self.idle.len()]
+    /// The index of the calling serving thread's queue.
+    fn own(&self) -> usize {
+        crate::worker::index() % self.idle.len()
     }
 
-    /// An idle connection of the calling serving thread that is ready for
-    /// a request at `now`.
+    /// An idle connection ready for a request at `now`: one of the calling
+    /// serving thread's, else another thread's, moved to this thread's
+    /// event loop.
     pub(crate) fn checkout(&self, now: Instant) -> Option<Conn> {
+        let own = self.own();
+        if let Some(conn) = self.take(own, now) {
+            return Some(conn);
+        }
+        (1..self.idle.len())
+            .map(|step| (own + step) % self.idle.len())
+            .find_map(|other| {
+                // A socket that cannot be moved is closed, as a stale one.
+                self.take(other, now).and_then(|conn| conn.move_here().ok())
+            })
+    }
+
+    /// A connection of queue `queue` that is ready for a request at `now`.
+    fn take(&self, queue: usize, now: Instant) -> Option<Conn> {
         loop {
-            let mut idle = self.own().pop()?;
+            let mut idle = self.idle[queue].pop()?;
             if now.saturating_duration_since(idle.since) < self.idle_timeout
                 && idle.conn.is_reusable()
             {
@@ -85,7 +103,7 @@ impl EndpointPool {
     /// Keeps a connection whose exchange ended cleanly (a full pool
     /// closes it).
     fn put(self: &Arc<Self>, conn: Conn) {
-        let _ = self.own().push(Idle {
+        let _ = self.idle[self.own()].push(Idle {
             conn,
             since: Instant::now(),
         });
@@ -139,28 +157,165 @@ mod tests {
     use super::*;
     use crate::gather::Gathered;
     use crate::upstream::h1::Io;
-    use tokio::net::{TcpListener, TcpStream};
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
-    /// A socket is watched by the event loop of the serving thread that
-    /// opened it: only that thread gets it back from the pool.
-    #[tokio::test]
-    async fn an_idle_connection_goes_back_to_the_serving_thread_that_opened_it() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let _upstream_side = listener.accept().await.expect("accept");
+    fn event_loop() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Opens a connection to `upstream` on `event_loop` as serving thread
+    /// `thread`, keeps it idle in `pool`, and returns the upstream's side
+    /// of it.
+    fn park_one(
+        pool: &Arc<EndpointPool>,
+        event_loop: &tokio::runtime::Runtime,
+        upstream: &std::net::TcpListener,
+        thread: usize,
+    ) -> std::net::TcpStream {
+        let addr = upstream.local_addr().expect("addr");
+        crate::worker::set_index(thread);
+        event_loop.block_on(async {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            pool.put(Conn::new(Io::Plain(Gathered(stream))));
+        });
+        crate::worker::set_index(0);
+        upstream.accept().expect("accept").0
+    }
+
+    fn local_port(conn: &mut Conn) -> u16 {
+        match conn.io_mut() {
+            Io::Plain(s) => s.0.local_addr().expect("addr").port(),
+            Io::Tls(_) => unreachable!("plain connections only here"),
+        }
+    }
+
+    /// A serving thread reuses the connections its own event loop watches
+    /// first.
+    #[test]
+    fn a_serving_thread_reuses_its_own_idle_connections_first() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let event_loop = event_loop();
+        let _theirs = park_one(&pool, &event_loop, &upstream, 1);
+        let ours = park_one(&pool, &event_loop, &upstream, 0);
 
-        crate::worker::set_index(1);
-        pool.put(Conn::new(Io::Plain(Gathered(stream))));
-        crate::worker::set_index(0);
-        assert!(
-            pool.checkout(Instant::now()).is_none(),
-            "serving thread 0 took thread 1's connection"
+        let _in_loop = event_loop.enter();
+        let mut conn = pool.checkout(Instant::now()).expect("an idle connection");
+        assert_eq!(
+            local_port(&mut conn),
+            ours.peer_addr().expect("addr").port(),
+            "thread 0 took thread 1's connection while it had its own"
         );
+    }
+
+    /// With none of its own, a serving thread takes one another thread
+    /// opened, and the socket works on the taking thread's event loop
+    /// although the opening thread's loop no longer runs: it was moved.
+    #[test]
+    fn a_serving_thread_without_idle_connections_takes_and_moves_another_threads() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let opener = event_loop();
+        let mut server_side = park_one(&pool, &opener, &upstream, 1);
+
+        let taker = event_loop();
+        taker.block_on(async {
+            let mut conn = pool
+                .checkout(Instant::now())
+                .expect("thread 1's idle connection");
+            assert!(pool.checkout(Instant::now()).is_none(), "taken once");
+            let io = conn.io_mut();
+            io.write_all(b"ping").await.expect("write");
+            let mut asked = [0u8; 4];
+            let echo = tokio::task::spawn_blocking(move || {
+                server_side.read_exact(&mut asked).expect("read");
+                server_side.write_all(b"pong").expect("write");
+                server_side
+            });
+            let _server_side = echo.await.expect("upstream side");
+            let mut answer = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut answer))
+                .await
+                .expect("the answer is seen by the taking thread's loop")
+                .expect("read");
+            assert_eq!(&answer, b"pong");
+        });
+    }
+
+    /// A TLS connection moves the same way: its session goes on over the
+    /// moved socket.
+    #[test]
+    fn a_tls_connection_keeps_its_session_when_moved() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["upstream.test".into()]).expect("certificate");
+        let der = cert.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = upstream.local_addr().expect("addr");
+        // The upstream answers one ping with a pong, on a thread and loop
+        // of its own.
+        let echo = std::thread::spawn(move || {
+            event_loop().block_on(async {
+                upstream.set_nonblocking(true).expect("nonblocking");
+                let listener = tokio::net::TcpListener::from_std(upstream).expect("listener");
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+                let mut tls = acceptor.accept(tcp).await.expect("handshake");
+                let mut asked = [0u8; 4];
+                tls.read_exact(&mut asked).await.expect("read");
+                // Late enough that the taking side waits for its loop to
+                // see the answer arrive.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                tls.write_all(b"pong").await.expect("write");
+                tls.flush().await.expect("flush");
+                let _ = tls.read(&mut asked).await;
+            });
+        });
+
+        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let opener = event_loop();
         crate::worker::set_index(1);
-        assert!(pool.checkout(Instant::now()).is_some());
-        assert!(pool.checkout(Instant::now()).is_none(), "taken once");
+        opener.block_on(async {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from("upstream.test").expect("name");
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(name, Gathered(tcp))
+                .await
+                .expect("handshake");
+            pool.put(Conn::new(Io::Tls(Box::new(tls))));
+        });
         crate::worker::set_index(0);
+
+        event_loop().block_on(async {
+            let mut conn = pool
+                .checkout(Instant::now())
+                .expect("thread 1's idle connection");
+            let io = conn.io_mut();
+            io.write_all(b"ping").await.expect("write");
+            io.flush().await.expect("flush");
+            let mut answer = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut answer))
+                .await
+                .expect("the answer is seen by the taking thread's loop")
+                .expect("read");
+            assert_eq!(&answer, b"pong");
+        });
+        echo.join().expect("upstream thread");
     }
 }

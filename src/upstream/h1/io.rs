@@ -21,6 +21,32 @@ pub(crate) enum Io {
     Tls(Box<TlsStream<Gathered<TcpStream>>>),
 }
 
+impl Io {
+    /// Moves the socket to the calling thread's event loop, for a
+    /// connection another serving thread opened: a second descriptor of
+    /// the socket is registered here, then the first one is deregistered
+    /// from the opening thread's loop and closed. The TCP connection, and
+    /// a TLS session over it, go on as they were.
+    #[cfg(unix)]
+    pub(crate) fn move_here(&mut self) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let socket = match self {
+            Io::Plain(s) => &mut s.0,
+            Io::Tls(s) => &mut s.get_mut().0.0,
+        };
+        let second = socket.as_fd().try_clone_to_owned()?;
+        let moved = TcpStream::from_std(std::net::TcpStream::from(second))?;
+        drop(std::mem::replace(socket, moved));
+        Ok(())
+    }
+
+    /// Elsewhere a socket stays on the loop that opened it.
+    #[cfg(not(unix))]
+    pub(crate) fn move_here(&mut self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 impl AsyncRead for Io {
     fn poll_read(
         self: Pin<&mut Self>,

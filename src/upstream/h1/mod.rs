@@ -129,6 +129,22 @@ impl Conn {
             .is_pending()
     }
 
+    /// The connection with its socket moved to the calling thread's event
+    /// loop (see [`Io::move_here`]); an error closes it.
+    pub(crate) fn move_here(mut self) -> std::io::Result<Conn> {
+        self.io.move_here()?;
+        // The timer belongs to the loop that opened the connection; the
+        // next exchange makes one on this loop.
+        self.deadline = None;
+        Ok(self)
+    }
+
+    /// The transport, for tests that use the socket directly.
+    #[cfg(test)]
+    pub(crate) fn io_mut(&mut self) -> &mut Io {
+        &mut self.io
+    }
+
     /// Reads more into the buffer (`Ok(0)` at the end of the stream).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 1024 {
