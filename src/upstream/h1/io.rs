@@ -40,7 +40,7 @@ impl Io {
         Ok(())
     }
 
-    /// Elsewhere a socket stays on the loop that opened it.
+    /// Elsewhere a socket cannot move: the connection is closed instead.
     #[cfg(not(unix))]
     pub(crate) fn move_here(&mut self) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
