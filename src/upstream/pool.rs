@@ -247,6 +247,28 @@ mod tests {
         });
     }
 
+    /// A connection the upstream closed while its opening loop did not
+    /// run (so that loop never saw the close) is not handed to another
+    /// thread.
+    #[test]
+    fn a_connection_closed_unseen_is_not_taken() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let opener = event_loop();
+        let server_side = park_one(&pool, &opener, &upstream, 1);
+        drop(server_side);
+        // Time for the FIN to arrive.
+        std::thread::sleep(Duration::from_millis(50));
+
+        let taker = event_loop();
+        taker.block_on(async {
+            assert!(
+                pool.checkout(Instant::now()).is_none(),
+                "a closed connection was taken"
+            );
+        });
+    }
+
     /// A TLS connection moves the same way: its session goes on over the
     /// moved socket.
     #[test]

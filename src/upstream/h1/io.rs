@@ -26,16 +26,32 @@ impl Io {
     /// connection another serving thread opened: a second descriptor of
     /// the socket is registered here, then the first one is deregistered
     /// from the opening thread's loop and closed. The TCP connection, and
-    /// a TLS session over it, go on as they were.
+    /// a TLS session over it, go on as they were. Fails, and the caller
+    /// closes the connection, if the upstream closed it or (clear text)
+    /// sent bytes unasked: the opening loop may not have seen that yet.
     #[cfg(unix)]
     pub(crate) fn move_here(&mut self) -> io::Result<()> {
         use std::os::fd::AsFd;
+        let tls = matches!(self, Io::Tls(_));
         let socket = match self {
             Io::Plain(s) => &mut s.0,
             Io::Tls(s) => &mut s.get_mut().0.0,
         };
-        let second = socket.as_fd().try_clone_to_owned()?;
-        let moved = TcpStream::from_std(std::net::TcpStream::from(second))?;
+        let second = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned()?);
+        // One look at the socket itself (a TLS session may have records
+        // waiting, such as session tickets, that rustls reads).
+        match second.peek(&mut [0u8; 1]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(n) if n > 0 && tls => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "an idle upstream connection closed or sent bytes unasked",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let moved = TcpStream::from_std(second)?;
         drop(std::mem::replace(socket, moved));
         Ok(())
     }
