@@ -187,6 +187,27 @@ mod tests {
         upstream.accept().expect("accept").0
     }
 
+    /// An upstream listener and a pool with places for two serving
+    /// threads.
+    fn two_thread_pool() -> (std::net::TcpListener, Arc<EndpointPool>) {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        (upstream, pool)
+    }
+
+    /// Sends "ping" on `io` and waits up to 5 s for the upstream's "pong":
+    /// it only comes if the calling loop watches the socket.
+    async fn assert_answered(io: &mut Io) {
+        io.write_all(b"ping").await.expect("write");
+        io.flush().await.expect("flush");
+        let mut answer = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut answer))
+            .await
+            .expect("the answer is seen by the taking thread's loop")
+            .expect("read");
+        assert_eq!(&answer, b"pong");
+    }
+
     fn local_port(conn: &mut Conn) -> u16 {
         match conn.io_mut() {
             Io::Plain(s) => s.0.local_addr().expect("addr").port(),
@@ -198,8 +219,7 @@ mod tests {
     /// first.
     #[test]
     fn a_serving_thread_reuses_its_own_idle_connections_first() {
-        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let (upstream, pool) = two_thread_pool();
         let event_loop = event_loop();
         let _theirs = park_one(&pool, &event_loop, &upstream, 1);
         let ours = park_one(&pool, &event_loop, &upstream, 0);
@@ -218,33 +238,24 @@ mod tests {
     /// although the opening thread's loop no longer runs: it was moved.
     #[test]
     fn a_serving_thread_without_idle_connections_takes_and_moves_another_threads() {
-        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let (upstream, pool) = two_thread_pool();
         let opener = event_loop();
         let mut server_side = park_one(&pool, &opener, &upstream, 1);
+        let echo = std::thread::spawn(move || {
+            let mut asked = [0u8; 4];
+            server_side.read_exact(&mut asked).expect("read");
+            server_side.write_all(b"pong").expect("write");
+            server_side
+        });
 
-        let taker = event_loop();
-        taker.block_on(async {
+        event_loop().block_on(async {
             let mut conn = pool
                 .checkout(Instant::now())
                 .expect("thread 1's idle connection");
             assert!(pool.checkout(Instant::now()).is_none(), "taken once");
-            let io = conn.io_mut();
-            io.write_all(b"ping").await.expect("write");
-            let mut asked = [0u8; 4];
-            let echo = tokio::task::spawn_blocking(move || {
-                server_side.read_exact(&mut asked).expect("read");
-                server_side.write_all(b"pong").expect("write");
-                server_side
-            });
-            let _server_side = echo.await.expect("upstream side");
-            let mut answer = [0u8; 4];
-            tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut answer))
-                .await
-                .expect("the answer is seen by the taking thread's loop")
-                .expect("read");
-            assert_eq!(&answer, b"pong");
+            assert_answered(conn.io_mut()).await;
         });
+        echo.join().expect("upstream thread");
     }
 
     /// A connection the upstream closed while its opening loop did not
@@ -252,16 +263,14 @@ mod tests {
     /// thread.
     #[test]
     fn a_connection_closed_unseen_is_not_taken() {
-        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
+        let (upstream, pool) = two_thread_pool();
         let opener = event_loop();
         let server_side = park_one(&pool, &opener, &upstream, 1);
         drop(server_side);
         // Time for the FIN to arrive.
         std::thread::sleep(Duration::from_millis(50));
 
-        let taker = event_loop();
-        taker.block_on(async {
+        event_loop().block_on(async {
             assert!(
                 pool.checkout(Instant::now()).is_none(),
                 "a closed connection was taken"
@@ -288,7 +297,7 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
 
-        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (upstream, pool) = two_thread_pool();
         let addr = upstream.local_addr().expect("addr");
         // The upstream answers one ping with a pong, on a thread and loop
         // of its own.
@@ -310,7 +319,6 @@ mod tests {
             });
         });
 
-        let pool = EndpointPool::with_queues(Duration::from_secs(60), 2);
         let opener = event_loop();
         crate::worker::set_index(1);
         opener.block_on(async {
@@ -328,15 +336,7 @@ mod tests {
             let mut conn = pool
                 .checkout(Instant::now())
                 .expect("thread 1's idle connection");
-            let io = conn.io_mut();
-            io.write_all(b"ping").await.expect("write");
-            io.flush().await.expect("flush");
-            let mut answer = [0u8; 4];
-            tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut answer))
-                .await
-                .expect("the answer is seen by the taking thread's loop")
-                .expect("read");
-            assert_eq!(&answer, b"pong");
+            assert_answered(conn.io_mut()).await;
         });
         echo.join().expect("upstream thread");
     }
