@@ -776,3 +776,19 @@ async fn a_reset_h2_stream_leaves_nothing_in_flight() {
     assert!(closed.is_ok(), "the idle connection was not closed");
     drop(h2);
 }
+
+/// A server bound for more serving threads than the upstream pools were
+/// made for is refused with a message that says what to call first (each
+/// thread's pool queue is made when the config is linked).
+#[test]
+fn binding_more_serving_threads_than_the_pools_know_is_refused() {
+    use pointsman::runtime::{Live, Runtime};
+    use pointsman::server::Server;
+    let runtime = Runtime::new(None);
+    let live = Live::new(runtime.link(Rules::new().config()), runtime);
+    let err = Server::bind(live, 2).expect_err("bound two threads over one-queue pools");
+    assert!(
+        err.to_string().contains("worker::set_count"),
+        "unclear error: {err}"
+    );
+}

@@ -50,8 +50,20 @@ impl Server {
     /// HAProxy do by default): the kernel spreads new connections over
     /// them, where threads sharing one socket would leave a burst of
     /// connections to whichever thread woke first.
+    ///
+    /// The upstream pools keep a queue of idle connections per serving
+    /// thread, made when the config is linked: [`crate::worker::set_count`]
+    /// must have been told at least `threads` before that, or binding
+    /// fails (a thread would take connections another loop watches).
     pub fn bind(live: Arc<Live>, threads: usize) -> io::Result<Server> {
         let threads = threads.max(1);
+        let counted = crate::worker::count();
+        if threads > counted {
+            return Err(io::Error::other(format!(
+                "{threads} serving threads, but the upstream pools were made for {counted}: \
+                 call worker::set_count before linking the config"
+            )));
+        }
         let snapshot = live.snapshot();
         let mut listeners = Vec::new();
         for l in &snapshot.config.settings.listeners {
