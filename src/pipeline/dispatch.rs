@@ -45,7 +45,7 @@ pub(super) fn dispatch(
             // moves once per request).
             return Box::pin(fallback(snapshot, out, served, None)).await;
         };
-        served.route = Some(route.name.clone());
+        served.route = Some(i);
         let metrics = snapshot.route_metrics(i);
         served.series = Some(SeriesAt::Direct(i));
         match &route.action {
@@ -110,7 +110,7 @@ async fn failover(
     };
     tracing::warn!(
         route = %route.name,
-        upstream = served.upstream.as_deref().unwrap_or(""),
+        upstream = served.upstream_name(snapshot).unwrap_or(""),
         error = %e,
         "upstream failed; failing over to the fallback"
     );
@@ -312,7 +312,7 @@ fn to_send<'s>(
     let Some(upstream) = snapshot.upstream(id) else {
         return Err(ForwardError::NoHealthyUpstream("unknown upstream".into()));
     };
-    served.upstream = Some(upstream.def.name.clone());
+    served.upstream = Some(id);
     // An HTTP/1.1 client that accepts trailers gets them declared.
     let declare_trailers = out.te_trailers && out.parts.version == Version::HTTP_11;
     prepare::for_upstream(&mut out.parts, &mut out.added, out.path, opts)?;

@@ -112,10 +112,10 @@ pub fn serve(
     async move {
         // Owned by the future (dropped as it ends, however it ends): the
         // caller needs no async layer of its own to hold them.
-        let (snapshot, conn) = (&*snapshot, &*conn);
         let start = Instant::now();
         let request_id = headers::request_id(req.headers());
-        let mut log = AccessLog::begin(&req, conn.peer.ip(), start, &request_id);
+        let mut log = AccessLog::begin(&snapshot, &req, conn.peer.ip(), start, &request_id);
+        let (snapshot, conn) = (&*snapshot, &*conn);
         let h1 = req.version() <= http::Version::HTTP_11;
         // Kept in the access record when there is one, so a request whose
         // client leaves mid-way is logged with what was decided so far.
@@ -206,8 +206,8 @@ pub fn serve(
                     // access line has only the token.
                     tracing::warn!(
                         request_id = request_id.to_str().unwrap_or(""),
-                        route = served.route.as_deref().unwrap_or(""),
-                        upstream = served.upstream.as_deref().unwrap_or(""),
+                        route = served.route_name(snapshot).unwrap_or(""),
+                        upstream = served.upstream_name(snapshot).unwrap_or(""),
                         error = %e,
                         "upstream failed"
                     );
@@ -215,7 +215,7 @@ pub fn serve(
                     tracing::debug!(error = %e, "request failed");
                 }
                 served.error = e.token();
-                let mut resp = error_response(&e, grpc, served);
+                let mut resp = error_response(&e, grpc, served, snapshot);
                 if h1 && e.closes_connection() {
                     // Where the next request would start cannot be trusted.
                     resp.headers_mut()
@@ -231,10 +231,15 @@ pub fn serve(
 
 /// The proxy's own answer to a failed request: a gRPC call gets the
 /// trailers-only form, counted under the status it stands for.
-fn error_response(e: &ForwardError, grpc: bool, served: &mut Served) -> Response<ProxyBody> {
+fn error_response(
+    e: &ForwardError,
+    grpc: bool,
+    served: &mut Served,
+    snapshot: &Snapshot,
+) -> Response<ProxyBody> {
     if grpc && let Some(resp) = e.to_grpc_response() {
         served.status = Some(e.status());
         return resp;
     }
-    e.to_response(served.route.as_deref())
+    e.to_response(served.route_name(snapshot))
 }

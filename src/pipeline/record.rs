@@ -11,6 +11,7 @@ use crate::runtime::Snapshot;
 use crate::runtime::exposure::ExposureRecord;
 use crate::split::Arm;
 use crate::split::sticky::StickyId;
+use crate::upstream::def::UpstreamId;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
@@ -24,15 +25,18 @@ use std::time::Instant;
 /// Who served a request, filled in as the pipeline goes.
 #[derive(Debug, Default)]
 pub(super) struct Served {
-    /// The route that matched (named in error bodies even when the
-    /// fallback then failed too).
-    pub(super) route: Option<Arc<str>>,
+    /// The route that matched, by index (named in error bodies even when
+    /// the fallback then failed too). Route, upstream and endpoint are
+    /// kept as places in the snapshot, named only when a line is written:
+    /// a clone of a shared name is two atomic writes to a cache line that
+    /// every serving thread writes.
+    pub(super) route: Option<usize>,
     /// The fallback served (the `route` label is `fallback`).
     pub(super) via_fallback: bool,
-    pub(super) upstream: Option<Arc<str>>,
-    /// `None` until an upstream answered (not an empty `Arc<str>`: its
-    /// default is a shared static, counted atomically on every request).
-    pub(super) endpoint: Option<Arc<str>>,
+    pub(super) upstream: Option<UpstreamId>,
+    /// The endpoint of `upstream` that answered, by index; `None` until
+    /// one did.
+    pub(super) endpoint: Option<usize>,
     /// The experiment variant or canary arm, when a split decided.
     pub(super) variant: Option<Arc<str>>,
     /// `Set-Cookie` for a sticky id minted for this request.
@@ -86,12 +90,30 @@ impl SeriesAt {
 }
 
 impl Served {
+    /// The name of the route that matched.
+    pub(super) fn route_name<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s str> {
+        let route = snapshot.config.routes.routes().get(self.route?)?;
+        Some(&route.name)
+    }
+
+    /// The name of the upstream sent to.
+    pub(super) fn upstream_name<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s str> {
+        Some(&snapshot.upstream(self.upstream?)?.def.name)
+    }
+
+    /// The `host:port` of the endpoint that answered.
+    fn endpoint_label<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s str> {
+        snapshot
+            .upstream(self.upstream?)?
+            .endpoint_label(self.endpoint?)
+    }
+
     /// The `route` label: the route's name, `fallback` or `none`.
-    fn route_label(&self) -> &str {
+    fn route_label<'s>(&self, snapshot: &'s Snapshot) -> &'s str {
         if self.via_fallback {
             ROUTE_FALLBACK
         } else {
-            self.route.as_deref().unwrap_or(ROUTE_NONE)
+            self.route_name(snapshot).unwrap_or(ROUTE_NONE)
         }
     }
 }
@@ -220,17 +242,39 @@ fn exposure_name(action: &Action) -> Option<Arc<str>> {
 mod tests {
     use super::*;
 
-    /// Re-house fix: the fallback is named by a flag, not a route name
-    /// allocated per request.
+    /// The route, upstream and endpoint are places in the snapshot, named
+    /// from it; the fallback is named by a flag (re-house fix: no route
+    /// name allocated per request).
     #[test]
-    fn the_fallback_label_is_static() {
+    fn served_places_are_named_from_the_snapshot() {
+        let text = r#"
+listen: [{bind: "127.0.0.1:0"}]
+upstreams:
+  web: {endpoints: ["127.0.0.1:9001", "127.0.0.1:9002"]}
+routes:
+  - {name: first, match: {path_prefix: /a}, to: web}
+  - {name: second, match: {path_prefix: /}, to: web}
+"#;
+        let config = crate::compile::compile_text("t.yaml", text)
+            .expect("compiles")
+            .config;
+        let snapshot = crate::runtime::Runtime::new(None).link(config);
         let served = Served {
+            route: Some(1),
+            upstream: Some(0),
+            endpoint: Some(1),
+            ..Served::default()
+        };
+        assert_eq!(served.route_label(&snapshot), "second");
+        assert_eq!(served.upstream_name(&snapshot), Some("web"));
+        assert_eq!(served.endpoint_label(&snapshot), Some("127.0.0.1:9002"));
+        let fallback = Served {
             via_fallback: true,
             ..Served::default()
         };
-        assert!(served.route.is_none());
-        assert_eq!(served.route_label(), ROUTE_FALLBACK);
-        assert_eq!(Served::default().route_label(), ROUTE_NONE);
+        assert_eq!(fallback.route_label(&snapshot), ROUTE_FALLBACK);
+        assert_eq!(Served::default().route_label(&snapshot), ROUTE_NONE);
+        assert_eq!(Served::default().endpoint_label(&snapshot), None);
     }
 }
 
@@ -240,6 +284,8 @@ mod tests {
 /// reference-counted).
 #[derive(Debug)]
 pub(super) struct AccessLog {
+    /// Where the record's route, upstream and endpoint are named.
+    snapshot: Arc<Snapshot>,
     request_id: HeaderValue,
     peer: IpAddr,
     method: Method,
@@ -259,6 +305,7 @@ impl AccessLog {
     /// (`--access-log off` builds none). Boxed: the request's future holds
     /// it across every await, and a smaller future is cheaper to move.
     pub(super) fn begin<B>(
+        snapshot: &Arc<Snapshot>,
         req: &Request<B>,
         peer: IpAddr,
         start: Instant,
@@ -268,6 +315,7 @@ impl AccessLog {
             return None;
         }
         Some(Box::new(AccessLog {
+            snapshot: snapshot.clone(),
             request_id: request_id.clone(),
             peer,
             method: req.method().clone(),
@@ -307,6 +355,7 @@ fn protocol(v: Version) -> &'static str {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         let s = &self.served;
+        let snapshot = &*self.snapshot;
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or(""),
@@ -318,9 +367,9 @@ impl Drop for AccessLog {
             protocol = protocol(self.version),
             user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             status = self.status,
-            route = s.route_label(),
-            upstream = s.upstream.as_deref().unwrap_or(""),
-            endpoint = s.endpoint.as_deref().unwrap_or(""),
+            route = s.route_label(snapshot),
+            upstream = s.upstream_name(snapshot).unwrap_or(""),
+            endpoint = s.endpoint_label(snapshot).unwrap_or(""),
             attempts = s.attempts,
             error = s.error.unwrap_or(""),
             variant = s.variant.as_deref().unwrap_or(""),

@@ -10,7 +10,7 @@
 use super::def::{HealthCheck, Outlier};
 use crate::metrics::{EndpointCounters, UpstreamErrors};
 use arc_swap::ArcSwapOption;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,16 +132,14 @@ pub(crate) struct EndpointMetrics {
 }
 
 /// The live state of one endpoint. Shared (`Arc`) by the upstream runtime,
-/// the response bodies and tunnels that hold an in-flight count, and the
-/// checker.
+/// the serving threads' shares of it (which the response bodies and
+/// tunnels in flight hold), and the checker.
 #[derive(Debug)]
 pub(crate) struct Vitals {
     /// The upstream's name (log lines).
     pub(crate) upstream: Arc<str>,
     /// `host:port` (log lines, the access log, metric labels).
     pub(crate) label: Arc<str>,
-    /// Requests in flight.
-    pub(crate) in_flight: AtomicUsize,
     /// What the active checks say (true until a check says otherwise).
     healthy: AtomicBool,
     /// Checks passed / failed in a row.
@@ -175,7 +173,6 @@ impl Vitals {
         Vitals {
             upstream,
             label,
-            in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),

@@ -78,8 +78,10 @@ impl std::fmt::Debug for Upstream {
 /// Runtime state of one endpoint.
 #[derive(Debug)]
 struct EndpointState {
-    /// Its label (`host:port`, shared by every request's access-log
-    /// record), in-flight count, health and ejection.
+    /// Its place in the upstream's endpoints (what [`Sent`] names).
+    index: usize,
+    /// Its label (`host:port`, named in access-log records), health and
+    /// ejection.
     vitals: Arc<Vitals>,
     /// `scheme://host:port/`, dialled for new connections.
     url: String,
@@ -92,20 +94,64 @@ struct EndpointState {
     /// The Host header sent when the request has none (the authority,
     /// without the scheme's default port).
     host: Option<HeaderValue>,
+    /// A share for each serving thread (its requests in flight).
+    shares: Box<[Arc<EndpointShare>]>,
     /// Idle HTTP/1.1 connections (`protocol: http1`).
     pool: Arc<EndpointPool>,
     /// The shared connection (`protocol: h2`).
     h2: H2Slot,
 }
 
+impl EndpointState {
+    /// Requests in flight on it: the sum of the threads' shares.
+    fn in_flight(&self) -> usize {
+        self.shares
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The calling serving thread's share.
+    fn share(&self) -> &Arc<EndpointShare> {
+        &self.shares[crate::worker::index() % self.shares.len()]
+    }
+}
+
+/// An endpoint as one serving thread's requests hold it: that thread's
+/// part of the in-flight count, and the way to the endpoint's vitals and
+/// idle pool. Each request writes the count and the count of the `Arc`
+/// it holds twice; with one of each for all threads, those writes moved
+/// the same cache lines between cores on every request. So each thread
+/// has its own share, in an allocation aligned to a line pair of its own
+/// (adjacent-line prefetch).
+#[derive(Debug)]
+#[repr(align(128))]
+struct EndpointShare {
+    in_flight: AtomicUsize,
+    vitals: Arc<Vitals>,
+    pool: Arc<EndpointPool>,
+}
+
+impl h1::Release for EndpointShare {
+    fn release(self: Arc<Self>, conn: h1::Conn) {
+        self.pool.put(conn);
+    }
+}
+
 /// Counts one request in flight on an endpoint until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<Vitals>);
+pub struct InFlight(Arc<EndpointShare>);
 
 impl InFlight {
-    fn new(vitals: &Arc<Vitals>) -> Self {
-        vitals.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(vitals.clone())
+    /// Counted in the calling serving thread's share.
+    fn new(ep: &EndpointState) -> Self {
+        let share = ep.share();
+        share.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(share.clone())
+    }
+
+    fn vitals(&self) -> &Vitals {
+        &self.0.vitals
     }
 }
 
@@ -227,8 +273,9 @@ pub struct Sent {
     pub response: Response<ProxyBody>,
     /// The upstream side of a 101 (Switching Protocols).
     pub upgrade: Option<(PendingUpgrade, InFlight)>,
-    /// The endpoint's `host:port`.
-    pub endpoint: Arc<str>,
+    /// The endpoint that answered, by index ([`Upstream::endpoint_label`]
+    /// names it): a request carries no copy of a shared name.
+    pub endpoint: usize,
 }
 
 impl std::fmt::Debug for Sent {
@@ -246,13 +293,19 @@ impl Upstream {
     /// HTTP/1.1 connections or one shared h2 connection per endpoint. Opens nothing
     /// until a request needs it.
     pub fn new(def: UpstreamDef) -> Self {
+        Upstream::with_threads(def, crate::worker::count())
+    }
+
+    /// [`Upstream::new`] for `threads` serving threads.
+    fn with_threads(def: UpstreamDef, threads: usize) -> Self {
         let connector = connect::connector(&def);
         let dialer = H1Dialer::new(&def);
         let name = def.name.clone();
         let endpoints = def
             .endpoints
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(index, e)| {
                 let base: Option<http::uri::Authority> = e.authority.parse().ok();
                 let host = base.as_ref().and_then(|a| {
                     let default = if e.tls { 443 } else { 80 };
@@ -266,14 +319,27 @@ impl Upstream {
                     .tls
                     .then(|| connect::server_name(&def, base.as_ref()))
                     .flatten();
+                let vitals = Arc::new(Vitals::new(name.clone(), Arc::from(e.authority.as_str())));
+                let pool = EndpointPool::new(POOL_IDLE_TIMEOUT);
+                let shares = (0..threads.max(1))
+                    .map(|_| {
+                        Arc::new(EndpointShare {
+                            in_flight: AtomicUsize::new(0),
+                            vitals: vitals.clone(),
+                            pool: pool.clone(),
+                        })
+                    })
+                    .collect();
                 EndpointState {
+                    index,
                     sni,
                     base,
                     host,
                     tls: e.tls,
                     url: format!("{scheme}://{}/", e.authority),
-                    vitals: Arc::new(Vitals::new(name.clone(), Arc::from(e.authority.as_str()))),
-                    pool: EndpointPool::new(POOL_IDLE_TIMEOUT),
+                    vitals,
+                    shares,
+                    pool,
                     h2: H2Slot::new(POOL_IDLE_TIMEOUT),
                 }
             })
@@ -325,11 +391,16 @@ impl Upstream {
         }
     }
 
+    /// Endpoint `idx`'s `host:port`.
+    pub fn endpoint_label(&self, idx: usize) -> Option<&str> {
+        self.endpoints.get(idx).map(|e| &*e.vitals.label)
+    }
+
     /// Requests currently in flight on each endpoint, in definition order.
     pub fn in_flight(&self) -> Vec<usize> {
         self.endpoints
             .iter()
-            .map(|e| e.vitals.in_flight.load(Ordering::Relaxed))
+            .map(EndpointState::in_flight)
             .collect()
     }
 
@@ -554,14 +625,14 @@ impl Upstream {
         failed: Option<BodyFailed>,
     ) -> impl Future<Output = Result<Sent, SendError>> {
         async move {
-            let endpoint = ep.vitals.label.clone();
+            let endpoint = &ep.vitals.label;
             if let Err(e) = h2::to_h2(&mut req, ep.tls, base) {
                 return Err(SendError::Connect {
-                    endpoint,
+                    endpoint: endpoint.clone(),
                     source: e.into(),
                 });
             }
-            let in_flight = InFlight::new(&ep.vitals);
+            let in_flight = InFlight::new(ep);
             let exchange = async {
                 // Once the shared connection handed a request back, the next
                 // attempt opens a new one (so this loop runs at most twice).
@@ -572,9 +643,8 @@ impl Upstream {
                         Some(tx) => (tx, true),
                         // Boxed for the same reason as in `send_h1`.
                         None => {
-                            let tx =
-                                Box::pin(connect::open_h2(&self.connector, &ep.url, &endpoint))
-                                    .await?;
+                            let tx = Box::pin(connect::open_h2(&self.connector, &ep.url, endpoint))
+                                .await?;
                             ep.h2.set(&tx);
                             (tx, false)
                         }
@@ -592,12 +662,15 @@ impl Upstream {
                 }
             };
             match tokio::time::timeout(timeout, exchange).await {
-                Err(_) => Err(SendError::Timeout { endpoint, timeout }),
+                Err(_) => Err(SendError::Timeout {
+                    endpoint: endpoint.clone(),
+                    timeout,
+                }),
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(response)) => Ok(sent(
                     response.map(Inner::H2),
                     None,
-                    endpoint,
+                    ep.index,
                     in_flight,
                     failed,
                 )),
@@ -622,7 +695,7 @@ impl Upstream {
         failed: Option<BodyFailed>,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send + 'a {
         async move {
-            let endpoint = ep.vitals.label.clone();
+            let endpoint = &ep.vitals.label;
             let head_request = head.method == Method::HEAD;
             let wants_upgrade = head.headers.contains_key(http::header::UPGRADE);
             // The head goes out in origin form (authority form for
@@ -637,7 +710,7 @@ impl Upstream {
             };
             let mut out = h1::Outgoing::to_endpoint(head, adds, added, body)
                 .map_err(|e| h1_fault(endpoint.clone(), e))?;
-            let in_flight = InFlight::new(&ep.vitals);
+            let in_flight = InFlight::new(ep);
             // The deadline is kept by the connection's own timer (see
             // `h1::Conn`), and by a timer of its own for a connect.
             // One clock read for the deadline and the pool's idle check.
@@ -658,14 +731,14 @@ impl Upstream {
                     None => {
                         let open = self
                             .dialer
-                            .open(&ep.vitals.label, ep.sni.as_ref(), &endpoint);
+                            .open(&ep.vitals.label, ep.sni.as_ref(), endpoint);
                         match tokio::time::timeout_at(deadline, Box::pin(open)).await {
                             Ok(conn) => (conn?, false),
                             Err(_) => return Err(timed_out()),
                         }
                     }
                 };
-                let release: Arc<dyn h1::Release> = ep.pool.clone();
+                let release: Arc<dyn h1::Release> = ep.share().clone();
                 let attempt = h1::exchange(
                     conn,
                     out,
@@ -693,7 +766,7 @@ impl Upstream {
             Ok(sent(
                 response.map(Inner::H1),
                 upgrade,
-                endpoint,
+                ep.index,
                 in_flight,
                 failed,
             ))
@@ -776,7 +849,7 @@ fn take_head(head: &mut Parts) -> Parts {
 fn sent(
     response: Response<Inner>,
     upgrade: Option<PendingUpgrade>,
-    endpoint: Arc<str>,
+    endpoint: usize,
     in_flight: InFlight,
     failed: Option<BodyFailed>,
 ) -> Sent {
@@ -842,7 +915,7 @@ impl balance::Endpoints for Available<'_> {
     fn load(&self, i: usize) -> usize {
         self.endpoints
             .get(i)
-            .map_or(usize::MAX, |e| e.vitals.in_flight.load(Ordering::Relaxed))
+            .map_or(usize::MAX, EndpointState::in_flight)
     }
 }
 
@@ -884,7 +957,7 @@ impl Body for UpstreamBody {
         match polled {
             Poll::Ready(Some(Err(e))) => {
                 let clients_fault = this.failed.as_ref().is_some_and(BodyFailed::is_set);
-                if !clients_fault && let Some(InFlight(v)) = this.in_flight.as_ref() {
+                if !clients_fault && let Some(v) = this.in_flight.as_ref().map(InFlight::vitals) {
                     if let Some(m) = v.metrics.get() {
                         m.errors.reset();
                     }
@@ -918,4 +991,32 @@ pub fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_serving_thread_counts_its_requests_in_flight_in_a_share_of_its_own() {
+        assert!(std::mem::align_of::<EndpointShare>() >= 128);
+        let up = Upstream::with_threads(UpstreamDef::new("web", &["127.0.0.1:1"]), 2);
+        let ep = &up.endpoints[0];
+        crate::worker::set_index(0);
+        let first = InFlight::new(ep);
+        crate::worker::set_index(1);
+        let second = InFlight::new(ep);
+        let third = InFlight::new(ep);
+        crate::worker::set_index(0);
+        let counts: Vec<usize> = ep
+            .shares
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts, [1, 2], "each thread counts in its own share");
+        assert!(!Arc::ptr_eq(&first.0, &second.0));
+        assert_eq!(up.in_flight(), [3], "the count is the shares' sum");
+        drop((first, second, third));
+        assert_eq!(up.in_flight(), [0]);
+    }
 }

@@ -13,7 +13,7 @@
 //! timeout, closed by the upstream, or sent bytes unasked are dropped at
 //! checkout and by a reaper task.
 
-use super::h1::{self, Conn};
+use super::h1::Conn;
 use crate::bounded::BoundedQueue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -102,7 +102,7 @@ impl EndpointPool {
 
     /// Keeps a connection whose exchange ended cleanly (a full pool
     /// closes it).
-    fn put(self: &Arc<Self>, conn: Conn) {
+    pub(super) fn put(self: &Arc<Self>, conn: Conn) {
         let _ = self.idle[self.own()].push(Idle {
             conn,
             since: Instant::now(),
@@ -144,12 +144,6 @@ fn spawn_reaper(rt: &tokio::runtime::Handle, pool: Weak<EndpointPool>, idle_time
             }
         }
     });
-}
-
-impl h1::Release for EndpointPool {
-    fn release(self: Arc<Self>, conn: Conn) {
-        self.put(conn);
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use super::def::{Balance, Protocol};
 use super::health::now_ms;
 use crate::clock::rfc3339_millis;
 use serde::Serialize;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// One upstream.
@@ -136,7 +135,7 @@ impl Upstream {
                     }),
                     ejections: v.ejections(),
                     serving: v.available(now),
-                    in_flight: v.in_flight.load(Ordering::Relaxed),
+                    in_flight: e.in_flight(),
                     last_check: v.last_check().map(|c| CheckView {
                         at: at(c.at),
                         result: if c.pass { "pass" } else { "fail" },
