@@ -49,8 +49,11 @@ pub struct Upstream {
     /// The definition it was built from.
     pub def: UpstreamDef,
     endpoints: Box<[EndpointState]>,
-    /// The round-robin position of first attempts.
-    next: AtomicUsize,
+    /// The round-robin position of first attempts, one for each serving
+    /// thread (each thread goes round the endpoints in turn, as NGINX's
+    /// workers do): one position for all threads was a cache line every
+    /// request wrote.
+    next: Box<[RoundRobin]>,
     /// Set while one failure decides an ejection (so two cannot both pass
     /// `max_ejected_percent`); a failure that finds it set leaves the
     /// decision to the next one.
@@ -137,6 +140,11 @@ impl h1::Release for EndpointShare {
         self.pool.put(conn);
     }
 }
+
+/// One serving thread's round-robin position, on a line pair of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct RoundRobin(AtomicUsize);
 
 /// Counts one request in flight on an endpoint until dropped.
 #[derive(Debug)]
@@ -347,7 +355,7 @@ impl Upstream {
         Upstream {
             def,
             endpoints,
-            next: AtomicUsize::new(0),
+            next: (0..threads.max(1)).map(|_| RoundRobin::default()).collect(),
             ejecting: AtomicBool::new(false),
             no_healthy_log: LogLimit::default(),
             connector,
@@ -427,7 +435,8 @@ impl Upstream {
             endpoints: &self.endpoints,
             now: std::cell::OnceCell::new(),
         };
-        balance::pick(self.def.balance, &eps, &self.next, tried)
+        let next = &self.next[crate::worker::index() % self.next.len()];
+        balance::pick(self.def.balance, &eps, &next.0, tried)
     }
 
     /// Counts and logs a request no endpoint can take.
@@ -1018,5 +1027,22 @@ mod tests {
         assert_eq!(up.in_flight(), [3], "the count is the shares' sum");
         drop((first, second, third));
         assert_eq!(up.in_flight(), [0]);
+    }
+
+    #[test]
+    fn each_serving_thread_goes_round_the_endpoints_from_its_own_position() {
+        let def = UpstreamDef::new("web", &["127.0.0.1:1", "127.0.0.1:2"]);
+        let up = Upstream::with_threads(def, 2);
+        crate::worker::set_index(0);
+        let zero: Vec<_> = (0..3).map(|_| up.pick()).collect();
+        crate::worker::set_index(1);
+        let one: Vec<_> = (0..3).map(|_| up.pick()).collect();
+        crate::worker::set_index(0);
+        assert_eq!(zero, [Some(0), Some(1), Some(0)]);
+        assert_eq!(
+            one,
+            [Some(0), Some(1), Some(0)],
+            "not where thread 0 left off"
+        );
     }
 }
