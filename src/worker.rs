@@ -36,3 +36,10 @@ pub fn set_index(index: usize) {
 pub fn index() -> usize {
     INDEX.get()
 }
+
+/// The calling thread's place among `slots` kept one per serving thread
+/// (pool queues, in-flight shares, round-robin positions), so that a
+/// thread writes only its own.
+pub fn slot(slots: usize) -> usize {
+    index() % slots.max(1)
+}

@@ -113,11 +113,6 @@ impl EndpointState {
             .map(|s| s.in_flight.load(Ordering::Relaxed))
             .sum()
     }
-
-    /// The calling serving thread's share.
-    fn share(&self) -> &Arc<EndpointShare> {
-        &self.shares[crate::worker::index() % self.shares.len()]
-    }
 }
 
 /// An endpoint as one serving thread's requests hold it: that thread's
@@ -153,7 +148,7 @@ pub struct InFlight(Arc<EndpointShare>);
 impl InFlight {
     /// Counted in the calling serving thread's share.
     fn new(ep: &EndpointState) -> Self {
-        let share = ep.share();
+        let share = &ep.shares[crate::worker::slot(ep.shares.len())];
         share.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(share.clone())
     }
@@ -304,7 +299,8 @@ impl Upstream {
         Upstream::with_threads(def, crate::worker::count())
     }
 
-    /// [`Upstream::new`] for `threads` serving threads.
+    /// [`Upstream::new`] for `threads` serving threads: a pool queue, an
+    /// in-flight share and a round-robin position for each.
     fn with_threads(def: UpstreamDef, threads: usize) -> Self {
         let connector = connect::connector(&def);
         let dialer = H1Dialer::new(&def);
@@ -328,7 +324,7 @@ impl Upstream {
                     .then(|| connect::server_name(&def, base.as_ref()))
                     .flatten();
                 let vitals = Arc::new(Vitals::new(name.clone(), Arc::from(e.authority.as_str())));
-                let pool = EndpointPool::new(POOL_IDLE_TIMEOUT);
+                let pool = EndpointPool::with_queues(POOL_IDLE_TIMEOUT, threads);
                 let shares = (0..threads.max(1))
                     .map(|_| {
                         Arc::new(EndpointShare {
@@ -435,7 +431,7 @@ impl Upstream {
             endpoints: &self.endpoints,
             now: std::cell::OnceCell::new(),
         };
-        let next = &self.next[crate::worker::index() % self.next.len()];
+        let next = &self.next[crate::worker::slot(self.next.len())];
         balance::pick(self.def.balance, &eps, &next.0, tried)
     }
 
@@ -747,7 +743,9 @@ impl Upstream {
                         }
                     }
                 };
-                let release: Arc<dyn h1::Release> = ep.share().clone();
+                // The share this request is counted in takes the
+                // connection back to its pool.
+                let release: Arc<dyn h1::Release> = in_flight.0.clone();
                 let attempt = h1::exchange(
                     conn,
                     out,

@@ -51,12 +51,8 @@ impl std::fmt::Debug for EndpointPool {
 }
 
 impl EndpointPool {
-    /// A pool with a queue for each serving thread.
-    pub(crate) fn new(idle_timeout: Duration) -> Arc<Self> {
-        EndpointPool::with_queues(idle_timeout, crate::worker::count())
-    }
-
-    fn with_queues(idle_timeout: Duration, queues: usize) -> Arc<Self> {
+    /// A pool with a queue for each of `queues` serving threads.
+    pub(super) fn with_queues(idle_timeout: Duration, queues: usize) -> Arc<Self> {
         Arc::new(EndpointPool {
             idle: (0..queues.max(1))
                 .map(|_| BoundedQueue::new(MAX_IDLE))
@@ -68,7 +64,7 @@ impl EndpointPool {
 
     /// The index of the calling serving thread's queue.
     fn own(&self) -> usize {
-        crate::worker::index() % self.idle.len()
+        crate::worker::slot(self.idle.len())
     }
 
     /// An idle connection ready for a request at `now`: one of the calling
