@@ -11,9 +11,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use pointsman::compile::matchers::compile as compile_match;
 use pointsman::compile::{Action, Respond, Route};
 use pointsman::config::Diagnostics;
+use pointsman::config::Location;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
 use pointsman::routing::{RequestContext, RouteTable};
-use serde_saphyr::Location;
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::time::Instant;
 const SIZES: &[usize] = &[10, 1_000, 10_000, 100_000];
 
 fn sp<T>(v: T) -> Spanned<T> {
-    Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN)
+    Spanned::new(v, Location::UNKNOWN)
 }
 
 fn bsp<T>(v: T) -> Box<Spanned<T>> {

@@ -11,10 +11,10 @@
 use http::{HeaderMap, HeaderValue, Method};
 use pointsman::compile::matchers::compile as compile_match;
 use pointsman::config::Diagnostics;
+use pointsman::config::Location;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
 use pointsman::routing::{Expr, HasMatch, RequestContext, RouteTable};
 use proptest::prelude::*;
-use serde_saphyr::Location;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ const REQ_PATHS: &[&str] = &[
 ];
 
 fn sp<T>(v: T) -> Spanned<T> {
-    Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN)
+    Spanned::new(v, Location::UNKNOWN)
 }
 
 fn bsp<T>(v: T) -> Box<Spanned<T>> {

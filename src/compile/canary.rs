@@ -3,13 +3,12 @@
 
 use super::sticky::{compile_sticky, error_count};
 use crate::config::raw::{self, Spanned};
-use crate::config::{Diagnostics, parse_duration};
+use crate::config::{Diagnostics, Location, parse_duration};
 use crate::split::canary::def::{
     CanaryDef, DEFAULT_MIN_REQUESTS, DEFAULT_WINDOW, GuardDef, OnBreach, Plan, Step, arm_labels,
 };
 use crate::split::identity::Canonical;
 use crate::upstream::def::UpstreamId;
-use serde_saphyr::Location;
 use std::sync::Arc;
 
 /// Compiles a route's `canary`. `resolve_upstream` reports its own error

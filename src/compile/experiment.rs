@@ -2,14 +2,13 @@
 //! [`Experiment`], every problem reported with its position.
 
 use super::sticky::{compile_sticky, error_count};
-use crate::config::Diagnostics;
 use crate::config::raw::{self, Spanned};
+use crate::config::{Diagnostics, Location};
 use crate::routing::Expr;
 use crate::split::hash::{self, HashVersion};
 use crate::split::identity::Canonical;
 use crate::split::{Experiment, Variant};
 use crate::upstream::def::UpstreamId;
-use serde_saphyr::Location;
 use std::collections::HashSet;
 use std::sync::Arc;
 

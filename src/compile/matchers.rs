@@ -9,6 +9,7 @@
 //!   `gt`, `gte`, `lt`, `lte` together (e.g. `gt: 1, lte: 5`).
 //! - Nesting of `all` / `any` / `not` is limited to [`MAX_DEPTH`] levels.
 
+use crate::config::Location;
 use crate::config::diagnostic::Diagnostics;
 use crate::config::raw::{self, Spanned};
 use crate::routing::exact_slice;
@@ -18,7 +19,6 @@ use crate::routing::matchers::{
     is_token, parse_cidr,
 };
 use http::{HeaderName, Method};
-use serde_saphyr::Location;
 use std::sync::Arc;
 
 /// Deepest accepted nesting of `all` / `any` / `not`.
@@ -687,13 +687,13 @@ mod tests {
 
     fn nest_not(levels: usize, inner: raw::Match) -> Spanned<raw::Match> {
         let at = Location::UNKNOWN;
-        let mut m = Spanned::new(inner, at, at);
+        let mut m = Spanned::new(inner, at);
         for _ in 0..levels {
             let outer = raw::Match {
                 not: Some(Box::new(m)),
                 ..Default::default()
             };
-            m = Spanned::new(outer, at, at);
+            m = Spanned::new(outer, at);
         }
         m
     }
@@ -709,11 +709,7 @@ mod tests {
         assert!(errs[0].contains("nested more than 64"));
 
         let path = raw::Match {
-            path: Some(Box::new(Spanned::new(
-                "/x".to_owned(),
-                Location::UNKNOWN,
-                Location::UNKNOWN,
-            ))),
+            path: Some(Box::new(Spanned::new("/x".to_owned(), Location::UNKNOWN))),
             ..Default::default()
         };
         let mut d = Diagnostics::default();

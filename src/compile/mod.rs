@@ -32,11 +32,10 @@ pub use settings::{
 };
 
 use crate::config::raw::{self, Spanned};
-use crate::config::{Diagnostic, Diagnostics, Loaded, Severity, Source, parse_duration};
+use crate::config::{Diagnostic, Diagnostics, Loaded, Location, Severity, Source, parse_duration};
 use crate::routing::{Expr, RouteTable};
 use crate::split::{CanaryDef, Experiment};
 use crate::upstream::def::{UpstreamDef, UpstreamId};
-use serde_saphyr::Location;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

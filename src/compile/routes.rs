@@ -9,11 +9,10 @@ use super::config::{
 use super::matchers::compile as compile_match;
 use super::{Builder, Place};
 use crate::config::raw::{self, Spanned};
-use crate::config::{Severity, Source};
+use crate::config::{Location, Severity, Source};
 use crate::routing::Expr;
 use crate::upstream::def::UpstreamId;
 use http::{HeaderName, HeaderValue, StatusCode};
-use serde_saphyr::Location;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

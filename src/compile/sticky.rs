@@ -1,10 +1,9 @@
 //! Sticky settings (`sticky_on`, `issue_cookie`) shared by experiments and
 //! canaries, and the error-count helper their compilers use.
 
-use crate::config::Diagnostics;
 use crate::config::raw::Spanned;
+use crate::config::{Diagnostics, Location};
 use crate::split::sticky::StickyConfig;
-use serde_saphyr::Location;
 
 /// Errors (not warnings) recorded so far.
 pub(super) fn error_count(diags: &Diagnostics) -> usize {

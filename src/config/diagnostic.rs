@@ -1,6 +1,6 @@
 //! Positioned errors and warnings about rule files: `FILE:LINE:COL: error: ...`.
 
-use serde_saphyr::Location;
+use super::Location;
 use std::fmt;
 use std::sync::Arc;
 

