@@ -51,18 +51,19 @@ fn main() {
     let metrics = Metrics::new().expect("metrics");
     let with_metrics = matches!(step, Step::Metrics | Step::First);
     let runtime = Runtime::new(with_metrics.then(|| metrics.clone()));
-    let loaded = config::load(&path).expect("load");
+    let load = || config::load(&path).expect("load");
     if step == Step::First {
         let t = Instant::now();
-        measured(step, &path, &loaded, &runtime, None);
+        measured(step, &path, load(), &runtime, None);
         println!("first compile of {n} routes (metrics): {:?}", t.elapsed());
         return;
     }
-    let first = compile::compile(&loaded).expect("compile");
+    let first = compile::compile(load()).expect("compile");
     assert_eq!(first.summary.routes, n);
     let live = Live::new(runtime.link(first.config), runtime.clone());
+    let loaded = load();
     let t = Instant::now();
-    measured(step, &path, &loaded, &runtime, Some(&live));
+    measured(step, &path, loaded, &runtime, Some(&live));
     println!(
         "{} of {n} routes: {:?}",
         match step {
@@ -76,7 +77,7 @@ fn main() {
 
 /// The step being measured (callgrind: `--toggle-collect` on this).
 #[inline(never)]
-fn measured(step: Step, path: &Path, loaded: &Loaded, runtime: &Arc<Runtime>, live: Option<&Live>) {
+fn measured(step: Step, path: &Path, loaded: Loaded, runtime: &Arc<Runtime>, live: Option<&Live>) {
     if step == Step::Parse {
         let loaded = config::load(path).expect("load");
         assert!(!loaded.sources.is_empty());

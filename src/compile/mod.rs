@@ -65,12 +65,22 @@ pub struct Summary {
 }
 
 /// Compiles loaded rule files. On error, returns every error found.
-pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<Diagnostic>> {
-    let mut b = Builder::new(loaded);
+///
+/// Takes the files by value: each raw route is dropped as soon as it is
+/// compiled, so a large rule set's parse tree and its compiled routes are
+/// not all held at once (at 10,000 routes each is several megabytes, and a
+/// reload holds the live snapshot besides).
+pub fn compile(mut loaded: Loaded) -> Result<Compiled, Vec<Diagnostic>> {
+    let raw_routes: Vec<Vec<Spanned<raw::Route>>> = loaded
+        .sources
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.doc.routes))
+        .collect();
+    let mut b = Builder::new(&loaded);
     b.singletons();
     b.upstreams();
     b.experiments();
-    let routes = b.routes();
+    let routes = b.routes(raw_routes);
     let fallback = b.fallback();
     let settings = b.settings();
     b.warn_unused_upstreams();
@@ -330,5 +340,5 @@ pub fn compile_text(name: &str, text: &str) -> Result<Compiled, Vec<Diagnostic>>
         files,
         sha256: String::new(),
     };
-    compile(&loaded)
+    compile(loaded)
 }

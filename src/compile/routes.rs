@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Builder<'_> {
-    pub(super) fn routes(&mut self) -> Vec<Route> {
+    /// Compiles the routes, `raw` holding each file's in load order; each
+    /// raw route is dropped once compiled.
+    pub(super) fn routes(&mut self, raw: Vec<Vec<Spanned<raw::Route>>>) -> Vec<Route> {
         // Kept for the config's lifetime: grown by doubling, 10,000 routes
         // would sit in room for 16,384 (issue 6).
-        let mut routes = Vec::with_capacity(self.files().map(|s| s.doc.routes.len()).sum());
+        let mut routes = Vec::with_capacity(raw.iter().map(Vec::len).sum());
         let mut names: HashMap<String, Place> = HashMap::new();
-        for src in self.files() {
-            for r in &src.doc.routes {
+        for (src, file_routes) in self.files().zip(raw) {
+            for r in file_routes {
                 crate::yielding::yield_point();
                 let f = &src.name;
                 let name = &r.value.name;
@@ -61,7 +63,7 @@ impl Builder<'_> {
                         },
                     );
                 }
-                if let Some(route) = self.route(src, r) {
+                if let Some(route) = self.route(src, &r) {
                     self.route_places.push(Place {
                         file: f.clone(),
                         at: r.referenced,

@@ -130,15 +130,21 @@ pub struct Started {
 /// `assign`, `diff`).
 pub fn load_and_compile(path: &std::path::Path) -> Result<LoadedConfig, Vec<Diagnostic>> {
     let loaded = config::load(path)?;
-    let compiled = compile::compile(&loaded)?;
-    Ok(LoadedConfig {
-        compiled,
-        started: Started {
+    let started = Started::of(&loaded);
+    let compiled = compile::compile(loaded)?;
+    Ok(LoadedConfig { compiled, started })
+}
+
+impl Started {
+    /// What `/config` will say about `loaded`, taken before it is compiled
+    /// (the compile consumes it).
+    fn of(loaded: &config::Loaded) -> Started {
+        Started {
             sources: loaded.source_names(),
             sha256: loaded.sha256.clone(),
             files: loaded.files.paths().map(PathBuf::from).collect(),
-        },
-    })
+        }
+    }
 }
 
 impl Reloader {
@@ -240,18 +246,15 @@ impl Reloader {
             return Ok(None);
         }
         let loaded = config::load(&self.path)?;
-        let compiled = compile::compile(&loaded)?;
+        let started = Started::of(&loaded);
+        let compiled = compile::compile(loaded)?;
         for w in &compiled.warnings {
             tracing::warn!(target: "reload", "{w}");
         }
         Ok(Some(Prepared {
             bound: Bound::of(&compiled.config.settings),
             snapshot: self.live.runtime().link(compiled.config),
-            started: Started {
-                sources: loaded.source_names(),
-                sha256: loaded.sha256.clone(),
-                files: loaded.files.paths().map(PathBuf::from).collect(),
-            },
+            started,
         }))
     }
 
