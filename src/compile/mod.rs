@@ -76,6 +76,9 @@ pub fn compile(mut loaded: Loaded) -> Result<Compiled, Vec<Diagnostic>> {
         .iter_mut()
         .map(|s| std::mem::take(&mut s.doc.routes))
         .collect();
+    // The parser's scratch memory is free by now: back to the OS before the
+    // compile allocates (see `Builder::routes`).
+    crate::allocator::release_free_memory();
     let mut b = Builder::new(&loaded);
     b.singletons();
     b.upstreams();
