@@ -3,11 +3,16 @@
 # (benches/gen_rules.sh): starts `pointsman run` per route count, waits until
 # it listens, sleeps 1 s, prints VmRSS, RssAnon, RssFile and VmHWM from
 # /proc/PID/status, and stops it. Nothing is sent to it; no backend runs.
+# With RELOADS=N it then reloads the same file N times (`POST /reload`, one
+# after the other) and prints the same fields again, a second after the
+# last: VmHWM is then the peak of the start-up and of the reloads.
 #
 #   benches/idle_memory.sh                # 2 and 10000 routes
 #   benches/idle_memory.sh 2 1000 10000   # any route counts
+#   RELOADS=5 benches/idle_memory.sh 10000
 #
 # Settings (environment variables):
+#   RELOADS    reloads after the first line (default 0)
 #   BASE_PORT  first loopback port used (default 28100; three are used)
 #   THREADS    --threads (default 1)
 #   NO_BUILD=1 skip `cargo build --release`
@@ -47,6 +52,23 @@ cleanup() {
 trap cleanup EXIT
 
 field() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$PID/status"; }
+row() {
+    printf '%8s %10s %10s %10s %10s\n' "$1" "$(field VmRSS)" "$(field RssAnon)" \
+        "$(field RssFile)" "$(field VmHWM)"
+}
+# One `POST /reload`, answered (over bash's /dev/tcp: no curl needed).
+reload_once() {
+    exec 3<>"/dev/tcp/127.0.0.1/$P_ADMIN"
+    printf 'POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' >&3
+    local status
+    read -r _ status _ <&3
+    cat <&3 >/dev/null
+    exec 3<&-
+    if [ "$status" != 200 ]; then
+        echo "POST /reload answered $status" >&2
+        exit 1
+    fi
+}
 
 printf '%8s %10s %10s %10s %10s  (kB)\n' routes VmRSS RssAnon RssFile VmHWM
 for n in "${COUNTS[@]}"; do
@@ -68,8 +90,18 @@ for n in "${COUNTS[@]}"; do
         exit 1
     fi
     sleep 1
-    printf '%8s %10s %10s %10s %10s\n' "$n" "$(field VmRSS)" "$(field RssAnon)" \
-        "$(field RssFile)" "$(field VmHWM)"
+    row "$n"
+    if [ "${RELOADS:-0}" -gt 0 ]; then
+        ms=()
+        for _ in $(seq "$RELOADS"); do
+            t0=$(date +%s%N)
+            reload_once
+            ms+=($((($(date +%s%N) - t0) / 1000000)))
+        done
+        sleep 1
+        row "+${RELOADS}rl"
+        echo "  reloads of $n routes took ${ms[*]} ms"
+    fi
     kill -TERM "$PID"
     wait "$PID" 2>/dev/null || true
     PID=
