@@ -10,9 +10,8 @@
 
 use http::{HeaderMap, HeaderValue, Method};
 use pointsman::compile::matchers::compile as compile_match;
-use pointsman::config::Diagnostics;
-use pointsman::config::Location;
 use pointsman::config::raw::{self, OneOrMany, Spanned};
+use pointsman::config::{Diagnostics, Location};
 use pointsman::routing::{Expr, HasMatch, RequestContext, RouteTable};
 use proptest::prelude::*;
 use std::net::IpAddr;

@@ -9,9 +9,8 @@
 //!   `gt`, `gte`, `lt`, `lte` together (e.g. `gt: 1, lte: 5`).
 //! - Nesting of `all` / `any` / `not` is limited to [`MAX_DEPTH`] levels.
 
-use crate::config::Location;
-use crate::config::diagnostic::Diagnostics;
 use crate::config::raw::{self, Spanned};
+use crate::config::{Diagnostics, Location};
 use crate::routing::exact_slice;
 use crate::routing::expr::Expr;
 use crate::routing::matchers::{
