@@ -377,6 +377,11 @@ done
 
 mkdir -p "$TMP/backend" "$TMP/nginx" "$TMP/nginx-same"
 nginx_backend "$TMP/backend" "$P_BACKEND" "$BACKEND_WORKERS" >"$TMP/backend/nginx.conf"
+# host_cpu: prints "STEAL TOTAL" from /proc/stat's first line, in ticks: the CPU
+# time the VM's host took from it, and all CPU time, over every CPU.
+host_cpu() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
+read -r STEAL0 TOTAL0 <<<"$(host_cpu)"
+
 start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
 wait_port "$P_BACKEND" backend
 
@@ -612,6 +617,10 @@ if section memory; then
 # --- idle memory with MEM_ROUTES routes -----------------------------------
 
 # The same generator at 2 routes (the two fixed ones) is the baseline.
+# (Also when this section runs alone: SECTIONS=memory.)
+mkdir -p "$TMP/conf/mem"
+# shellcheck source=benches/gen_rules.sh
+. "$ROOT/benches/gen_rules.sh"
 echo
 for n in 2 "$MEM_ROUTES"; do
     gen_rules "$n" "$P_MEM" "$P_ADMIN3" >"$TMP/conf/mem/mem.yaml"
@@ -628,3 +637,12 @@ fi # section memory
 . "$ROOT/benches/e2e/large_rules.sh"
 # shellcheck source=benches/e2e/sections.sh
 . "$ROOT/benches/e2e/sections.sh"
+
+# A VM's host can take CPU from it mid-run (steal), which skews every
+# figure above whatever the ratios say: report it with them.
+read -r steal1 total1 <<<"$(host_cpu)"
+awk -v s=$((steal1 - STEAL0)) -v t=$((total1 - TOTAL0)) 'BEGIN {
+    share = t > 0 ? 100 * s / t : 0
+    printf "\nhost steal while measuring: %d of %d CPU ticks (%.1f %%)%s\n", s, t, share,
+        (share > 1 ? ": the host took CPU from this VM during the run; read its figures with care" : "")
+}'
