@@ -184,6 +184,10 @@ fi
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# host_cpu: prints "STEAL TOTAL" from /proc/stat's first line, in ticks: the CPU
+# time the VM's host took from it, and all CPU time, over every CPU.
+host_cpu() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
+
 wait_port() {
     local port=$1 name=$2
     for _ in $(seq 100); do
@@ -377,10 +381,7 @@ done
 
 mkdir -p "$TMP/backend" "$TMP/nginx" "$TMP/nginx-same"
 nginx_backend "$TMP/backend" "$P_BACKEND" "$BACKEND_WORKERS" >"$TMP/backend/nginx.conf"
-# host_cpu: prints "STEAL TOTAL" from /proc/stat's first line, in ticks: the CPU
-# time the VM's host took from it, and all CPU time, over every CPU.
-host_cpu() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
-read -r STEAL0 TOTAL0 <<<"$(host_cpu)"
+read -r STEAL0 TOTAL0 <<<"$(host_cpu)" # reported at the end
 
 start backend nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" -e "$TMP/backend/error.log"
 wait_port "$P_BACKEND" backend
