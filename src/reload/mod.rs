@@ -126,8 +126,8 @@ pub struct Started {
     pub files: Vec<PathBuf>,
 }
 
-/// Loads and compiles the config at `path` (start-up, `check`, `explain`,
-/// `assign`, `diff`).
+/// Loads and compiles the config at `path` (start-up, reloads, `check`,
+/// `explain`, `assign`, `diff`).
 pub fn load_and_compile(path: &std::path::Path) -> Result<LoadedConfig, Vec<Diagnostic>> {
     let loaded = config::load(path)?;
     let started = Started::of(&loaded);
@@ -245,9 +245,7 @@ impl Reloader {
         {
             return Ok(None);
         }
-        let loaded = config::load(&self.path)?;
-        let started = Started::of(&loaded);
-        let compiled = compile::compile(loaded)?;
+        let LoadedConfig { compiled, started } = load_and_compile(&self.path)?;
         for w in &compiled.warnings {
             tracing::warn!(target: "reload", "{w}");
         }
