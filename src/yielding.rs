@@ -74,7 +74,7 @@ pub const IDLE_PATIENCE: Duration = Duration::from_secs(1);
 /// and a thread that wakes waits for its next yield. Measured with 20
 /// reloads of 10,000 routes under `wrk` (BENCHMARKS.md, six runs each):
 /// with the reload thread at nice 10 the serving thread waited for its
-/// CPU 1.9–2.6× as long as without reloads and served 9 % fewer requests,
+/// CPU 1.9–2.6× as long as without reloads and served 8 % fewer requests,
 /// in idle time 1.2–1.7× as long and 3 % fewer.
 ///
 /// Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of at
