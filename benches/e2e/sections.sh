@@ -8,7 +8,8 @@
 #   reload  RELOAD_COUNT reloads (20) of a RELOAD_ROUTES-route (10000) config
 #           during a RELOAD_DURATION (20s) wrk run, against the same run
 #           without reloads; RELOAD_CONTROL=1 sends the same admin requests
-#           (and no signals) without reloading
+#           (and no signals) without reloading; for Pointsman also how
+#           long its serving threads waited for a CPU in each run
 #   h2      h2load over h2c and over TLS 1.3 (ALPN h2): H2_CLIENTS (50)
 #           connections, H2_STREAMS (10) concurrent streams each
 #   PROXIES picks the proxies of large, reload and h2 (default: all three)
@@ -95,6 +96,20 @@ large_reload() {
     esac
 }
 
+# serving_wait PID: nanoseconds Pointsman's serving threads (all but its
+# named helper threads: admin, reload, log, file watcher) have waited for
+# a CPU while runnable, from /proc/PID/task/*/schedstat (its second field).
+serving_wait() {
+    local t comm run wait total=0
+    for t in /proc/"$1"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        case $comm in pointsman-* | notify-* | tokio-*) continue ;; esac
+        read -r run wait _ <"$t/schedstat" 2>/dev/null || continue
+        total=$((total + wait))
+    done
+    echo "$total"
+}
+
 # admin_request METHOD PATH: sets ADMIN_STATUS to the status code
 # Pointsman's admin API answers, over bash's /dev/tcp (no process started,
 # not even a subshell).
@@ -163,7 +178,9 @@ if section reload; then
         port=$(large_port "$proxy")
         var=PID_${name//-/_}
         "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
+        [ "$proxy" != pointsman ] || wait0=$(serving_wait "${!var}")
         DURATION=$RELOAD_DURATION run_wrk "$name-steady" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
+        [ "$proxy" != pointsman ] || wait1=$(serving_wait "${!var}")
         (
             # `read -t` on a FIFO nobody writes is a sleep without a process.
             mkfifo "$TMP/tick-$proxy"
@@ -180,6 +197,7 @@ if section reload; then
         ) &
         reloader=$!
         DURATION=$RELOAD_DURATION run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
+        [ "$proxy" != pointsman ] || echo "$wait0 $wait1 $(serving_wait "${!var}")" >"$TMP/$name.waits"
         wait "$reloader" || true
         stop "$name"
     done
@@ -198,6 +216,14 @@ if section reload; then
     if [ -s "$TMP/reload-pointsman.reload-times" ] && [ -z "${RELOAD_CONTROL:-}" ]; then
         sort -n -k1 "$TMP/reload-pointsman.reload-times" | awk '{print ($2 - $1) / 1000}' | sort -n |
             awk '{a[NR] = $1} END {printf "pointsman: POST /reload answered in %.0f ms (median), %.0f ms (max)\n", a[int((NR + 1) / 2)], a[NR]}'
+    fi
+    # How long the serving threads waited for a CPU while they had work:
+    # what a reload thread that holds a CPU they want costs them.
+    if [ -s "$TMP/reload-pointsman.waits" ]; then
+        read -r w0 w1 w2 <"$TMP/reload-pointsman.waits"
+        awk -v a=$((w1 - w0)) -v b=$((w2 - w1)) 'BEGIN {
+            printf "pointsman: serving threads waited %.0f ms for a CPU in the steady run, %.0f ms with the reloads (%.2f×)\n",
+                a / 1e6, b / 1e6, (a > 0 ? b / a : 0) }'
     fi
 fi
 
