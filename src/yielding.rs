@@ -12,11 +12,6 @@
 //! and compile, the admin API's large answers, through [`YieldingWriter`]);
 //! on threads not marked it reads one thread-local and returns.
 //!
-//! A reload goes further ([`run_in_idle_time`]): it runs only on a CPU
-//! that would otherwise idle (Linux `SCHED_IDLE`), for as long as the
-//! process may take it back out of that class, and at nice 10 after
-//! [`IDLE_PATIENCE`].
-//!
 //! The serving threads cooperate the other way round: one that has run for
 //! 1 ms without blocking lets the threads queued for its CPU go first when
 //! it next runs out of work ([`before_waiting`]).
@@ -39,9 +34,6 @@ struct Slice {
     calls: u32,
     /// Yield points passed since the thread was marked.
     passed: u64,
-    /// When a thread in idle time ([`run_in_idle_time`]) goes back to
-    /// nice 10.
-    idle_until: Option<Instant>,
 }
 
 thread_local! {
@@ -55,91 +47,6 @@ thread_local! {
 pub fn run_in_background() {
     lower_priority();
     yield_every(BACKGROUND_SLICE);
-}
-
-/// How long a thread in idle time waits for idle CPUs before it takes a
-/// nice-10 share: a 10,000-route reload needs 125–200 ms of CPU (by
-/// machine), and finds it within this on one whose cores are not all
-/// saturated.
-pub const IDLE_PATIENCE: Duration = Duration::from_secs(1);
-
-/// Makes the calling thread run in idle time, for the reload thread: like
-/// [`run_in_background`], and in Linux's `SCHED_IDLE` class until it has
-/// run for [`IDLE_PATIENCE`], then at nice 10.
-///
-/// A `SCHED_IDLE` thread runs only on a CPU nothing else wants: a serving
-/// thread, the load balancer or a backend on the same host that wakes
-/// takes its CPU at once, and the scheduler places them on that CPU as on
-/// an idle one. At nice 10 the thread still holds a share of a busy CPU,
-/// and a thread that wakes waits for its next yield. Measured with 20
-/// reloads of 10,000 routes under `wrk` (BENCHMARKS.md, six runs each):
-/// with the reload thread at nice 10 the serving thread waited for its
-/// CPU 1.9–2.6× as long as without reloads and served 8 % fewer requests,
-/// in idle time 1.2–1.7× as long and 3 % fewer.
-///
-/// Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of at
-/// least 10; without either, a thread that entered it could wait for idle
-/// time forever on a saturated machine, so it stays at nice 10 instead.
-pub fn run_in_idle_time() {
-    run_in_idle_time_for(IDLE_PATIENCE);
-}
-
-fn run_in_idle_time_for(patience: Duration) {
-    run_in_background();
-    if idle_time_is_reversible() && set_idle_policy(true) {
-        SLICE.set(SLICE.get().map(|s| Slice {
-            idle_until: Some(Instant::now() + patience),
-            ..s
-        }));
-    }
-}
-
-/// Whether a nice-10 thread of this process may leave `SCHED_IDLE`: tried
-/// once, on a thread of its own (one that could not would be stuck).
-fn idle_time_is_reversible() -> bool {
-    static REVERSIBLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *REVERSIBLE.get_or_init(|| {
-        let reversible = std::thread::Builder::new()
-            .name("pointsman-probe".into())
-            .spawn(|| {
-                lower_priority();
-                set_idle_policy(true) && set_idle_policy(false)
-            })
-            .ok()
-            .and_then(|probe| probe.join().ok())
-            .unwrap_or(false);
-        if !reversible {
-            tracing::info!(
-                "reloads run at nice 10, not in idle CPU time: the process may not leave \
-                 SCHED_IDLE (it needs CAP_SYS_NICE or RLIMIT_NICE >= 10, e.g. systemd's \
-                 LimitNICE=+10)"
-            );
-        }
-        reversible
-    })
-}
-
-/// Moves the calling thread into `SCHED_IDLE` (`true`) or back to the
-/// normal class at its nice value (`false`); whether that worked (Linux
-/// only).
-fn set_idle_policy(idle: bool) -> bool {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `sched_setscheduler` reads the parameter it is given, which
-    // lives across the call; pid 0 is the calling thread.
-    #[allow(unsafe_code)]
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        let policy = match idle {
-            true => libc::SCHED_IDLE,
-            false => libc::SCHED_OTHER,
-        };
-        libc::sched_setscheduler(0, policy, &param) == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = idle;
-        false
-    }
 }
 
 /// Sets the calling thread's nice value to 10 (Linux: a thread's own
@@ -165,7 +72,6 @@ fn yield_every(length: Duration) {
         ends: Instant::now() + length,
         calls: 0,
         passed: 0,
-        idle_until: None,
     }));
 }
 
@@ -178,14 +84,7 @@ pub fn yield_point() {
     slice.calls += 1;
     if slice.calls >= CALLS_PER_LOOK {
         slice.calls = 0;
-        let now = Instant::now();
-        if slice.idle_until.is_some_and(|until| now >= until) {
-            slice.idle_until = None;
-            if !set_idle_policy(false) {
-                tracing::warn!("a reload thread could not leave SCHED_IDLE");
-            }
-        }
-        if now >= slice.ends {
+        if Instant::now() >= slice.ends {
             std::thread::yield_now();
             slice.ends = Instant::now() + slice.length;
         }
@@ -325,49 +224,6 @@ mod tests {
         let mut turn = Turn::default();
         turn.before_waiting(at(turn_us));
         assert!(!turn.before_waiting(t0));
-    }
-
-    /// The calling thread's scheduling class and nice value.
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    fn class_and_nice() -> (libc::c_int, libc::c_int) {
-        // SAFETY: neither call takes a pointer; pid 0 and the thread id
-        // name the calling thread.
-        unsafe {
-            let tid = libc::gettid() as libc::id_t;
-            (
-                libc::sched_getscheduler(0),
-                libc::getpriority(libc::PRIO_PROCESS, tid),
-            )
-        }
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_thread_in_idle_time_takes_a_nice_10_share_after_its_patience() {
-        let caller = class_and_nice();
-        std::thread::spawn(|| {
-            let patience = Duration::from_millis(30);
-            run_in_idle_time_for(patience);
-            let first = match idle_time_is_reversible() {
-                true => libc::SCHED_IDLE,
-                false => libc::SCHED_OTHER,
-            };
-            assert_eq!(class_and_nice(), (first, 10));
-            let start = Instant::now();
-            while start.elapsed() < patience / 2 {
-                yield_point();
-            }
-            assert_eq!(class_and_nice(), (first, 10), "within its patience");
-            while start.elapsed() < patience * 2 {
-                yield_point();
-            }
-            assert_eq!(class_and_nice(), (libc::SCHED_OTHER, 10));
-        })
-        .join()
-        .unwrap();
-        // Neither that thread nor the probe changed the caller.
-        assert_eq!(class_and_nice(), caller);
     }
 
     #[test]

@@ -329,12 +329,11 @@ struct Prepared {
     started: Started,
 }
 
-/// Runs `f` on a background thread of its own, in idle CPU time for up to
-/// a second, then at nice 10, yielding every 100 µs
-/// ([`crate::yielding::run_in_idle_time`]); `f` answers through the
-/// sender it is given and may go on with work nobody waits for. On a
+/// Runs `f` on a background thread of its own (nice 10, yielding every
+/// 100 µs: [`crate::yielding::run_in_background`]); `f` answers through
+/// the sender it is given and may go on with work nobody waits for. On a
 /// machine whose cores are busy serving, a reload's parse and compile
-/// (about 200 ms of CPU for 10,000 routes) then take the CPU the requests
+/// (about 125 ms of CPU for 10,000 routes) then take the CPU the requests
 /// leave, instead of an equal share of it, and never hold a core a
 /// serving thread waits for longer than that.
 async fn off_the_request_path<T: Send + 'static>(
@@ -344,7 +343,7 @@ async fn off_the_request_path<T: Send + 'static>(
     std::thread::Builder::new()
         .name("pointsman-reload".into())
         .spawn(move || {
-            crate::yielding::run_in_idle_time();
+            crate::yielding::run_in_background();
             f(tx);
         })
         .map_err(|e| e.to_string())?;
