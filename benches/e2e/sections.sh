@@ -102,7 +102,7 @@ large_reload() {
 serving_wait() {
     local t comm run wait total=0
     for t in /proc/"$1"/task/*; do
-        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        read -r comm <"$t/comm" 2>/dev/null || continue
         case $comm in pointsman-* | notify-* | tokio-*) continue ;; esac
         read -r run wait _ <"$t/schedstat" 2>/dev/null || continue
         total=$((total + wait))
