@@ -9,6 +9,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+mod fast;
 pub mod files;
 pub mod raw;
 pub mod schema;
@@ -198,11 +199,21 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 pub const MAX_ALIAS_REPLAYED_EVENTS: usize = 10_000;
 
 /// Parses one rule file. Syntax errors, unknown keys, wrong types and
-/// duplicate keys come back with their line and column.
+/// duplicate keys come back with their line and column. A file in plain
+/// YAML is read by [`fast`] in about half the time; anything else, and
+/// every error, by serde-saphyr.
 pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     if text.trim().is_empty() {
         return Ok(raw::File::default());
     }
+    match fast::read::<raw::File>(text) {
+        Some(file) => Ok(file),
+        None => parse_with_serde_saphyr(name, text),
+    }
+}
+
+/// [`parse`] by serde-saphyr: what the file means, and where it is wrong.
+fn parse_with_serde_saphyr(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     // YAML 1.2 Core booleans only: `in: [yes, no, y, on]` stays text (the
     // "Norway problem"), and `007` stays "007" rather than becoming 7.
     let mut options = serde_saphyr::Options::default();
@@ -330,6 +341,216 @@ fn whole_file(name: &Arc<str>, message: String) -> Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rule file with a slot of each kind of target the rule types read:
+    /// a map key, text, a `u32`, a host list (`OneOrMany`), a `Scalar`, a
+    /// list of them, an `f64` and a `bool`.
+    const TEMPLATE: &str = "\
+listen:
+  - bind: \"127.0.0.1:8080\"
+upstreams:
+  KEY:
+    endpoints:
+      - TEXT
+    retries: U32
+routes:
+  - name: r1
+    match:
+      host: HOST
+      header:
+        name: x-a
+        equals: SCALAR
+      query:
+        name: q
+        in: [SCALAR, b]
+      body_json:
+        pointer: /a
+        gt: F64
+      cookie:
+        name: c
+        present: BOOL
+    to: api
+";
+
+    const SLOTS: [(&str, &str); 7] = [
+        ("KEY", "api"),
+        ("TEXT", "\"127.0.0.1:9000\""),
+        ("U32", "1"),
+        ("HOST", "a.example.com"),
+        ("SCALAR", "v"),
+        ("F64", "1.5"),
+        ("BOOL", "true"),
+    ];
+
+    /// Scalars whose reading differs between targets, YAML versions or
+    /// serde-saphyr's options, and nodes the fast reader leaves alone.
+    const TOKENS: &[&str] = &[
+        "1",
+        "0",
+        "-1",
+        "42",
+        "007",
+        "00",
+        "-0",
+        "1_000",
+        "0x1F",
+        "0o17",
+        "0b1",
+        "+1",
+        ".5",
+        "1.",
+        "1.5",
+        "-1.5",
+        "1.50",
+        "1e5",
+        "1E-5",
+        "1.5e+3",
+        "1e400",
+        ".inf",
+        "-.inf",
+        ".nan",
+        ".NaN",
+        "nan",
+        "inf",
+        "Infinity",
+        "true",
+        "True",
+        "TRUE",
+        "tRUE",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "y",
+        "n",
+        "Y",
+        "null",
+        "Null",
+        "NULL",
+        "nUll",
+        "~",
+        "",
+        "\"1\"",
+        "'x'",
+        "\"\"",
+        "\"true\"",
+        "'null'",
+        "2001-12-14",
+        "12:30",
+        "1:30:00",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "abc",
+        "a b",
+        "-abc",
+        "a.example.com",
+        "*.example.com",
+        "<<",
+        "<x",
+        "[a, b]",
+        "[]",
+        "{}",
+        "{a: 1}",
+        "&a x",
+        "*a",
+        "!!str 1",
+        "!!int 1",
+        "!x y",
+        "\"a\\tb\"",
+        "'it''s'",
+        "|\n        block",
+        ">\n        folded\n        text",
+        "x # comment",
+        "\"\\u00e9\"",
+        "é",
+        "=",
+        "?",
+    ];
+
+    fn serde_saphyr_reads(text: &str) -> Option<String> {
+        let name: Arc<str> = Arc::from("r.yaml");
+        parse_with_serde_saphyr(&name, text)
+            .ok()
+            .map(|f| format!("{f:?}"))
+    }
+
+    /// What [`fast`] reads, serde-saphyr reads the same, positions
+    /// included; what serde-saphyr refuses, [`fast`] does not read.
+    fn agrees(text: &str) -> bool {
+        let fast = fast::read::<raw::File>(text).map(|f| format!("{f:?}"));
+        if let Some(fast) = &fast {
+            assert_eq!(
+                Some(fast),
+                serde_saphyr_reads(text).as_ref(),
+                "the fast reader disagrees on:\n{text}"
+            );
+        }
+        fast.is_some()
+    }
+
+    #[test]
+    fn fast_reader_agrees_with_serde_saphyr() {
+        let base = SLOTS
+            .iter()
+            .fold(TEMPLATE.to_string(), |t, (slot, v)| t.replace(slot, v));
+        assert!(agrees(&base), "the fast reader must read the plain file");
+        for (slot, _) in SLOTS {
+            let mut read = 0;
+            for token in TOKENS {
+                let text = SLOTS.iter().fold(TEMPLATE.to_string(), |t, (s, v)| {
+                    t.replace(s, if *s == slot { token } else { v })
+                });
+                read += usize::from(agrees(&text));
+            }
+            // Used, not merely safe: every slot takes a null or the
+            // plain spellings of its values.
+            assert!(read >= 8, "{slot}: {read} tokens read");
+        }
+    }
+
+    #[test]
+    fn fast_reader_leaves_anchors_merges_and_repeats_to_serde_saphyr() {
+        for text in [
+            // An anchor and its alias.
+            "routes:\n  - &r {name: a, to: b}\n  - *r\n",
+            // A merge key.
+            "upstreams:\n  a: {endpoints: [x]}\n  b:\n    <<: {endpoints: [y]}\n",
+            // A repeated key in a map and in a struct.
+            "upstreams:\n  a: {endpoints: [x]}\n  a: {endpoints: [y]}\n",
+            "routes:\n  - {name: a, name: b}\n",
+            // Two documents.
+            "routes: []\n---\nroutes: []\n",
+            // A tag on the root.
+            "!!map\nroutes: []\n",
+        ] {
+            assert!(!agrees(text), "the fast reader read:\n{text}");
+        }
+        // A repeat among many keys (past the few compared one by one).
+        let many: String = (0..40)
+            .map(|i| format!("  u{}: {{endpoints: [x]}}\n", i % 30))
+            .collect();
+        assert!(!agrees(&format!("upstreams:\n{many}")));
+        let distinct: String = (0..40)
+            .map(|i| format!("  u{i}: {{endpoints: [x]}}\n"))
+            .collect();
+        assert!(agrees(&format!("upstreams:\n{distinct}")));
+    }
+
+    #[test]
+    fn fast_reader_agrees_on_the_shipped_rule_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = list_files(&root.join("routes")).expect("routes/");
+        files.extend(list_files(&root.join("examples")).expect("examples/"));
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            assert!(agrees(&text), "{} is plain YAML", file.display());
+        }
+    }
 
     fn parse_err(text: &str) -> String {
         let name: Arc<str> = Arc::from("r.yaml");

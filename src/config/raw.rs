@@ -283,8 +283,8 @@ pub struct ValueTest {
 
 /// A YAML scalar: `equals: 1` and `equals: "1"` are both accepted; header,
 /// query and cookie tests compare its text, `body_json` its JSON value.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub enum Scalar {
     /// `true` / `false`.
     Bool(bool),
@@ -294,6 +294,38 @@ pub enum Scalar {
     Float(f64),
     /// Text.
     Str(String),
+}
+
+/// Read as the YAML crate types it, without serde's untagged trial and
+/// error (an error value built for each variant that does not fit: a
+/// fifth of a large file's parse).
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a boolean, a number or text")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                // As the untagged form read it: an integer when it fits.
+                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Scalar {

@@ -8,8 +8,11 @@
 //! shows, a line and a column ([`Location`]).
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::{Deserialize, Deserializer};
+use serde::de::{Deserialize, Deserializer, Visitor};
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
 
 /// A place in a rule file: the 1-based line and column (0 and 0 when
 /// unknown).
@@ -40,13 +43,20 @@ impl Location {
     }
 }
 
-impl From<serde_saphyr::Location> for Location {
-    fn from(at: serde_saphyr::Location) -> Location {
+impl Location {
+    /// A 1-based line and column (saturated at `u32::MAX`).
+    pub(super) fn at(line: u64, column: u64) -> Location {
         let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Location {
-            line: narrow(at.line()),
-            column: narrow(at.column()),
+            line: narrow(line),
+            column: narrow(column),
         }
+    }
+}
+
+impl From<serde_saphyr::Location> for Location {
+    fn from(at: serde_saphyr::Location) -> Location {
+        Location::at(at.line(), at.column())
     }
 }
 
@@ -71,8 +81,57 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
         // Every value the rule types read passes here: a reload's parse
         // gives way to the serving threads (`crate::yielding`).
         crate::yielding::yield_point();
+        if FAST_READ.get() {
+            return d.deserialize_newtype_struct(FAST_SPANNED, FastSpanned(PhantomData));
+        }
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
         Ok(Spanned::new(s.value, s.referenced.into()))
+    }
+}
+
+// How `super::fast` hands positions over: while it reads (`FAST_READ`), a
+// `Spanned` asks for a newtype struct named `FAST_SPANNED`, and the fast
+// reader puts the next node's position in `FAST_POSITION` before it
+// visits. serde-saphyr's own protocol (a map of location fields) is its
+// private business; this one is ours.
+thread_local! {
+    static FAST_READ: Cell<bool> = const { Cell::new(false) };
+    static FAST_POSITION: Cell<Location> = const { Cell::new(Location::UNKNOWN) };
+}
+
+/// The newtype-struct name a [`Spanned`] asks the fast reader for.
+pub(super) const FAST_SPANNED: &str = "__pointsman_spanned";
+
+/// Marks the calling thread as inside the fast reader until the returned
+/// guard drops.
+pub(super) fn fast_read() -> impl Drop {
+    struct Reading;
+    impl Drop for Reading {
+        fn drop(&mut self) {
+            FAST_READ.set(false);
+        }
+    }
+    FAST_READ.set(true);
+    Reading
+}
+
+/// Sets the position the next [`Spanned`] the fast reader visits takes.
+pub(super) fn set_fast_position(at: Location) {
+    FAST_POSITION.set(at);
+}
+
+struct FastSpanned<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for FastSpanned<T> {
+    type Value = Spanned<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let at = FAST_POSITION.get();
+        Ok(Spanned::new(T::deserialize(d)?, at))
     }
 }
 

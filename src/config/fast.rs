@@ -1,0 +1,538 @@
+//! The fast path of [`super::parse`]: a serde deserializer straight over
+//! the events of granit-parser (serde-saphyr's own YAML parser) for the
+//! plain YAML rule files are written in.
+//!
+//! serde-saphyr spends as long between its parser and the rule types as
+//! its parser takes to read the text (anchor recording, merge keys,
+//! duplicate-key fingerprints, budgets, error context), and a reload of a
+//! large rule file is mostly that parse. This reader takes a document
+//! without anchors, aliases, tags or merge keys whose scalars are text,
+//! decimal numbers, or YAML 1.2 Core booleans and nulls, and gives up at
+//! the first thing outside that or the first error: [`super::parse`] then
+//! reads the file again with serde-saphyr, which has the last word on
+//! what the file means and says where it is wrong. So nothing here needs
+//! an error message, and a value read here must be the value serde-saphyr
+//! reads: `config::tests::fast_reader_agrees_with_serde_saphyr` holds it
+//! to that.
+
+use super::spanned::{self, Location};
+use granit_parser::{Event, Parser, ScalarStyle, Span, StrInput};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+/// Deeper nesting goes to serde-saphyr, whose budget stops at 64.
+const MAX_DEPTH: usize = 48;
+
+/// serde-saphyr's budget of nodes, counted as it counts them (every
+/// scalar, keys included, and every collection): a file over it goes to
+/// serde-saphyr, which refuses it.
+const MAX_NODES: usize = 250_000;
+
+/// Reads `text` as a `T`, or `None` when serde-saphyr should read it.
+pub(super) fn read<T: DeserializeOwned>(text: &str) -> Option<T> {
+    let _reading = spanned::fast_read();
+    let mut reader = Reader {
+        parser: Parser::with_options(
+            StrInput::new(text),
+            granit_parser::options! { emit_comments: false },
+        ),
+        peeked: None,
+        depth: 0,
+        nodes: 0,
+    };
+    reader.expect(|e| matches!(e, Event::StreamStart)).ok()?;
+    reader
+        .expect(|e| matches!(e, Event::DocumentStart(_, None)))
+        .ok()?;
+    let value = T::deserialize(&mut reader).ok()?;
+    reader.expect(|e| matches!(e, Event::DocumentEnd)).ok()?;
+    reader.expect(|e| matches!(e, Event::StreamEnd)).ok()?;
+    Some(value)
+}
+
+/// Why the fast reader stopped; never shown (serde-saphyr says why).
+#[derive(Debug)]
+struct GiveUp;
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("left to serde-saphyr")
+    }
+}
+
+impl std::error::Error for GiveUp {}
+
+impl de::Error for GiveUp {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        GiveUp
+    }
+}
+
+type Result<T> = std::result::Result<T, GiveUp>;
+
+/// The first event of a node.
+enum Node<'a> {
+    Scalar(Cow<'a, str>, ScalarStyle),
+    Mapping,
+    Sequence,
+}
+
+struct Reader<'a> {
+    parser: Parser<'a, StrInput<'a>>,
+    peeked: Option<(Event<'a>, Span)>,
+    depth: usize,
+    nodes: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&mut self) -> Result<&Event<'a>> {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.pull()?);
+        }
+        self.peeked.as_ref().map(|(e, _)| e).ok_or(GiveUp)
+    }
+
+    fn next(&mut self) -> Result<(Event<'a>, Span)> {
+        match self.peeked.take() {
+            Some(next) => Ok(next),
+            None => self.pull(),
+        }
+    }
+
+    fn pull(&mut self) -> Result<(Event<'a>, Span)> {
+        self.parser.next_event().ok_or(GiveUp)?.map_err(|_| GiveUp)
+    }
+
+    fn expect(&mut self, is: impl Fn(&Event<'a>) -> bool) -> Result<()> {
+        if is(&self.next()?.0) {
+            Ok(())
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// Where the next node starts, as serde-saphyr reports it (the line,
+    /// and the column counted from 1).
+    fn position(&mut self) -> Result<Location> {
+        self.peek()?;
+        let (_, span) = self.peeked.as_ref().ok_or(GiveUp)?;
+        Ok(Location::at(
+            span.start.line() as u64,
+            span.start.col() as u64 + 1,
+        ))
+    }
+
+    /// Takes the next node's first event; a collection is entered.
+    fn node(&mut self) -> Result<Node<'a>> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(GiveUp);
+        }
+        let node = match self.next()?.0 {
+            Event::Scalar(text, style, 0, None) => return Ok(Node::Scalar(text, style)),
+            Event::MappingStart(_, 0, None) => Node::Mapping,
+            Event::SequenceStart(_, 0, None) => Node::Sequence,
+            _ => return Err(GiveUp),
+        };
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(GiveUp);
+        }
+        Ok(node)
+    }
+
+    /// The next node's text, when it is a scalar that is text for every
+    /// target: quoted, a block scalar, or plain and not a null.
+    fn text(&mut self) -> Result<Cow<'a, str>> {
+        match self.node()? {
+            Node::Scalar(text, style) if style != ScalarStyle::Plain || !is_null(&text) => Ok(text),
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// The next node's text, when it is a plain scalar.
+    fn plain(&mut self) -> Result<Cow<'a, str>> {
+        match self.node()? {
+            Node::Scalar(text, ScalarStyle::Plain) => Ok(text),
+            _ => Err(GiveUp),
+        }
+    }
+
+    fn mapping<'de, V: Visitor<'de>>(&mut self, visitor: V, keys: Keys<'a>) -> Result<V::Value> {
+        let mut entries = Entries {
+            reader: self,
+            keys,
+            done: false,
+        };
+        let value = visitor.visit_map(&mut entries)?;
+        if entries.done { Ok(value) } else { Err(GiveUp) }
+    }
+
+    fn sequence<'de, V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        let mut items = Items {
+            reader: self,
+            done: false,
+        };
+        let value = visitor.visit_seq(&mut items)?;
+        // A tuple stops reading at its length: the end must come next.
+        if items.done || self.end_of_collection()? {
+            Ok(value)
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// Consumes the end of the collection being read, if it is next.
+    fn end_of_collection(&mut self) -> Result<bool> {
+        if matches!(self.peek()?, Event::MappingEnd | Event::SequenceEnd) {
+            self.next()?;
+            self.depth = self.depth.saturating_sub(1);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn integer<'de, V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        let text = self.plain()?;
+        match decimal(&text).ok_or(GiveUp)? {
+            Number::Signed(n) => visitor.visit_i64(n),
+            Number::Unsigned(n) => visitor.visit_u64(n),
+            Number::Float(_) => Err(GiveUp),
+        }
+    }
+
+    fn float<'de, V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        let text = self.plain()?;
+        match decimal(&text).ok_or(GiveUp)? {
+            Number::Float(f) => visitor.visit_f64(f),
+            _ => visitor.visit_f64(text.parse().map_err(|_| GiveUp)?),
+        }
+    }
+}
+
+/// The YAML 1.2 Core spellings of null (an empty plain scalar included).
+fn is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+/// The YAML 1.2 Core booleans (serde-saphyr's `strict_booleans`).
+fn boolean(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+enum Number {
+    Signed(i64),
+    Unsigned(u64),
+    Float(f64),
+}
+
+/// A plain decimal number in its one unambiguous spelling: `0`, or digits
+/// without a leading zero, optionally negative, optionally with a fraction
+/// and an exponent. Other spellings (`+1`, `007`, `1_000`, `0x1F`, `.5`,
+/// `.inf`) are serde-saphyr's to judge.
+fn decimal(text: &str) -> Option<Number> {
+    let digits = text.strip_prefix('-').unwrap_or(text).as_bytes();
+    let whole = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    if whole == 0 || (whole > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let rest = &digits[whole..];
+    if rest.is_empty() {
+        if text == "-0" {
+            return None;
+        }
+        return match text.parse::<i64>() {
+            Ok(n) => Some(Number::Signed(n)),
+            Err(_) => text.parse::<u64>().ok().map(Number::Unsigned),
+        };
+    }
+    let exponent = match rest {
+        [b'.', fraction @ ..] => {
+            let n = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+            if n == 0 {
+                return None;
+            }
+            &fraction[n..]
+        }
+        _ => rest,
+    };
+    match exponent {
+        [] => {}
+        [b'e' | b'E', sign_and_digits @ ..] => {
+            let digits = match sign_and_digits {
+                [b'+' | b'-', d @ ..] => d,
+                d => d,
+            };
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    let f: f64 = text.parse().ok()?;
+    f.is_finite().then_some(Number::Float(f))
+}
+
+/// A plain scalar that serde-saphyr might read as something other than
+/// text when the target takes anything: starts like a number or is a
+/// spelling of a special value in some YAML version.
+fn may_not_be_text(text: &str) -> bool {
+    const WORDS: [&str; 12] = [
+        "null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf", "infinity",
+    ];
+    matches!(
+        text.as_bytes().first(),
+        None | Some(b'0'..=b'9' | b'+' | b'-' | b'.' | b'~' | b'<')
+    ) || WORDS.iter().any(|w| text.eq_ignore_ascii_case(w))
+}
+
+/// Keys seen in a mapping read as a map (not a struct: serde's derive
+/// refuses a repeated field itself), to give up on a repeated one.
+enum Keys<'a> {
+    Unchecked,
+    /// A small mapping's keys, compared one by one.
+    Few(Vec<Cow<'a, str>>),
+    Many(HashSet<Cow<'a, str>>),
+}
+
+impl<'a> Keys<'a> {
+    /// A map's keys, none seen yet.
+    fn checked() -> Self {
+        Keys::Few(Vec::new())
+    }
+
+    /// Notes `key`; false when it was seen before.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        match self {
+            Keys::Unchecked => true,
+            Keys::Few(seen) if seen.contains(&key) => false,
+            Keys::Few(seen) if seen.len() < 16 => {
+                seen.push(key);
+                true
+            }
+            Keys::Few(seen) => {
+                let mut many: HashSet<_> = seen.drain(..).collect();
+                many.insert(key);
+                *self = Keys::Many(many);
+                true
+            }
+            Keys::Many(seen) => seen.insert(key),
+        }
+    }
+}
+
+struct Entries<'r, 'a> {
+    reader: &'r mut Reader<'a>,
+    keys: Keys<'a>,
+    done: bool,
+}
+
+impl<'de> MapAccess<'de> for Entries<'_, '_> {
+    type Error = GiveUp;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if self.done {
+            return Err(GiveUp);
+        }
+        if self.reader.end_of_collection()? {
+            self.done = true;
+            return Ok(None);
+        }
+        match self.reader.peek()? {
+            // `<<` would be a merge key; numbers and nulls as keys compare
+            // by value, not text.
+            Event::Scalar(text, style, 0, None)
+                if *style != ScalarStyle::Plain || !may_not_be_text(text) =>
+            {
+                if !matches!(self.keys, Keys::Unchecked) && !self.keys.insert(text.clone()) {
+                    return Err(GiveUp);
+                }
+            }
+            _ => return Err(GiveUp),
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        seed.deserialize(&mut *self.reader)
+    }
+}
+
+struct Items<'r, 'a> {
+    reader: &'r mut Reader<'a>,
+    done: bool,
+}
+
+impl<'de> SeqAccess<'de> for Items<'_, '_> {
+    type Error = GiveUp;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        if self.done {
+            return Err(GiveUp);
+        }
+        if self.reader.end_of_collection()? {
+            self.done = true;
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+}
+
+/// Gives up on a target the rule types do not use.
+macro_rules! give_up {
+    ($($method:ident $(($($arg:ty),*))?),* $(,)?) => {
+        $(fn $method<V: Visitor<'de>>(self, $($(_: $arg,)*)? _: V) -> Result<V::Value> {
+            Err(GiveUp)
+        })*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for &mut Reader<'_> {
+    type Error = GiveUp;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.node()? {
+            Node::Mapping => self.mapping(visitor, Keys::checked()),
+            Node::Sequence => self.sequence(visitor),
+            Node::Scalar(text, ScalarStyle::Plain) => {
+                if is_null(&text) {
+                    return visitor.visit_unit();
+                }
+                if let Some(b) = boolean(&text) {
+                    return visitor.visit_bool(b);
+                }
+                match decimal(&text) {
+                    Some(Number::Signed(n)) => visitor.visit_i64(n),
+                    Some(Number::Unsigned(n)) => visitor.visit_u64(n),
+                    Some(Number::Float(f)) => visitor.visit_f64(f),
+                    None if may_not_be_text(&text) => Err(GiveUp),
+                    None => visitor.visit_str(&text),
+                }
+            }
+            Node::Scalar(text, _) => visitor.visit_str(&text),
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_bool(boolean(&self.plain()?).ok_or(GiveUp)?)
+    }
+
+    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.integer(visitor)
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.float(visitor)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.float(visitor)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_str(&self.text()?)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_str(&self.text()?)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_str(&self.text()?)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        if matches!(self.peek()?, Event::Scalar(text, ScalarStyle::Plain, 0, None) if is_null(text))
+        {
+            self.node()?;
+            return visitor.visit_none();
+        }
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        if name == spanned::FAST_SPANNED {
+            spanned::set_fast_position(self.position()?);
+        }
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.node()? {
+            Node::Sequence => self.sequence(visitor),
+            _ => Err(GiveUp),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, visitor: V) -> Result<V::Value> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.node()? {
+            Node::Mapping => self.mapping(visitor, Keys::checked()),
+            _ => Err(GiveUp),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.node()? {
+            Node::Mapping => self.mapping(visitor, Keys::Unchecked),
+            _ => Err(GiveUp),
+        }
+    }
+
+    give_up! {
+        deserialize_char,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_unit,
+        deserialize_ignored_any,
+        deserialize_unit_struct(&'static str),
+        deserialize_tuple_struct(&'static str, usize),
+        deserialize_enum(&'static str, &'static [&'static str]),
+    }
+}
