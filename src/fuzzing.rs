@@ -31,13 +31,16 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("matchers", matchers),
 ];
 
-/// Rule-file text → compiled config: never a panic, whatever the text;
+/// Rule-file text → compiled config: never a panic, whatever the text
+/// (and the fast reader agrees with serde-saphyr on it);
 /// when it compiles, a few requests route the same through the index as
 /// through a plain scan in file order (the index narrows, never decides).
 pub fn rule_file(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // The fast reader reads what serde-saphyr reads, or leaves it alone.
+    crate::config::fast_reader_agrees(text);
     let Ok(compiled) = crate::compile::compile_text("fuzz.yaml", text) else {
         return;
     };

@@ -207,7 +207,12 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
         return Ok(raw::File::default());
     }
     match fast::read::<raw::File>(text) {
-        Some(file) => Ok(file),
+        Some(file) => {
+            // Debug builds (every test's proxy) check each file read here
+            // against serde-saphyr.
+            debug_assert!(fast_reader_agrees(text));
+            Ok(file)
+        }
         None => parse_with_serde_saphyr(name, text),
     }
 }
@@ -242,6 +247,23 @@ fn parse_with_serde_saphyr(name: &Arc<str>, text: &str) -> Result<raw::File, Dia
             message,
         }
     })
+}
+
+/// Whether the fast reader read `text`; panics when what it read (values
+/// and positions) is not what serde-saphyr reads, or serde-saphyr refuses
+/// the file. For the tests and the `rule_file` fuzz target.
+pub(crate) fn fast_reader_agrees(text: &str) -> bool {
+    let Some(fast) = fast::read::<raw::File>(text) else {
+        return false;
+    };
+    let name: Arc<str> = Arc::from("r.yaml");
+    let slow = parse_with_serde_saphyr(&name, text).map(|f| format!("{f:?}"));
+    assert_eq!(
+        Ok(format!("{fast:?}")),
+        slow.map_err(|e| e.to_string()),
+        "the fast reader disagrees with serde-saphyr on:\n{text}"
+    );
+    true
 }
 
 /// Where the mapping that has a key at `key` starts. The YAML crate
@@ -472,25 +494,8 @@ routes:
         "?",
     ];
 
-    fn serde_saphyr_reads(text: &str) -> Option<String> {
-        let name: Arc<str> = Arc::from("r.yaml");
-        parse_with_serde_saphyr(&name, text)
-            .ok()
-            .map(|f| format!("{f:?}"))
-    }
-
-    /// What [`fast`] reads, serde-saphyr reads the same, positions
-    /// included; what serde-saphyr refuses, [`fast`] does not read.
     fn agrees(text: &str) -> bool {
-        let fast = fast::read::<raw::File>(text).map(|f| format!("{f:?}"));
-        if let Some(fast) = &fast {
-            assert_eq!(
-                Some(fast),
-                serde_saphyr_reads(text).as_ref(),
-                "the fast reader disagrees on:\n{text}"
-            );
-        }
-        fast.is_some()
+        fast_reader_agrees(text)
     }
 
     #[test]
@@ -510,6 +515,35 @@ routes:
             // Used, not merely safe: every slot takes a null or the
             // plain spellings of its values.
             assert!(read >= 8, "{slot}: {read} tokens read");
+        }
+    }
+
+    proptest::proptest! {
+        /// The slots' test, on files with characters that matter to YAML
+        /// put in random places: what the fast reader reads still equals
+        /// serde-saphyr's reading.
+        #[test]
+        fn fast_reader_agrees_on_mutated_files(
+            edits in proptest::collection::vec(
+                (0usize..2000, proptest::sample::select(&[
+                    " ", "  ", "\n", "\n  ", ":", ": ", "-", "- ", "[", "]", "{", "}", ",", "#",
+                    "&a ", "*a", "!", "|", ">", "'", "\"", "%", "@", "?", "0", "7", ".", "~",
+                    "e", "x", "true", "null", "<<: ", "\t", "\\", "é",
+                ][..])),
+                1..4,
+            ),
+        ) {
+            let mut text = SLOTS
+                .iter()
+                .fold(TEMPLATE.to_string(), |t, (slot, v)| t.replace(slot, v));
+            for (at, piece) in edits {
+                let mut at = at % (text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.insert_str(at, piece);
+            }
+            agrees(&text);
         }
     }
 
