@@ -1,6 +1,7 @@
 //! Rule files → raw: reading a file or a directory, parsing each file, and
 //! reading the files they name ([`files`]). This is the only module that
-//! touches the YAML crate (see [`parse`]).
+//! touches the YAML crates: serde-saphyr, and its parser granit-parser
+//! for the fast path (`fast.rs`); see [`parse`].
 //!
 //! A directory is read as every `*.yaml` / `*.yml` file directly inside it,
 //! in byte-wise name order, skipping names that start with `.` (so a
@@ -200,8 +201,8 @@ pub const MAX_ALIAS_REPLAYED_EVENTS: usize = 10_000;
 
 /// Parses one rule file. Syntax errors, unknown keys, wrong types and
 /// duplicate keys come back with their line and column. A file in plain
-/// YAML is read by [`fast`] in about half the time; anything else, and
-/// every error, by serde-saphyr.
+/// YAML is read by a fast path (`fast.rs`) in about half the time;
+/// anything else, and every error, by serde-saphyr.
 pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     if text.trim().is_empty() {
         return Ok(raw::File::default());
