@@ -36,7 +36,9 @@ use crate::config::{Diagnostic, Diagnostics, Loaded, Location, Severity, Source,
 use crate::routing::{Expr, RouteTable};
 use crate::split::{CanaryDef, Experiment};
 use crate::upstream::def::{UpstreamDef, UpstreamId};
-use std::collections::{HashMap, HashSet};
+// Compile-time maps keyed by names from the rule files (trusted input):
+// foldhash, not SipHash, for a reload of many routes.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -12,8 +12,8 @@ use crate::config::raw::{self, Spanned};
 use crate::config::{Location, Severity, Source};
 use crate::routing::Expr;
 use crate::upstream::def::UpstreamId;
+use foldhash::{HashMap, HashMapExt};
 use http::{HeaderName, HeaderValue, StatusCode};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 use super::Place;
 use super::config::Config;
 use crate::config::{Diagnostic, Severity};
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// Most candidate routes compared with one later route (see
 /// [`shadowed_routes`]).

@@ -87,8 +87,8 @@ impl RouteIndex {
         struct Bucket<'r> {
             items: Vec<(u32, Option<PathKey<'r>>)>,
         }
-        let mut exact: HashMap<Box<str>, Bucket<'_>> = HashMap::new();
-        let mut wildcard: HashMap<Box<str>, Bucket<'_>> = HashMap::new();
+        let mut exact: HostMap<Bucket<'_>> = HostMap::default();
+        let mut wildcard: HostMap<Bucket<'_>> = HostMap::default();
         let mut any_host = Bucket::default();
         for (i, route) in routes.iter().enumerate() {
             let Ok(id) = u32::try_from(i) else {
@@ -462,7 +462,7 @@ struct TrieBuilder {
 
 #[derive(Debug, Default)]
 struct BuildNode {
-    lit: HashMap<Box<str>, u32>,
+    lit: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     param: Option<u32>,
     ends: Vec<u32>,
     opens: Vec<u32>,
