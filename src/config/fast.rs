@@ -203,6 +203,10 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn visit_text<'de, V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        visitor.visit_str(&self.text()?)
+    }
+
     fn float<'de, V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
         let text = self.plain()?;
         match decimal(&text).ok_or(GiveUp)? {
@@ -384,6 +388,15 @@ impl<'de> SeqAccess<'de> for Items<'_, '_> {
     }
 }
 
+/// Deserializer methods that read with one of [`Reader`]'s helpers.
+macro_rules! read_with {
+    ($($helper:ident: $($method:ident),*;)*) => {
+        $($(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            self.$helper(visitor)
+        })*)*
+    };
+}
+
 /// Gives up on a target the rule types do not use.
 macro_rules! give_up {
     ($($method:ident $(($($arg:ty),*))?),* $(,)?) => {
@@ -423,56 +436,11 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'_> {
         visitor.visit_bool(boolean(&self.plain()?).ok_or(GiveUp)?)
     }
 
-    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.integer(visitor)
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.float(visitor)
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.float(visitor)
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_str(&self.text()?)
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_str(&self.text()?)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_str(&self.text()?)
+    read_with! {
+        integer: deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64,
+            deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64;
+        float: deserialize_f32, deserialize_f64;
+        visit_text: deserialize_str, deserialize_string, deserialize_identifier;
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
