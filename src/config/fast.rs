@@ -184,6 +184,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether the collection being read has another entry (`done` once
+    /// its end is consumed; asking again is an error).
+    fn more(&mut self, done: &mut bool) -> Result<bool> {
+        if *done {
+            return Err(GiveUp);
+        }
+        *done = self.end_of_collection()?;
+        Ok(!*done)
+    }
+
     /// Consumes the end of the collection being read, if it is next.
     fn end_of_collection(&mut self) -> Result<bool> {
         if matches!(self.peek()?, Event::MappingEnd | Event::SequenceEnd) {
@@ -341,11 +351,7 @@ impl<'de> MapAccess<'de> for Entries<'_, '_> {
     type Error = GiveUp;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        if self.done {
-            return Err(GiveUp);
-        }
-        if self.reader.end_of_collection()? {
-            self.done = true;
+        if !self.reader.more(&mut self.done)? {
             return Ok(None);
         }
         match self.reader.peek()? {
@@ -377,11 +383,7 @@ impl<'de> SeqAccess<'de> for Items<'_, '_> {
     type Error = GiveUp;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        if self.done {
-            return Err(GiveUp);
-        }
-        if self.reader.end_of_collection()? {
-            self.done = true;
+        if !self.reader.more(&mut self.done)? {
             return Ok(None);
         }
         seed.deserialize(&mut *self.reader).map(Some)
