@@ -297,8 +297,8 @@ pub enum Scalar {
 }
 
 /// Read as the YAML crate types it, without serde's untagged trial and
-/// error (an error value built for each variant that does not fit: a
-/// fifth of a large file's parse).
+/// error (an error value built for each variant that does not fit: about
+/// 5 % of a large file's parse).
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

@@ -1,7 +1,8 @@
 //! [`Spanned`]: a value with the position it was written at.
 //!
-//! The YAML crate's own `Spanned` does the reading; this twin exists so the
-//! rule-file types can also describe themselves as a JSON Schema
+//! The YAML crate's own `Spanned` does the reading (the fast reader,
+//! `fast.rs`, hands positions over its own way, below); this twin exists
+//! so the rule-file types can also describe themselves as a JSON Schema
 //! ([`super::schema`]): a foreign trait cannot be implemented for a foreign
 //! type, and a position is invisible in the file, so the schema of
 //! `Spanned<T>` is the schema of `T`. It keeps only what a diagnostic
