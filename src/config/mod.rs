@@ -211,7 +211,8 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
         Some(file) => {
             // Debug builds (every test's proxy) check each file read here
             // against serde-saphyr.
-            debug_assert!(fast_reader_agrees(text));
+            #[cfg(debug_assertions)]
+            assert_serde_saphyr_reads(text, &file);
             Ok(file)
         }
         None => parse_with_serde_saphyr(name, text),
@@ -257,6 +258,12 @@ pub(crate) fn fast_reader_agrees(text: &str) -> bool {
     let Some(fast) = fast::read::<raw::File>(text) else {
         return false;
     };
+    assert_serde_saphyr_reads(text, &fast);
+    true
+}
+
+/// Panics unless serde-saphyr reads `text` as `fast`, positions included.
+fn assert_serde_saphyr_reads(text: &str, fast: &raw::File) {
     let name: Arc<str> = Arc::from("r.yaml");
     let slow = parse_with_serde_saphyr(&name, text).map(|f| format!("{f:?}"));
     assert_eq!(
@@ -264,7 +271,6 @@ pub(crate) fn fast_reader_agrees(text: &str) -> bool {
         slow.map_err(|e| e.to_string()),
         "the fast reader disagrees with serde-saphyr on:\n{text}"
     );
-    true
 }
 
 /// Where the mapping that has a key at `key` starts. The YAML crate
