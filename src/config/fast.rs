@@ -1,22 +1,22 @@
 //! The fast path of [`super::parse`]: a serde deserializer straight over
-//! the events of granit-parser (serde-saphyr's own YAML parser) for the
-//! plain YAML rule files are written in.
+//! the events of the plain YAML rule files are written in
+//! ([`super::plain_yaml`]).
 //!
 //! serde-saphyr spends as long between its parser and the rule types as
 //! its parser takes to read the text (anchor recording, merge keys,
 //! duplicate-key fingerprints, budgets, error context), and a reload of a
 //! large rule file is mostly that parse. This reader takes a document
-//! without anchors, aliases, tags or merge keys whose scalars are text,
-//! decimal numbers, or YAML 1.2 Core booleans and nulls, and gives up at
-//! the first thing outside that or the first error: [`super::parse`] then
+//! the scanner reads whose scalars are text, decimal numbers, or YAML 1.2
+//! Core booleans and nulls, and gives up at the first thing outside that
+//! or the first error: [`super::parse`] then
 //! reads the file again with serde-saphyr, which has the last word on
 //! what the file means and says where it is wrong. So nothing here needs
 //! an error message, and a value read here must be the value serde-saphyr
 //! reads: `config::tests::fast_reader_agrees_with_serde_saphyr` holds it
 //! to that.
 
+use super::plain_yaml::{Event, Mark, Scanner};
 use super::spanned::{self, Location};
-use granit_parser::{Event, Parser, ScalarStyle, Span, StrInput};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -34,27 +34,18 @@ const MAX_NODES: usize = 250_000;
 pub(super) fn read<T: DeserializeOwned>(text: &str) -> Option<T> {
     let _reading = spanned::fast_read();
     let mut reader = Reader {
-        parser: Parser::with_options(
-            StrInput::new(text),
-            granit_parser::options! { emit_comments: false },
-        ),
+        scanner: Scanner::new(text)?,
         peeked: None,
         depth: 0,
         nodes: 0,
     };
-    reader.expect(|e| matches!(e, Event::StreamStart)).ok()?;
-    reader
-        .expect(|e| matches!(e, Event::DocumentStart(_, None)))
-        .ok()?;
     let value = T::deserialize(&mut reader).ok()?;
-    reader.expect(|e| matches!(e, Event::DocumentEnd)).ok()?;
-    reader.expect(|e| matches!(e, Event::StreamEnd)).ok()?;
-    Some(value)
+    matches!(reader.next().ok()?.0, Event::End).then_some(value)
 }
 
 /// Why the fast reader stopped; never shown (serde-saphyr says why).
 #[derive(Debug)]
-struct GiveUp;
+pub(super) struct GiveUp;
 
 impl fmt::Display for GiveUp {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -74,14 +65,15 @@ type Result<T> = std::result::Result<T, GiveUp>;
 
 /// The first event of a node.
 enum Node<'a> {
-    Scalar(Cow<'a, str>, ScalarStyle),
+    /// A scalar's text, and whether it was plain.
+    Scalar(Cow<'a, str>, bool),
     Mapping,
     Sequence,
 }
 
 struct Reader<'a> {
-    parser: Parser<'a, StrInput<'a>>,
-    peeked: Option<(Event<'a>, Span)>,
+    scanner: Scanner<'a>,
+    peeked: Option<(Event<'a>, Mark)>,
     depth: usize,
     nodes: usize,
 }
@@ -94,34 +86,23 @@ impl<'a> Reader<'a> {
         self.peeked.as_ref().map(|(e, _)| e).ok_or(GiveUp)
     }
 
-    fn next(&mut self) -> Result<(Event<'a>, Span)> {
+    fn next(&mut self) -> Result<(Event<'a>, Mark)> {
         match self.peeked.take() {
             Some(next) => Ok(next),
             None => self.pull(),
         }
     }
 
-    fn pull(&mut self) -> Result<(Event<'a>, Span)> {
-        self.parser.next_event().ok_or(GiveUp)?.map_err(|_| GiveUp)
-    }
-
-    fn expect(&mut self, is: impl Fn(&Event<'a>) -> bool) -> Result<()> {
-        if is(&self.next()?.0) {
-            Ok(())
-        } else {
-            Err(GiveUp)
-        }
+    fn pull(&mut self) -> Result<(Event<'a>, Mark)> {
+        self.scanner.next()
     }
 
     /// Where the next node starts, as serde-saphyr reports it (the line,
     /// and the column counted from 1).
     fn position(&mut self) -> Result<Location> {
         self.peek()?;
-        let (_, span) = self.peeked.as_ref().ok_or(GiveUp)?;
-        Ok(Location::at(
-            span.start.line() as u64,
-            span.start.col() as u64 + 1,
-        ))
+        let (_, mark) = self.peeked.as_ref().ok_or(GiveUp)?;
+        Ok(self.scanner.location(*mark))
     }
 
     /// Takes the next node's first event; a collection is entered.
@@ -131,9 +112,9 @@ impl<'a> Reader<'a> {
             return Err(GiveUp);
         }
         let node = match self.next()?.0 {
-            Event::Scalar(text, style, 0, None) => return Ok(Node::Scalar(text, style)),
-            Event::MappingStart(_, 0, None) => Node::Mapping,
-            Event::SequenceStart(_, 0, None) => Node::Sequence,
+            Event::Scalar(text, plain) => return Ok(Node::Scalar(text, plain)),
+            Event::MappingStart => Node::Mapping,
+            Event::SequenceStart => Node::Sequence,
             _ => return Err(GiveUp),
         };
         self.depth += 1;
@@ -144,10 +125,10 @@ impl<'a> Reader<'a> {
     }
 
     /// The next node's text, when it is a scalar that is text for every
-    /// target: quoted, a block scalar, or plain and not a null.
+    /// target: quoted, or plain and not a null.
     fn text(&mut self) -> Result<Cow<'a, str>> {
         match self.node()? {
-            Node::Scalar(text, style) if style != ScalarStyle::Plain || !is_null(&text) => Ok(text),
+            Node::Scalar(text, plain) if !plain || !is_null(&text) => Ok(text),
             _ => Err(GiveUp),
         }
     }
@@ -155,7 +136,7 @@ impl<'a> Reader<'a> {
     /// The next node's text, when it is a plain scalar.
     fn plain(&mut self) -> Result<Cow<'a, str>> {
         match self.node()? {
-            Node::Scalar(text, ScalarStyle::Plain) => Ok(text),
+            Node::Scalar(text, true) => Ok(text),
             _ => Err(GiveUp),
         }
     }
@@ -261,9 +242,11 @@ fn decimal(text: &str) -> Option<Number> {
         if text == "-0" {
             return None;
         }
-        return match text.parse::<i64>() {
-            Ok(n) => Some(Number::Signed(n)),
-            Err(_) => text.parse::<u64>().ok().map(Number::Unsigned),
+        // serde-saphyr visits a non-negative integer as a `u64`.
+        return if text.starts_with('-') {
+            text.parse().ok().map(Number::Signed)
+        } else {
+            text.parse().ok().map(Number::Unsigned)
         };
     }
     let exponent = match rest {
@@ -357,9 +340,7 @@ impl<'de> MapAccess<'de> for Entries<'_, '_> {
         match self.reader.peek()? {
             // `<<` would be a merge key; numbers and nulls as keys compare
             // by value, not text.
-            Event::Scalar(text, style, 0, None)
-                if *style != ScalarStyle::Plain || !may_not_be_text(text) =>
-            {
+            Event::Scalar(text, plain) if !*plain || !may_not_be_text(text) => {
                 if !matches!(self.keys, Keys::Unchecked) && !self.keys.insert(text.clone()) {
                     return Err(GiveUp);
                 }
@@ -415,7 +396,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'_> {
         match self.node()? {
             Node::Mapping => self.mapping(visitor, Keys::checked()),
             Node::Sequence => self.sequence(visitor),
-            Node::Scalar(text, ScalarStyle::Plain) => {
+            Node::Scalar(text, true) => {
                 if is_null(&text) {
                     return visitor.visit_unit();
                 }
@@ -446,8 +427,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        if matches!(self.peek()?, Event::Scalar(text, ScalarStyle::Plain, 0, None) if is_null(text))
-        {
+        if matches!(self.peek()?, Event::Scalar(text, true) if is_null(text)) {
             self.node()?;
             return visitor.visit_none();
         }

@@ -1,7 +1,8 @@
 //! Rule files → raw: reading a file or a directory, parsing each file, and
 //! reading the files they name ([`files`]). This is the only module that
-//! touches the YAML crates: serde-saphyr, and its parser granit-parser
-//! for the fast path (`fast.rs`); see [`parse`].
+//! touches the YAML crate, serde-saphyr, and the only one that reads
+//! YAML: plain rule files also have a fast path (`fast.rs` over
+//! `plain_yaml.rs`); see [`parse`].
 //!
 //! A directory is read as every `*.yaml` / `*.yml` file directly inside it,
 //! in byte-wise name order, skipping names that start with `.` (so a
@@ -11,7 +12,10 @@
 pub mod diagnostic;
 pub mod duration;
 mod fast;
+#[cfg(test)]
+mod fast_tests;
 pub mod files;
+mod plain_yaml;
 pub mod raw;
 pub mod schema;
 mod spanned;
@@ -201,7 +205,7 @@ pub const MAX_ALIAS_REPLAYED_EVENTS: usize = 10_000;
 
 /// Parses one rule file. Syntax errors, unknown keys, wrong types and
 /// duplicate keys come back with their line and column. A file in plain
-/// YAML is read by a fast path (`fast.rs`) in about half the time;
+/// YAML is read by a fast path (`fast.rs` over `plain_yaml.rs`);
 /// anything else, and every error, by serde-saphyr.
 pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
     if text.trim().is_empty() {
@@ -221,16 +225,7 @@ pub fn parse(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
 
 /// [`parse`] by serde-saphyr: what the file means, and where it is wrong.
 fn parse_with_serde_saphyr(name: &Arc<str>, text: &str) -> Result<raw::File, Diagnostic> {
-    // YAML 1.2 Core booleans only: `in: [yes, no, y, on]` stays text (the
-    // "Norway problem"), and `007` stays "007" rather than becoming 7.
-    let mut options = serde_saphyr::Options::default();
-    options.strict_booleans = true;
-    options.leading_zero_numbers_as_strings = true;
-    // Anchors and aliases are for sharing a list or two, not for an alias
-    // bomb: a few thousand replayed events, rather than the crate's
-    // million, refuse one at once instead of after seconds of parsing.
-    options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAYED_EVENTS;
-    options.alias_limits.max_replay_stack_depth = 16;
+    let options = serde_saphyr_options();
     serde_saphyr::from_str_with_options::<raw::File>(text, options.clone()).map_err(|e| {
         let plain = e.without_snippet().to_string();
         let message = strip_position(&plain).to_string();
@@ -249,6 +244,21 @@ fn parse_with_serde_saphyr(name: &Arc<str>, text: &str) -> Result<raw::File, Dia
             message,
         }
     })
+}
+
+/// How rule files are read by serde-saphyr.
+fn serde_saphyr_options() -> serde_saphyr::Options {
+    // YAML 1.2 Core booleans only: `in: [yes, no, y, on]` stays text (the
+    // "Norway problem"), and `007` stays "007" rather than becoming 7.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.leading_zero_numbers_as_strings = true;
+    // Anchors and aliases are for sharing a list or two, not for an alias
+    // bomb: a few thousand replayed events, rather than the crate's
+    // million, refuse one at once instead of after seconds of parsing.
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAYED_EVENTS;
+    options.alias_limits.max_replay_stack_depth = 16;
+    options
 }
 
 /// Whether the fast reader read `text`; panics when what it read (values
