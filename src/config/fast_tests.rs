@@ -368,6 +368,8 @@ fn fast_reader_reads_every_shape_it_claims() {
         "a: \"\\u00e9\\t\\\\\\\"\\/\"\nb: 'it''s'\n",
         // Empty values.
         "a:\nb:   \nc: # note\nd: ~\n",
+        // Columns counted in characters, on and on along one line.
+        "é: [é, b, {é: c, d: é}, 'é', e]\n",
     ] {
         assert!(agrees(text), "the fast reader left alone:\n{text}");
     }

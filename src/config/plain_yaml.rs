@@ -82,6 +82,8 @@ pub(super) struct Scanner<'a> {
     line_start: usize,
     stack: Vec<Context>,
     started: bool,
+    /// The last place [`Self::location`] counted to, and its column.
+    counted: Option<(usize, usize)>,
 }
 
 impl<'a> Scanner<'a> {
@@ -104,18 +106,29 @@ impl<'a> Scanner<'a> {
             line_start: 0,
             stack: Vec::new(),
             started: false,
+            counted: None,
         })
     }
 
     /// Where `mark` is, as serde-saphyr reports it: the 1-based line and
-    /// the 1-based column counted in characters.
-    pub(super) fn location(&self, mark: Mark) -> Location {
-        let before = &self.text[mark.line_start..mark.offset];
-        let column = if before.is_ascii() {
-            before.len()
-        } else {
-            before.chars().count()
+    /// the 1-based column counted in characters. Counts on from the last
+    /// place asked for on the same line, so a long line costs its length
+    /// once, not once a node.
+    pub(super) fn location(&mut self, mark: Mark) -> Location {
+        let (from, counted) = match self.counted {
+            Some((offset, column)) if mark.line_start <= offset && offset <= mark.offset => {
+                (offset, column)
+            }
+            _ => (mark.line_start, 0),
         };
+        let between = &self.text[from..mark.offset];
+        let column = counted
+            + if between.is_ascii() {
+                between.len()
+            } else {
+                between.chars().count()
+            };
+        self.counted = Some((mark.offset, column));
         Location::at(u64::from(mark.line), column as u64 + 1)
     }
 
