@@ -57,7 +57,10 @@
 #                reload  20 reloads of a 10,000-route config under load
 #                        (RELOAD_CONTROL=1: the same admin requests and
 #                        no reload, what the harness itself costs;
-#                        RELOAD_TIMES=1: each reload's time, in order)
+#                        RELOAD_TIMES=1: each reload's time, in order;
+#                        RELOAD_ROUNDS=5: five rounds of a steady run
+#                        and a run with reloads, in turns, compared
+#                        round by round)
 #                h2      h2load over h2c and TLS 1.3
 #                conns   memory of 10,000 idle keep-alive connections
 #                The settings of the last four are at the top of

@@ -10,7 +10,9 @@
 #           without reloads; RELOAD_CONTROL=1 sends the same admin requests
 #           (and no signals) without reloading; for Pointsman also how
 #           long its serving threads waited for a CPU in each run, and
-#           how long each reload took (RELOAD_TIMES=1: every one, in order)
+#           how long each reload took (RELOAD_TIMES=1: every one, in order);
+#           RELOAD_ROUNDS (1) pairs of the two runs, in turns, with the
+#           p99 and req/s ratios round by round
 #   h2      h2load over h2c and over TLS 1.3 (ALPN h2): H2_CLIENTS (50)
 #           connections, H2_STREAMS (10) concurrent streams each
 #   PROXIES picks the proxies of large, reload and h2 (default: all three)
@@ -23,6 +25,7 @@ LARGE_SIZES=${LARGE_SIZES:-10 10000}
 RELOAD_ROUTES=${RELOAD_ROUTES:-10000}
 RELOAD_COUNT=${RELOAD_COUNT:-20}
 RELOAD_DURATION=${RELOAD_DURATION:-20s}
+RELOAD_ROUNDS=${RELOAD_ROUNDS:-1}
 H2_CLIENTS=${H2_CLIENTS:-50}
 H2_STREAMS=${H2_STREAMS:-10}
 CONNS_IDLE=${CONNS_IDLE:-10000}
@@ -181,46 +184,65 @@ if section reload; then
         large_start "$proxy" "$RELOAD_ROUTES" "$name"
         port=$(large_port "$proxy")
         var=PID_${name//-/_}
-        "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $lhost" -H "x-tenant: $ltenant" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
-        [ "$proxy" != pointsman ] || wait0=$(serving_wait "${!var}")
-        DURATION=$RELOAD_DURATION run_wrk "$name-steady" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
-        [ "$proxy" != pointsman ] || wait1=$(serving_wait "${!var}")
-        (
-            # `read -t` on a FIFO nobody writes is a sleep without a process.
-            mkfifo "$TMP/tick-$proxy"
-            exec 8<>"$TMP/tick-$proxy"
-            ok=0 inside=0 start=${EPOCHREALTIME/./}
-            for ((i = 1; i <= RELOAD_COUNT; i++)); do
-                wait_us=$((start + i * gap_us - ${EPOCHREALTIME/./}))
-                if ((wait_us > 0)); then
-                    printf -v wait_s '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000))
-                    read -r -t "$wait_s" -u 8 _ || true
+        headers=(-H "Host: $lhost" -H "x-tenant: $ltenant")
+        "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${headers[@]}" "http://127.0.0.1:$port$lpath" >/dev/null 2>&1 || true
+        # Each round pairs a steady run with a run with reloads, in turns
+        # (steady first in odd rounds), so a drift of the VM's speed does
+        # not always fall on the same side.
+        for ((round = 1; round <= RELOAD_ROUNDS; round++)); do
+            order="steady reloads"
+            ((round % 2)) || order="reloads steady"
+            for run in $order; do
+                [ "$proxy" != pointsman ] || wait0=$(serving_wait "${!var}")
+                if [ "$run" = steady ]; then
+                    DURATION=$RELOAD_DURATION run_wrk "$name-steady" "$port" "${!var}" "$lpath" "${headers[@]}"
+                    [ "$proxy" != pointsman ] || echo "steady $(($(serving_wait "${!var}") - ${wait0:-0}))" >>"$TMP/$name.waits"
+                    continue
                 fi
-                t0=$EPOCHREALTIME
-                large_reload "$proxy" "$name" && ok=$((ok + 1))
-                t1=$EPOCHREALTIME
-                ((${t1/./} - start > window_us)) || inside=$((inside + 1))
-                echo "${t0/./} ${t1/./}" >>"$TMP/$name.reload-times"
+                (
+                    # `read -t` on a FIFO nobody writes is a sleep without a process.
+                    [ -p "$TMP/tick-$proxy" ] || mkfifo "$TMP/tick-$proxy"
+                    exec 8<>"$TMP/tick-$proxy"
+                    ok=0 inside=0 start=${EPOCHREALTIME/./}
+                    for ((i = 1; i <= RELOAD_COUNT; i++)); do
+                        wait_us=$((start + i * gap_us - ${EPOCHREALTIME/./}))
+                        if ((wait_us > 0)); then
+                            printf -v wait_s '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000))
+                            read -r -t "$wait_s" -u 8 _ || true
+                        fi
+                        t0=$EPOCHREALTIME
+                        large_reload "$proxy" "$name" && ok=$((ok + 1))
+                        t1=$EPOCHREALTIME
+                        ((${t1/./} - start > window_us)) || inside=$((inside + 1))
+                        echo "${t0/./} ${t1/./}" >>"$TMP/$name.reload-times"
+                    done
+                    echo "$ok $inside" >>"$TMP/$name.reloads"
+                ) &
+                reloader=$!
+                DURATION=$RELOAD_DURATION run_wrk "$name" "$port" "${!var}" "$lpath" "${headers[@]}"
+                [ "$proxy" != pointsman ] || echo "reloads $(($(serving_wait "${!var}") - ${wait0:-0}))" >>"$TMP/$name.waits"
+                wait "$reloader" || true
             done
-            echo "$ok $inside" >"$TMP/$name.reloads"
-        ) &
-        reloader=$!
-        DURATION=$RELOAD_DURATION run_wrk "$name" "$port" "${!var}" "$lpath" -H "Host: $lhost" -H "x-tenant: $ltenant"
-        [ "$proxy" != pointsman ] || echo "$wait0 $wait1 $(serving_wait "${!var}")" >"$TMP/$name.waits"
-        wait "$reloader" || true
+        done
+        unset round
         stop "$name"
     done
     echo
     printf '%-10s %10s %10s %9s %9s %8s %9s\n' proxy 'req/s' 'steady' 'p99 ms' 'steady' 'p99 ×' errors
     for proxy in $PROXIES; do
         name=reload-$proxy
-        read -r ok inside <"$TMP/$name.reloads" 2>/dev/null || ok=0 inside=0
-        printf '%-10s %10.0f %10.0f %9.3f %9.3f %8s %9s   (%s/%s reloads accepted, %s done inside the run)\n' "$proxy" \
+        read -r ok inside <<<"$(awk '{ok += $1; inside += $2} END {print ok + 0, inside + 0}' "$TMP/$name.reloads" 2>/dev/null)"
+        printf '%-10s %10.0f %10.0f %9.3f %9.3f %8s %9s   (%s/%s reloads accepted, %s done inside the runs)\n' "$proxy" \
             "$(col "$name" 1)" "$(col "$name-steady" 1)" "$(col "$name" 3)" "$(col "$name-steady" 3)" \
             "$(ratio "$(col "$name" 3)" "$(col "$name-steady" 3)")" \
             "$(awk '{n += $5} END {print n + 0}' "$TMP/$name.results" 2>/dev/null || echo -)" \
-            "$ok" "$RELOAD_COUNT" "$inside"
+            "$ok" $((RELOAD_COUNT * RELOAD_ROUNDS)) "$inside"
     done
+    if ((RELOAD_ROUNDS > 1)); then
+        for proxy in $PROXIES; do
+            paired "reload-$proxy" "reload-$proxy-steady" "p99:3:low req/s:1:high"
+        done
+    fi
     # POST /reload answers once the new config serves: how long a reload
     # takes on the loaded machine (the others' signals return at once).
     if [ -s "$TMP/reload-pointsman.reload-times" ] && [ -z "${RELOAD_CONTROL:-}" ]; then
@@ -232,10 +254,9 @@ if section reload; then
     # How long the serving threads waited for a CPU while they had work:
     # what a reload thread that holds a CPU they want costs them.
     if [ -s "$TMP/reload-pointsman.waits" ]; then
-        read -r w0 w1 w2 <"$TMP/reload-pointsman.waits"
-        awk -v a=$((w1 - w0)) -v b=$((w2 - w1)) 'BEGIN {
-            printf "pointsman: serving threads waited %.0f ms for a CPU in the steady run, %.0f ms with the reloads (%.2f×)\n",
-                a / 1e6, b / 1e6, (a > 0 ? b / a : 0) }'
+        awk '{w[$1] += $2} END {
+            printf "pointsman: serving threads waited %.0f ms for a CPU in the steady runs, %.0f ms in the runs with reloads (%.2f×)\n",
+                w["steady"] / 1e6, w["reloads"] / 1e6, (w["steady"] > 0 ? w["reloads"] / w["steady"] : 0) }' "$TMP/reload-pointsman.waits"
     fi
 fi
 
