@@ -520,8 +520,7 @@ impl<'a> Scanner<'a> {
     /// flow collection, where `,[]{}` end it). Leaves `pos` after it.
     fn scalar(&mut self, flow: bool) -> Result<Event<'a>> {
         match self.peek() {
-            Some(b'"') => self.double_quoted(),
-            Some(b'\'') => self.single_quoted(),
+            Some(quote @ (b'"' | b'\'')) => self.quoted(quote),
             _ => self.plain(flow),
         }
     }
@@ -554,7 +553,9 @@ impl<'a> Scanner<'a> {
         Ok(Event::Scalar(Cow::Borrowed(&self.text[start..end]), true))
     }
 
-    fn single_quoted(&mut self) -> Result<Event<'a>> {
+    /// A quoted scalar on one line: single-quoted (`''` is a quote) or
+    /// double-quoted (with the common escapes).
+    fn quoted(&mut self, quote: u8) -> Result<Event<'a>> {
         self.pos += 1;
         let start = self.pos;
         let mut owned: Option<String> = None;
@@ -562,47 +563,18 @@ impl<'a> Scanner<'a> {
             let rest = &self.bytes[self.pos..];
             let n = rest
                 .iter()
-                .position(|&b| b == b'\'' || b == b'\n')
+                .position(|&b| b == quote || b == b'\n' || (b == b'\\' && quote == b'"'))
                 .ok_or(GiveUp)?;
             let chunk = &self.text[self.pos..self.pos + n];
-            self.pos += n;
-            if self.peek() == Some(b'\n') {
-                return Err(GiveUp);
-            }
-            // At a quote: `''` is one quote, a lone one ends the scalar.
-            if self.peek_at(1) == Some(b'\'') {
-                owned.get_or_insert_with(String::new).push_str(chunk);
-                owned.get_or_insert_with(String::new).push('\'');
-                self.pos += 2;
-                continue;
-            }
-            self.pos += 1;
-            let text = match owned {
-                Some(mut s) => {
-                    s.push_str(chunk);
-                    Cow::Owned(s)
-                }
-                None => Cow::Borrowed(&self.text[start..self.pos - 1]),
-            };
-            return self.after_quoted(text);
-        }
-    }
-
-    fn double_quoted(&mut self) -> Result<Event<'a>> {
-        self.pos += 1;
-        let start = self.pos;
-        let mut owned: Option<String> = None;
-        loop {
-            let rest = &self.bytes[self.pos..];
-            let n = rest
-                .iter()
-                .position(|&b| matches!(b, b'"' | b'\\' | b'\n'))
-                .ok_or(GiveUp)?;
-            let chunk = &self.text[self.pos..self.pos + n];
-            self.pos += n;
-            match self.peek() {
-                Some(b'"') => {
+            self.pos += n + 1;
+            let unquoted = match self.bytes[self.pos - 1] {
+                b'\n' => return Err(GiveUp),
+                b'\\' => self.escape()?,
+                b'\'' if quote == b'\'' && self.peek() == Some(b'\'') => {
                     self.pos += 1;
+                    '\''
+                }
+                _ => {
                     let text = match owned {
                         Some(mut s) => {
                             s.push_str(chunk);
@@ -612,15 +584,10 @@ impl<'a> Scanner<'a> {
                     };
                     return self.after_quoted(text);
                 }
-                Some(b'\\') => {
-                    let s = owned.get_or_insert_with(String::new);
-                    s.push_str(chunk);
-                    self.pos += 1;
-                    let escaped = self.escape()?;
-                    owned.get_or_insert_with(String::new).push(escaped);
-                }
-                _ => return Err(GiveUp),
-            }
+            };
+            let s = owned.get_or_insert_with(String::new);
+            s.push_str(chunk);
+            s.push(unquoted);
         }
     }
 
