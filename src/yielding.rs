@@ -1,6 +1,6 @@
 //! Background work that yields to the serving threads.
 //!
-//! A reload parses and compiles for over 100 ms of CPU (10,000 routes).
+//! A reload parses and compiles for 40–80 ms of CPU (10,000 routes).
 //! Its thread runs at a lower priority, but once it holds a core the
 //! scheduler hands that core back only at its next tick (4 ms at the usual
 //! `HZ=250`) or when the thread blocks: a serving thread it displaced

@@ -333,7 +333,7 @@ struct Prepared {
 /// 100 µs: [`crate::yielding::run_in_background`]); `f` answers through
 /// the sender it is given and may go on with work nobody waits for. On a
 /// machine whose cores are busy serving, a reload's parse and compile
-/// (over 100 ms of CPU for 10,000 routes) then take the CPU the requests
+/// (40–80 ms of CPU for 10,000 routes) then take the CPU the requests
 /// leave, instead of an equal share of it, and never hold a core a
 /// serving thread waits for longer than that.
 async fn off_the_request_path<T: Send + 'static>(
