@@ -15,7 +15,7 @@
 //! reads: `config::tests::fast_reader_agrees_with_serde_saphyr` holds it
 //! to that.
 
-use super::plain_yaml::{Event, Mark, Scanner};
+use super::plain_yaml::{Event, GiveUp, Mark, Scanner};
 use super::spanned::{self, Location};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
@@ -43,18 +43,7 @@ pub(super) fn read<T: DeserializeOwned>(text: &str) -> Option<T> {
     matches!(reader.next().ok()?.0, Event::End).then_some(value)
 }
 
-/// Why the fast reader stopped; never shown (serde-saphyr says why).
-#[derive(Debug)]
-pub(super) struct GiveUp;
-
-impl fmt::Display for GiveUp {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("left to serde-saphyr")
-    }
-}
-
-impl std::error::Error for GiveUp {}
-
+/// The fast reader's error: serde's deserializers need one.
 impl de::Error for GiveUp {
     fn custom<T: fmt::Display>(_: T) -> Self {
         GiveUp

@@ -16,9 +16,22 @@
 //! reads, and `config::fast_reader_agrees` on rule files (the tests, the
 //! fuzz target, and every file a debug build reads).
 
-use super::fast::GiveUp;
 use super::spanned::Location;
 use std::borrow::Cow;
+use std::fmt;
+
+/// Why the scanner or the fast reader stopped; never shown (serde-saphyr
+/// says why).
+#[derive(Debug)]
+pub(super) struct GiveUp;
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("left to serde-saphyr")
+    }
+}
+
+impl std::error::Error for GiveUp {}
 
 type Result<T> = std::result::Result<T, GiveUp>;
 
@@ -352,14 +365,8 @@ impl<'a> Scanner<'a> {
             offset: self.pos - 1,
             ..self.mark()
         };
-        let spaced = self.spaces();
-        match self.peek() {
-            Some(b'#') if spaced => self.comment(),
-            None | Some(b'\n') => {}
-            Some(_) => {
-                let col = self.col();
-                return self.block_node(col, false);
-            }
+        if let Some(node) = self.node_on_this_line(false) {
+            return node;
         }
         match self.content()? {
             Some(col) if col > indent => self.block_node(col, true),
@@ -380,6 +387,21 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The node after a key's `:` or an item's `-` when it is on the same
+    /// line; otherwise skips the line's comment and gives `None`.
+    fn node_on_this_line(&mut self, collections: bool) -> Option<Result<(Event<'a>, Mark)>> {
+        let spaced = self.spaces();
+        match self.peek() {
+            Some(b'#') if spaced => self.comment(),
+            None | Some(b'\n') => {}
+            Some(_) => {
+                let col = self.col();
+                return Some(self.block_node(col, collections));
+            }
+        }
+        None
+    }
+
     /// A block sequence's next item, or its end.
     fn block_item(&mut self, indent: usize) -> Result<(Event<'a>, Mark)> {
         match self.content()? {
@@ -391,14 +413,8 @@ impl<'a> Scanner<'a> {
             }
         }
         self.pos += 1;
-        let spaced = self.spaces();
-        match self.peek() {
-            Some(b'#') if spaced => self.comment(),
-            None | Some(b'\n') => {}
-            Some(_) => {
-                let col = self.col();
-                return self.block_node(col, true);
-            }
+        if let Some(node) = self.node_on_this_line(true) {
+            return node;
         }
         // An empty item is past its `-`, its spaces and a comment.
         let empty = self.mark();
