@@ -1,18 +1,14 @@
 //! The fast path of [`super::parse`]: a serde deserializer straight over
-//! the events of the plain YAML rule files are written in
-//! ([`super::plain_yaml`]).
+//! the events of [`super::plain_yaml`], for the plain YAML rule files are
+//! written in.
 //!
-//! serde-saphyr spends as long between its parser and the rule types as
-//! its parser takes to read the text (anchor recording, merge keys,
-//! duplicate-key fingerprints, budgets, error context), and a reload of a
-//! large rule file is mostly that parse. This reader takes a document
-//! the scanner reads whose scalars are text, decimal numbers, or YAML 1.2
-//! Core booleans and nulls, and gives up at the first thing outside that
-//! or the first error: [`super::parse`] then
-//! reads the file again with serde-saphyr, which has the last word on
-//! what the file means and says where it is wrong. So nothing here needs
-//! an error message, and a value read here must be the value serde-saphyr
-//! reads: `config::tests::fast_reader_agrees_with_serde_saphyr` holds it
+//! It reads a document whose scalars are text, decimal numbers, or YAML
+//! 1.2 Core booleans and nulls, and gives up at the first thing outside
+//! that or the first error: [`super::parse`] then reads the file with
+//! serde-saphyr, which has the last word on what the file means and says
+//! where it is wrong. So nothing here needs an error message, and a value
+//! read here must be the value serde-saphyr reads: the tests in
+//! `config/mod.rs` (rule files) and `fast_tests.rs` (any document) hold it
 //! to that.
 
 use super::plain_yaml::{Event, GiveUp, Mark, Scanner};
@@ -21,9 +17,6 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, V
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-
-/// Deeper nesting goes to serde-saphyr, whose budget stops at 64.
-const MAX_DEPTH: usize = 48;
 
 /// serde-saphyr's budget of nodes, counted as it counts them (every
 /// scalar, keys included, and every collection): a file over it goes to
@@ -36,7 +29,6 @@ pub(super) fn read<T: DeserializeOwned>(text: &str) -> Option<T> {
     let mut reader = Reader {
         scanner: Scanner::new(text)?,
         peeked: None,
-        depth: 0,
         nodes: 0,
     };
     let value = T::deserialize(&mut reader).ok()?;
@@ -63,14 +55,13 @@ enum Node<'a> {
 struct Reader<'a> {
     scanner: Scanner<'a>,
     peeked: Option<(Event<'a>, Mark)>,
-    depth: usize,
     nodes: usize,
 }
 
 impl<'a> Reader<'a> {
     fn peek(&mut self) -> Result<&Event<'a>> {
         if self.peeked.is_none() {
-            self.peeked = Some(self.pull()?);
+            self.peeked = Some(self.scanner.next()?);
         }
         self.peeked.as_ref().map(|(e, _)| e).ok_or(GiveUp)
     }
@@ -78,12 +69,8 @@ impl<'a> Reader<'a> {
     fn next(&mut self) -> Result<(Event<'a>, Mark)> {
         match self.peeked.take() {
             Some(next) => Ok(next),
-            None => self.pull(),
+            None => self.scanner.next(),
         }
-    }
-
-    fn pull(&mut self) -> Result<(Event<'a>, Mark)> {
-        self.scanner.next()
     }
 
     /// Where the next node starts, as serde-saphyr reports it (the line,
@@ -100,17 +87,12 @@ impl<'a> Reader<'a> {
         if self.nodes > MAX_NODES {
             return Err(GiveUp);
         }
-        let node = match self.next()?.0 {
-            Event::Scalar(text, plain) => return Ok(Node::Scalar(text, plain)),
-            Event::MappingStart => Node::Mapping,
-            Event::SequenceStart => Node::Sequence,
-            _ => return Err(GiveUp),
-        };
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(GiveUp);
+        match self.next()?.0 {
+            Event::Scalar(text, plain) => Ok(Node::Scalar(text, plain)),
+            Event::MappingStart => Ok(Node::Mapping),
+            Event::SequenceStart => Ok(Node::Sequence),
+            _ => Err(GiveUp),
         }
-        Ok(node)
     }
 
     /// The next node's text, when it is a scalar that is text for every
@@ -168,7 +150,6 @@ impl<'a> Reader<'a> {
     fn end_of_collection(&mut self) -> Result<bool> {
         if matches!(self.peek()?, Event::MappingEnd | Event::SequenceEnd) {
             self.next()?;
-            self.depth = self.depth.saturating_sub(1);
             return Ok(true);
         }
         Ok(false)

@@ -405,3 +405,10 @@ fn fast_reader_leaves_what_it_does_not_read() {
         assert!(!agrees(text), "the fast reader read:\n{text}");
     }
 }
+
+#[test]
+fn deep_nesting_is_left_to_serde_saphyr() {
+    let nested = |depth: usize| format!("{}x{}\n", "[".repeat(depth), "]".repeat(depth));
+    assert!(agrees(&nested(48)), "48 levels are read");
+    assert!(!agrees(&nested(49)), "49 levels are left alone");
+}

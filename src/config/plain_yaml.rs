@@ -56,8 +56,9 @@ pub(super) struct Mark {
     line_start: usize,
 }
 
-/// Deeper nesting is given up on (serde-saphyr's limit is 64).
-const MAX_DEPTH: usize = 64;
+/// Deeper nesting is given up on, for serde-saphyr to read (its budget
+/// stops at 64).
+const MAX_DEPTH: usize = 48;
 
 /// YAML's limit on an implicit key, in characters.
 const MAX_KEY_LEN: usize = 1024;
